@@ -1,0 +1,39 @@
+#include "base/async.h"
+
+namespace kvstar {
+
+Status Completion::Wait(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto is_done = [this] { return done_.load(std::memory_order_acquire); };
+  if (timeout.count() < 0) {
+    cv_.wait(lock, is_done);
+  } else if (!cv_.wait_for(lock, timeout, is_done)) {
+    return DeadlineExceeded("operation still running after %lld ms",
+                            static_cast<long long>(timeout.count()));
+  }
+  return status_;
+}
+
+void Completion::Finish(Status status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    KVSTAR_CHECK(!done_.load(), "Completion finished twice (second status: %s)",
+                 status.ToString().c_str());
+    status_ = std::move(status);
+    finish_time_ = Clock::now();
+    done_.store(true, std::memory_order_release);
+  }
+  cv_.notify_all();
+}
+
+Status Completion::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return status_;
+}
+
+Completion::Clock::time_point Completion::finish_time() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return finish_time_;
+}
+
+}  // namespace kvstar

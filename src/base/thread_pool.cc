@@ -1,0 +1,123 @@
+#include "base/thread_pool.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <memory>
+
+#include "base/check.h"
+
+namespace kvstar {
+namespace {
+thread_local bool tls_in_parallel_for = false;
+}  // namespace
+
+int ThreadPool::HardwareThreads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+ThreadPool::ThreadPool(const ThreadPoolOptions& options) {
+  KVSTAR_CHECK(options.num_threads >= 0, "num_threads=%d", options.num_threads);
+  // The caller participates in ParallelFor, so num_threads total means num_threads-1 workers,
+  // but keep at least one worker so that Submit is asynchronous.
+  const int workers = std::max(1, options.num_threads - 1);
+  workers_.reserve(workers);
+  for (int i = 0; i < workers; ++i) {
+    workers_.emplace_back([this, i] { WorkerLoop(i); });
+    char name[64];
+    std::snprintf(name, sizeof(name), "%.10s-%d", options.name, i);
+    name[15] = '\0';  // thread names are at most 15 characters
+    pthread_setname_np(workers_.back().native_handle(), name);
+    if (options.pin_to_cores) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET((options.first_core + i) % HardwareThreads(), &set);
+      pthread_setaffinity_np(workers_.back().native_handle(), sizeof(set), &set);
+    }
+  }
+  single_threaded_parallel_for_ = options.num_threads <= 1;
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::Submit(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(fn));
+  }
+  cv_.notify_one();
+}
+
+void ThreadPool::WorkerLoop(int index) {
+  for (;;) {
+    std::function<void()> fn;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_ and drained
+      fn = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    fn();
+  }
+}
+
+void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t, size_t, int)>& fn,
+                             size_t min_chunk) {
+  if (n == 0) return;
+  min_chunk = std::max<size_t>(1, min_chunk);
+  const size_t max_parts = single_threaded_parallel_for_ ? 1 : static_cast<size_t>(parallelism());
+  const size_t parts = std::min(max_parts, (n + min_chunk - 1) / min_chunk);
+  if (parts <= 1 || tls_in_parallel_for) {
+    fn(0, n, 0);
+    return;
+  }
+  // Chunks are claimed from a shared counter by the caller and by helper tasks queued at the
+  // front of the queue. A worker busy with long background work (a retrieval task) never holds
+  // the caller up: the caller runs every chunk nobody has claimed. A helper that starts after
+  // all chunks are claimed touches nothing but the shared counter.
+  struct Shared {
+    std::atomic<size_t> next{0};
+    std::atomic<size_t> done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  auto shared = std::make_shared<Shared>();
+  const size_t chunk = (n + parts - 1) / parts;
+  auto run_chunks = [shared, &fn, n, chunk, parts] {
+    for (;;) {
+      const size_t i = shared->next.fetch_add(1);
+      if (i >= parts) return;
+      const size_t begin = i * chunk;
+      const size_t end = std::min(n, begin + chunk);
+      tls_in_parallel_for = true;
+      if (begin < end) fn(begin, end, static_cast<int>(i));
+      tls_in_parallel_for = false;
+      if (shared->done.fetch_add(1) + 1 == parts) {
+        std::lock_guard<std::mutex> lock(shared->mu);
+        shared->cv.notify_all();
+      }
+    }
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t p = 1; p < parts; ++p) queue_.push_front(run_chunks);
+  }
+  cv_.notify_all();
+  run_chunks();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->cv.wait(lock, [&] { return shared->done.load() == parts; });
+}
+
+}  // namespace kvstar

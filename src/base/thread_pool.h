@@ -1,0 +1,56 @@
+// ThreadPool: the one CPU threading context of the process. Ops parallelise through
+// ParallelFor; background work (retrieval, store I/O helpers) through Submit.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace kvstar {
+
+struct ThreadPoolOptions {
+  int num_threads = 1;         // worker threads; ParallelFor also uses the calling thread
+  bool pin_to_cores = false;   // pin worker i to core (first_core + i) % hardware cores
+  int first_core = 0;
+  const char* name = "kvstar";  // thread name prefix (visible in top -H, gdb)
+};
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(const ThreadPoolOptions& options);
+  explicit ThreadPool(int num_threads) : ThreadPool(ThreadPoolOptions{.num_threads = num_threads}) {}
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  // Number of threads that run ParallelFor chunks (workers + the caller).
+  int parallelism() const { return static_cast<int>(workers_.size()) + 1; }
+  int num_workers() const { return static_cast<int>(workers_.size()); }
+
+  // Calls fn(begin, end, worker_index) over [0, n) split into contiguous chunks of at least
+  // min_chunk items, one per participating thread; returns when all are done. worker_index is
+  // in [0, parallelism()). Safe to call from several threads at once; nested calls run inline.
+  void ParallelFor(size_t n, const std::function<void(size_t, size_t, int)>& fn,
+                   size_t min_chunk = 1);
+
+  // Queues fn to run on a worker. With zero workers it runs inline.
+  void Submit(std::function<void()> fn);
+
+  static int HardwareThreads();
+
+ private:
+  void WorkerLoop(int index);
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  bool single_threaded_parallel_for_ = false;
+};
+
+}  // namespace kvstar

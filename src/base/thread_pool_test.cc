@@ -1,0 +1,60 @@
+#include "base/thread_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <vector>
+
+namespace kvstar {
+namespace {
+
+TEST(ThreadPoolTest, ParallelForCoversRangeOnce) {
+  for (int threads : {1, 2, 4}) {
+    ThreadPool pool(threads);
+    for (size_t n : {0u, 1u, 7u, 1000u}) {
+      std::vector<std::atomic<int>> hits(n);
+      pool.ParallelFor(n, [&](size_t b, size_t e, int w) {
+        EXPECT_LT(w, pool.parallelism());
+        for (size_t i = b; i < e; ++i) hits[i]++;
+      });
+      for (size_t i = 0; i < n; ++i) EXPECT_EQ(hits[i].load(), 1) << i;
+    }
+  }
+}
+
+TEST(ThreadPoolTest, ParallelForDoesNotWaitForBusyWorkers) {
+  ThreadPool pool(2);
+  std::atomic<bool> release{false};
+  pool.Submit([&] {
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::atomic<int> sum{0};
+  // The only worker is busy: the caller must run every chunk itself and return.
+  pool.ParallelFor(100, [&](size_t b, size_t e, int) { sum += static_cast<int>(e - b); });
+  EXPECT_EQ(sum.load(), 100);
+  release = true;
+}
+
+TEST(ThreadPoolTest, SubmitRunsEverything) {
+  std::atomic<int> count{0};
+  {
+    ThreadPool pool(3);
+    for (int i = 0; i < 1000; ++i) pool.Submit([&] { count++; });
+  }  // destructor drains the queue
+  EXPECT_EQ(count.load(), 1000);
+}
+
+TEST(ThreadPoolTest, NestedParallelForRunsInline) {
+  ThreadPool pool(2);
+  std::atomic<int> total{0};
+  pool.ParallelFor(4, [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; ++i)
+      pool.ParallelFor(10, [&](size_t b2, size_t e2, int) { total += static_cast<int>(e2 - b2); });
+  });
+  EXPECT_EQ(total.load(), 40);
+}
+
+}  // namespace
+}  // namespace kvstar
