@@ -8,6 +8,7 @@ PKGS=(
   nlohmann-json3-dev    # config.json, tokenizer.json, --json output
   libcli11-dev          # command line
   libpcre2-dev          # tokenizer pre-split regex (Unicode classes)
+  libicu-dev            # tokenizer NFC normalization (Qwen2 tokenizer.json)
   libxxhash-dev         # XXH3-128 block ids
   liburing-dev          # FileStore io_uring path
   bible-kjv-text        # natural-text haystacks for the eval suite
