@@ -1,0 +1,28 @@
+// Physical limits of the CPU, measured at run time, that benchmarks quote next to their numbers:
+// decode speed as a fraction of memory read bandwidth, prefill speed as a fraction of the f32
+// FMA ceiling or of our own f32 MatMul rate.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "base/thread_pool.h"
+
+namespace kvstar::ops {
+
+// GB/s (1e9 bytes/s) reading a buffer of `bytes` (larger than the caches) with all pool threads,
+// each summing its own contiguous slice; best of a few repetitions.
+double MeasureMemoryReadBandwidth(ThreadPool& pool, size_t bytes = size_t{1} << 30);
+
+// GFLOP/s (FMA = 2 FLOP) of independent register-resident f32 FMA chains on all pool threads:
+// the arithmetic ceiling of the chosen SIMD target.
+double MeasureF32FmaRate(ThreadPool& pool);
+
+// GFLOP/s of ops::MatMul with f32 weights, size x size weights and size rows of x; best of a few
+// repetitions.
+double MeasureF32MatMulRate(ThreadPool& pool, size_t size = 2048);
+
+// Name of the Highway target chosen at run time, e.g. "AVX3_DL", "AVX2", "EMU128".
+std::string DescribeSimdTarget();
+
+}  // namespace kvstar::ops
