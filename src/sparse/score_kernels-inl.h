@@ -1,0 +1,199 @@
+// Per-target bodies of score_kernels.h, compiled once per Highway target by score_kernels.cc.
+//
+// Logits are computed with lanes over queries: the queries of one KV head are transposed to
+// [d][qpad], and every key element is broadcast, so no horizontal reductions or transposes are
+// needed and any d works without tail handling (the loop over d is scalar; only qpad, which we
+// pad ourselves, is vectorised). A register tile of kNM keys x kNQ query vectors accumulates in
+// f32.
+#if defined(KVSTAR_SPARSE_SCORE_KERNELS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef KVSTAR_SPARSE_SCORE_KERNELS_INL_H_
+#undef KVSTAR_SPARSE_SCORE_KERNELS_INL_H_
+#else
+#define KVSTAR_SPARSE_SCORE_KERNELS_INL_H_
+#endif
+
+#include <cmath>
+
+#include "base/half.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+#include "sparse/score_kernels.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace kvstar::sparse::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+constexpr size_t kMaxNQ = 4;  // 32 vector registers: 16 accumulators + 4 queries + broadcast
+#else
+constexpr size_t kMaxNQ = 3;  // 16 registers: at most 12 accumulators
+#endif
+
+inline size_t F32LanesImpl() { return hn::Lanes(DF()); }
+inline const char* CurrentTargetNameImpl() { return hwy::TargetName(HWY_TARGET); }
+
+// dst[i] = f32(src[i]) for n elements; the tail is converted one by one (no read past n).
+inline void ConvertToF32(const uint16_t* src, DType dtype, size_t n, float* dst) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  if (dtype == DType::kBF16) {
+    const hn::Rebind<hwy::bfloat16_t, DF> dh;
+    const auto* s = reinterpret_cast<const hwy::bfloat16_t*>(src);
+    for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, s + i)), df, dst + i);
+    for (; i < n; ++i) dst[i] = BF16ToF32(bf16_t{src[i]});
+  } else {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    const auto* s = reinterpret_cast<const hwy::float16_t*>(src);
+    for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, s + i)), df, dst + i);
+    for (; i < n; ++i) dst[i] = F16ToF32(f16_t{src[i]});
+  }
+}
+
+// logits[m0 + i][j * N ...] = sum_c rep[m0 + i][c] * qt[c][j * N ...] for i < kNM, j < kNQ.
+template <size_t kNM, size_t kNQ>
+HWY_INLINE void LogitTile(const float* HWY_RESTRICT rep, size_t m0, size_t d,
+                          const float* HWY_RESTRICT qt, size_t qpad, float* HWY_RESTRICT logits) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  VF acc[kNM][kNQ];
+  for (size_t i = 0; i < kNM; ++i) {
+    for (size_t j = 0; j < kNQ; ++j) acc[i][j] = hn::Zero(df);
+  }
+  const float* r = rep + m0 * d;
+  for (size_t c = 0; c < d; ++c) {
+    const float* qrow = qt + c * qpad;
+    VF q[kNQ];
+    for (size_t j = 0; j < kNQ; ++j) q[j] = hn::Load(df, qrow + j * N);
+    for (size_t i = 0; i < kNM; ++i) {
+      const VF k = hn::Set(df, r[i * d + c]);
+      for (size_t j = 0; j < kNQ; ++j) acc[i][j] = hn::MulAdd(k, q[j], acc[i][j]);
+    }
+  }
+  for (size_t i = 0; i < kNM; ++i) {
+    for (size_t j = 0; j < kNQ; ++j) hn::Store(acc[i][j], df, logits + (m0 + i) * qpad + j * N);
+  }
+}
+
+template <size_t kNQ>
+HWY_INLINE void LogitColumns(const float* rep, size_t vectors, size_t d, const float* qt,
+                             size_t qpad, float* logits) {
+  constexpr size_t kNM = (kMaxNQ == 4 || kNQ <= 2) ? 4 : 3;
+  size_t m = 0;
+  for (; m + kNM <= vectors; m += kNM) LogitTile<kNM, kNQ>(rep, m, d, qt, qpad, logits);
+  for (; m < vectors; ++m) LogitTile<1, kNQ>(rep, m, d, qt, qpad, logits);
+}
+
+inline void BlockLseImpl(const BlockLseArgs& a) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const size_t nv = a.qpad / N;
+  for (size_t g = 0; g < a.kv_heads; ++g) {
+    // Gather this head's rows ([vectors][d] with stride kv_heads * d) into contiguous f32.
+    for (size_t m = 0; m < a.vectors; ++m) {
+      ConvertToF32(a.rep + (m * a.kv_heads + g) * a.d, a.dtype, a.d, a.rep_scratch + m * a.d);
+    }
+    const float* qt = a.qt + g * a.d * a.qpad;
+    for (size_t j0 = 0; j0 < nv; j0 += kMaxNQ) {
+      const size_t off = j0 * N;
+      switch (nv - j0 >= kMaxNQ ? kMaxNQ : nv - j0) {
+        case 1:
+          LogitColumns<1>(a.rep_scratch, a.vectors, a.d, qt + off, a.qpad, a.logit_scratch + off);
+          break;
+        case 2:
+          LogitColumns<2>(a.rep_scratch, a.vectors, a.d, qt + off, a.qpad, a.logit_scratch + off);
+          break;
+        case 3:
+          LogitColumns<3>(a.rep_scratch, a.vectors, a.d, qt + off, a.qpad, a.logit_scratch + off);
+          break;
+        default:
+          if constexpr (kMaxNQ == 4) {
+            LogitColumns<4>(a.rep_scratch, a.vectors, a.d, qt + off, a.qpad, a.logit_scratch + off);
+          }
+          break;
+      }
+    }
+    // Max-subtracted log-sum-exp per query lane: exp never sees a positive argument.
+    float* lse = a.lse + g * a.qpad;
+    for (size_t j = 0; j < a.qpad; j += N) {
+      VF mx = hn::Load(df, a.logit_scratch + j);
+      for (size_t m = 1; m < a.vectors; ++m) {
+        mx = hn::Max(mx, hn::Load(df, a.logit_scratch + m * a.qpad + j));
+      }
+      VF sum0 = hn::Zero(df);
+      VF sum1 = hn::Zero(df);
+      size_t m = 0;
+      for (; m + 2 <= a.vectors; m += 2) {
+        sum0 =
+            hn::Add(sum0, hn::Exp(df, hn::Sub(hn::Load(df, a.logit_scratch + m * a.qpad + j), mx)));
+        sum1 = hn::Add(
+            sum1, hn::Exp(df, hn::Sub(hn::Load(df, a.logit_scratch + (m + 1) * a.qpad + j), mx)));
+      }
+      if (m < a.vectors) {
+        sum0 =
+            hn::Add(sum0, hn::Exp(df, hn::Sub(hn::Load(df, a.logit_scratch + m * a.qpad + j), mx)));
+      }
+      hn::Store(hn::Add(mx, hn::Log(df, hn::Add(sum0, sum1))), df, lse + j);
+    }
+  }
+}
+
+inline bool NormalizeSegmentImpl(float* lse, size_t n, size_t row, float* pm, float* ps) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const VF zero = hn::Zero(df);
+  VF check = zero;  // stays 0 unless some value is NaN or Inf (x * 0 is NaN for those)
+  for (size_t j = 0; j < row; j += N) {
+    VF mx = hn::Load(df, lse + j);
+    for (size_t r = 0; r < n; ++r) {
+      const VF v = hn::Load(df, lse + r * row + j);
+      check = hn::Add(check, hn::Mul(v, zero));
+      mx = hn::Max(mx, v);
+    }
+    VF sum = zero;
+    for (size_t r = 0; r < n; ++r) {
+      const VF e = hn::Exp(df, hn::Sub(hn::Load(df, lse + r * row + j), mx));
+      hn::Store(e, df, lse + r * row + j);
+      sum = hn::Add(sum, e);
+    }
+    hn::Store(mx, df, pm + j);
+    hn::Store(sum, df, ps + j);
+  }
+  const float c = hn::GetLane(hn::SumOfLanes(df, check));
+  return c == 0.0f;
+}
+
+inline void ExpDiffImpl(const float* a, const float* b, float* out, size_t n) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    hn::StoreU(hn::Exp(df, hn::Sub(hn::LoadU(df, a + i), hn::LoadU(df, b + i))), df, out + i);
+  }
+  for (; i < n; ++i) out[i] = std::exp(a[i] - b[i]);
+}
+
+inline void WeightedRowSumsImpl(const float* e, size_t n, size_t kv_heads, size_t qpad,
+                                const float* factor, float* out) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  for (size_t r = 0; r < n; ++r) {
+    for (size_t g = 0; g < kv_heads; ++g) {
+      const float* row = e + (r * kv_heads + g) * qpad;
+      const float* f = factor + g * qpad;
+      VF acc = hn::Zero(df);
+      for (size_t j = 0; j < qpad; j += N) {
+        acc = hn::MulAdd(hn::Load(df, row + j), hn::Load(df, f + j), acc);
+      }
+      out[r * kv_heads + g] = hn::GetLane(hn::SumOfLanes(df, acc));
+    }
+  }
+}
+
+}  // namespace kvstar::sparse::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard toggle
