@@ -1,0 +1,234 @@
+#include "store/dram/dram_store.h"
+
+#include <cstring>
+#include <utility>
+
+namespace kvstar {
+
+struct DramStore::Entry {
+  Hash128 id;
+  void* data = nullptr;
+  size_t bytes = 0;        // entry size
+  size_t alloc_bytes = 0;  // bytes rounded up to kAlignment
+  int pins = 0;
+  bool live = true;  // in index_ and lru_
+  std::list<Entry*>::iterator lru_pos;
+};
+
+namespace {
+size_t RoundUp(size_t n, size_t a) { return (n + a - 1) / a * a; }
+}  // namespace
+
+DramStore::Pin::Pin(Pin&& o) noexcept
+    : store_(std::exchange(o.store_, nullptr)), entry_(std::exchange(o.entry_, nullptr)) {}
+
+DramStore::Pin& DramStore::Pin::operator=(Pin&& o) noexcept {
+  if (this != &o) {
+    Release();
+    store_ = std::exchange(o.store_, nullptr);
+    entry_ = std::exchange(o.entry_, nullptr);
+  }
+  return *this;
+}
+
+void DramStore::Pin::Release() {
+  if (entry_ != nullptr) store_->Unpin(entry_);
+  entry_ = nullptr;
+  store_ = nullptr;
+}
+
+const void* DramStore::Pin::data() const { return entry_->data; }
+size_t DramStore::Pin::bytes() const { return entry_->bytes; }
+size_t DramStore::Pin::padded_bytes() const { return entry_->alloc_bytes; }
+
+StatusOr<std::unique_ptr<DramStore>> DramStore::Create(const StoreOptions& options) {
+  if (options.dram_capacity_bytes == 0) {
+    return InvalidArgument("dram store: capacity must be > 0 bytes");
+  }
+  if (options.io_threads < 0) {
+    return InvalidArgument("dram store: io_threads must be >= 0, got %d", options.io_threads);
+  }
+  return std::unique_ptr<DramStore>(new DramStore(options));
+}
+
+DramStore::DramStore(const StoreOptions& options)
+    : AsyncBlockStore(options, "kvdram"),
+      allocator_(options.allocator ? options.allocator : DefaultHostAllocator()),
+      capacity_(options.dram_capacity_bytes) {}
+
+DramStore::~DramStore() {
+  StopIo();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Entry* e : lru_) {
+    KVSTAR_CHECK(e->pins == 0, "DramStore destroyed while entry %s is pinned (%d pins)",
+                 e->id.ToHex().c_str(), e->pins);
+    FreeEntry(e);
+  }
+}
+
+std::string DramStore::Describe() const {
+  char buf[128];
+  std::snprintf(buf, sizeof(buf), "dram (capacity %.1f MiB, %d I/O threads)",
+                static_cast<double>(capacity_) / (1 << 20), options().io_threads);
+  return buf;
+}
+
+void DramStore::FreeEntry(Entry* e) {
+  allocator_->Free(e->data, e->alloc_bytes);
+  delete e;
+}
+
+bool DramStore::DetachLocked(Entry* e) {
+  if (e->live) {
+    index_.erase(e->id);
+    lru_.erase(e->lru_pos);
+    e->live = false;
+  }
+  if (e->pins > 0) return false;  // the last Unpin frees it
+  used_bytes_ -= e->alloc_bytes;
+  return true;
+}
+
+void DramStore::Unpin(Entry* e) {
+  bool free_now = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    KVSTAR_CHECK(e->pins > 0, "unpin of an unpinned entry %s", e->id.ToHex().c_str());
+    if (--e->pins == 0 && !e->live) {
+      used_bytes_ -= e->alloc_bytes;
+      free_now = true;
+    }
+  }
+  if (free_now) FreeEntry(e);
+}
+
+StatusOr<DramStore::Pin> DramStore::Put(const DumpItem& item) {
+  if (item.bytes > options().max_entry_bytes) {
+    return InvalidArgument("entry %s is %zu bytes, above the store's maximum entry size %zu",
+                           item.id.ToHex().c_str(), item.bytes, options().max_entry_bytes);
+  }
+  if (item.bytes > 0 && item.src == nullptr) {
+    return InvalidArgument("entry %s: null source for %zu bytes", item.id.ToHex().c_str(),
+                           item.bytes);
+  }
+  const size_t alloc_bytes = RoundUp(item.bytes == 0 ? 1 : item.bytes, kAlignment);
+  if (alloc_bytes > capacity_) {
+    return ResourceExhausted("entry %s (%zu bytes) is larger than the DRAM capacity %zu",
+                             item.id.ToHex().c_str(), item.bytes, capacity_);
+  }
+  // Reserve room first (evicting cold, unpinned entries), copy outside the lock, then publish.
+  std::vector<Entry*> victims;
+  Status reserve_status;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = lru_.end();
+    while (used_bytes_ + alloc_bytes > capacity_ && it != lru_.begin()) {
+      --it;
+      Entry* e = *it;
+      if (e->pins > 0) continue;
+      it = lru_.erase(it);
+      index_.erase(e->id);
+      e->live = false;
+      used_bytes_ -= e->alloc_bytes;
+      victims.push_back(e);
+    }
+    if (used_bytes_ + alloc_bytes > capacity_) {
+      reserve_status = ResourceExhausted(
+          "DRAM store full: %zu of %zu bytes held by pinned or in-flight entries, %zu more needed",
+          used_bytes_, capacity_, alloc_bytes);
+    } else {
+      used_bytes_ += alloc_bytes;
+    }
+  }
+  stats().AddEvictions(victims.size());
+  for (Entry* e : victims) FreeEntry(e);
+  KVSTAR_RETURN_IF_ERROR(reserve_status);
+
+  void* data = allocator_->Allocate(alloc_bytes, kAlignment);
+  if (data == nullptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    used_bytes_ -= alloc_bytes;
+    return ResourceExhausted("host allocator could not provide %zu bytes for entry %s", alloc_bytes,
+                             item.id.ToHex().c_str());
+  }
+  if (item.bytes > 0) std::memcpy(data, item.src, item.bytes);
+  std::memset(static_cast<char*>(data) + item.bytes, 0, alloc_bytes - item.bytes);
+
+  auto* e = new Entry{.id = item.id, .data = data, .bytes = item.bytes, .alloc_bytes = alloc_bytes};
+  e->pins = 1;  // the returned Pin
+  Entry* old_to_free = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto found = index_.find(item.id);
+    if (found != index_.end() && DetachLocked(found->second)) old_to_free = found->second;
+    lru_.push_front(e);
+    e->lru_pos = lru_.begin();
+    index_.emplace(item.id, e);
+  }
+  if (old_to_free != nullptr) FreeEntry(old_to_free);
+  return Pin(this, e);
+}
+
+Status DramStore::DumpSync(const DumpItem& item) {
+  KVSTAR_ASSIGN_OR_RETURN(Pin pin, Put(item));
+  return Status::Ok();
+}
+
+Status DramStore::LoadSync(const LoadItem& item, size_t* bytes) {
+  Entry* e = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(item.id);
+    if (it == index_.end()) return NotFound("block %s not in DRAM store", item.id.ToHex().c_str());
+    e = it->second;
+    *bytes = e->bytes;
+    if (e->bytes > item.capacity) {
+      return OutOfRange("block %s is %zu bytes, destination holds %zu", item.id.ToHex().c_str(),
+                        e->bytes, item.capacity);
+    }
+    ++e->pins;
+    lru_.splice(lru_.begin(), lru_, e->lru_pos);
+  }
+  if (e->bytes > 0) std::memcpy(item.dst, e->data, e->bytes);
+  Unpin(e);
+  return Status::Ok();
+}
+
+std::vector<bool> DramStore::Lookup(std::span<const Hash128> ids) {
+  std::vector<bool> found(ids.size());
+  uint64_t hits = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      found[i] = index_.count(ids[i]) != 0;
+      hits += found[i];
+    }
+  }
+  stats().AddHits(hits);
+  stats().AddMisses(ids.size() - hits);
+  return found;
+}
+
+Status DramStore::Remove(std::span<const Hash128> ids) {
+  std::vector<Entry*> to_free;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Hash128& id : ids) {
+      auto it = index_.find(id);
+      if (it == index_.end()) continue;
+      Entry* e = it->second;
+      if (DetachLocked(e)) to_free.push_back(e);
+    }
+  }
+  for (Entry* e : to_free) FreeEntry(e);
+  return Status::Ok();
+}
+
+void DramStore::FillStats(StoreStats* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  out->entries = index_.size();
+  out->used_bytes = used_bytes_;
+  out->capacity_bytes = capacity_;
+}
+
+}  // namespace kvstar
