@@ -1,0 +1,32 @@
+// Helpers shared by the CLI sub-commands: engine flags, byte sizes, error reporting.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "base/status.h"
+#include "engine/engine.h"
+
+namespace kvstar::cli {
+
+// "512M", "2G", "1.5GiB", "1048576" -> bytes. InvalidArgument naming the flag otherwise.
+StatusOr<size_t> ParseBytes(const std::string& text, const std::string& flag);
+
+// Flags that configure the engine (threads, KV layout, decode mode), bound to strings that
+// FinishEngineOptions validates after parsing.
+struct EngineFlags {
+  int threads = 0;
+  std::string kv_dtype = "bf16";
+  size_t block_tokens = 128;
+  size_t prefill_chunk = 256;
+  std::string device_kv_budget;  // bytes with optional K/M/G suffix; empty = automatic
+  std::string mode = "dense";
+};
+void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
+StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& flags);
+
+// Prints "error: <message>" on stderr and returns the exit code 1.
+int ReportError(const Status& status);
+
+}  // namespace kvstar::cli

@@ -1,0 +1,232 @@
+// kvstar bench: decode modes side by side on one model and one device, with the physical limits
+// of the machine measured in the same run.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
+#include "base/progress.h"
+#include "cli_common.h"
+#include "command.h"
+#include "engine/engine.h"
+#include "model/shapes.h"
+#include "ops/cpu/machine_limits.h"
+
+namespace kvstar::cli {
+namespace {
+
+struct BenchFlags {
+  std::string device = "cpu";
+  std::string shape = "qwen2-100m";
+  std::string model;
+  std::string threads = "1,2";
+  size_t context = 1024;
+  size_t decode_steps = 32;
+  std::string weight_dtype = "bf16";
+  std::string modes = "dense";
+  uint64_t seed = 1;
+  bool json = false;
+  EngineFlags engine;
+};
+
+StatusOr<std::vector<int>> ParseIntList(const std::string& text, const std::string& flag) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v <= 0 || v > 1024) {
+      return InvalidArgument("%s: '%s' is not a list of positive integers (e.g. 1,2)",
+                             flag.c_str(), text.c_str());
+    }
+    out.push_back(static_cast<int>(v));
+  }
+  if (out.empty()) return InvalidArgument("%s is empty", flag.c_str());
+  return out;
+}
+
+double Percentile(std::vector<float> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+  return v[i];
+}
+
+// Bytes one decode step must read: every weight matrix once (the embedding table only for the
+// one row it looks up, unless it doubles as the LM head) plus the whole KV cache.
+double DecodeBytesPerStep(const Engine& e, double context_tokens) {
+  const ModelWeights& w = e.weights();
+  const ModelConfig& c = e.config();
+  double bytes = static_cast<double>(w.weight_bytes());
+  if (!c.tie_word_embeddings) bytes -= static_cast<double>(w.embed.bytes());
+  bytes += context_tokens * static_cast<double>(c.kv_bytes_per_token(e.options().kv_dtype));
+  return bytes;
+}
+
+// FLOPs of a prefill of n tokens: 2 per weight per token for the matrices, plus attention
+// (QK^T and PV over the causal triangle).
+double PrefillFlops(const ModelConfig& c, double n) {
+  const double per_layer = static_cast<double>(c.hidden_size) *
+                               (c.num_heads * c.head_dim * 2 + c.num_kv_heads * c.head_dim * 2) +
+                           3.0 * c.hidden_size * c.intermediate_size;
+  const double matrices = per_layer * c.num_layers + static_cast<double>(c.vocab_size) * c.hidden_size / n;
+  const double attention = 2.0 * 2.0 * c.num_layers * c.num_heads * c.head_dim * n * (n + 1) / 2;
+  return 2.0 * matrices * n + attention;
+}
+
+int RunBench(const BenchFlags& f) {
+  if (f.device != "cpu") {
+    return ReportError(InvalidArgument(
+        "--device %s: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON on a "
+        "machine with nvcc for cuda)", f.device.c_str()));
+  }
+  if (f.modes != "dense") {
+    return ReportError(InvalidArgument("--modes %s: available modes: dense", f.modes.c_str()));
+  }
+  auto threads = ParseIntList(f.threads, "--threads");
+  if (!threads.ok()) return ReportError(threads.status());
+  auto base_options = FinishEngineOptions(f.engine);
+  if (!base_options.ok()) return ReportError(base_options.status());
+  const DType wdtype = f.weight_dtype == "f32" ? DType::kF32
+                       : f.weight_dtype == "f16" ? DType::kF16 : DType::kBF16;
+
+  nlohmann::json runs = nlohmann::json::array();
+  if (!f.json) {
+    std::printf("%-7s %-5s %8s %10s %10s %9s %9s %10s %9s %9s %8s %8s\n", "threads", "mode",
+                "context", "prefill/s", "pf_GFLOP", "mm_GFLOP", "pf/mm", "decode/s", "step_ms",
+                "p99_ms", "GB/s", "of_bw");
+  }
+  for (int t : *threads) {
+    EngineOptions opt = *base_options;
+    opt.threads = t;
+    std::unique_ptr<Engine> engine;
+    std::string model_name;
+    if (!f.model.empty()) {
+      auto e = Engine::Load(f.model, opt);
+      if (!e.ok()) return ReportError(e.status());
+      engine = std::move(*e);
+      model_name = f.model;
+    } else {
+      auto cfg = NamedShape(f.shape);
+      if (!cfg.ok()) return ReportError(cfg.status());
+      auto e = Engine::FromRandom(*cfg, wdtype, f.seed, opt);
+      if (!e.ok()) return ReportError(e.status());
+      engine = std::move(*e);
+      model_name = f.shape;
+    }
+    const ModelConfig& c = engine->config();
+    if (f.context + f.decode_steps + 1 >= static_cast<size_t>(c.max_position_embeddings)) {
+      return ReportError(OutOfRange("--context %zu + --decode-steps %zu exceed the model's %lld "
+                                    "positions", f.context, f.decode_steps,
+                                    static_cast<long long>(c.max_position_embeddings)));
+    }
+    // Physical limits with the same threads, measured in this run.
+    const double bandwidth = ops::MeasureMemoryReadBandwidth(engine->threads());
+    const double matmul_rate = ops::MeasureF32MatMulRate(engine->threads());
+    const double fma_rate = ops::MeasureF32FmaRate(engine->threads());
+
+    std::mt19937 rng(static_cast<uint32_t>(f.seed));
+    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size) - 1);
+    GenerateRequest req;
+    req.prompt.resize(f.context);
+    for (auto& x : req.prompt) x = tok(rng);
+    req.max_new_tokens = f.decode_steps + 1;
+    req.stop_ids = {-1};  // never stop early
+    auto r = engine->Generate(req);
+    if (!r.ok()) return ReportError(r.status());
+
+    const double step_ms = Percentile(r->step_ms, 0.5);
+    const double p99_ms = Percentile(r->step_ms, 0.99);
+    const double mean_ctx = static_cast<double>(f.context) + f.decode_steps / 2.0;
+    const double bytes = DecodeBytesPerStep(*engine, mean_ctx);
+    const double achieved_gbs = bytes / (step_ms * 1e-3) / 1e9;
+    const double prefill_gflops = PrefillFlops(c, static_cast<double>(f.context)) /
+                                  r->prefill_seconds / 1e9;
+    nlohmann::json run = {
+        {"device", "cpu"},
+        {"simd_target", ops::DescribeSimdTarget()},
+        {"model", model_name},
+        {"mode", opt.mode},
+        {"threads", engine->threads().parallelism()},
+        {"context", f.context},
+        {"decode_steps", r->step_ms.size()},
+        {"weight_dtype", DTypeName(engine->weights().weight_dtype())},
+        {"kv_dtype", DTypeName(opt.kv_dtype)},
+        {"parameters", c.num_parameters()},
+        {"prefill_tokens_per_second", r->prefill_tokens_per_second()},
+        {"prefill_gflops", prefill_gflops},
+        {"decode_tokens_per_second", 1e3 / step_ms},
+        {"step_ms_median", step_ms},
+        {"step_ms_p99", p99_ms},
+        {"bytes_per_step", bytes},
+        {"decode_gbytes_per_second", achieved_gbs},
+        {"kv_device_bytes", r->kv.device_bytes},
+        {"limits",
+         {{"memory_read_gbytes_per_second", bandwidth},
+          {"f32_matmul_gflops", matmul_rate},
+          {"f32_fma_gflops", fma_rate}}},
+        {"fraction_of_bandwidth", achieved_gbs / bandwidth},
+        {"prefill_fraction_of_matmul_rate", prefill_gflops / matmul_rate},
+    };
+    runs.push_back(run);
+    if (!f.json) {
+      std::printf("%-7d %-5s %8zu %10.1f %10.1f %9.1f %9.2f %10.2f %9.2f %9.2f %8.2f %7.0f%%\n",
+                  engine->threads().parallelism(), opt.mode.c_str(), f.context,
+                  r->prefill_tokens_per_second(), prefill_gflops, matmul_rate,
+                  prefill_gflops / matmul_rate, 1e3 / step_ms, step_ms, p99_ms, achieved_gbs,
+                  100.0 * achieved_gbs / bandwidth);
+    }
+  }
+  if (f.json) {
+    std::printf("%s\n", nlohmann::json{{"runs", runs}}.dump(2).c_str());
+  } else {
+    std::printf("limits measured in this run: memory read bandwidth (GB/s) and f32 matmul "
+                "rate per thread count are in --json; of_bw = achieved / measured bandwidth\n");
+  }
+  return 0;
+}
+
+void AddBench(CLI::App& root, int* exit_code) {
+  auto f = std::make_shared<BenchFlags>();
+  CLI::App* cmd = root.add_subcommand(
+      "bench",
+      "Measure prefill and decode speed of the decode modes on one model, with the machine's\n"
+      "memory bandwidth and matmul rate measured in the same run. Random weights of a named\n"
+      "shape are generated in memory (no files), or a model directory is loaded.");
+  cmd->add_option("--device", f->device, "cpu (cuda when built with it)");
+  auto* shape = cmd->add_option("--shape", f->shape,
+                                "Named model shape with random weights: " + [] {
+                                  std::string s;
+                                  for (const auto& n : NamedShapeList()) s += (s.empty() ? "" : ", ") + n;
+                                  return s;
+                                }());
+  auto* model = cmd->add_option("--model", f->model, "Model directory instead of a shape")
+                    ->check(CLI::ExistingDirectory);
+  shape->excludes(model);
+  cmd->add_option("--threads", f->threads, "Comma-separated thread counts to run, e.g. 1,2");
+  cmd->add_option("--context", f->context, "Prompt tokens before decoding")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--decode-steps", f->decode_steps, "Decode steps timed")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--weight-dtype", f->weight_dtype, "Weight type of random shapes")
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  cmd->add_option("--modes", f->modes, "Decode modes to compare: dense");
+  cmd->add_option("--seed", f->seed, "Seed of the random weights and prompt");
+  cmd->add_flag("--json", f->json, "Print one JSON object with every run");
+  AddEngineFlags(cmd, &f->engine);
+  cmd->callback([f, exit_code] { *exit_code = RunBench(*f); });
+}
+
+}  // namespace
+
+KVSTAR_COMMAND(bench, 40, AddBench);
+
+}  // namespace kvstar::cli

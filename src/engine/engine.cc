@@ -1,0 +1,197 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "base/timer.h"
+#include "kv/dense_policy.h"
+
+namespace kvstar {
+
+Status ValidateEngineOptions(const EngineOptions& o) {
+  if (o.threads < 0) return InvalidArgument("--threads must be >= 0, got %d", o.threads);
+  if (o.block_tokens == 0 || o.block_tokens > 4096 || o.block_tokens % 8 != 0) {
+    return InvalidArgument("block_tokens must be a multiple of 8 in [8, 4096], got %zu",
+                           o.block_tokens);
+  }
+  if (o.kv_dtype == DType::kF16) {
+    return InvalidArgument("the KV cache supports f32 and bf16, not f16");
+  }
+  if (o.prefill_chunk == 0) return InvalidArgument("prefill chunk must be >= 1");
+  if (o.mode != "dense") {
+    return InvalidArgument("unknown decode mode '%s'; available: dense", o.mode.c_str());
+  }
+  return Status::Ok();
+}
+
+double GenerateResult::prefill_tokens_per_second() const {
+  return prefill_seconds > 0 ? static_cast<double>(prompt_tokens) / prefill_seconds : 0.0;
+}
+
+double GenerateResult::decode_tokens_per_second() const {
+  const size_t steps = tokens.size() > 1 ? tokens.size() - 1 : 0;
+  return decode_seconds > 0 ? static_cast<double>(steps) / decode_seconds : 0.0;
+}
+
+StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_dir,
+                                               const EngineOptions& options,
+                                               const LoadProgress& progress) {
+  KVSTAR_RETURN_IF_ERROR(ValidateEngineOptions(options));
+  std::unique_ptr<Engine> e(new Engine());
+  e->options_ = options;
+  KVSTAR_ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(model_dir));
+  e->config_ = std::make_unique<ModelConfig>(std::move(config));
+  KVSTAR_ASSIGN_OR_RETURN(e->weights_, ModelWeights::Load(model_dir, *e->config_, progress));
+  const std::string tok_path = (std::filesystem::path(model_dir) / "tokenizer.json").string();
+  KVSTAR_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::FromFile(tok_path));
+  KVSTAR_RETURN_IF_ERROR(e->Init());
+  return e;
+}
+
+StatusOr<std::unique_ptr<Engine>> Engine::FromRandom(const ModelConfig& config, DType dtype,
+                                                     uint64_t seed, const EngineOptions& options) {
+  KVSTAR_RETURN_IF_ERROR(ValidateEngineOptions(options));
+  std::unique_ptr<Engine> e(new Engine());
+  e->options_ = options;
+  e->config_ = std::make_unique<ModelConfig>(config);
+  e->weights_ = ModelWeights::Random(*e->config_, dtype, seed);
+  KVSTAR_RETURN_IF_ERROR(e->Init());
+  return e;
+}
+
+Engine::~Engine() = default;
+
+Status Engine::Init() {
+  const int threads = options_.threads > 0 ? options_.threads : ThreadPool::HardwareThreads();
+  threads_ = std::make_unique<ThreadPool>(ThreadPoolOptions{.num_threads = threads, .name = "compute"});
+  KvGeometry geom;
+  geom.kv_heads = config_->num_kv_heads;
+  geom.head_dim = config_->head_dim;
+  geom.block_tokens = options_.block_tokens;
+  geom.dtype = options_.kv_dtype;
+  size_t budget = options_.device_kv_budget;
+  if (budget == 0) {
+    // Room for the model's whole context in every layer, capped at 4 GiB; pages are only
+    // committed when a block is first written.
+    const size_t blocks_per_layer =
+        (static_cast<size_t>(config_->max_position_embeddings) + geom.block_tokens - 1) /
+        geom.block_tokens;
+    budget = std::min<size_t>(blocks_per_layer * config_->num_layers * geom.block_bytes(),
+                              size_t{4} << 30);
+  }
+  if (budget < geom.block_bytes() * config_->num_layers) {
+    return InvalidArgument(
+        "KV budget of %zu bytes is below one block per layer (%zu layers x %zu bytes)", budget,
+        config_->num_layers, geom.block_bytes());
+  }
+  device_pool_ = std::make_unique<DevicePool>(geom, DevicePool::SlotsForBudget(geom, budget));
+  transformer_ = std::make_unique<Transformer>(*config_, *weights_, *threads_);
+  return Status::Ok();
+}
+
+std::vector<int32_t> Engine::eos_ids() const {
+  std::vector<int32_t> ids = config_->eos_token_ids;
+  if (ids.empty() && tokenizer_ != nullptr) ids = tokenizer_->eos_candidates();
+  return ids;
+}
+
+StatusOr<std::unique_ptr<KvPolicy>> Engine::MakePolicy() {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(config_->head_dim));
+  return std::unique_ptr<KvPolicy>(new DensePolicy(*device_pool_, *threads_, config_->num_layers,
+                                                   config_->num_heads, scale));
+}
+
+StatusOr<std::vector<float>> Engine::PromptLogits(const std::vector<int32_t>& prompt,
+                                                  size_t chunk) {
+  if (prompt.empty()) return InvalidArgument("prompt is empty");
+  if (chunk == 0) return InvalidArgument("chunk must be >= 1");
+  KVSTAR_ASSIGN_OR_RETURN(std::unique_ptr<KvPolicy> kv, MakePolicy());
+  const size_t vocab = config_->vocab_size;
+  std::vector<float> logits(prompt.size() * vocab);
+  for (size_t begin = 0; begin < prompt.size(); begin += chunk) {
+    const size_t n = std::min(chunk, prompt.size() - begin);
+    KVSTAR_RETURN_IF_ERROR(transformer_->Forward(
+        std::span<const int32_t>(prompt.data() + begin, n), static_cast<int64_t>(begin), *kv,
+        LogitsMode::kAll, logits.data() + begin * vocab, begin + n == prompt.size()));
+  }
+  return logits;
+}
+
+StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request) {
+  const ModelConfig& c = *config_;
+  if (request.prompt.empty()) return InvalidArgument("prompt is empty");
+  KVSTAR_RETURN_IF_ERROR(ValidateSamplingParams(request.sampling));
+  const auto max_pos = static_cast<size_t>(c.max_position_embeddings);
+  if (request.prompt.size() >= max_pos) {
+    return OutOfRange(
+        "prompt has %zu tokens but the model allows at most %zu positions "
+        "(max_position_embeddings in config.json); shorten the prompt",
+        request.prompt.size(), max_pos);
+  }
+  for (int32_t t : request.prompt) {
+    if (t < 0 || static_cast<size_t>(t) >= c.vocab_size) {
+      return InvalidArgument("prompt token id %d is outside the vocabulary [0, %zu)", t,
+                             c.vocab_size);
+    }
+  }
+  KVSTAR_ASSIGN_OR_RETURN(std::unique_ptr<KvPolicy> kv, MakePolicy());
+  const std::vector<int32_t> stop = request.stop_ids.empty() ? eos_ids() : request.stop_ids;
+  auto cancelled = [&] { return request.cancel != nullptr && request.cancel->load(); };
+
+  GenerateResult result;
+  result.prompt_tokens = request.prompt.size();
+  std::vector<float> logits(c.vocab_size);
+  Sampler sampler(request.sampling);
+
+  // Prefill in chunks; only the last chunk produces logits.
+  Stopwatch watch;
+  const size_t chunk = options_.prefill_chunk;
+  for (size_t begin = 0; begin < request.prompt.size(); begin += chunk) {
+    if (cancelled()) {
+      result.finish_reason = "cancelled";
+      result.kv = kv->Stats();
+      return result;
+    }
+    const size_t n = std::min(chunk, request.prompt.size() - begin);
+    const bool last = begin + n == request.prompt.size();
+    KVSTAR_RETURN_IF_ERROR(transformer_->Forward(
+        std::span<const int32_t>(request.prompt.data() + begin, n), static_cast<int64_t>(begin),
+        *kv, last ? LogitsMode::kLast : LogitsMode::kNone, logits.data(), last));
+    if (request.on_prefill_progress) request.on_prefill_progress(begin + n, request.prompt.size());
+  }
+  result.prefill_seconds = watch.Seconds();
+
+  watch.Reset();
+  size_t pos = request.prompt.size();
+  result.finish_reason = "length";
+  while (result.tokens.size() < request.max_new_tokens) {
+    KVSTAR_ASSIGN_OR_RETURN(const int32_t token, sampler.Sample(logits));
+    result.tokens.push_back(token);
+    if (request.on_token) request.on_token(token);
+    if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
+      result.finish_reason = "eos";
+      break;
+    }
+    if (result.tokens.size() == request.max_new_tokens) break;
+    if (pos >= max_pos) {
+      result.finish_reason = "max_position";
+      break;
+    }
+    if (cancelled()) {
+      result.finish_reason = "cancelled";
+      break;
+    }
+    Stopwatch step;
+    KVSTAR_RETURN_IF_ERROR(transformer_->Forward(std::span<const int32_t>(&token, 1),
+                                                 static_cast<int64_t>(pos), *kv, LogitsMode::kLast,
+                                                 logits.data()));
+    result.step_ms.push_back(static_cast<float>(step.Millis()));
+    ++pos;
+  }
+  result.decode_seconds = watch.Seconds();
+  result.kv = kv->Stats();
+  return result;
+}
+
+}  // namespace kvstar

@@ -1,0 +1,44 @@
+// DensePolicy: every KV block of the request lives in the device pool; attention reads all of
+// them through a per-layer block table. The reference every other mode is compared with.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kv/device_pool.h"
+#include "kv/kv_policy.h"
+
+namespace kvstar {
+
+class DensePolicy final : public KvPolicy {
+ public:
+  // q_heads: query heads of the model; pool geometry gives kv_heads, head_dim and block_tokens.
+  DensePolicy(DevicePool& pool, ThreadPool& threads, size_t num_layers, size_t q_heads,
+              float attn_scale);
+  ~DensePolicy() override;
+  DensePolicy(const DensePolicy&) = delete;
+  DensePolicy& operator=(const DensePolicy&) = delete;
+
+  const char* name() const override { return "dense"; }
+  Status Attend(int layer, const float* q, const float* k, const float* v, size_t n,
+                int64_t first_pos, float* out) override;
+  Status EndChunk(size_t n, bool prefill_done) override;
+  size_t num_tokens() const override { return num_tokens_; }
+  KvStats Stats() const override;
+
+ private:
+  // Makes sure layer's block table covers tokens [0, end).
+  Status Reserve(int layer, size_t end);
+
+  DevicePool& pool_;
+  ThreadPool& threads_;
+  size_t q_heads_;
+  float attn_scale_;
+  size_t num_tokens_ = 0;
+  std::vector<std::vector<int>> slots_;          // [layer][block] slot indices
+  std::vector<std::vector<void*>> block_ptrs_;   // [layer][block] slot addresses
+  std::vector<int64_t> q_last_;                  // scratch [n]
+};
+
+}  // namespace kvstar

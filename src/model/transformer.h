@@ -1,0 +1,56 @@
+// Transformer: the Qwen2 / Llama decoder forward pass as calls into the CPU ops. The two
+// architectures share one graph (pre-norm, GQA attention with RoPE, SwiGLU MLP); the config
+// decides biases, tied embeddings and the RoPE frequencies. K/V storage and attention are
+// delegated to a KvPolicy, so the same forward runs every decode mode.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/aligned_buffer.h"
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "kv/kv_policy.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace kvstar {
+
+enum class LogitsMode { kNone, kLast, kAll };
+
+class Transformer {
+ public:
+  // config and weights must outlive the Transformer. Not thread-safe: one per decode thread.
+  Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool);
+
+  // Runs tokens at positions [first_pos, first_pos + n) through every layer. logits receives
+  // [vocab] for the last token (kLast) or [n][vocab] (kAll). prefill_done is passed to the
+  // KvPolicy after the last layer.
+  Status Forward(std::span<const int32_t> tokens, int64_t first_pos, KvPolicy& kv, LogitsMode mode,
+                 float* logits, bool prefill_done = false);
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<float>& inv_freq() const { return inv_freq_; }
+
+ private:
+  void EnsureScratch(size_t n);
+
+  const ModelConfig& config_;
+  const ModelWeights& weights_;
+  ThreadPool& pool_;
+  std::vector<float> inv_freq_;  // [head_dim / 2]
+  size_t scratch_tokens_ = 0;
+  AlignedBuffer<float> x_;     // [n][hidden] residual stream
+  AlignedBuffer<float> xn_;    // [n][hidden] normed
+  AlignedBuffer<float> q_;     // [n][q_heads][head_dim]
+  AlignedBuffer<float> k_;     // [n][kv_heads][head_dim]
+  AlignedBuffer<float> v_;     // [n][kv_heads][head_dim]
+  AlignedBuffer<float> attn_;  // [n][q_heads][head_dim]
+  AlignedBuffer<float> proj_;  // [n][hidden]
+  AlignedBuffer<float> gate_;  // [n][intermediate]
+  AlignedBuffer<float> up_;    // [n][intermediate]
+  std::vector<int64_t> pos_;   // [n]
+};
+
+}  // namespace kvstar
