@@ -106,6 +106,9 @@ class AsyncBlockStore : public BlockStore {
   const StatsCollector& stats() const { return stats_; }
 
  private:
+  template <typename Item, typename RunOne>
+  StoreTask Submit(bool is_load, std::span<const Item> items, RunOne run_one);
+
   StoreOptions options_;
   StatsCollector stats_;
   std::unique_ptr<ThreadPool> pool_;

@@ -49,7 +49,9 @@ Status LoadAndCheck(BlockStore& store, const Hash128& id, size_t bytes) {
   Status s = t.Wait();
   if (!s.ok()) return s;
   EXPECT_EQ(t.item_bytes(0), bytes);
-  EXPECT_EQ(0, std::memcmp(buf.data(), Pattern(id, bytes).data(), bytes)) << id.ToHex();
+  if (bytes > 0) {
+    EXPECT_EQ(0, std::memcmp(buf.data(), Pattern(id, bytes).data(), bytes)) << id.ToHex();
+  }
   return s;
 }
 

@@ -160,7 +160,10 @@ StatusOr<DramStore::Pin> DramStore::Put(const DumpItem& item) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto found = index_.find(item.id);
-    if (found != index_.end() && DetachLocked(found->second)) old_to_free = found->second;
+    if (found != index_.end()) {
+      Entry* old = found->second;  // DetachLocked erases the map node
+      if (DetachLocked(old)) old_to_free = old;
+    }
     lru_.push_front(e);
     e->lru_pos = lru_.begin();
     index_.emplace(item.id, e);
