@@ -15,35 +15,38 @@ struct Segment {
   bool match;
 };
 
-// Matches and the gaps between them. A gap that holds ill-formed UTF-8 (which no pattern can
-// match) is cut so that every ill-formed byte is a word of its own.
-void Segments(const Regex& re, std::string_view text, std::vector<Segment>* out) {
-  std::vector<Regex::Match> matches;
-  re.FindAll(text, &matches);
-  out->clear();
-  auto add_gap = [&](size_t b, size_t e) {
+// Matches and the gaps between them, in order. A gap that holds ill-formed UTF-8 (which no
+// pattern can match) is cut so that every ill-formed byte is a word of its own.
+void ForEachSegment(const Regex& re, std::string_view text,
+                    const std::function<void(const Segment&)>& on_segment) {
+  auto gap = [&](size_t b, size_t e) {
     size_t run = b;
     size_t i = b;
+    const std::string_view head = text.substr(0, e);
     while (i < e) {
+      if (static_cast<uint8_t>(text[i]) < 0x80) {
+        ++i;
+        continue;
+      }
       char32_t cp;
-      const size_t len = Utf8CharLen(text.substr(0, e), i, &cp);
+      const size_t len = Utf8CharLen(head, i, &cp);
       if (len > 0) {
         i += len;
         continue;
       }
-      if (i > run) out->push_back({run, i, false});
-      out->push_back({i, i + 1, false});
+      if (i > run) on_segment({run, i, false});
+      on_segment({i, i + 1, false});
       run = ++i;
     }
-    if (e > run) out->push_back({run, e, false});
+    if (e > run) on_segment({run, e, false});
   };
   size_t pos = 0;
-  for (const Regex::Match& m : matches) {
-    add_gap(pos, m.begin);
-    out->push_back({m.begin, m.end, true});
+  re.ForEachMatch(text, [&](Regex::Match m) {
+    if (m.begin > pos) gap(pos, m.begin);
+    on_segment({m.begin, m.end, true});
     pos = m.end;
-  }
-  add_gap(pos, text.size());
+  });
+  if (text.size() > pos) gap(pos, text.size());
 }
 
 }  // namespace
@@ -141,8 +144,15 @@ void PreTokenizer::Run(size_t step_index, std::string_view text,
     Run(step_index + 1, text, emit);
     return;
   }
+  if (step.behavior == Behavior::kIsolated) {
+    // The common case streams: no segment list for a long text.
+    ForEachSegment(*step.regex, text, [&](const Segment& s) {
+      Run(step_index + 1, text.substr(s.begin, s.end - s.begin), emit);
+    });
+    return;
+  }
   std::vector<Segment> segs;
-  Segments(*step.regex, text, &segs);
+  ForEachSegment(*step.regex, text, [&](const Segment& s) { segs.push_back(s); });
   if (step.invert) {
     for (Segment& s : segs) s.match = !s.match;
   }
@@ -150,8 +160,7 @@ void PreTokenizer::Run(size_t step_index, std::string_view text,
   std::vector<Segment> words;
   words.reserve(segs.size());
   switch (step.behavior) {
-    case Behavior::kIsolated:
-      words = std::move(segs);
+    case Behavior::kIsolated:  // streamed above
       break;
     case Behavior::kRemoved:
       for (const Segment& s : segs) {

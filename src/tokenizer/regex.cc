@@ -99,8 +99,7 @@ StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern, bool l
 
 Regex::~Regex() { pcre2_code_free(AsCode(code_)); }
 
-void Regex::FindAll(std::string_view text, std::vector<Match>* matches) const {
-  matches->clear();
+void Regex::ForEachMatch(std::string_view text, const std::function<void(Match)>& on_match) const {
   pcre2_match_data* md = pcre2_match_data_create(1, nullptr);
   KVSTAR_CHECK(md != nullptr, "pcre2_match_data_create failed");
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
@@ -117,7 +116,7 @@ void Regex::FindAll(std::string_view text, std::vector<Match>* matches) const {
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     const size_t b = ov[0], e = ov[1];
     if (e > b) {
-      matches->push_back({b, e});
+      on_match({b, e});
       pos = e;
     } else {
       // Empty match: step over one character (or one ill-formed byte).

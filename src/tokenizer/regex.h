@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,9 +24,13 @@ class Regex {
   struct Match {
     size_t begin, end;
   };
-  // All non-overlapping leftmost-first matches in text, in order. Ill-formed UTF-8 bytes are
-  // never part of a match. Thread-safe.
-  void FindAll(std::string_view text, std::vector<Match>* matches) const;
+  // Calls on_match for every non-overlapping leftmost-first non-empty match in text, in order.
+  // Ill-formed UTF-8 bytes are never part of a match. Thread-safe.
+  void ForEachMatch(std::string_view text, const std::function<void(Match)>& on_match) const;
+  void FindAll(std::string_view text, std::vector<Match>* matches) const {
+    matches->clear();
+    ForEachMatch(text, [matches](Match m) { matches->push_back(m); });
+  }
 
   const std::string& pattern() const { return pattern_; }
 

@@ -582,22 +582,28 @@ class GoldenTokenizerTest : public ::testing::TestWithParam<const char*> {
   std::string Dir() const { return std::string(KVSTAR_TEST_DATA) + "/" + GetParam(); }
 };
 
-void ExpectGoldenCases(const Tokenizer& tok, const json& golden, const std::string& what) {
-  ASSERT_TRUE(golden.contains("cases")) << what;
-  ASSERT_FALSE(golden["cases"].empty()) << what;
+// Returns how many cases were left out because the two NFC implementations disagree: ICU follows
+// the current Unicode version while tokenizers' normalizer carries older tables, so a character
+// whose combining class changed since (e.g. U+1715, class 9 since Unicode 14) reorders differently.
+int ExpectGoldenCases(const Tokenizer& tok, const json& golden, const std::string& what) {
+  EXPECT_TRUE(golden.contains("cases")) << what;
+  EXPECT_FALSE(golden["cases"].empty()) << what;
+  int normalization_differences = 0;
   for (const json& c : golden["cases"]) {
     const std::string input = c["text"].get<std::string>();
     const auto ids = c["ids"].get<std::vector<int32_t>>();
-    EXPECT_EQ(tok.Encode(input), ids) << what << " text: " << input;
+    if (c.contains("decoded") && tok.Normalize(input) != c["decoded"].get<std::string>()) {
+      ++normalization_differences;
+      continue;
+    }
+    EXPECT_EQ(tok.Encode(input), ids) << what << " text: " << json(input).dump();
     if (c.contains("ids_with_special")) {
       EXPECT_EQ(tok.Encode(input, true), c["ids_with_special"].get<std::vector<int32_t>>())
-          << what << " text: " << input;
+          << what << " text: " << json(input).dump();
     }
-    if (c.contains("decoded")) {
-      EXPECT_EQ(tok.Decode(ids), c["decoded"].get<std::string>()) << what << " text: " << input;
-    }
-    EXPECT_EQ(tok.Decode(ids), tok.Normalize(input)) << what << " text: " << input;
+    EXPECT_EQ(tok.Decode(ids), tok.Normalize(input)) << what << " text: " << json(input).dump();
   }
+  return normalization_differences;
 }
 
 TEST_P(GoldenTokenizerTest, MatchesTokenizersLibrary) {
@@ -611,7 +617,7 @@ TEST_P(GoldenTokenizerTest, MatchesTokenizersLibrary) {
   ASSERT_TRUE(tok.ok()) << tok.status().ToString();
   auto text = ReadFileToString(golden_path);
   ASSERT_TRUE(text.ok()) << text.status().ToString();
-  ExpectGoldenCases(**tok, json::parse(*text), golden_path);
+  EXPECT_EQ(ExpectGoldenCases(**tok, json::parse(*text), golden_path), 0);
 }
 
 TEST_P(GoldenTokenizerTest, RoundTripsAndReportsSpecials) {
@@ -626,6 +632,49 @@ TEST_P(GoldenTokenizerTest, RoundTripsAndReportsSpecials) {
   }
   RandomRoundTrip(**tok, 500, 3);
 }
+
+// Texts aimed at the corners (Unicode whitespace and digits, case folding, normalization, added
+// tokens), seeded random text and natural text, with ids from the tokenizers library
+// (testdata/make_extended_golden.py): the tiny tokenizers of tests/data and two 8000-token
+// vocabularies trained on the KJV Old Testament with the Qwen2 and Llama-3 pipelines.
+struct ExtendedGolden {
+  const char* name;
+  std::string tokenizer_path;
+};
+
+class ExtendedGoldenTest : public ::testing::TestWithParam<ExtendedGolden> {};
+
+TEST_P(ExtendedGoldenTest, MatchesTokenizersLibrary) {
+  const ExtendedGolden& g = GetParam();
+  if (!std::filesystem::exists(g.tokenizer_path)) {
+    GTEST_SKIP() << "tokenizer not present: " << g.tokenizer_path;
+  }
+  auto tok = Tokenizer::FromFile(g.tokenizer_path);
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  const std::string golden_path = std::string(KVSTAR_SOURCE_DIR) +
+                                  "/src/tokenizer/testdata/extended_golden_" + g.name + ".json";
+  auto text = ReadFileToString(golden_path);
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  const json golden = json::parse(*text);
+  ASSERT_GT(golden["cases"].size(), 400u);
+  // One random text holds U+0360 U+1715 U+0314: the only known NFC difference.
+  EXPECT_LE(ExpectGoldenCases(**tok, golden, golden_path), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Data, ExtendedGoldenTest,
+    ::testing::Values(
+        ExtendedGolden{"qwen2_tiny",
+                       std::string(KVSTAR_TEST_DATA) + "/golden/qwen2_tiny/tokenizer.json"},
+        ExtendedGolden{"llama_tiny",
+                       std::string(KVSTAR_TEST_DATA) + "/golden/llama_tiny/tokenizer.json"},
+        ExtendedGolden{"kjv_qwen2", std::string(KVSTAR_SOURCE_DIR) +
+                                        "/src/tokenizer/testdata/kjv_qwen2_tokenizer.json"},
+        ExtendedGolden{"kjv_llama3", std::string(KVSTAR_SOURCE_DIR) +
+                                         "/src/tokenizer/testdata/kjv_llama3_tokenizer.json"}),
+    [](const ::testing::TestParamInfo<ExtendedGolden>& param_info) {
+      return std::string(param_info.param.name);
+    });
 
 INSTANTIATE_TEST_SUITE_P(Data, GoldenTokenizerTest,
                          ::testing::Values("tokenizer", "golden/qwen2_tiny", "golden/llama_tiny"),
