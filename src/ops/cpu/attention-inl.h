@@ -24,6 +24,7 @@
 #include "base/check.h"
 #include "base/kv_layout.h"
 #include "base/thread_pool.h"
+#include "hwy/cache_control.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "ops/cpu/simd_common-inl.h"
@@ -74,19 +75,21 @@ HWY_INLINE void ScoresFixed(const float* HWY_RESTRICT q, const float* HWY_RESTRI
   VF qv[kV];
   for (size_t j = 0; j < kV; ++j) qv[j] = hn::Load(df, q + j * N);
   size_t t = 0;
-  for (; t + 2 <= count; t += 2) {
+  for (; t + 4 <= count; t += 4) {
     const float* k0 = kf + t * hdp;
-    const float* k1 = k0 + hdp;
     VF a0 = hn::Mul(qv[0], hn::Load(df, k0));
-    VF a1 = hn::Mul(qv[0], hn::Load(df, k1));
+    VF a1 = hn::Mul(qv[0], hn::Load(df, k0 + hdp));
+    VF a2 = hn::Mul(qv[0], hn::Load(df, k0 + 2 * hdp));
+    VF a3 = hn::Mul(qv[0], hn::Load(df, k0 + 3 * hdp));
     for (size_t j = 1; j < kV; ++j) {
       a0 = hn::MulAdd(qv[j], hn::Load(df, k0 + j * N), a0);
-      a1 = hn::MulAdd(qv[j], hn::Load(df, k1 + j * N), a1);
+      a1 = hn::MulAdd(qv[j], hn::Load(df, k0 + hdp + j * N), a1);
+      a2 = hn::MulAdd(qv[j], hn::Load(df, k0 + 2 * hdp + j * N), a2);
+      a3 = hn::MulAdd(qv[j], hn::Load(df, k0 + 3 * hdp + j * N), a3);
     }
-    s[t] = ReduceSum(df, a0);
-    s[t + 1] = ReduceSum(df, a1);
+    StoreFourSums(df, a0, a1, a2, a3, s + t);
   }
-  if (t < count) {
+  for (; t < count; ++t) {
     const float* k0 = kf + t * hdp;
     VF a0 = hn::Mul(qv[0], hn::Load(df, k0));
     for (size_t j = 1; j < kV; ++j) a0 = hn::MulAdd(qv[j], hn::Load(df, k0 + j * N), a0);
@@ -188,6 +191,138 @@ HWY_INLINE void Accumulate(const float* p, const float* vf, size_t hdp, size_t c
   }
 }
 
+// Two rows at once: each K/V vector loaded from L1 serves both rows. Needs 2 * kV + 8 vector
+// registers, so only with 32 registers (AVX-512).
+#if HWY_TARGET <= HWY_AVX3
+constexpr bool kPairRows = true;
+#else
+constexpr bool kPairRows = false;
+#endif
+
+template <size_t kV>
+HWY_INLINE void ScoresPairFixed(const float* HWY_RESTRICT qa, const float* HWY_RESTRICT qb,
+                                const float* HWY_RESTRICT kf, size_t hdp, size_t count,
+                                float* HWY_RESTRICT sa, float* HWY_RESTRICT sb) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  VF qva[kV], qvb[kV];
+  for (size_t j = 0; j < kV; ++j) {
+    qva[j] = hn::Load(df, qa + j * N);
+    qvb[j] = hn::Load(df, qb + j * N);
+  }
+  size_t t = 0;
+  for (; t + 4 <= count; t += 4) {
+    const float* k0 = kf + t * hdp;
+    VF a[4], b[4];
+    for (size_t u = 0; u < 4; ++u) {
+      const VF kv = hn::Load(df, k0 + u * hdp);
+      a[u] = hn::Mul(qva[0], kv);
+      b[u] = hn::Mul(qvb[0], kv);
+    }
+    for (size_t j = 1; j < kV; ++j) {
+      for (size_t u = 0; u < 4; ++u) {
+        const VF kv = hn::Load(df, k0 + u * hdp + j * N);
+        a[u] = hn::MulAdd(qva[j], kv, a[u]);
+        b[u] = hn::MulAdd(qvb[j], kv, b[u]);
+      }
+    }
+    StoreFourSums(df, a[0], a[1], a[2], a[3], sa + t);
+    StoreFourSums(df, b[0], b[1], b[2], b[3], sb + t);
+  }
+  for (; t < count; ++t) {
+    const float* k0 = kf + t * hdp;
+    VF a0 = hn::Zero(df), b0 = hn::Zero(df);
+    for (size_t j = 0; j < kV; ++j) {
+      const VF kv = hn::Load(df, k0 + j * N);
+      a0 = hn::MulAdd(qva[j], kv, a0);
+      b0 = hn::MulAdd(qvb[j], kv, b0);
+    }
+    sa[t] = ReduceSum(df, a0);
+    sb[t] = ReduceSum(df, b0);
+  }
+}
+
+template <size_t kV>
+HWY_INLINE void AccumulatePairFixed(const float* HWY_RESTRICT pa, const float* HWY_RESTRICT pb,
+                                    const float* HWY_RESTRICT vf, size_t hdp, size_t count,
+                                    float alpha_a, float alpha_b, float* HWY_RESTRICT acc_a,
+                                    float* HWY_RESTRICT acc_b) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const VF va = hn::Set(df, alpha_a);
+  const VF vb = hn::Set(df, alpha_b);
+  VF a[kV], b[kV];
+  for (size_t j = 0; j < kV; ++j) {
+    a[j] = hn::Mul(hn::Load(df, acc_a + j * N), va);
+    b[j] = hn::Mul(hn::Load(df, acc_b + j * N), vb);
+  }
+  for (size_t t = 0; t < count; ++t) {
+    const VF wa = hn::Set(df, pa[t]);
+    const VF wb = hn::Set(df, pb[t]);
+    const float* v = vf + t * hdp;
+    for (size_t j = 0; j < kV; ++j) {
+      const VF vv = hn::Load(df, v + j * N);
+      a[j] = hn::MulAdd(wa, vv, a[j]);
+      b[j] = hn::MulAdd(wb, vv, b[j]);
+    }
+  }
+  for (size_t j = 0; j < kV; ++j) {
+    hn::Store(a[j], df, acc_a + j * N);
+    hn::Store(b[j], df, acc_b + j * N);
+  }
+}
+
+#define KVSTAR_ATTN_SWITCH_1_TO_8(nv, CALL) \
+  switch (nv) {                             \
+    case 1:                                 \
+      CALL(1);                              \
+      break;                                \
+    case 2:                                 \
+      CALL(2);                              \
+      break;                                \
+    case 3:                                 \
+      CALL(3);                              \
+      break;                                \
+    case 4:                                 \
+      CALL(4);                              \
+      break;                                \
+    case 5:                                 \
+      CALL(5);                              \
+      break;                                \
+    case 6:                                 \
+      CALL(6);                              \
+      break;                                \
+    case 7:                                 \
+      CALL(7);                              \
+      break;                                \
+    default:                                \
+      CALL(8);                              \
+      break;                                \
+  }
+
+// Rows a and b over `count` tokens; false if the head is too wide for the pair kernels.
+HWY_INLINE bool ScoresPair(const float* qa, const float* qb, const float* kf, size_t hdp,
+                           size_t count, float* sa, float* sb) {
+  const size_t nv = hdp / hn::Lanes(DF());
+  if (!kPairRows || nv > kMaxVectorsFixed) return false;
+#define KVSTAR_SCORES_PAIR(k) ScoresPairFixed<k>(qa, qb, kf, hdp, count, sa, sb)
+  KVSTAR_ATTN_SWITCH_1_TO_8(nv, KVSTAR_SCORES_PAIR)
+#undef KVSTAR_SCORES_PAIR
+  return true;
+}
+
+HWY_INLINE bool AccumulatePair(const float* pa, const float* pb, const float* vf, size_t hdp,
+                               size_t count, float alpha_a, float alpha_b, float* acc_a,
+                               float* acc_b) {
+  const size_t nv = hdp / hn::Lanes(DF());
+  if (!kPairRows || nv > kMaxVectorsFixed) return false;
+#define KVSTAR_ACC_PAIR(k) \
+  AccumulatePairFixed<k>(pa, pb, vf, hdp, count, alpha_a, alpha_b, acc_a, acc_b)
+  KVSTAR_ATTN_SWITCH_1_TO_8(nv, KVSTAR_ACC_PAIR)
+#undef KVSTAR_ACC_PAIR
+  return true;
+}
+
 // p[t] = exp(p[t] - max) for t < count (entries up to the next whole vector must be -inf);
 // returns the sum.
 HWY_INLINE float ExpShiftedSum(float* HWY_RESTRICT p, size_t count, float max) {
@@ -204,6 +339,37 @@ HWY_INLINE float ExpShiftedSum(float* HWY_RESTRICT p, size_t count, float max) {
     sum = hn::Add(sum, e);
   }
   return ReduceSum(df, sum);
+}
+
+// dst[t][0, hd) = f32(src[t][0, hd)) for t < count; dst rows are hdp apart. One contiguous run
+// when there is no padding (the usual head_dim 64 / 128).
+template <typename TKV>
+HWY_INLINE void ConvertRows(const TKV* HWY_RESTRICT src, size_t count, size_t hd, size_t hdp,
+                            float* HWY_RESTRICT dst) {
+  if (hd == hdp) return ConvertToF32(src, count * hd, dst);
+  for (size_t t = 0; t < count; ++t) ConvertToF32(src + t * hd, hd, dst + t * hdp);
+}
+
+// Chunks ahead whose K/V are prefetched: the hardware prefetcher alone does not run far enough
+// ahead of a loop that spends most of its time computing, so loads and arithmetic would take
+// turns instead of overlapping.
+constexpr size_t kPrefetchChunks = 2;
+
+// Prefetches the K and V rows of the chunk starting at token t (if t < t_end) into the caches.
+template <typename TKV>
+HWY_INLINE void PrefetchChunk(const AttnShape& s, size_t g, size_t t, size_t t_end) {
+  if (t >= t_end) return;
+  const KvGeometry& geom = s.geom;
+  const size_t row0 = t % geom.block_tokens;
+  const size_t len = std::min({kChunkTokens, geom.block_tokens - row0, t_end - t});
+  const char* block = static_cast<const char*>(s.blocks[t / geom.block_tokens]);
+  const size_t bytes = len * geom.head_dim * sizeof(TKV);
+  const char* k = block + geom.offset(0, g, row0) * sizeof(TKV);
+  const char* v = block + geom.offset(1, g, row0) * sizeof(TKV);
+  for (size_t off = 0; off < bytes; off += 64) {
+    hwy::Prefetch(k + off);
+    hwy::Prefetch(v + off);
+  }
 }
 
 template <typename TKV>
@@ -265,23 +431,46 @@ void AttendItem(const AttnShape& s, size_t tile, size_t g, size_t split) {
     const TKV* block = static_cast<const TKV*>(s.blocks[t / bt]);
     const TKV* kp = block + geom.offset(0, g, row0);
     const TKV* vp = block + geom.offset(1, g, row0);
-    for (size_t tt = 0; tt < kv_len; ++tt) ConvertToF32(kp + tt * hd, hd, kf + tt * hdp);
-    for (size_t r = 0; r < rows; ++r) {
-      if (valid[r] == 0) continue;
-      float* pr = probs + r * p_stride;
-      Scores(qp + r * hdp, kf, hdp, valid[r], pr);
-      float mx = pr[0];
-      for (size_t tt = 1; tt < valid[r]; ++tt) mx = std::max(mx, pr[tt]);
-      for (size_t tt = valid[r]; tt < p_stride; ++tt) pr[tt] = kNegInf;
-      const float m_new = std::max(m[r], mx);
-      alpha[r] = std::exp(m[r] - m_new);  // 0 on the first chunk (m = -inf)
-      l[r] = l[r] * alpha[r] + ExpShiftedSum(pr, valid[r], m_new);
-      m[r] = m_new;
+    PrefetchChunk<TKV>(s, g, t + kPrefetchChunks * kChunkTokens, t_end);
+    ConvertRows(kp, kv_len, hd, hdp, kf);
+    for (size_t r = 0; r < rows;) {
+      if (valid[r] == 0) {
+        ++r;
+        continue;
+      }
+      // Rows of the pair may have different limits; scores past a row's limit are computed on
+      // real keys and then masked.
+      const bool pair =
+          r + 1 < rows && valid[r + 1] > 0 &&
+          ScoresPair(qp + r * hdp, qp + (r + 1) * hdp, kf, hdp, std::max(valid[r], valid[r + 1]),
+                     probs + r * p_stride, probs + (r + 1) * p_stride);
+      if (!pair) Scores(qp + r * hdp, kf, hdp, valid[r], probs + r * p_stride);
+      for (size_t rr = r; rr < r + (pair ? 2 : 1); ++rr) {
+        float* pr = probs + rr * p_stride;
+        float mx = pr[0];
+        for (size_t tt = 1; tt < valid[rr]; ++tt) mx = std::max(mx, pr[tt]);
+        for (size_t tt = valid[rr]; tt < p_stride; ++tt) pr[tt] = kNegInf;
+        const float m_new = std::max(m[rr], mx);
+        alpha[rr] = std::exp(m[rr] - m_new);  // 0 on the first chunk (m = -inf)
+        l[rr] = l[rr] * alpha[rr] + ExpShiftedSum(pr, valid[rr], m_new);
+        m[rr] = m_new;
+        // Exactly 0 past the row's limit, so that a pair can run over the longer row's count.
+        for (size_t tt = valid[rr]; tt < p_stride; ++tt) pr[tt] = 0.0f;
+      }
+      r += pair ? 2 : 1;
     }
-    for (size_t tt = 0; tt < kv_len; ++tt) ConvertToF32(vp + tt * hd, hd, vf + tt * hdp);
-    for (size_t r = 0; r < rows; ++r) {
-      if (valid[r] == 0) continue;
-      Accumulate(probs + r * p_stride, vf, hdp, valid[r], alpha[r], acc + r * hdp);
+    ConvertRows(vp, kv_len, hd, hdp, vf);
+    for (size_t r = 0; r < rows;) {
+      if (valid[r] == 0) {
+        ++r;
+        continue;
+      }
+      const bool pair = r + 1 < rows && valid[r + 1] > 0 &&
+                        AccumulatePair(probs + r * p_stride, probs + (r + 1) * p_stride, vf, hdp,
+                                       std::max(valid[r], valid[r + 1]), alpha[r], alpha[r + 1],
+                                       acc + r * hdp, acc + (r + 1) * hdp);
+      if (!pair) Accumulate(probs + r * p_stride, vf, hdp, valid[r], alpha[r], acc + r * hdp);
+      r += pair ? 2 : 1;
     }
     t += len;
   }
@@ -406,12 +595,14 @@ void AttentionImpl(ThreadPool& pool, const KvGeometry& geom, size_t q_heads, con
   }
   s.split_tokens = RoundUpTo(split_tokens, geom.block_tokens);
   s.num_splits = (max_limit + s.split_tokens - 1) / s.split_tokens;
-  AlignedBuffer<float> partial_acc;
-  AlignedBuffer<float> partial_ml;
   if (s.num_splits > 1) {
+    // Kept per calling thread across calls: a fresh allocation per decode step would pay page
+    // faults on every step.
+    static thread_local AlignedBuffer<float> partial_acc;
+    static thread_local AlignedBuffer<float> partial_ml;
     const size_t slots = s.num_tiles * geom.kv_heads * s.num_splits * s.rows_max;
-    partial_acc = AlignedBuffer<float>(slots * s.hdp);
-    partial_ml = AlignedBuffer<float>(slots * 2);
+    if (partial_acc.size() < slots * s.hdp) partial_acc = AlignedBuffer<float>(slots * s.hdp);
+    if (partial_ml.size() < slots * 2) partial_ml = AlignedBuffer<float>(slots * 2);
     s.partial_acc = partial_acc.data();
     s.partial_ml = partial_ml.data();
   }
