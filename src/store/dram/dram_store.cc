@@ -62,7 +62,11 @@ DramStore::~DramStore() {
   for (Entry* e : lru_) {
     KVSTAR_CHECK(e->pins == 0, "DramStore destroyed while entry %s is pinned (%d pins)",
                  e->id.ToHex().c_str(), e->pins);
-    FreeEntry(e);
+    allocator_->Free(e->data, e->alloc_bytes);
+    delete e;
+  }
+  for (auto& [bytes, buffers] : spare_) {
+    for (void* p : buffers) allocator_->Free(p, bytes);
   }
 }
 
@@ -74,7 +78,13 @@ std::string DramStore::Describe() const {
 }
 
 void DramStore::FreeEntry(Entry* e) {
-  allocator_->Free(e->data, e->alloc_bytes);
+  {
+    // Its bytes stay counted against the capacity as spare memory, so the total held never
+    // exceeds the capacity.
+    std::lock_guard<std::mutex> lock(mu_);
+    spare_[e->alloc_bytes].push_back(e->data);
+    spare_bytes_ += e->alloc_bytes;
+  }
   delete e;
 }
 
@@ -116,13 +126,31 @@ StatusOr<DramStore::Pin> DramStore::Put(const DumpItem& item) {
     return ResourceExhausted("entry %s (%zu bytes) is larger than the DRAM capacity %zu",
                              item.id.ToHex().c_str(), item.bytes, capacity_);
   }
-  // Reserve room first (evicting cold, unpinned entries), copy outside the lock, then publish.
+  // Reserve room first (reusing a spare buffer of the same size, else releasing spare memory and
+  // evicting cold, unpinned entries), copy outside the lock, then publish.
+  void* data = nullptr;
+  std::vector<std::pair<void*, size_t>> release;  // buffers handed back to the allocator
   std::vector<Entry*> victims;
   Status reserve_status;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    auto same = spare_.find(alloc_bytes);
+    if (same != spare_.end() && !same->second.empty()) {
+      data = same->second.back();
+      same->second.pop_back();
+      spare_bytes_ -= alloc_bytes;
+    }
     auto it = lru_.end();
-    while (used_bytes_ + alloc_bytes > capacity_ && it != lru_.begin()) {
+    while (used_bytes_ + spare_bytes_ + (data ? 0 : alloc_bytes) > capacity_) {
+      if (spare_bytes_ > 0) {
+        auto any = spare_.begin();
+        while (any->second.empty()) ++any;
+        release.emplace_back(any->second.back(), any->first);
+        any->second.pop_back();
+        spare_bytes_ -= any->first;
+        continue;
+      }
+      if (it == lru_.begin()) break;
       --it;
       Entry* e = *it;
       if (e->pins > 0) continue;
@@ -131,20 +159,31 @@ StatusOr<DramStore::Pin> DramStore::Put(const DumpItem& item) {
       e->live = false;
       used_bytes_ -= e->alloc_bytes;
       victims.push_back(e);
+      if (data == nullptr && e->alloc_bytes == alloc_bytes) {
+        data = e->data;
+      } else {
+        release.emplace_back(e->data, e->alloc_bytes);
+      }
     }
-    if (used_bytes_ + alloc_bytes > capacity_) {
+    if (used_bytes_ + spare_bytes_ + (data ? 0 : alloc_bytes) > capacity_) {
       reserve_status = ResourceExhausted(
           "DRAM store full: %zu of %zu bytes held by pinned or in-flight entries, %zu more needed",
           used_bytes_, capacity_, alloc_bytes);
+      if (data != nullptr) {  // give the reused buffer back as spare
+        spare_[alloc_bytes].push_back(data);
+        spare_bytes_ += alloc_bytes;
+        data = nullptr;
+      }
     } else {
       used_bytes_ += alloc_bytes;
     }
   }
   stats().AddEvictions(victims.size());
-  for (Entry* e : victims) FreeEntry(e);
+  for (Entry* e : victims) delete e;
+  for (const auto& [p, bytes] : release) allocator_->Free(p, bytes);
   KVSTAR_RETURN_IF_ERROR(reserve_status);
 
-  void* data = allocator_->Allocate(alloc_bytes, kAlignment);
+  if (data == nullptr) data = allocator_->Allocate(alloc_bytes, kAlignment);
   if (data == nullptr) {
     std::lock_guard<std::mutex> lock(mu_);
     used_bytes_ -= alloc_bytes;

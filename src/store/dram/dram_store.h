@@ -62,6 +62,7 @@ class DramStore final : public store_internal::AsyncBlockStore {
   void Unpin(Entry* e);
   // Removes e from the index and LRU (mu_ held). Returns true when the caller must free it now.
   bool DetachLocked(Entry* e);
+  // Keeps e's buffer as spare memory and deletes e. Takes mu_.
   void FreeEntry(Entry* e);
 
   HostAllocator* allocator_;
@@ -71,6 +72,10 @@ class DramStore final : public store_internal::AsyncBlockStore {
   std::unordered_map<Hash128, Entry*, Hash128Hasher> index_;
   std::list<Entry*> lru_;  // front: most recently used
   size_t used_bytes_ = 0;  // allocated bytes of every entry not yet freed (detached included)
+  // Buffers of freed entries by size, reused by later entries of that size: KV blocks have few
+  // sizes, and fresh (or pinned) host memory is expensive to obtain and to touch the first time.
+  std::unordered_map<size_t, std::vector<void*>> spare_;
+  size_t spare_bytes_ = 0;  // used_bytes_ + spare_bytes_ <= capacity_
 };
 
 }  // namespace kvstar
