@@ -6,6 +6,7 @@
 
 #include "base/timer.h"
 #include "kv/dense_policy.h"
+#include "kv/kvstar_policy.h"
 
 namespace kvstar {
 
@@ -19,8 +20,14 @@ Status ValidateEngineOptions(const EngineOptions& o) {
     return InvalidArgument("the KV cache supports f32 and bf16, not f16");
   }
   if (o.prefill_chunk == 0) return InvalidArgument("prefill chunk must be >= 1");
-  if (o.mode != "dense") {
-    return InvalidArgument("unknown decode mode '%s'; available: dense", o.mode.c_str());
+  if (o.mode != "dense" && o.mode != "kvstar") {
+    return InvalidArgument("unknown decode mode '%s'; available: dense, kvstar", o.mode.c_str());
+  }
+  if (o.mode == "kvstar") {
+    KVSTAR_RETURN_IF_ERROR(o.kvstar.Validate(o.block_tokens));
+    if (o.retrieval_threads < 1) {
+      return InvalidArgument("--retrieval-threads must be >= 1, got %d", o.retrieval_threads);
+    }
   }
   return Status::Ok();
 }
@@ -87,6 +94,15 @@ Status Engine::Init() {
   }
   device_pool_ = std::make_unique<DevicePool>(geom, DevicePool::SlotsForBudget(geom, budget));
   transformer_ = std::make_unique<Transformer>(*config_, *weights_, *threads_);
+  if (options_.mode == "kvstar") {
+    StoreOptions so;
+    so.max_entry_bytes = std::max(so.max_entry_bytes, geom.block_bytes());
+    if (options_.store_dram_bytes > 0) so.dram_capacity_bytes = options_.store_dram_bytes;
+    KVSTAR_ASSIGN_OR_RETURN(store_, OpenStore(options_.store, so));
+    sparse::RetrieverOptions ro;
+    ro.num_threads = options_.retrieval_threads;
+    retriever_ = std::make_unique<sparse::Retriever>(ro);
+  }
   return Status::Ok();
 }
 
@@ -98,6 +114,13 @@ std::vector<int32_t> Engine::eos_ids() const {
 
 StatusOr<std::unique_ptr<KvPolicy>> Engine::MakePolicy() {
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_->head_dim));
+  if (options_.mode == "kvstar") {
+    KvstarResources r{device_pool_.get(), threads_.get(), retriever_.get(), store_.get(),
+                      weights_->fingerprint()};
+    KVSTAR_ASSIGN_OR_RETURN(auto p, KvstarPolicy::Create(r, options_.kvstar, config_->num_layers,
+                                                         config_->num_heads, scale));
+    return std::unique_ptr<KvPolicy>(std::move(p));
+  }
   return std::unique_ptr<KvPolicy>(new DensePolicy(*device_pool_, *threads_, config_->num_layers,
                                                    config_->num_heads, scale));
 }
@@ -107,18 +130,19 @@ StatusOr<std::vector<float>> Engine::PromptLogits(const std::vector<int32_t>& pr
   if (prompt.empty()) return InvalidArgument("prompt is empty");
   if (chunk == 0) return InvalidArgument("chunk must be >= 1");
   KVSTAR_ASSIGN_OR_RETURN(std::unique_ptr<KvPolicy> kv, MakePolicy());
-  const size_t vocab = config_->vocab_size;
-  std::vector<float> logits(prompt.size() * vocab);
-  for (size_t begin = 0; begin < prompt.size(); begin += chunk) {
-    const size_t n = std::min(chunk, prompt.size() - begin);
-    KVSTAR_RETURN_IF_ERROR(transformer_->Forward(
-        std::span<const int32_t>(prompt.data() + begin, n), static_cast<int64_t>(begin), *kv,
-        LogitsMode::kAll, logits.data() + begin * vocab, begin + n == prompt.size()));
-  }
+  kv->AppendTokens(prompt);
+  std::vector<float> logits(prompt.size() * config_->vocab_size);
+  KVSTAR_RETURN_IF_ERROR(
+      transformer_->Prefill(prompt, 0, *kv, chunk, LogitsMode::kAll, logits.data()));
   return logits;
 }
 
 StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request) {
+  KVSTAR_ASSIGN_OR_RETURN(std::unique_ptr<KvPolicy> kv, MakePolicy());
+  return Run(request, *kv);
+}
+
+StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& kv_ref) {
   const ModelConfig& c = *config_;
   if (request.prompt.empty()) return InvalidArgument("prompt is empty");
   KVSTAR_RETURN_IF_ERROR(ValidateSamplingParams(request.sampling));
@@ -135,7 +159,7 @@ StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request) {
                              c.vocab_size);
     }
   }
-  KVSTAR_ASSIGN_OR_RETURN(std::unique_ptr<KvPolicy> kv, MakePolicy());
+  KvPolicy* kv = &kv_ref;
   const std::vector<int32_t> stop = request.stop_ids.empty() ? eos_ids() : request.stop_ids;
   auto cancelled = [&] { return request.cancel != nullptr && request.cancel->load(); };
 
@@ -144,22 +168,28 @@ StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request) {
   std::vector<float> logits(c.vocab_size);
   Sampler sampler(request.sampling);
 
-  // Prefill in chunks; only the last chunk produces logits.
+  // Prefill, layer-major, from where the store's prefix ends.
   Stopwatch watch;
-  const size_t chunk = options_.prefill_chunk;
-  for (size_t begin = 0; begin < request.prompt.size(); begin += chunk) {
-    if (cancelled()) {
-      result.finish_reason = "cancelled";
-      result.kv = kv->Stats();
-      return result;
-    }
-    const size_t n = std::min(chunk, request.prompt.size() - begin);
-    const bool last = begin + n == request.prompt.size();
-    KVSTAR_RETURN_IF_ERROR(transformer_->Forward(
-        std::span<const int32_t>(request.prompt.data() + begin, n), static_cast<int64_t>(begin),
-        *kv, last ? LogitsMode::kLast : LogitsMode::kNone, logits.data(), last));
-    if (request.on_prefill_progress) request.on_prefill_progress(begin + n, request.prompt.size());
+  kv->AppendTokens(request.prompt);
+  KVSTAR_ASSIGN_OR_RETURN(const size_t reused, kv->PrepareReuse(request.prompt));
+  result.reused_prompt_tokens = reused;
+  const std::span<const int32_t> suffix(request.prompt.data() + reused,
+                                        request.prompt.size() - reused);
+  const Status prefill = transformer_->Prefill(
+      suffix, static_cast<int64_t>(reused), *kv, options_.prefill_chunk, LogitsMode::kLast,
+      logits.data(), [&](size_t done, size_t total) {
+        if (request.on_prefill_progress) {
+          request.on_prefill_progress(reused + done * suffix.size() / total,
+                                      request.prompt.size());
+        }
+        return !cancelled();
+      });
+  if (prefill.code() == StatusCode::kCancelled) {
+    result.finish_reason = "cancelled";
+    result.kv = kv->Stats();
+    return result;
   }
+  KVSTAR_RETURN_IF_ERROR(prefill);
   result.prefill_seconds = watch.Seconds();
 
   watch.Reset();
@@ -183,6 +213,7 @@ StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request) {
       break;
     }
     Stopwatch step;
+    kv->AppendTokens(std::span<const int32_t>(&token, 1));
     KVSTAR_RETURN_IF_ERROR(transformer_->Forward(std::span<const int32_t>(&token, 1),
                                                  static_cast<int64_t>(pos), *kv, LogitsMode::kLast,
                                                  logits.data()));

@@ -14,9 +14,12 @@
 #include "engine/sampler.h"
 #include "kv/device_pool.h"
 #include "kv/kv_policy.h"
+#include "kv/kvstar_config.h"
 #include "model/config.h"
 #include "model/transformer.h"
 #include "model/weights.h"
+#include "sparse/retriever.h"
+#include "store/block_store.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kvstar {
@@ -27,7 +30,12 @@ struct EngineOptions {
   DType kv_dtype = DType::kBF16;     // KV cache element type (f32 or bf16)
   size_t prefill_chunk = 256;        // tokens per prefill forward
   size_t device_kv_budget = 0;       // bytes of the KV device pool; 0 = automatic
-  std::string mode = "dense";        // decode mode (KvPolicy)
+  std::string mode = "dense";        // decode mode (KvPolicy): dense or kvstar
+  // kvstar mode.
+  KvstarConfig kvstar;
+  std::string store = "dram";        // dram | file:PATH | tiered:PATH
+  size_t store_dram_bytes = 0;       // DRAM tier capacity; 0 = 4 GiB
+  int retrieval_threads = 1;         // CPU threads scoring blocks
 };
 
 Status ValidateEngineOptions(const EngineOptions& o);
@@ -49,6 +57,7 @@ struct GenerateResult {
   double prefill_seconds = 0;
   double decode_seconds = 0;         // first generated token excluded (it comes from prefill)
   std::vector<float> step_ms;        // wall time of each decode forward step
+  size_t reused_prompt_tokens = 0;   // prompt tokens whose KV came from the store
   KvStats kv;
   double prefill_tokens_per_second() const;
   double decode_tokens_per_second() const;
@@ -78,6 +87,7 @@ class Engine {
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   const EngineOptions& options() const { return options_; }
   ThreadPool& threads() { return *threads_; }
+  BlockStore* store() { return store_.get(); }
   DevicePool& device_pool() { return *device_pool_; }
   std::vector<int32_t> eos_ids() const;
 
@@ -85,6 +95,14 @@ class Engine {
   Engine() = default;
   Status Init();
   StatusOr<std::unique_ptr<KvPolicy>> MakePolicy();
+  StatusOr<GenerateResult> Run(const GenerateRequest& request, KvPolicy& kv);
+
+ public:
+  // The policy a request of this engine would use (tests inspect kvstar policies directly).
+  StatusOr<std::unique_ptr<KvPolicy>> NewPolicy() { return MakePolicy(); }
+  StatusOr<GenerateResult> GenerateWith(const GenerateRequest& request, KvPolicy& kv) {
+    return Run(request, kv);
+  }
 
   EngineOptions options_;
   std::unique_ptr<ModelConfig> config_;
@@ -92,6 +110,8 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<ThreadPool> threads_;
   std::unique_ptr<DevicePool> device_pool_;
+  std::unique_ptr<BlockStore> store_;                 // kvstar mode
+  std::unique_ptr<sparse::Retriever> retriever_;      // kvstar mode
   std::unique_ptr<Transformer> transformer_;
 };
 

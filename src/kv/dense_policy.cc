@@ -11,7 +11,8 @@ DensePolicy::DensePolicy(DevicePool& pool, ThreadPool& threads, size_t num_layer
       q_heads_(q_heads),
       attn_scale_(attn_scale),
       slots_(num_layers),
-      block_ptrs_(num_layers) {}
+      block_ptrs_(num_layers),
+      layer_tokens_(num_layers, 0) {}
 
 DensePolicy::~DensePolicy() {
   for (auto& layer : slots_)
@@ -34,22 +35,28 @@ Status DensePolicy::Attend(int layer, const float* q, const float* k, const floa
                            int64_t first_pos, float* out) {
   KVSTAR_CHECK(layer >= 0 && static_cast<size_t>(layer) < slots_.size(), "layer %d of %zu",
                layer, slots_.size());
-  KVSTAR_CHECK(static_cast<size_t>(first_pos) == num_tokens_,
-               "dense cache holds %zu tokens, chunk starts at %lld", num_tokens_,
+  size_t& cached = layer_tokens_[static_cast<size_t>(layer)];
+  KVSTAR_CHECK(static_cast<size_t>(first_pos) == cached,
+               "layer %d holds %zu tokens, chunk starts at %lld", layer, cached,
                static_cast<long long>(first_pos));
-  const size_t end = num_tokens_ + n;
+  const size_t end = cached + n;
   KVSTAR_RETURN_IF_ERROR(Reserve(layer, end));
   auto& ptrs = block_ptrs_[static_cast<size_t>(layer)];
-  ops::WriteKv(pool_.geometry(), ptrs.data(), num_tokens_, n, k, v);
+  ops::WriteKv(pool_.geometry(), ptrs.data(), cached, n, k, v);
   q_last_.resize(n);
-  for (size_t i = 0; i < n; ++i) q_last_[i] = static_cast<int64_t>(num_tokens_ + i);
+  for (size_t i = 0; i < n; ++i) q_last_[i] = static_cast<int64_t>(cached + i);
   ops::AttentionOverBlocks(threads_, pool_.geometry(), q_heads_, q, n, q_last_.data(),
                            const_cast<const void* const*>(ptrs.data()), end, attn_scale_, out);
+  cached = end;
   return Status::Ok();
 }
 
 Status DensePolicy::EndChunk(size_t n, bool /*prefill_done*/) {
   num_tokens_ += n;
+  for (size_t l = 0; l < layer_tokens_.size(); ++l) {
+    KVSTAR_CHECK(layer_tokens_[l] == num_tokens_, "layer %zu holds %zu tokens, expected %zu", l,
+                 layer_tokens_[l], num_tokens_);
+  }
   return Status::Ok();
 }
 

@@ -38,6 +38,7 @@ class DensePolicy final : public KvPolicy {
   size_t num_tokens_ = 0;
   std::vector<std::vector<int>> slots_;          // [layer][block] slot indices
   std::vector<std::vector<void*>> block_ptrs_;   // [layer][block] slot addresses
+  std::vector<size_t> layer_tokens_;             // [layer] tokens written (layer-major prefill)
   std::vector<int64_t> q_last_;                  // scratch [n]
 };
 

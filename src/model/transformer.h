@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -24,17 +25,30 @@ class Transformer {
   // config and weights must outlive the Transformer. Not thread-safe: one per decode thread.
   Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool);
 
-  // Runs tokens at positions [first_pos, first_pos + n) through every layer. logits receives
-  // [vocab] for the last token (kLast) or [n][vocab] (kAll). prefill_done is passed to the
-  // KvPolicy after the last layer.
-  Status Forward(std::span<const int32_t> tokens, int64_t first_pos, KvPolicy& kv, LogitsMode mode,
-                 float* logits, bool prefill_done = false);
+  // Decode: runs tokens at positions [first_pos, first_pos + n) through every layer, token-major
+  // (all tokens through layer 0, then layer 1...). logits receives [vocab] for the last token
+  // (kLast) or [n][vocab] (kAll). Ends with kv.EndChunk(n, false).
+  Status Forward(std::span<const int32_t> tokens, int64_t first_pos, KvPolicy& kv,
+                 LogitsMode mode, float* logits);
+
+  // Prefill, layer-major: every prompt token goes through layer 0 (in chunks of `chunk` tokens,
+  // so attention memory stays bounded) before any goes through layer 1, and kv.EndLayerPrefill
+  // runs after each layer. A policy can then shrink a layer's KV to its selection before the next
+  // layer's KV exists, so the device never holds the whole prompt's KV for all layers at once.
+  // Costs n * hidden floats for the residual stream. Ends with kv.EndChunk(n, true).
+  // progress(done, total) counts token-layers; returning false cancels (kCancelled).
+  Status Prefill(std::span<const int32_t> tokens, int64_t first_pos, KvPolicy& kv, size_t chunk,
+                 LogitsMode mode, float* logits,
+                 const std::function<bool(size_t, size_t)>& progress = nullptr);
 
   const ModelConfig& config() const { return config_; }
   const std::vector<float>& inv_freq() const { return inv_freq_; }
 
  private:
   void EnsureScratch(size_t n);
+  // Runs layer l on rows x[0, n) (positions pos_[0, n)): attention through kv, then the MLP.
+  Status Layer(size_t l, float* x, size_t n, int64_t first_pos, KvPolicy& kv);
+  void Logits(const float* x, size_t rows, float* logits);
 
   const ModelConfig& config_;
   const ModelWeights& weights_;
@@ -51,6 +65,7 @@ class Transformer {
   AlignedBuffer<float> gate_;  // [n][intermediate]
   AlignedBuffer<float> up_;    // [n][intermediate]
   std::vector<int64_t> pos_;   // [n]
+  AlignedBuffer<float> x_all_;  // [prompt tokens][hidden] residual stream of a prefill
 };
 
 }  // namespace kvstar

@@ -1,0 +1,32 @@
+// KVstar settings. Keys keep UCM's names so that settings carry over; ours are block_tokens
+// (engine-wide), select_per_kv_head, deterministic and staging_slots.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace kvstar {
+
+struct KvstarConfig {
+  size_t init_window_sz = 1;              // first blocks, always on device, never scored
+  size_t local_window_sz = 2;             // newest full blocks, always on device
+  double sparse_ratio = 0.25;             // share of candidate blocks selected
+  size_t retrieval_stride = 8;            // decode steps per query group / retrieval
+  double blk_repre_dim_prune_ratio = 0.25;  // share of channels kept in representations
+  size_t blk_repre_inner_token_merge = 2;   // tokens averaged into one representation vector
+  bool select_per_kv_head = false;        // top-k per KV head (device holds the union)
+  bool deterministic = false;             // fixed swap timing (UCM's): for tests
+  size_t staging_slots = 4;               // per layer: extra slots for delta loads
+
+  Status Validate(size_t block_tokens) const;
+  std::string ToJson() const;
+};
+
+// Parses a JSON object with any of the keys above; unknown keys are an error naming the key.
+StatusOr<KvstarConfig> ParseKvstarConfig(std::string_view json, std::string_view source,
+                                         KvstarConfig base = {});
+
+}  // namespace kvstar
