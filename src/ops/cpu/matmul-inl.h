@@ -177,28 +177,38 @@ void PackedMatMul(ThreadPool& pool, const TW* w, size_t rows, size_t cols, const
   const DF df;
   const size_t nr = kNRV * hn::Lanes(df);
   const size_t panels = (rows + nr - 1) / nr;
-  const size_t n_padded = RoundUpTo(n, kMR);
+  // Few panels (narrow weights such as K/V projections of small models): also split the rows
+  // of x so that every thread has work; each piece packs its panel again. The split does not
+  // change any sum, so results stay independent of the thread count.
+  const size_t want_items = 2 * static_cast<size_t>(pool.parallelism());
+  const size_t n_pieces =
+      std::clamp<size_t>((want_items + panels - 1) / panels, 1, (n + 63) / 64);
+  const size_t piece_rows = RoundUpTo((n + n_pieces - 1) / n_pieces, kMR);
   pool.ParallelFor(
-      panels,
+      panels * n_pieces,
       [&](size_t begin, size_t end, int) {
-        float* wt = ThreadScratch(0, kKc * nr);      // [kKc][nr]
-        float* tmp = ThreadScratch(1, kKc);          // one converted row piece
-        float* c = ThreadScratch(2, n_padded * nr);  // [n_padded][nr] partial sums
-        for (size_t p = begin; p < end; ++p) {
+        float* wt = ThreadScratch(0, kKc * nr);        // [kKc][nr]
+        float* tmp = ThreadScratch(1, kKc);            // one converted row piece
+        float* c = ThreadScratch(2, piece_rows * nr);  // [piece_rows][nr] partial sums
+        for (size_t item = begin; item < end; ++item) {
+          const size_t p = item / n_pieces;
+          const size_t n0 = (item % n_pieces) * piece_rows;
+          if (n0 >= n) continue;
+          const size_t n1 = std::min(n, n0 + piece_rows);
           const size_t r0 = p * nr;
           const size_t valid = std::min(nr, rows - r0);
           for (size_t k0 = 0; k0 < cols; k0 += kKc) {
             const size_t kc = std::min(kKc, cols - k0);
             PackPanelTransposed(w, cols, r0, valid, nr, k0, kc, tmp, wt);
-            for (size_t i0 = 0; i0 < n; i0 += kMR) {
-              // Rows past n repeat the last row; their sums land in the padding of c.
+            for (size_t i0 = n0; i0 < n1; i0 += kMR) {
+              // Rows past n1 repeat the last row; their sums land in the padding of c.
               const float* xr[kMR];
-              for (size_t i = 0; i < kMR; ++i) xr[i] = x + std::min(i0 + i, n - 1) * cols + k0;
-              OuterTile(xr, wt, kc, k0 > 0, c + i0 * nr);
+              for (size_t i = 0; i < kMR; ++i) xr[i] = x + std::min(i0 + i, n1 - 1) * cols + k0;
+              OuterTile(xr, wt, kc, k0 > 0, c + (i0 - n0) * nr);
             }
           }
-          for (size_t i = 0; i < n; ++i) {
-            std::copy(c + i * nr, c + i * nr + valid, y + i * rows + r0);
+          for (size_t i = n0; i < n1; ++i) {
+            std::copy(c + (i - n0) * nr, c + (i - n0) * nr + valid, y + i * rows + r0);
           }
         }
       },

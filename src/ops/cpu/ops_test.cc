@@ -164,6 +164,31 @@ TEST(CpuOps, MatMulLargerThanOneTile) {
   }
 }
 
+// Narrow weights and many rows of x: MatMul also splits x into pieces (how many depends on the
+// thread count, which must not change the result).
+TEST(CpuOps, MatMulNarrowWeightsSplitsRowsOfX) {
+  auto pools = MakePools();
+  std::mt19937 rng(9);
+  for (DType dtype : {DType::kBF16, DType::kF32}) {
+    SCOPED_TRACE(testing::Name(dtype));
+    const size_t rows = 40, cols = 70, n = 333;
+    const TestTensor w = RandomTensor(rng, dtype, rows, cols);
+    const std::vector<float> x = RandomFloats(rng, n * cols);
+    std::vector<double> want, mag;
+    ReferenceMatMul(w, x, n, &want, &mag);
+    ForEachTarget([&] {
+      std::vector<float> first;
+      for (auto& pool : pools) {
+        std::vector<float> y(n * rows, -7.0f);
+        MatMul(*pool, w.view(), x.data(), n, y.data());
+        ExpectDotResults(y, want, mag, 1e-5);
+        if (first.empty()) first = y;
+        ASSERT_EQ(0, std::memcmp(first.data(), y.data(), y.size() * 4));
+      }
+    });
+  }
+}
+
 TEST(CpuOps, AddBias) {
   std::mt19937 rng(3);
   for (DType dtype : kAllDTypes) {
