@@ -130,6 +130,7 @@ Status RunSegments(const RetrievalTask& t, Plan& p, size_t s0, size_t s1, StopFn
     for (size_t i = b0; i < b1; ++i) {
       if (stop()) return Cancelled("retrieval cancelled");
       args.rep = t.reps.block(t.candidates[i]);
+      args.next_rep = i + 1 < b1 ? t.reps.block(t.candidates[i + 1]) : nullptr;
       args.lse = p.lse.data() + i * p.row;
       kernels::BlockLse(args);
     }

@@ -25,6 +25,9 @@ struct BlockLseArgs {
   float* rep_scratch = nullptr;    // [vectors][d]
   float* logit_scratch = nullptr;  // [vectors][qpad]
   float* lse = nullptr;            // out: [kv_heads][qpad] log-sum-exp over the block's vectors
+  // Optional: the next block's representation, prefetched while this one is scored (long
+  // contexts do not fit in cache; scoring stays compute-bound only if memory latency is hidden).
+  const uint16_t* next_rep = nullptr;
 };
 // Per KV head and query lane: log(sum over the block's vectors of exp(q . k)).
 void BlockLse(const BlockLseArgs& args);
