@@ -237,6 +237,14 @@ StatusOr<TensorView> TensorToView(const SafetensorsTensor& t, const std::string&
         "(in %s)",
         t.name.c_str(), t.dtype_name.c_str(), file.c_str());
   }
+  // Kernels read elements through typed pointers; HF writers pad the header so that every
+  // tensor is aligned, and a file that is not cannot be used without a copy.
+  if (reinterpret_cast<uintptr_t>(t.data) % DTypeSize(*t.dtype) != 0) {
+    return InvalidArgument(
+        "%s data is not aligned to its %zu-byte elements (in %s); re-save the "
+        "file with the safetensors library, which pads the header",
+        t.name.c_str(), DTypeSize(*t.dtype), file.c_str());
+  }
   TensorView view;
   view.data = t.data;
   view.dtype = *t.dtype;

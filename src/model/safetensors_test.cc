@@ -50,6 +50,7 @@ std::span<const uint8_t> Bytes(const std::vector<T>& v) {
   return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(T)};
 }
 
+// Non-owning, like FromMemory: `image` must outlive the result.
 StatusOr<std::unique_ptr<SafetensorsFile>> ParseImage(const std::string& image) {
   return SafetensorsFile::FromMemory(
       "mem.safetensors",
@@ -131,10 +132,12 @@ TEST(SafetensorsTest, RoundTripAllDtypes) {
 
 TEST(SafetensorsTest, RawWriterRoundTripAndEmptyTensor) {
   const std::string data = std::string("\x00\x00\x80\x3f\x00\x00\x00\x40", 8);  // 1.0f, 2.0f
-  auto r = ParseImage(RawImage(
+  std::string header =
       R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-      R"("e":{"dtype":"BF16","shape":[0,4],"data_offsets":[8,8]},"__metadata__":{"a":"b"}}  )",
-      data));
+      R"("e":{"dtype":"BF16","shape":[0,4],"data_offsets":[8,8]},"__metadata__":{"a":"b"}})";
+  header.append((8 - header.size() % 8) % 8, ' ');  // trailing whitespace is allowed
+  const std::string image = RawImage(header, data);
+  auto r = ParseImage(image);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   auto x = (*r)->Get("x", std::vector<size_t>{2});
   ASSERT_TRUE(x.ok());
@@ -142,6 +145,21 @@ TEST(SafetensorsTest, RawWriterRoundTripAndEmptyTensor) {
   auto e = (*r)->Get("e");
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(e->elements(), 0u);
+}
+
+TEST(SafetensorsTest, MisalignedTensorIsRejectedOnUse) {
+  // A 1-byte tensor first puts the F32 one at an odd offset.
+  std::string header = R"({"u":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+                       R"("x":{"dtype":"F32","shape":[1],"data_offsets":[1,5]}})";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const std::string image = RawImage(header, std::string(5, '\0'));
+  auto r = ParseImage(image);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto x = (*r)->Get("x");
+  ASSERT_FALSE(x.ok());
+  EXPECT_EQ(x.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(x.status().message().find("x data is not aligned"), std::string::npos)
+      << x.status().ToString();
 }
 
 TEST(SafetensorsTest, WrongShapeMessage) {
@@ -261,11 +279,13 @@ TEST(SafetensorsTest, BadHeaders) {
 
 TEST(SafetensorsTest, UnsupportedDtypeFailsOnUseOnly) {
   // An F64 / I64 tensor does not spoil the file; asking for it names the tensor and dtype.
-  auto r = ParseImage(RawImage(R"({"pos":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
-                               R"("d":{"dtype":"F64","shape":[1],"data_offsets":[16,24]},)"
-                               R"("q":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[24,32]},)"
-                               R"("w":{"dtype":"F32","shape":[2],"data_offsets":[32,40]}})",
-                               std::string(40, '\0')));
+  std::string header = R"({"pos":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
+                       R"("d":{"dtype":"F64","shape":[1],"data_offsets":[16,24]},)"
+                       R"("q":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[24,32]},)"
+                       R"("w":{"dtype":"F32","shape":[2],"data_offsets":[32,40]}})";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const std::string image = RawImage(header, std::string(40, '\0'));
+  auto r = ParseImage(image);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   for (const char* name : {"pos", "d", "q"}) {
     auto v = (*r)->Get(name);
@@ -412,7 +432,7 @@ TEST(SafetensorsFuzzTest, CorruptHeadersNeverCrash) {
   std::mt19937_64 rng(20261123);
   const char kInteresting[] = "{}[]\",:0123456789-.eE \\ntfu";
   size_t ok_count = 0, err_count = 0;
-  for (int iter = 0; iter < 4000; ++iter) {
+  for (int iter = 0; iter < 20000; ++iter) {
     std::string img = *valid;
     const int mode = static_cast<int>(rng() % 4);
     if (mode == 0 || mode == 1) {
@@ -451,14 +471,17 @@ TEST(SafetensorsFuzzTest, CorruptHeadersNeverCrash) {
       ASSERT_GE(t.data, lo) << name;
       ASSERT_LE(t.data + t.bytes, hi) << name;
       if (t.dtype) {
-        auto v = (*r)->Get(name);
-        ASSERT_TRUE(v.ok());
-        ASSERT_EQ(v->bytes(), t.bytes);
+        auto v = (*r)->Get(name);  // may refuse a misaligned tensor, never crash
+        if (v.ok()) {
+          ASSERT_EQ(v->bytes(), t.bytes);
+        }
       }
     }
   }
-  EXPECT_GT(err_count, 1000u);  // most corruptions are detected...
-  EXPECT_GT(ok_count, 0u);      // ...and some (e.g. in metadata values) are harmless
+  EXPECT_GT(err_count, 5000u);  // most corruptions are detected...
+  RecordProperty("ok", static_cast<int>(ok_count));
+  RecordProperty("errors", static_cast<int>(err_count));
+  EXPECT_GT(ok_count, 0u);  // ...and some (e.g. in metadata values) are harmless
 }
 
 }  // namespace
