@@ -57,17 +57,28 @@ class FaultyIoHooks : public IoHooks {
   }
   ssize_t Pread(int fd, void* buf, size_t count, off_t offset) override {
     ++preads;
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      if (!gate_open_) {
-        ++waiters_;
-        cv_.notify_all();
-        cv_.wait(l, [&] { return gate_open_; });
-        --waiters_;
-      }
-    }
+    WaitAtGate();
     if (pread_errno && FdMatches(fd)) return Fail(pread_errno);
     return IoHooks::Pread(fd, buf, count, offset);
+  }
+  ssize_t Preadv(int fd, const struct iovec* iov, int iovcnt, off_t offset) override {
+    ++preads;
+    WaitAtGate();
+    if (pread_errno && FdMatches(fd)) return Fail(pread_errno);
+    return IoHooks::Preadv(fd, iov, iovcnt, offset);
+  }
+  ssize_t Pwritev(int fd, const struct iovec* iov, int iovcnt, off_t offset) override {
+    if (pwrite_errno && FdMatches(fd)) return Fail(pwrite_errno);
+    if (pwrite_budget.load() < 0) return IoHooks::Pwritev(fd, iov, iovcnt, offset);
+    // Through Pwrite, which applies the budget; a short write is returned as such.
+    ssize_t total = 0;
+    for (int i = 0; i < iovcnt; ++i) {
+      const ssize_t n = Pwrite(fd, iov[i].iov_base, iov[i].iov_len, offset + total);
+      if (n < 0) return total > 0 ? total : n;
+      total += n;
+      if (static_cast<size_t>(n) < iov[i].iov_len) break;
+    }
+    return total;
   }
   ssize_t Pwrite(int fd, const void* buf, size_t count, off_t offset) override {
     if (pwrite_errno && FdMatches(fd)) return Fail(pwrite_errno);
@@ -89,6 +100,15 @@ class FaultyIoHooks : public IoHooks {
   }
 
  private:
+  void WaitAtGate() {
+    std::unique_lock<std::mutex> l(mu_);
+    if (!gate_open_) {
+      ++waiters_;
+      cv_.notify_all();
+      cv_.wait(l, [&] { return gate_open_; });
+      --waiters_;
+    }
+  }
   static int Fail(int err) {
     errno = err;
     return -1;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -101,6 +102,55 @@ int PwriteFull(IoHooks* io, int fd, const void* buf, size_t count, off_t offset)
       return -1;
     }
     done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+// Drops the first n bytes (and any empty entries) from the front of an iovec array.
+void AdvanceIov(struct iovec*& iov, int& iovcnt, size_t n) {
+  while (iovcnt > 0 && n >= iov->iov_len) {
+    n -= iov->iov_len;
+    ++iov;
+    --iovcnt;
+  }
+  if (iovcnt > 0 && n > 0) {
+    iov->iov_base = static_cast<char*>(iov->iov_base) + n;
+    iov->iov_len -= n;
+  }
+}
+
+// Vectored variants (header and payload in one system call); iov is consumed. Return as above.
+ssize_t PreadvFull(IoHooks* io, int fd, struct iovec* iov, int iovcnt, off_t offset) {
+  size_t done = 0;
+  AdvanceIov(iov, iovcnt, 0);
+  while (iovcnt > 0) {
+    const ssize_t n = io->Preadv(fd, iov, iovcnt, offset + static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+    AdvanceIov(iov, iovcnt, static_cast<size_t>(n));
+  }
+  return static_cast<ssize_t>(done);
+}
+
+int PwritevFull(IoHooks* io, int fd, struct iovec* iov, int iovcnt, off_t offset) {
+  size_t done = 0;
+  AdvanceIov(iov, iovcnt, 0);
+  while (iovcnt > 0) {
+    const ssize_t n = io->Pwritev(fd, iov, iovcnt, offset + static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (n == 0) {
+      errno = ENOSPC;
+      return -1;
+    }
+    done += static_cast<size_t>(n);
+    AdvanceIov(iov, iovcnt, static_cast<size_t>(n));
   }
   return 0;
 }
@@ -429,35 +479,30 @@ Status FileStore::WriteFile(const std::string& tmp, const DumpItem& item, size_t
   if (header == nullptr) return ResourceExhausted("no memory for a block header");
   file_format::EncodeHeader(item.id, item.bytes, file_format::PayloadChecksum(item.src, item.bytes),
                             header);
-  if (PwriteFull(io_, fd, header, kHeaderBytes, 0) != 0) return ErrnoStatus(errno, "write " + tmp);
-  const char* src = static_cast<const char*>(item.src);
-  if (!direct) {
-    if (item.bytes > 0 && PwriteFull(io_, fd, src, item.bytes, kHeaderBytes) != 0) {
-      return ErrnoStatus(errno, "write " + tmp);
-    }
-    *disk_bytes = kHeaderBytes + item.bytes;
-  } else {
-    const size_t padded = RoundUp(item.bytes, kAlign);
-    // Straight from the caller's memory where alignment allows, the rest through a bounce buffer.
-    size_t direct_bytes = 0;
-    if (IsAligned(src))
-      direct_bytes = readable_bytes >= padded ? padded : item.bytes / kAlign * kAlign;
-    if (direct_bytes > 0 && PwriteFull(io_, fd, src, direct_bytes, kHeaderBytes) != 0) {
-      return ErrnoStatus(errno, "write " + tmp);
-    }
-    for (size_t off = direct_bytes; off < padded; off += kBounceChunk) {
-      const size_t chunk = std::min(kBounceChunk, padded - off);
-      char* bounce = static_cast<char*>(tls_bounce.Get(kBounceChunk));
-      if (bounce == nullptr) return ResourceExhausted("no memory for an O_DIRECT bounce buffer");
-      const size_t data = std::min(chunk, item.bytes - off);
-      std::memcpy(bounce, src + off, data);
-      std::memset(bounce + data, 0, chunk - data);
-      if (PwriteFull(io_, fd, bounce, chunk, static_cast<off_t>(kHeaderBytes + off)) != 0) {
-        return ErrnoStatus(errno, "write " + tmp);
-      }
-    }
-    *disk_bytes = kHeaderBytes + padded;
+  char* src = static_cast<char*>(const_cast<void*>(item.src));  // iovec wants non-const
+  const size_t padded = direct ? RoundUp(item.bytes, kAlign) : item.bytes;
+  // Header plus as much payload as can go straight from the caller's memory, in one call;
+  // under O_DIRECT the unaligned rest goes through a bounce buffer.
+  size_t direct_bytes = item.bytes;
+  if (direct) {
+    direct_bytes = !IsAligned(src)            ? 0
+                   : readable_bytes >= padded ? padded
+                                              : item.bytes / kAlign * kAlign;
   }
+  struct iovec iov[2] = {{header, kHeaderBytes}, {src, direct_bytes}};
+  if (PwritevFull(io_, fd, iov, 2, 0) != 0) return ErrnoStatus(errno, "write " + tmp);
+  for (size_t off = direct_bytes; off < padded; off += kBounceChunk) {
+    const size_t chunk = std::min(kBounceChunk, padded - off);
+    char* bounce = static_cast<char*>(tls_bounce.Get(kBounceChunk));
+    if (bounce == nullptr) return ResourceExhausted("no memory for an O_DIRECT bounce buffer");
+    const size_t data = std::min(chunk, item.bytes - off);
+    std::memcpy(bounce, src + off, data);
+    std::memset(bounce + data, 0, chunk - data);
+    if (PwriteFull(io_, fd, bounce, chunk, static_cast<off_t>(kHeaderBytes + off)) != 0) {
+      return ErrnoStatus(errno, "write " + tmp);
+    }
+  }
+  *disk_bytes = kHeaderBytes + padded;
   if (options().fsync != FsyncPolicy::kNone && io_->Fdatasync(fd) != 0) {
     return ErrnoStatus(errno, "fdatasync " + tmp);
   }
@@ -465,14 +510,24 @@ Status FileStore::WriteFile(const std::string& tmp, const DumpItem& item, size_t
   return Status::Ok();
 }
 
-Status FileStore::ReadFile(const std::string& path, const LoadItem& item, size_t* bytes) {
+Status FileStore::ReadFile(const std::string& path, const LoadItem& item, size_t* bytes,
+                           ino_t* inode) {
   const bool direct = options().use_o_direct;
   const int fd = io_->Open(path.c_str(), O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0), 0);
   if (fd < 0) return ErrnoStatus(errno, "open " + path);
   ScopedFd f(io_, fd);
+  struct stat st;
+  *inode = ::fstat(fd, &st) == 0 ? st.st_ino : 0;
   void* header = tls_header.Get(kHeaderBytes);
   if (header == nullptr) return ResourceExhausted("no memory for a block header");
-  const ssize_t got = PreadFull(io_, fd, header, kHeaderBytes, 0);
+  char* dst = static_cast<char*>(item.dst);
+  // Header and payload in one call: the payload size is unknown until the header is read, so
+  // read up to the capacity (the read stops at the end of the file). Under O_DIRECT only an
+  // aligned destination is read into directly, and only whole 4 KiB pages of it.
+  size_t direct_bytes = item.capacity;
+  if (direct) direct_bytes = IsAligned(dst) ? item.capacity / kAlign * kAlign : 0;
+  struct iovec iov[2] = {{header, kHeaderBytes}, {dst, direct_bytes}};
+  const ssize_t got = PreadvFull(io_, fd, iov, 2, 0);
   if (got < 0) return ErrnoStatus(errno, "read " + path);
   if (static_cast<size_t>(got) < kHeaderBytes) {
     return DataLoss("%s: truncated block file (%zd bytes, header needs %zu)", path.c_str(), got,
@@ -486,36 +541,22 @@ Status FileStore::ReadFile(const std::string& path, const LoadItem& item, size_t
     return OutOfRange("block %s is %zu bytes, destination holds %zu", item.id.ToHex().c_str(),
                       payload, item.capacity);
   }
-  char* dst = static_cast<char*>(item.dst);
-  auto truncated = [&](size_t have) {
-    return DataLoss("%s: truncated block file (payload %zu of %zu bytes)", path.c_str(), have,
+  const size_t have = static_cast<size_t>(got) - kHeaderBytes;
+  auto truncated = [&](size_t n) {
+    return DataLoss("%s: truncated block file (payload %zu of %zu bytes)", path.c_str(), n,
                     payload);
   };
-  if (!direct) {
-    const ssize_t n = PreadFull(io_, fd, dst, payload, kHeaderBytes);
+  if (have < std::min(payload, direct_bytes)) return truncated(have);
+  const size_t padded = RoundUp(payload, kAlign);
+  for (size_t off = direct_bytes; off < payload; off += kBounceChunk) {
+    const size_t chunk = std::min(kBounceChunk, padded - off);
+    char* bounce = static_cast<char*>(tls_bounce.Get(kBounceChunk));
+    if (bounce == nullptr) return ResourceExhausted("no memory for an O_DIRECT bounce buffer");
+    const ssize_t n = PreadFull(io_, fd, bounce, chunk, static_cast<off_t>(kHeaderBytes + off));
     if (n < 0) return ErrnoStatus(errno, "read " + path);
-    if (static_cast<size_t>(n) < payload) return truncated(static_cast<size_t>(n));
-  } else {
-    const size_t padded = RoundUp(payload, kAlign);
-    size_t direct_bytes = 0;
-    if (IsAligned(dst)) direct_bytes = item.capacity >= padded ? padded : payload / kAlign * kAlign;
-    if (direct_bytes > 0) {
-      const ssize_t n = PreadFull(io_, fd, dst, direct_bytes, kHeaderBytes);
-      if (n < 0) return ErrnoStatus(errno, "read " + path);
-      if (static_cast<size_t>(n) < std::min(direct_bytes, payload)) {
-        return truncated(static_cast<size_t>(n));
-      }
-    }
-    for (size_t off = direct_bytes; off < payload; off += kBounceChunk) {
-      const size_t chunk = std::min(kBounceChunk, padded - off);
-      char* bounce = static_cast<char*>(tls_bounce.Get(kBounceChunk));
-      if (bounce == nullptr) return ResourceExhausted("no memory for an O_DIRECT bounce buffer");
-      const ssize_t n = PreadFull(io_, fd, bounce, chunk, static_cast<off_t>(kHeaderBytes + off));
-      if (n < 0) return ErrnoStatus(errno, "read " + path);
-      const size_t want = std::min(chunk, payload - off);
-      if (static_cast<size_t>(n) < want) return truncated(off + static_cast<size_t>(n));
-      std::memcpy(dst + off, bounce, want);
-    }
+    const size_t want = std::min(chunk, payload - off);
+    if (static_cast<size_t>(n) < want) return truncated(off + static_cast<size_t>(n));
+    std::memcpy(dst + off, bounce, want);
   }
   if (file_format::PayloadChecksum(dst, payload) != h.payload_checksum) {
     return DataLoss("%s: payload checksum mismatch (corrupt block)", path.c_str());
@@ -536,9 +577,8 @@ Status FileStore::LoadSync(const LoadItem& item, size_t* bytes) {
     return NotFound("block %s not in file store %s", item.id.ToHex().c_str(), dir_.c_str());
   }
   const std::string path = BlockPath(item.id);
-  struct stat before;
-  const bool have_before = ::stat(path.c_str(), &before) == 0;
-  Status s = ReadFile(path, item, bytes);
+  ino_t read_inode = 0;
+  Status s = ReadFile(path, item, bytes, &read_inode);
   Unpin(item.id);
   if (s.code() == StatusCode::kNotFound) {
     Forget(item.id);  // removed by another process
@@ -546,7 +586,7 @@ Status FileStore::LoadSync(const LoadItem& item, size_t* bytes) {
     // Delete the corrupt file so that the id reads as missing and gets recomputed, unless a
     // writer replaced it meanwhile (a different inode).
     struct stat now;
-    if (have_before && ::stat(path.c_str(), &now) == 0 && now.st_ino == before.st_ino) {
+    if (read_inode != 0 && ::stat(path.c_str(), &now) == 0 && now.st_ino == read_inode) {
       io_->Unlink(path.c_str());
       Forget(item.id);
     }

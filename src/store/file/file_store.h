@@ -19,6 +19,8 @@
 // Blocks written by other processes sharing the directory are found by Lookup/Load on demand.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <list>
 #include <memory>
@@ -75,7 +77,8 @@ class FileStore final : public store_internal::AsyncBlockStore {
   void Unpin(const Hash128& id);
   Status WriteFile(const std::string& tmp, const DumpItem& item, size_t readable_bytes,
                    uint64_t* disk_bytes);
-  Status ReadFile(const std::string& path, const LoadItem& item, size_t* bytes);
+  // *inode: the inode read (0 if unknown), so that a corrupt file is deleted only if unchanged.
+  Status ReadFile(const std::string& path, const LoadItem& item, size_t* bytes, ino_t* inode);
 
   const std::string dir_;
   IoHooks* const io_;

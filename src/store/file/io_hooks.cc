@@ -15,6 +15,12 @@ ssize_t IoHooks::Pread(int fd, void* buf, size_t count, off_t offset) {
 ssize_t IoHooks::Pwrite(int fd, const void* buf, size_t count, off_t offset) {
   return ::pwrite(fd, buf, count, offset);
 }
+ssize_t IoHooks::Preadv(int fd, const struct iovec* iov, int iovcnt, off_t offset) {
+  return ::preadv(fd, iov, iovcnt, offset);
+}
+ssize_t IoHooks::Pwritev(int fd, const struct iovec* iov, int iovcnt, off_t offset) {
+  return ::pwritev(fd, iov, iovcnt, offset);
+}
 int IoHooks::Fdatasync(int fd) { return ::fdatasync(fd); }
 int IoHooks::Fsync(int fd) { return ::fsync(fd); }
 int IoHooks::Rename(const char* from, const char* to) { return std::rename(from, to); }

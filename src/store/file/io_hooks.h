@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <cstddef>
 
@@ -15,6 +16,8 @@ class IoHooks {
   virtual int Open(const char* path, int flags, mode_t mode);
   virtual ssize_t Pread(int fd, void* buf, size_t count, off_t offset);
   virtual ssize_t Pwrite(int fd, const void* buf, size_t count, off_t offset);
+  virtual ssize_t Preadv(int fd, const struct iovec* iov, int iovcnt, off_t offset);
+  virtual ssize_t Pwritev(int fd, const struct iovec* iov, int iovcnt, off_t offset);
   virtual int Fdatasync(int fd);
   virtual int Fsync(int fd);
   virtual int Rename(const char* from, const char* to);
