@@ -78,8 +78,9 @@ std::string RewriteWhitespaceClasses(std::string_view pattern) {
 StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern, bool literal) {
   std::unique_ptr<Regex> re(new Regex());
   re->pattern_ = literal ? std::string(pattern) : RewriteWhitespaceClasses(pattern);
-  uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
-  if (literal) options |= PCRE2_LITERAL;
+  // PCRE2_LITERAL refuses PCRE2_UCP (meaningless for plain text).
+  uint32_t options = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF;
+  options |= literal ? PCRE2_LITERAL : PCRE2_UCP;
   int err = 0;
   PCRE2_SIZE err_offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re->pattern_.data()),

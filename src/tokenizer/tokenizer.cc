@@ -130,11 +130,49 @@ Status Tokenizer::InitAddedTokens(const json& j) {
     t.normalized = e.value("normalized", true);
     added_.push_back(std::move(t));
   }
+  AssignAddedTokenIds();
   for (const AddedToken& t : added_) {
     if (static_cast<size_t>(t.id) >= id_to_token_.size()) id_to_token_.resize(t.id + 1);
-    added_token_to_id_.emplace(t.content, t.id);
   }
   return Status::Ok();
+}
+
+void Tokenizer::AssignAddedTokenIds() {
+  // The tokenizers library does not take the ids written in added_tokens: it re-adds the tokens
+  // in order (AddedVocabulary::add_tokens). A token already in the vocabulary keeps that id; a new
+  // one gets the next id after the vocabulary (counted in entries) or after the largest added id.
+  // Published files list exactly those ids, so this changes nothing for them, and a hand-written
+  // file with gaps gets the ids the library would use.
+  const auto vocab_entries = static_cast<int64_t>(vocab_token_to_id_.size());
+  int64_t max_added = -1;
+  std::vector<AddedToken> kept;
+  kept.reserve(added_.size());
+  for (AddedToken& t : added_) {
+    if (t.content.empty()) continue;
+    int32_t id;
+    if (const auto it = added_token_to_id_.find(t.content); it != added_token_to_id_.end()) {
+      id = it->second;
+    } else if (const auto v = vocab_token_to_id_.find(t.content); v != vocab_token_to_id_.end()) {
+      id = v->second;
+    } else if (max_added < 0) {
+      id = static_cast<int32_t>(vocab_entries);
+    } else {
+      id = static_cast<int32_t>(max_added >= vocab_entries || vocab_entries == 0 ? max_added + 1
+                                                                                 : vocab_entries);
+    }
+    max_added = std::max<int64_t>(max_added, id);
+    added_token_to_id_[t.content] = id;
+    t.id = id;
+    // A repeated content replaces the earlier entry, as in the library.
+    const auto same = std::find_if(kept.begin(), kept.end(),
+                                   [&](const AddedToken& k) { return k.content == t.content; });
+    if (same != kept.end()) {
+      *same = std::move(t);
+    } else {
+      kept.push_back(std::move(t));
+    }
+  }
+  added_ = std::move(kept);
 }
 
 Status Tokenizer::InitNormalizer(const json& j) {

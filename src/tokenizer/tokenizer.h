@@ -81,6 +81,7 @@ class Tokenizer {
   Tokenizer() = default;
   Status Init(const std::string& json_text);
   Status InitAddedTokens(const nlohmann::json& j);
+  void AssignAddedTokenIds();
   Status InitNormalizer(const nlohmann::json& j);
   Status AddPostProcessor(const nlohmann::json& j);
   Status CheckDecoder(const nlohmann::json& j);

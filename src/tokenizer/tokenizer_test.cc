@@ -34,9 +34,12 @@ const std::vector<std::pair<std::string, std::string>> kMerges = {
     {"he", "llo"},  // 261 hello
     {"Ġ", "hello"}  // 262 Ġhello
 };
-constexpr int32_t kSpaceT = 256, kHe = 257, kSpaceThe = 258, kHello = 261, kSpaceHello = 262;
+constexpr int32_t kSpaceT = 256, kHe = 257, kSpaceThe = 258, kLl = 259, kHello = 261,
+                  kSpaceHello = 262;
 constexpr int32_t kSpaceWorld = 263;  // in the vocabulary, reachable by no merge
-constexpr int32_t kEndOfText = 300, kImEnd = 301, kImStart = 302, kMask = 303, kBos = 304;
+// Added tokens follow the 264 vocabulary entries, in the order listed (the library's numbering).
+constexpr int32_t kEndOfText = 264, kImEnd = 265, kImStart = 266, kMask = 267, kBos = 268;
+constexpr int32_t kFirstExtra = 269;
 
 struct Options {
   bool pair_merges = false;
@@ -73,7 +76,16 @@ json TinyTokenizerJson(const Options& o) {
   mask["rstrip"] = true;
   added_tokens.push_back(mask);
   added_tokens.push_back(added(kBos, "<|begin_of_text|>", true));
-  for (const auto& e : o.extra_added) added_tokens.push_back(e);
+  for (const auto& e : o.extra_added) {
+    // The tokenizers library wants every field: fill in its defaults.
+    json full = {{"single_word", false},
+                 {"lstrip", false},
+                 {"rstrip", false},
+                 {"normalized", true},
+                 {"special", false}};
+    full.update(e);
+    added_tokens.push_back(full);
+  }
   json j = {
       {"version", "1.0"},
       {"added_tokens", added_tokens},
@@ -88,8 +100,16 @@ json TinyTokenizerJson(const Options& o) {
                                         {"add_prefix_space", false},
                                         {"trim_offsets", false},
                                         {"use_regex", false}}})}}},
-      {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
-      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}}},
+      {"post_processor",
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", false},
+        {"trim_offsets", false},
+        {"use_regex", false}}},
+      {"decoder",
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", true},
+        {"trim_offsets", true},
+        {"use_regex", true}}},
       {"model",
        {{"type", "BPE"},
         {"dropout", nullptr},
@@ -106,12 +126,16 @@ json TinyTokenizerJson(const Options& o) {
     j["post_processor"] = {
         {"type", "Sequence"},
         {"processors",
-         json::array({{{"type", "ByteLevel"}, {"add_prefix_space", true}},
+         json::array({{{"type", "ByteLevel"},
+                       {"add_prefix_space", true},
+                       {"trim_offsets", false},
+                       {"use_regex", false}},
                       {{"type", "TemplateProcessing"},
                        {"single", json::array({{{"SpecialToken",
                                                  {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}},
                                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-                       {"pair", json::array()},
+                       {"pair", json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                                             {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
                        {"special_tokens",
                         {{"<|begin_of_text|>",
                           {{"id", "<|begin_of_text|>"},
@@ -188,13 +212,14 @@ TEST(TokenizerTest, MergesByRank) {
   EXPECT_EQ(tok->Encode("hello"), (std::vector<int32_t>{kHello}));
   // "Ġworld" is a token but no merge builds it.
   EXPECT_EQ(tok->Encode(" world"), Bytes(" world"));
-  EXPECT_EQ(tok->vocab_size(), 305u);
+  EXPECT_EQ(tok->vocab_size(), 269u);
   EXPECT_EQ(tok->IdToToken(kSpaceThe), "Ġthe");
   EXPECT_EQ(tok->TokenBytes(kSpaceThe), " the");
   EXPECT_EQ(tok->TokenToId("Ġhello"), kSpaceHello);
   EXPECT_EQ(tok->TokenToId("<|im_end|>"), kImEnd);
   EXPECT_FALSE(tok->TokenToId("nope").has_value());
-  EXPECT_EQ(tok->IdToToken(280), "");  // a hole between vocabulary and added tokens
+  EXPECT_EQ(tok->IdToToken(269), "");
+  EXPECT_EQ(tok->IdToToken(-1), "");
 }
 
 TEST(TokenizerTest, BothMergeFormatsAgree) {
@@ -251,6 +276,54 @@ TEST(TokenizerTest, Llama3DigitGroups) {
   EXPECT_EQ(m[3].begin, 7u);
 }
 
+std::unique_ptr<Tokenizer> WithPreTokenizer(const json& pre_tokenizer) {
+  json j = TinyTokenizerJson({});
+  j["pre_tokenizer"] = pre_tokenizer;
+  auto tok = Tokenizer::FromJson(j.dump());
+  EXPECT_TRUE(tok.ok()) << tok.status().ToString();
+  return std::move(tok).value();
+}
+
+json SplitThenByteLevel(const std::string& literal, const std::string& behavior) {
+  return {{"type", "Sequence"},
+          {"pretokenizers", json::array({{{"type", "Split"},
+                                          {"pattern", {{"String", literal}}},
+                                          {"behavior", behavior},
+                                          {"invert", false}},
+                                         {{"type", "ByteLevel"},
+                                          {"add_prefix_space", false},
+                                          {"trim_offsets", false},
+                                          {"use_regex", false}}})}};
+}
+
+TEST(TokenizerTest, Gpt2ByteLevelPreTokenizer) {
+  // GPT-2 style: ByteLevel alone, with its own regex and a prefix space.
+  auto tok = WithPreTokenizer({{"type", "ByteLevel"},
+                               {"add_prefix_space", true},
+                               {"trim_offsets", true},
+                               {"use_regex", true}});
+  EXPECT_EQ(tok->Encode("hello"), (std::vector<int32_t>{kSpaceHello}));
+  EXPECT_EQ(tok->Encode("he's"), Concat({Bytes(" "), {kHe}, Bytes("'s")}));
+  // A prefix space is added to each piece between added tokens, as the library does.
+  EXPECT_EQ(tok->Encode("hello<|im_end|>hello"),
+            (std::vector<int32_t>{kSpaceHello, kImEnd, kSpaceHello}));
+  EXPECT_EQ(tok->Decode(tok->Encode("hello")), " hello");
+}
+
+TEST(TokenizerTest, SplitBehaviors) {
+  EXPECT_EQ(WithPreTokenizer(SplitThenByteLevel(" ", "Removed"))->Encode("the hello"),
+            (std::vector<int32_t>{'t', kHe, kHello}));
+  EXPECT_EQ(WithPreTokenizer(SplitThenByteLevel(" ", "MergedWithPrevious"))->Encode("the hello"),
+            (std::vector<int32_t>{'t', kHe, ' ', kHello}));
+  EXPECT_EQ(WithPreTokenizer(SplitThenByteLevel(" ", "MergedWithNext"))->Encode("the hello"),
+            (std::vector<int32_t>{'t', kHe, kSpaceHello}));
+  // Contiguous: "he" | "ll" | "o", so "hello" cannot form.
+  EXPECT_EQ(WithPreTokenizer(SplitThenByteLevel("l", "Contiguous"))->Encode("hello"),
+            (std::vector<int32_t>{kHe, kLl, 'o'}));
+  EXPECT_EQ(WithPreTokenizer(SplitThenByteLevel("l", "Isolated"))->Encode("hello"),
+            (std::vector<int32_t>{kHe, 'l', 'l', 'o'}));
+}
+
 TEST(TokenizerTest, SpecialTokensAreCutOutFirst) {
   auto tok = Tiny();
   EXPECT_EQ(tok->Encode("hi<|im_end|>\nthe"),
@@ -269,12 +342,33 @@ TEST(TokenizerTest, SpecialTokensAreCutOutFirst) {
 TEST(TokenizerTest, LongestAddedTokenWins) {
   Options o;
   o.extra_added = json::array(
-      {{{"id", 310}, {"content", "<|im"}, {"special", false}, {"normalized", false}},
-       {{"id", 311}, {"content", "<|im_end|>!"}, {"special", false}, {"normalized", false}}});
+      {{{"id", kFirstExtra}, {"content", "<|im"}, {"special", false}, {"normalized", false}},
+       {{"id", kFirstExtra + 1},
+        {"content", "<|im_end|>!"},
+        {"special", false},
+        {"normalized", false}}});
   auto tok = Tiny(o);
-  EXPECT_EQ(tok->Encode("<|im_end|>!"), (std::vector<int32_t>{311}));
+  EXPECT_EQ(tok->Encode("<|im_end|>!"), (std::vector<int32_t>{kFirstExtra + 1}));
   EXPECT_EQ(tok->Encode("<|im_end|>?"), Concat({{kImEnd}, Bytes("?")}));
-  EXPECT_EQ(tok->Encode("<|imx"), Concat({{310}, Bytes("x")}));
+  EXPECT_EQ(tok->Encode("<|imx"), Concat({{kFirstExtra}, Bytes("x")}));
+}
+
+TEST(TokenizerTest, AddedTokenIdsFollowTheLibrary) {
+  // The library re-adds added_tokens in order rather than trusting their ids (checked against
+  // tokenizers 0.23): new contents take the next free id, known contents keep theirs.
+  Options o;
+  o.extra_added =
+      json::array({{{"id", 500}, {"content", "<a>"}, {"special", true}, {"normalized", false}},
+                   {{"id", 7}, {"content", "hello"}, {"special", false}, {"normalized", false}},
+                   {{"id", 900}, {"content", "<b>"}, {"special", false}, {"normalized", false}},
+                   {{"id", 901}, {"content", ""}, {"special", false}, {"normalized", false}}});
+  auto tok = Tiny(o);
+  EXPECT_EQ(tok->TokenToId("<a>"), kFirstExtra);
+  EXPECT_EQ(tok->TokenToId("hello"), kHello);
+  EXPECT_EQ(tok->TokenToId("<b>"), kFirstExtra + 1);
+  EXPECT_EQ(tok->vocab_size(), static_cast<size_t>(kFirstExtra + 2));
+  EXPECT_EQ(tok->Encode("x<b>hello"), (std::vector<int32_t>{'x', kFirstExtra + 1, kHello}));
+  EXPECT_TRUE(tok->IsSpecial(kFirstExtra));
 }
 
 TEST(TokenizerTest, AddedTokenStripsWhitespace) {
@@ -289,14 +383,14 @@ TEST(TokenizerTest, AddedTokenStripsWhitespace) {
 
 TEST(TokenizerTest, SingleWordTokens) {
   Options o;
-  o.extra_added = json::array({{{"id", 320},
+  o.extra_added = json::array({{{"id", kFirstExtra},
                                 {"content", "ab"},
                                 {"single_word", true},
                                 {"special", false},
                                 {"normalized", false}}});
   auto tok = Tiny(o);
-  EXPECT_EQ(tok->Encode("ab"), (std::vector<int32_t>{320}));
-  EXPECT_EQ(tok->Encode("x ab, y"), Concat({Bytes("x "), {320}, Bytes(", y")}));
+  EXPECT_EQ(tok->Encode("ab"), (std::vector<int32_t>{kFirstExtra}));
+  EXPECT_EQ(tok->Encode("x ab, y"), Concat({Bytes("x "), {kFirstExtra}, Bytes(", y")}));
   EXPECT_EQ(tok->Encode("xab"), Bytes("xab"));
   EXPECT_EQ(tok->Encode("abé"), Bytes("abé"));  // é is alphanumeric
   EXPECT_EQ(tok->Encode("ab_"), Bytes("ab_"));
@@ -319,11 +413,13 @@ TEST(TokenizerTest, NfcNormalizer) {
 TEST(TokenizerTest, NormalizedAddedTokenMatchesAfterNormalization) {
   Options o;
   o.nfc = true;
-  o.extra_added = json::array(
-      {{{"id", 330}, {"content", "caf\xc3\xa9"}, {"special", false}, {"normalized", true}}});
+  o.extra_added = json::array({{{"id", kFirstExtra},
+                                {"content", "caf\xc3\xa9"},
+                                {"special", false},
+                                {"normalized", true}}});
   auto tok = Tiny(o);
-  EXPECT_EQ(tok->Encode("cafe\xcc\x81!"), Concat({{330}, Bytes("!")}));
-  EXPECT_EQ(tok->Encode("caf\xc3\xa9"), (std::vector<int32_t>{330}));
+  EXPECT_EQ(tok->Encode("cafe\xcc\x81!"), Concat({{kFirstExtra}, Bytes("!")}));
+  EXPECT_EQ(tok->Encode("caf\xc3\xa9"), (std::vector<int32_t>{kFirstExtra}));
 }
 
 TEST(TokenizerTest, BosFromTemplateProcessing) {
