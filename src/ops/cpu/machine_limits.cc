@@ -69,11 +69,10 @@ double MeasureMemoryReadBandwidth(ThreadPool& pool, size_t bytes) {
   return best;
 }
 
-double MeasureF32FmaRate(ThreadPool& pool) {
+double MeasureF32FmaRate(ThreadPool& pool, size_t iterations) {
   const size_t parts = static_cast<size_t>(pool.parallelism());
   std::vector<float> sinks(parts);
   std::vector<double> flops(parts);
-  constexpr size_t kIterations = 20'000'000;
   double best = 0.0;
   for (int rep = 0; rep < 3; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -82,7 +81,7 @@ double MeasureF32FmaRate(ThreadPool& pool) {
         [&](size_t begin, size_t end, int) {
           for (size_t p = begin; p < end; ++p) {
             flops[p] =
-                HWY_DYNAMIC_DISPATCH(FmaChainsImpl)(kIterations, static_cast<float>(p), &sinks[p]);
+                HWY_DYNAMIC_DISPATCH(FmaChainsImpl)(iterations, static_cast<float>(p), &sinks[p]);
           }
         },
         1);

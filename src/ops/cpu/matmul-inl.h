@@ -181,8 +181,7 @@ void PackedMatMul(ThreadPool& pool, const TW* w, size_t rows, size_t cols, const
   // of x so that every thread has work; each piece packs its panel again. The split does not
   // change any sum, so results stay independent of the thread count.
   const size_t want_items = 2 * static_cast<size_t>(pool.parallelism());
-  const size_t n_pieces =
-      std::clamp<size_t>((want_items + panels - 1) / panels, 1, (n + 63) / 64);
+  const size_t n_pieces = std::clamp<size_t>((want_items + panels - 1) / panels, 1, (n + 63) / 64);
   const size_t piece_rows = RoundUpTo((n + n_pieces - 1) / n_pieces, kMR);
   pool.ParallelFor(
       panels * n_pieces,
