@@ -36,6 +36,7 @@ struct StoreBenchFlags {
   std::string backends = "dram,file,file-direct";
   std::string total_bytes = "64M";
   int io_threads = 0;
+  int items_per_task = 1;
   std::string fsync = "none";
   bool quick = false;
   bool json = false;
@@ -177,9 +178,10 @@ double Percentile(std::vector<double>& v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
-// Runs n items (one task each) keeping `qd` in flight; latency = submit to completion.
+// Runs n blocks as tasks of k blocks (the last may be smaller), keeping about `qd` blocks in
+// flight; latency = submit to completion of a task.
 template <typename SubmitFn>
-StatusOr<PassResult> RunPass(size_t n, size_t block, int qd, SubmitFn submit) {
+StatusOr<PassResult> RunPass(size_t n, size_t block, int qd, size_t k, SubmitFn submit) {
   using Clock = std::chrono::steady_clock;
   std::deque<std::pair<StoreTask, Clock::time_point>> inflight;
   std::vector<double> lat;
@@ -194,11 +196,12 @@ StatusOr<PassResult> RunPass(size_t n, size_t block, int qd, SubmitFn submit) {
             .count());
     inflight.pop_front();
   };
+  const size_t max_tasks = std::max<size_t>(1, static_cast<size_t>(qd) / k);
   Stopwatch watch;
-  for (size_t i = 0; i < n; ++i) {
-    if (inflight.size() >= static_cast<size_t>(qd)) retire();
+  for (size_t i = 0; i < n; i += k) {
+    if (inflight.size() >= max_tasks) retire();
     const auto start = Clock::now();
-    inflight.emplace_back(submit(i), start);
+    inflight.emplace_back(submit(i, std::min(k, n - i)), start);
   }
   while (!inflight.empty()) retire();
   const double secs = watch.Seconds();
@@ -302,28 +305,34 @@ StatusOr<Point> RunPoint(const std::string& backend, const std::string& dir, siz
   for (size_t i = 0; i < n; ++i)
     ids[i] = Hash128{i + 1, block * 1000003 + static_cast<uint64_t>(qd)};
 
+  const size_t k = static_cast<size_t>(f.items_per_task);
+  auto dump = [&](size_t first, size_t count) {
+    std::vector<DumpItem> items;
+    for (size_t i = first; i < first + count; ++i) {
+      items.push_back({ids[i], src.data + i * block, block});
+    }
+    return store.Dump(items);
+  };
+  auto load = [&](size_t first, size_t count) {
+    std::vector<LoadItem> items;
+    for (size_t i = first; i < first + count; ++i) {
+      items.push_back({ids[i], dst.data + i * block, block});
+    }
+    return store.Load(items);
+  };
   std::memset(dst.data, 0, n * block);
   if (is_dram) {
     // Steady state: a running DramStore recycles the buffers of evicted entries. Fresh memory
     // would time the kernel's first-touch page faults instead (very slow on some VMs).
-    KVSTAR_RETURN_IF_ERROR(RunPass(n, block, qd, [&](size_t i) {
-                             const DumpItem item{ids[i], src.data + i * block, block};
-                             return store.Dump({&item, 1});
-                           }).status());
+    KVSTAR_RETURN_IF_ERROR(RunPass(n, block, qd, k, dump).status());
     KVSTAR_RETURN_IF_ERROR(store.Remove(ids));
   }
-  KVSTAR_ASSIGN_OR_RETURN(p.dump, RunPass(n, block, qd, [&](size_t i) {
-                            const DumpItem item{ids[i], src.data + i * block, block};
-                            return store.Dump({&item, 1});
-                          }));
+  KVSTAR_ASSIGN_OR_RETURN(p.dump, RunPass(n, block, qd, k, dump));
   if (!is_dram && !direct) {
     auto* fs = dynamic_cast<FileStore*>(&store);
     for (const Hash128& id : ids) DropFromPageCache(fs->BlockPath(id));
   }
-  KVSTAR_ASSIGN_OR_RETURN(p.load, RunPass(n, block, qd, [&](size_t i) {
-                            const LoadItem item{ids[i], dst.data + i * block, block};
-                            return store.Load({&item, 1});
-                          }));
+  KVSTAR_ASSIGN_OR_RETURN(p.load, RunPass(n, block, qd, k, load));
   if (std::memcmp(dst.data, src.data, n * block) != 0) {
     return DataLoss("%s: loaded blocks differ from the dumped ones (block %zu, qd %d)",
                     backend.c_str(), block, qd);
@@ -380,6 +389,9 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
           InvalidArgument("--backends: unknown backend '%s' (dram, file, file-direct)", b.c_str()));
     }
   }
+  if (f.items_per_task < 1) {
+    return fail(InvalidArgument("--items-per-task must be >= 1, got %d", f.items_per_task));
+  }
   if (f.fsync != "none" && f.fsync != "data" && f.fsync != "full") {
     return fail(InvalidArgument("--fsync: '%s' is not none, data or full", f.fsync.c_str()));
   }
@@ -410,8 +422,9 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
 
   nlohmann::json points = nlohmann::json::array();
   if (!f.json) {
-    std::printf("store-bench: %s, %d hardware threads, dir %s (%s)\n", CpuModel().c_str(),
-                ThreadPool::HardwareThreads(), dir.c_str(), FsType(dir).c_str());
+    std::printf("store-bench: %s, %d hardware threads, dir %s (%s), %d block(s) per task\n",
+                CpuModel().c_str(), ThreadPool::HardwareThreads(), dir.c_str(), FsType(dir).c_str(),
+                f.items_per_task);
     std::printf(
         "GB/s = 1e9 bytes/s. raw = plain memcpy (dram) or pread/pwrite of the same bytes "
         "on the same file system; seq = 1 thread, qd = same parallelism as the store.\n"
@@ -448,6 +461,7 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
                           {"block_bytes", p.block},
                           {"queue_depth", p.qd},
                           {"io_threads", p.io_threads},
+                          {"items_per_task", f.items_per_task},
                           {"blocks", p.blocks},
                           {"dump_gbps", p.dump.gbps},
                           {"dump_p50_us", p.dump.p50_us},
@@ -506,6 +520,10 @@ void AddStoreBench(CLI::App& root, int* exit_code) {
   cmd->add_option("--io-threads", flags->io_threads,
                   "Store I/O threads (0: the queue depth of each point for files, "
                   "min(queue depth, cores) for dram)")
+      ->capture_default_str();
+  cmd->add_option("--items-per-task", flags->items_per_task,
+                  "Blocks per Dump/Load task (the engine loads a whole delta in one task); "
+                  "qd / items-per-task tasks are kept in flight")
       ->capture_default_str();
   cmd->add_option("--fsync", flags->fsync, "File store fsync policy: none, data, full")
       ->capture_default_str();
