@@ -772,6 +772,38 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(param_info.param.name);
     });
 
+// The hand-built configurations of this file (added-token flags, NFC, GPT-2 ByteLevel, Split
+// behaviors) as the library reads them: ids, ids with specials, and lossy decoding without
+// specials (testdata/make_tiny_configs_ids.py).
+TEST(TinyConfigsTest, MatchTokenizersLibrary) {
+  const std::string dir = std::string(KVSTAR_SOURCE_DIR) + "/src/tokenizer/testdata/";
+  auto configs_text = ReadFileToString(dir + "tiny_configs.json");
+  auto ids_text = ReadFileToString(dir + "tiny_configs_ids.json");
+  ASSERT_TRUE(configs_text.ok()) << configs_text.status().ToString();
+  ASSERT_TRUE(ids_text.ok()) << ids_text.status().ToString();
+  const json configs = json::parse(*configs_text);
+  const json results = json::parse(*ids_text);
+  ASSERT_EQ(configs.size(), results.size());
+  ASSERT_GE(configs.size(), 10u);
+  for (size_t k = 0; k < configs.size(); ++k) {
+    const std::string name = configs[k]["name"].get<std::string>();
+    ASSERT_EQ(results[k]["name"], name);
+    ASSERT_FALSE(results[k].contains("error")) << name << ": " << results[k]["error"].dump();
+    auto tok = Tokenizer::FromJson(configs[k]["config"].dump(), name);
+    ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+    for (const json& c : results[k]["cases"]) {
+      const std::string text = c["text"].get<std::string>();
+      const auto ids = c["ids"].get<std::vector<int32_t>>();
+      EXPECT_EQ((*tok)->Encode(text), ids) << name << " text: " << json(text).dump();
+      EXPECT_EQ((*tok)->Encode(text, true), c["ids_with_special"].get<std::vector<int32_t>>())
+          << name << " text: " << json(text).dump();
+      EXPECT_EQ(tokenizer_internal::ToValidUtf8((*tok)->Decode(ids, /*skip_special=*/true)),
+                c["decoded"].get<std::string>())
+          << name << " text: " << json(text).dump();
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Data, GoldenTokenizerTest,
                          ::testing::Values("tokenizer", "golden/qwen2_tiny", "golden/llama_tiny"),
                          [](const ::testing::TestParamInfo<const char*>& param_info) {
