@@ -1,0 +1,557 @@
+// Attention over block tables: one kernel for decode and prefill, plus a log-sum-exp merge.
+//
+// A CTA owns up to kRows "rows" = (query, query head) pairs that share one KV head: the query
+// heads of a GQA group (up to 8 of them) times a few consecutive queries when they share the
+// block table (prefill). So K/V are read from memory once per CTA for all its rows. The CTA walks
+// its piece of the sequence in tiles of kTile tokens, copied to shared memory by cp.async three
+// stages deep (loads of the next two tiles are in flight while one is computed), then per tile:
+//   QK:      thread = (token, part of head_dim); dots for every row, q broadcast from smem
+//   softmax: warp = row; online max / sum in registers, p and the rescale factor to smem
+//   PV:      warp = every 4th token, lane = 2 consecutive dims; accumulators for every row
+// Long sequences with few CTAs (decode) are split into pieces that run as separate CTAs; the
+// merge kernel combines their (max, sum, acc) partials.
+//
+// Bounded specialization: head_dim in {64, 80, 96, 128} x KV dtype in {f32, bf16}.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "ops/cuda/cuda_util.h"
+#include "ops/cuda/kernels.h"
+#include "ops/cuda/ops.h"
+
+namespace kvstar::cuda {
+namespace {
+
+using internal::AsCuda;
+using internal::ToF32;
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRows = 8;
+constexpr int kStages = 3;
+constexpr size_t kMinSplitTokens = 128;
+
+template <typename T>
+constexpr int TileTokens() {
+  return sizeof(T) == 2 ? 64 : 32;
+}
+
+template <typename T, int D>
+struct Cfg {
+  static constexpr int kTile = TileTokens<T>();
+  static constexpr int kChunks = D * static_cast<int>(sizeof(T)) / 16;  // 16 B pieces of a row
+  static constexpr int kParts = kThreads / kTile;                       // threads per token (QK)
+  static constexpr int kChunksPerPart = kChunks / kParts;
+  static constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(T));
+  // One spare 16 B unit per row: consecutive rows start 16 B apart modulo 128 B, so 8 lanes
+  // reading the same column of 8 rows hit distinct banks.
+  static constexpr int kRowBytes = D * static_cast<int>(sizeof(T)) + 16;
+  static constexpr int kStageBytes = 2 * kTile * kRowBytes;  // K then V
+  static constexpr int kPairs = (D + 63) / 64;               // dim pairs per lane in PV
+  static constexpr int kSmemStages = kStages * kStageBytes;
+  static constexpr int kSmemQ = kRows * D * 4;
+  static constexpr int kSmemS = kParts * kRows * kTile * 4;
+  static constexpr int kSmemP = kTile * kRows * 4;
+  static constexpr int kSmemBytes = kSmemStages + kSmemQ + kSmemS + kSmemP + 3 * kRows * 4;
+  static_assert(kChunks % kParts == 0, "head_dim does not split evenly over QK threads");
+  static_assert(kChunks % 2 == 0, "odd row length in 16 B units breaks the bank padding");
+  static_assert(kWarps * kRows * D * 4 <= kSmemStages, "final reduction must fit in stages");
+};
+
+struct KernelParams {
+  const float* q;
+  const int64_t* q_last;
+  const void* const* blocks;
+  size_t blocks_stride;
+  float* out;
+  float* part_acc;  // [n][q_heads][num_splits][head_dim]
+  float* part_ml;   // [n][q_heads][num_splits][2]
+  int n;
+  int q_heads;
+  int kv_heads;
+  int group;
+  int block_tokens;
+  int num_tokens;
+  int queries_per_cta;
+  int heads_per_cta;
+  int head_chunks;
+  int split_tokens;
+  int num_splits;
+  float scale;
+};
+
+// Copies src_bytes (16 or 0) of gmem and zero-fills the rest of the 16 B at smem.
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, int src_bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// Eight (bf16) or four (f32) elements of a 16 B chunk as floats.
+__device__ __forceinline__ void ChunkToF32(const float* src, float* dst) {
+  const float4 v = *reinterpret_cast<const float4*>(src);
+  dst[0] = v.x;
+  dst[1] = v.y;
+  dst[2] = v.z;
+  dst[3] = v.w;
+}
+__device__ __forceinline__ void ChunkToF32(const __nv_bfloat16* src, float* dst) {
+  const uint4 v = *reinterpret_cast<const uint4*>(src);
+  const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    dst[2 * i] = __uint_as_float(w[i] << 16);
+    dst[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+__device__ __forceinline__ float2 PairToF32(const float* src) {
+  return *reinterpret_cast<const float2*>(src);
+}
+__device__ __forceinline__ float2 PairToF32(const __nv_bfloat16* src) {
+  const unsigned w = *reinterpret_cast<const unsigned*>(src);
+  return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p) {
+  using C = Cfg<T, D>;
+  constexpr int kTile = C::kTile;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* stages = smem;
+  float* q_s = reinterpret_cast<float*>(smem + C::kSmemStages);  // [kRows][D], scaled
+  float* s_part = q_s + kRows * D;                               // [kParts][kRows][kTile]
+  float* p_s = s_part + C::kParts * kRows * kTile;               // [kTile][kRows]
+  float* alpha_s = p_s + kTile * kRows;                          // [kRows]
+  float* ml_s = alpha_s + kRows;                                 // [kRows] (l at the end)
+  int* limit_s = reinterpret_cast<int*>(ml_s + kRows);           // [kRows] row token limits
+
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int warp = tid / 32;
+  const int q_tile = blockIdx.x;
+  const int g = blockIdx.y / p.head_chunks;
+  const int chunk = blockIdx.y % p.head_chunks;
+  const int split = blockIdx.z;
+  const int i0 = q_tile * p.queries_per_cta;
+  const int nq = min(p.queries_per_cta, p.n - i0);
+  const int h0 = chunk * p.heads_per_cta;  // first head inside the group
+  const int nh = min(p.heads_per_cta, p.group - h0);
+  const int rows = nq * nh;
+  const int t_begin = split * p.split_tokens;
+  const int split_end = min(t_begin + p.split_tokens, p.num_tokens);
+
+  // Row r = (query i0 + r / nh, head g * group + h0 + r % nh).
+  int row_limit[kRows];
+  int cta_end = t_begin;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    row_limit[r] = t_begin;
+    if (r < rows) {
+      const int64_t last = p.q_last[i0 + r / nh];
+      const int64_t lim = last + 1 < split_end ? last + 1 : split_end;
+      row_limit[r] = static_cast<int>(lim > t_begin ? lim : t_begin);
+      cta_end = max(cta_end, row_limit[r]);
+    }
+    if (tid == 0) limit_s[r] = row_limit[r];  // softmax indexes rows by warp: no register array
+  }
+  for (int idx = tid; idx < kRows * D; idx += kThreads) {
+    const int r = idx / D;
+    const int d = idx % D;
+    float v = 0.0f;
+    if (r < rows) {
+      const int i = i0 + r / nh;
+      const int h = g * p.group + h0 + r % nh;
+      v = p.q[(static_cast<size_t>(i) * p.q_heads + h) * D + d] * p.scale;
+    }
+    q_s[idx] = v;
+  }
+
+  const void* const* table = p.blocks + (p.blocks_stride ? p.blocks_stride * i0 : 0);
+  const int num_tiles = (cta_end - t_begin + kTile - 1) / kTile;
+  const size_t head_off = static_cast<size_t>(g) * p.block_tokens * D;  // K half, this head
+  const size_t v_off = static_cast<size_t>(p.kv_heads) * p.block_tokens * D;
+
+  // Every thread issues the same fixed number of 16 B copies per tile. The block-table reads come
+  // first, unconditionally (clamped to a valid token) and independent of each other, so their
+  // latencies overlap; copies past the end read nothing (src-size 0).
+  constexpr int kLoads = 2 * kTile * C::kChunks / kThreads;
+  static_assert(2 * kTile * C::kChunks % kThreads == 0, "uneven tile copy");
+  auto load_tile = [&](int tile, int stage) {
+    const int tile_start = t_begin + tile * kTile;
+    unsigned char* dst = stages + stage * C::kStageBytes;
+    const T* src[kLoads];
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int idx = tid + k * kThreads;
+      const int kv = idx / (kTile * C::kChunks);
+      const int rem = idx % (kTile * C::kChunks);
+      const int t = min(tile_start + rem / C::kChunks, cta_end - 1);
+      const T* block = reinterpret_cast<const T*>(
+          __ldg(reinterpret_cast<const unsigned long long*>(table) + t / p.block_tokens));
+      src[k] = block + (kv ? v_off : 0) + head_off + static_cast<size_t>(t % p.block_tokens) * D +
+               (rem % C::kChunks) * C::kElemsPerChunk;
+    }
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int idx = tid + k * kThreads;
+      const int kv = idx / (kTile * C::kChunks);
+      const int rem = idx % (kTile * C::kChunks);
+      const int tok = rem / C::kChunks;
+      CpAsync16(dst + (kv * kTile + tok) * C::kRowBytes + (rem % C::kChunks) * 16, src[k],
+                tile_start + tok < cta_end ? 16 : 0);
+    }
+  };
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < num_tiles) load_tile(s, s);
+    CpAsyncCommit();
+  }
+
+  // Online-softmax state of rows warp and warp + 4 (kept by that warp, every lane alike).
+  float m_run[kRows / kWarps];
+  float l_run[kRows / kWarps];
+#pragma unroll
+  for (int j = 0; j < kRows / kWarps; ++j) {
+    m_run[j] = -INFINITY;
+    l_run[j] = 0.0f;
+  }
+  float acc[kRows][C::kPairs][2];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int j = 0; j < C::kPairs; ++j) acc[r][j][0] = acc[r][j][1] = 0.0f;
+  }
+
+  const int qk_tok = tid % kTile;
+  const int qk_part = tid / kTile;
+
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();
+    if (tile + kStages - 1 < num_tiles)
+      load_tile(tile + kStages - 1, (tile + kStages - 1) % kStages);
+    CpAsyncCommit();
+
+    const int tile_start = t_begin + tile * kTile;
+    const int valid = min(kTile, cta_end - tile_start);
+    const unsigned char* st = stages + (tile % kStages) * C::kStageBytes;
+    const T* k_s = reinterpret_cast<const T*>(st);
+    const T* v_s = reinterpret_cast<const T*>(st + kTile * C::kRowBytes);
+
+    // QK: partial dots over this thread's part of head_dim.
+    if (qk_tok < valid) {
+      float dot[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) dot[r] = 0.0f;
+      const T* krow = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(k_s) +
+                                                 qk_tok * C::kRowBytes);
+#pragma unroll
+      for (int c = 0; c < C::kChunksPerPart; ++c) {
+        const int e0 = (qk_part * C::kChunksPerPart + c) * C::kElemsPerChunk;
+        float kf[C::kElemsPerChunk];
+        ChunkToF32(krow + e0, kf);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          if (r < rows) {
+            float qf[C::kElemsPerChunk];
+#pragma unroll
+            for (int e = 0; e < C::kElemsPerChunk; e += 4) ChunkToF32(q_s + r * D + e0 + e, qf + e);
+#pragma unroll
+            for (int e = 0; e < C::kElemsPerChunk; ++e) dot[r] = fmaf(qf[e], kf[e], dot[r]);
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) s_part[(qk_part * kRows + r) * kTile + qk_tok] = dot[r];
+    }
+    __syncthreads();
+
+    // Softmax: warp w updates rows w and w + 4.
+#pragma unroll
+    for (int j = 0; j < kRows / kWarps; ++j) {
+      const int r = warp + j * kWarps;
+      if (r >= rows) continue;
+      float sv[kTile / 32];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int u = 0; u < kTile / 32; ++u) {
+        const int tok = lane + 32 * u;
+        float s = -INFINITY;
+        if (tok < valid && tile_start + tok < limit_s[r]) {
+          s = 0.0f;
+#pragma unroll
+          for (int part = 0; part < C::kParts; ++part)
+            s += s_part[(part * kRows + r) * kTile + tok];
+        }
+        sv[u] = s;
+        mx = fmaxf(mx, s);
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_new = fmaxf(m_run[j], mx);
+      float alpha = 1.0f;
+      float sum = 0.0f;
+      if (m_new == -INFINITY) {  // nothing seen yet: acc stays zero
+#pragma unroll
+        for (int u = 0; u < kTile / 32; ++u) p_s[(lane + 32 * u) * kRows + r] = 0.0f;
+      } else {
+        alpha = expf(m_run[j] - m_new);  // 0 when m_run = -inf
+#pragma unroll
+        for (int u = 0; u < kTile / 32; ++u) {
+          const float e = expf(sv[u] - m_new);  // 0 for masked tokens
+          p_s[(lane + 32 * u) * kRows + r] = e;
+          sum += e;
+        }
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      l_run[j] = l_run[j] * alpha + sum;
+      m_run[j] = m_new;
+      if (lane == 0) alpha_s[r] = alpha;
+    }
+    __syncthreads();
+
+    // PV: warp takes tokens warp, warp + 4, ...; lane owns dims 2 lane + 64 j (+1).
+    float alpha_r[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) alpha_r[r] = r < rows ? alpha_s[r] : 1.0f;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int j = 0; j < C::kPairs; ++j) {
+        acc[r][j][0] *= alpha_r[r];
+        acc[r][j][1] *= alpha_r[r];
+      }
+    }
+    for (int tok = warp; tok < valid; tok += kWarps) {
+      const T* vrow = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(v_s) +
+                                                 tok * C::kRowBytes);
+      float pr[kRows];
+      ChunkToF32(p_s + tok * kRows, pr);
+      ChunkToF32(p_s + tok * kRows + 4, pr + 4);
+#pragma unroll
+      for (int j = 0; j < C::kPairs; ++j) {
+        const int d = 2 * lane + 64 * j;
+        if (d < D) {
+          const float2 vv = PairToF32(vrow + d);
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) {
+            if (r < rows) {
+              acc[r][j][0] = fmaf(pr[r], vv.x, acc[r][j][0]);
+              acc[r][j][1] = fmaf(pr[r], vv.y, acc[r][j][1]);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // Sum the four warps' accumulators through shared memory (the stages are free now).
+  CpAsyncWait<0>();
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(stages);  // [kWarps][kRows][D]
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int j = 0; j < C::kPairs; ++j) {
+      const int d = 2 * lane + 64 * j;
+      if (d < D) {
+        red[(warp * kRows + r) * D + d] = acc[r][j][0];
+        red[(warp * kRows + r) * D + d + 1] = acc[r][j][1];
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kRows / kWarps; ++j) {
+    const int r = warp + j * kWarps;
+    if (lane == 0) {
+      alpha_s[r] = m_run[j];  // reused: final max
+      ml_s[r] = l_run[j];     // final sum
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < rows * D; idx += kThreads) {
+    const int r = idx / D;
+    const int d = idx % D;
+    float a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) a += red[(w * kRows + r) * D + d];
+    const int i = i0 + r / nh;
+    const int h = g * p.group + h0 + r % nh;
+    const size_t oh = static_cast<size_t>(i) * p.q_heads + h;
+    if (p.num_splits == 1) {
+      p.out[oh * D + d] = a / ml_s[r];
+    } else {
+      const size_t slot = oh * p.num_splits + split;
+      p.part_acc[slot * D + d] = a;
+      if (d == 0) {
+        p.part_ml[2 * slot] = alpha_s[r];
+        p.part_ml[2 * slot + 1] = ml_s[r];
+      }
+    }
+  }
+}
+
+// out row = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s over the pieces that saw tokens.
+__global__ void MergeKernel(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
+                            int num_splits, int head_dim, float* __restrict__ out) {
+  const size_t oh = blockIdx.x;
+  const float* ml = part_ml + oh * num_splits * 2;
+  float mx = -INFINITY;
+  for (int s = 0; s < num_splits; ++s) {
+    if (ml[2 * s + 1] > 0.0f) mx = fmaxf(mx, ml[2 * s]);
+  }
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float total = 0.0f;
+    float a = 0.0f;
+    for (int s = 0; s < num_splits; ++s) {
+      if (!(ml[2 * s + 1] > 0.0f)) continue;
+      const float w = expf(ml[2 * s] - mx);
+      total += w * ml[2 * s + 1];
+      a += w * part_acc[(oh * num_splits + s) * head_dim + d];
+    }
+    out[oh * head_dim + d] = a / total;
+  }
+}
+
+template <typename T, int D>
+Status Launch(const KernelParams& kp, const AttentionPlan& plan, size_t n, size_t kv_heads,
+              cudaStream_t stream) {
+  using C = Cfg<T, D>;
+  // Set on every launch: cheap, and correct for whichever device is current.
+  KVSTAR_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      AttentionKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes));
+  const dim3 grid(static_cast<unsigned>((n + plan.queries_per_cta - 1) / plan.queries_per_cta),
+                  static_cast<unsigned>(kv_heads * plan.head_chunks),
+                  static_cast<unsigned>(plan.num_splits));
+  AttentionKernel<T, D><<<grid, kThreads, C::kSmemBytes, stream>>>(kp);
+  return internal::LaunchStatus("AttentionKernel");
+}
+
+template <int D>
+Status LaunchForDim(bool bf16, const KernelParams& kp, const AttentionPlan& plan, size_t n,
+                    size_t kv_heads, cudaStream_t stream) {
+  return bf16 ? Launch<__nv_bfloat16, D>(kp, plan, n, kv_heads, stream)
+              : Launch<float, D>(kp, plan, n, kv_heads, stream);
+}
+
+size_t TileFor(DType dtype) {
+  return dtype == DType::kBF16 ? TileTokens<__nv_bfloat16>() : TileTokens<float>();
+}
+
+}  // namespace
+
+StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
+                                      size_t split_tokens_hint) {
+  const KvGeometry& geom = a.geom;
+  if (geom.kv_heads == 0 || a.q_heads == 0 || a.q_heads % geom.kv_heads != 0) {
+    return InvalidArgument("q_heads=%zu is not a positive multiple of kv_heads=%zu", a.q_heads,
+                           geom.kv_heads);
+  }
+  const size_t group = a.q_heads / geom.kv_heads;
+  if (group > 64) return InvalidArgument("GQA group %zu > 64", group);
+  const size_t hd = geom.head_dim;
+  if (hd != 64 && hd != 80 && hd != 96 && hd != 128) {
+    return Unimplemented("CUDA attention supports head_dim 64, 80, 96, 128; got %zu", hd);
+  }
+  if (geom.dtype != DType::kF32 && geom.dtype != DType::kBF16) {
+    return Unimplemented("CUDA attention supports f32 and bf16 KV; got %s", DTypeName(geom.dtype));
+  }
+  if (geom.block_tokens == 0 || a.num_tokens == 0 || a.num_tokens > 0x7fffffff ||
+      a.n > 0x7fffffff) {
+    return InvalidArgument("attention: block_tokens=%zu num_tokens=%zu n=%zu", geom.block_tokens,
+                           a.num_tokens, a.n);
+  }
+  AttentionPlan plan;
+  plan.heads_per_cta = std::min<size_t>(group, kRows);
+  plan.head_chunks = (group + plan.heads_per_cta - 1) / plan.heads_per_cta;
+  plan.queries_per_cta = a.blocks_stride == 0 ? std::max<size_t>(1, kRows / plan.heads_per_cta) : 1;
+  const size_t tile = TileFor(geom.dtype);
+  const size_t base_ctas =
+      (a.n + plan.queries_per_cta - 1) / plan.queries_per_cta * geom.kv_heads * plan.head_chunks;
+  size_t split = a.num_tokens;
+  if (split_tokens_hint > 0) {
+    split = split_tokens_hint;
+  } else {
+    // Aim at four CTAs per SM (two resident, a second wave to even out) when the shapes alone
+    // give fewer; never pieces shorter than kMinSplitTokens (each costs a pipeline fill).
+    const size_t target = 4 * static_cast<size_t>(std::max(sm_count, 1));
+    if (base_ctas < target) {
+      const size_t pieces = (target + base_ctas - 1) / base_ctas;
+      split = std::max(kMinSplitTokens, (a.num_tokens + pieces - 1) / pieces);
+    }
+  }
+  plan.split_tokens = (split + tile - 1) / tile * tile;
+  plan.num_splits = (a.num_tokens + plan.split_tokens - 1) / plan.split_tokens;
+  if (plan.num_splits > 65535) return InvalidArgument("%zu sequence pieces", plan.num_splits);
+  if (plan.num_splits > 1) {
+    plan.workspace_bytes = a.n * a.q_heads * plan.num_splits * (hd + 2) * sizeof(float);
+  }
+  return plan;
+}
+
+Status RunAttention(CudaStream* stream, const AttentionArgs& a, const AttentionPlan& plan,
+                    void* workspace) {
+  if (a.n == 0) return Status::Ok();
+  if (plan.num_splits > 1 && workspace == nullptr) {
+    return InvalidArgument("attention plan needs %zu bytes of workspace", plan.workspace_bytes);
+  }
+  KernelParams kp{};
+  kp.q = a.q;
+  kp.q_last = a.q_last;
+  kp.blocks = a.blocks;
+  kp.blocks_stride = a.blocks_stride;
+  kp.out = a.out;
+  const size_t slots = a.n * a.q_heads * plan.num_splits;
+  kp.part_acc = static_cast<float*>(workspace);
+  kp.part_ml = kp.part_acc == nullptr ? nullptr : kp.part_acc + slots * a.geom.head_dim;
+  kp.n = static_cast<int>(a.n);
+  kp.q_heads = static_cast<int>(a.q_heads);
+  kp.kv_heads = static_cast<int>(a.geom.kv_heads);
+  kp.group = static_cast<int>(a.q_heads / a.geom.kv_heads);
+  kp.block_tokens = static_cast<int>(a.geom.block_tokens);
+  kp.num_tokens = static_cast<int>(a.num_tokens);
+  kp.queries_per_cta = static_cast<int>(plan.queries_per_cta);
+  kp.heads_per_cta = static_cast<int>(plan.heads_per_cta);
+  kp.head_chunks = static_cast<int>(plan.head_chunks);
+  kp.split_tokens = static_cast<int>(plan.split_tokens);
+  kp.num_splits = static_cast<int>(plan.num_splits);
+  kp.scale = a.scale;
+  const cudaStream_t s = AsCuda(stream);
+  const bool bf16 = a.geom.dtype == DType::kBF16;
+  switch (a.geom.head_dim) {
+    case 64:
+      KVSTAR_RETURN_IF_ERROR(LaunchForDim<64>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
+      break;
+    case 80:
+      KVSTAR_RETURN_IF_ERROR(LaunchForDim<80>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
+      break;
+    case 96:
+      KVSTAR_RETURN_IF_ERROR(LaunchForDim<96>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
+      break;
+    case 128:
+      KVSTAR_RETURN_IF_ERROR(LaunchForDim<128>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
+      break;
+    default:
+      return Unimplemented("CUDA attention: head_dim %zu", a.geom.head_dim);
+  }
+  if (plan.num_splits > 1) {
+    MergeKernel<<<static_cast<unsigned>(a.n * a.q_heads), 128, 0, s>>>(
+        kp.part_acc, kp.part_ml, kp.num_splits, static_cast<int>(a.geom.head_dim), a.out);
+    KVSTAR_RETURN_IF_ERROR(internal::LaunchStatus("MergeKernel"));
+  }
+  return Status::Ok();
+}
+
+}  // namespace kvstar::cuda

@@ -1,0 +1,355 @@
+// Element-wise and row-wise ops, KV writes, greedy sampling and dtype conversion. All are
+// memory-bound and small next to the matmuls and attention: simple grid-stride kernels.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "ops/cuda/cuda_util.h"
+#include "ops/cuda/kernels.h"
+#include "ops/cuda/ops.h"
+
+namespace kvstar::cuda {
+namespace {
+
+using internal::AsCuda;
+using internal::FromF32;
+using internal::GridFor;
+using internal::LaunchStatus;
+using internal::ToF32;
+
+constexpr unsigned kThreads = 256;
+
+// Calls f.template operator()<T>() with T the device type of dtype.
+template <typename F>
+Status DispatchDType(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kF32:
+      return f.template operator()<float>();
+    case DType::kBF16:
+      return f.template operator()<__nv_bfloat16>();
+    case DType::kF16:
+      return f.template operator()<__half>();
+  }
+  return InvalidArgument("unknown dtype %d", static_cast<int>(dtype));
+}
+
+template <typename T>
+__global__ void AddBiasKernel(const T* __restrict__ bias, size_t cols, size_t total,
+                              float* __restrict__ y) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < total;
+       i += size_t{gridDim.x} * blockDim.x) {
+    y[i] += ToF32(bias[i % cols]);
+  }
+}
+
+template <typename T>
+__global__ void RmsNormKernel(const float* x, const T* __restrict__ weight, size_t dim, float eps,
+                              float* out) {
+  const float* row = x + blockIdx.x * dim;
+  float* dst = out + blockIdx.x * dim;
+  float ss = 0.0f;
+  for (size_t i = threadIdx.x; i < dim; i += blockDim.x) ss = fmaf(row[i], row[i], ss);
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  __shared__ float warp_sums[32];
+  const unsigned warp = threadIdx.x / 32;
+  if (threadIdx.x % 32 == 0) warp_sums[warp] = ss;
+  __syncthreads();
+  if (warp == 0) {
+    ss = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (threadIdx.x == 0) warp_sums[0] = ss;
+  }
+  __syncthreads();
+  const float inv = 1.0f / sqrtf(warp_sums[0] / static_cast<float>(dim) + eps);
+  for (size_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    dst[i] = row[i] * inv * ToF32(weight[i]);
+  }
+}
+
+__global__ void RopeKernel(const float* __restrict__ inv_freq, size_t head_dim,
+                           const int64_t* __restrict__ pos, size_t heads, size_t total,
+                           float* __restrict__ x) {
+  const size_t half = head_dim / 2;
+  for (size_t j = blockIdx.x * size_t{blockDim.x} + threadIdx.x; j < total;
+       j += size_t{gridDim.x} * blockDim.x) {
+    const size_t i = j % half;
+    const size_t th = j / half;  // t * heads + h
+    const size_t t = th / heads;
+    // The angle is rounded to f32 before cos/sin, as transformers (and the CPU op) compute it.
+    const float angle = __fmul_rn(static_cast<float>(pos[t]), inv_freq[i]);
+    const float c = cosf(angle);
+    const float s = sinf(angle);
+    float* x1 = x + th * head_dim;
+    const float a = x1[i];
+    const float b = x1[i + half];
+    x1[i] = a * c - b * s;
+    x1[i + half] = b * c + a * s;
+  }
+}
+
+__global__ void SwiGluKernel(const float* gate, const float* __restrict__ up, size_t count,
+                             float* out) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < count;
+       i += size_t{gridDim.x} * blockDim.x) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void AddKernel(const float* a, const float* b, size_t count, float* out) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < count;
+       i += size_t{gridDim.x} * blockDim.x) {
+    out[i] = a[i] + b[i];
+  }
+}
+
+template <typename T>
+__global__ void EmbedKernel(const T* __restrict__ table, size_t vocab, size_t cols,
+                            const int32_t* __restrict__ tokens, size_t total,
+                            float* __restrict__ out) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < total;
+       i += size_t{gridDim.x} * blockDim.x) {
+    const int32_t id = tokens[i / cols];
+    const size_t c = i % cols;
+    out[i] = (id >= 0 && static_cast<size_t>(id) < vocab)
+                 ? ToF32(table[static_cast<size_t>(id) * cols + c])
+                 : __int_as_float(0x7fc00000);
+  }
+}
+
+template <typename T>
+__global__ void WriteKvKernel(void* const* __restrict__ blocks, size_t kv_heads, size_t head_dim,
+                              size_t block_tokens, size_t first_token, size_t total,
+                              const float* __restrict__ k, const float* __restrict__ v) {
+  for (size_t j = blockIdx.x * size_t{blockDim.x} + threadIdx.x; j < total;
+       j += size_t{gridDim.x} * blockDim.x) {
+    // j indexes k/v as [i][h][d].
+    const size_t d = j % head_dim;
+    const size_t h = (j / head_dim) % kv_heads;
+    const size_t i = j / (head_dim * kv_heads);
+    const size_t t = first_token + i;
+    T* block = static_cast<T*>(blocks[t / block_tokens]);
+    const size_t row = t % block_tokens;
+    block[((0 * kv_heads + h) * block_tokens + row) * head_dim + d] = FromF32<T>(k[j]);
+    block[((1 * kv_heads + h) * block_tokens + row) * head_dim + d] = FromF32<T>(v[j]);
+  }
+}
+
+// One block per row; (value, id) pairs reduced with "larger value, then lower id" wins.
+__device__ __forceinline__ void ArgmaxPick(float& v, int32_t& id, float ov, int32_t oid) {
+  if (ov > v || (ov == v && oid != -1 && (id == -1 || oid < id))) {
+    v = ov;
+    id = oid;
+  }
+}
+
+__global__ void ArgmaxKernel(const float* __restrict__ logits, size_t vocab,
+                             int32_t* __restrict__ ids) {
+  const float* row = logits + blockIdx.x * vocab;
+  float best = -INFINITY;
+  int32_t best_id = -1;
+  for (size_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float x = row[i];
+    // Strictly greater keeps the lowest id of this thread's ascending ids on ties.
+    if (isfinite(x) && (best_id == -1 || x > best)) {
+      best = x;
+      best_id = static_cast<int32_t>(i);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int32_t oid = __shfl_xor_sync(0xffffffffu, best_id, o);
+    ArgmaxPick(best, best_id, ov, oid);
+  }
+  __shared__ float vals[32];
+  __shared__ int32_t idx[32];
+  const unsigned warp = threadIdx.x / 32;
+  if (threadIdx.x % 32 == 0) {
+    vals[warp] = best;
+    idx[warp] = best_id;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    best = -INFINITY;
+    best_id = -1;
+    if (threadIdx.x < blockDim.x / 32) {
+      best = vals[threadIdx.x];
+      best_id = idx[threadIdx.x];
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int32_t oid = __shfl_xor_sync(0xffffffffu, best_id, o);
+      ArgmaxPick(best, best_id, ov, oid);
+    }
+    if (threadIdx.x == 0) ids[blockIdx.x] = best_id;
+  }
+}
+
+template <typename T>
+__global__ void ConvertKernel(const float* __restrict__ src, size_t count, T* __restrict__ dst) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < count;
+       i += size_t{gridDim.x} * blockDim.x) {
+    dst[i] = FromF32<T>(src[i]);
+  }
+}
+
+template <typename T>
+__global__ void FillRandomKernel(T* __restrict__ dst, size_t count, float scale, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < count;
+       i += size_t{gridDim.x} * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 0x9e3779b1u ^ seed ^ static_cast<uint32_t>(i >> 32);
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    // (h + 0.5) / 2^32 is never 0 or 1, so the value is never zero.
+    const float u = (static_cast<float>(h >> 8) + 0.5f) * (1.0f / 16777216.0f);
+    dst[i] = FromF32<T>((2.0f * u - 1.0f) * scale);
+  }
+}
+
+}  // namespace
+
+namespace internal {
+
+cudaError_t LaunchConvertF32(const float* src, size_t count, DType dtype, void* dst,
+                             cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  const unsigned grid = GridFor(count, kThreads);
+  if (dtype == DType::kBF16) {
+    ConvertKernel<<<grid, kThreads, 0, stream>>>(src, count, static_cast<__nv_bfloat16*>(dst));
+  } else if (dtype == DType::kF16) {
+    ConvertKernel<<<grid, kThreads, 0, stream>>>(src, count, static_cast<__half*>(dst));
+  } else {
+    return cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice, stream);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchFillRandom(void* dst, size_t count, DType dtype, float scale, uint32_t seed,
+                             cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  const unsigned grid = GridFor(count, kThreads);
+  switch (dtype) {
+    case DType::kF32:
+      FillRandomKernel<<<grid, kThreads, 0, stream>>>(static_cast<float*>(dst), count, scale, seed);
+      break;
+    case DType::kBF16:
+      FillRandomKernel<<<grid, kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(dst), count,
+                                                      scale, seed);
+      break;
+    case DType::kF16:
+      FillRandomKernel<<<grid, kThreads, 0, stream>>>(static_cast<__half*>(dst), count, scale,
+                                                      seed);
+      break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace internal
+
+Status FillRandom(CudaStream* stream, void* dst, size_t count, DType dtype, float scale,
+                  uint32_t seed) {
+  return internal::CudaStatus(
+      internal::LaunchFillRandom(dst, count, dtype, scale, seed, AsCuda(stream)), "FillRandom");
+}
+
+Status AddBias(CudaStream* stream, const TensorView& bias, size_t n, float* y) {
+  if (bias.rows != 1) {
+    return InvalidArgument("bias must be one row, got %zu x %zu", bias.rows, bias.cols);
+  }
+  const size_t total = n * bias.cols;
+  if (total == 0) return Status::Ok();
+  return DispatchDType(bias.dtype, [&]<typename T>() {
+    AddBiasKernel<T><<<GridFor(total, kThreads), kThreads, 0, AsCuda(stream)>>>(
+        static_cast<const T*>(bias.data), bias.cols, total, y);
+    return LaunchStatus("AddBiasKernel");
+  });
+}
+
+Status RmsNorm(CudaStream* stream, const float* x, const TensorView& weight, size_t n, size_t dim,
+               float eps, float* out) {
+  if (weight.elements() != dim) {
+    return InvalidArgument("norm weight has %zu elements, dim is %zu", weight.elements(), dim);
+  }
+  if (n == 0 || dim == 0) return Status::Ok();
+  if (n > 0x7fffffff) return InvalidArgument("RmsNorm: %zu rows", n);
+  return DispatchDType(weight.dtype, [&]<typename T>() {
+    RmsNormKernel<T><<<static_cast<unsigned>(n), 256, 0, AsCuda(stream)>>>(
+        x, static_cast<const T*>(weight.data), dim, eps, out);
+    return LaunchStatus("RmsNormKernel");
+  });
+}
+
+Status ApplyRope(CudaStream* stream, const float* inv_freq, size_t head_dim, const int64_t* pos,
+                 size_t n, size_t heads, float* x) {
+  if (head_dim % 2 != 0) return InvalidArgument("rotary head_dim must be even, got %zu", head_dim);
+  const size_t total = n * heads * (head_dim / 2);
+  if (total == 0) return Status::Ok();
+  RopeKernel<<<GridFor(total, kThreads), kThreads, 0, AsCuda(stream)>>>(inv_freq, head_dim, pos,
+                                                                        heads, total, x);
+  return LaunchStatus("RopeKernel");
+}
+
+Status SwiGlu(CudaStream* stream, const float* gate, const float* up, size_t count, float* out) {
+  if (count == 0) return Status::Ok();
+  SwiGluKernel<<<GridFor(count, kThreads), kThreads, 0, AsCuda(stream)>>>(gate, up, count, out);
+  return LaunchStatus("SwiGluKernel");
+}
+
+Status Add(CudaStream* stream, const float* a, const float* b, size_t count, float* out) {
+  if (count == 0) return Status::Ok();
+  AddKernel<<<GridFor(count, kThreads), kThreads, 0, AsCuda(stream)>>>(a, b, count, out);
+  return LaunchStatus("AddKernel");
+}
+
+Status Embed(CudaStream* stream, const TensorView& table, const int32_t* tokens, size_t n,
+             float* out) {
+  const size_t total = n * table.cols;
+  if (total == 0) return Status::Ok();
+  return DispatchDType(table.dtype, [&]<typename T>() {
+    EmbedKernel<T><<<GridFor(total, kThreads), kThreads, 0, AsCuda(stream)>>>(
+        static_cast<const T*>(table.data), table.rows, table.cols, tokens, total, out);
+    return LaunchStatus("EmbedKernel");
+  });
+}
+
+Status CheckTokenIds(const int32_t* host_tokens, size_t n, size_t vocab) {
+  for (size_t t = 0; t < n; ++t) {
+    if (host_tokens[t] < 0 || static_cast<size_t>(host_tokens[t]) >= vocab) {
+      return InvalidArgument("token id %d at position %zu is outside the vocabulary [0, %zu)",
+                             host_tokens[t], t, vocab);
+    }
+  }
+  return Status::Ok();
+}
+
+Status WriteKv(CudaStream* stream, const KvGeometry& geom, void* const* blocks, size_t first_token,
+               size_t n, const float* k, const float* v) {
+  if (geom.block_tokens == 0 || geom.head_dim == 0 || geom.kv_heads == 0) {
+    return InvalidArgument("WriteKv: kv_heads=%zu head_dim=%zu block_tokens=%zu", geom.kv_heads,
+                           geom.head_dim, geom.block_tokens);
+  }
+  const size_t total = n * geom.kv_heads * geom.head_dim;
+  if (total == 0) return Status::Ok();
+  return DispatchDType(geom.dtype, [&]<typename T>() {
+    WriteKvKernel<T><<<GridFor(total, kThreads), kThreads, 0, AsCuda(stream)>>>(
+        blocks, geom.kv_heads, geom.head_dim, geom.block_tokens, first_token, total, k, v);
+    return LaunchStatus("WriteKvKernel");
+  });
+}
+
+Status ArgmaxSample(CudaStream* stream, const float* logits, size_t n, size_t vocab, int32_t* ids) {
+  if (n == 0) return Status::Ok();
+  if (vocab == 0 || vocab > 0x7fffffff || n > 0x7fffffff) {
+    return InvalidArgument("ArgmaxSample: n=%zu vocab=%zu", n, vocab);
+  }
+  ArgmaxKernel<<<static_cast<unsigned>(n), 1024, 0, AsCuda(stream)>>>(logits, vocab, ids);
+  return LaunchStatus("ArgmaxKernel");
+}
+
+}  // namespace kvstar::cuda

@@ -1,0 +1,59 @@
+// MatMul through cuBLAS. bf16 / f16 weights: activations are rounded to the weight dtype in the
+// workspace and the product runs on the tensor cores with f32 accumulation and f32 output; cuBLAS
+// has no GEMM with bf16 A and f32 B, and converting the weights instead would double their bytes.
+// f32 weights: f32 GEMM with f32 compute (no TF32), as precise as the CPU op.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+
+#include "ops/cuda/cuda_util.h"
+#include "ops/cuda/kernels.h"
+#include "ops/cuda/ops.h"
+
+namespace kvstar::cuda {
+
+size_t MatMulWorkspaceBytes(const TensorView& w, size_t n) {
+  return w.dtype == DType::kF32 ? 0 : n * w.cols * DTypeSize(w.dtype);
+}
+
+Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, const float* x,
+              size_t n, float* y, void* workspace) {
+  if (n == 0 || w.rows == 0) return Status::Ok();
+  if (w.rows > INT_MAX || w.cols > INT_MAX || n > INT_MAX) {
+    return InvalidArgument("MatMul: %zu x %zu weights, n=%zu exceed cuBLAS int sizes", w.rows,
+                           w.cols, n);
+  }
+  if (w.dtype != DType::kF32 && workspace == nullptr) {
+    return InvalidArgument("MatMul: %s weights need a workspace of %zu bytes", DTypeName(w.dtype),
+                           MatMulWorkspaceBytes(w, n));
+  }
+  auto handle = static_cast<cublasHandle_t>(ctx.blas_handle());
+  const cudaStream_t s = internal::AsCuda(stream);
+  cublasStatus_t bs = cublasSetStream(handle, s);
+  if (bs != CUBLAS_STATUS_SUCCESS)
+    return Internal("cublasSetStream: %s", cublasGetStatusString(bs));
+
+  const void* b = x;
+  cudaDataType_t ab_type = CUDA_R_32F;
+  if (w.dtype != DType::kF32) {
+    KVSTAR_CUDA_RETURN_IF_ERROR(internal::LaunchConvertF32(x, n * w.cols, w.dtype, workspace, s));
+    b = workspace;
+    ab_type = w.dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
+  }
+  // Column-major view: W [rows][cols] row-major is W^T (cols x rows, ld cols); y^T = W . x^T.
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  const int m = static_cast<int>(w.rows);
+  const int k = static_cast<int>(w.cols);
+  bs = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, static_cast<int>(n), k, &alpha, w.data,
+                    ab_type, k, b, ab_type, k, &beta, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                    CUBLAS_GEMM_DEFAULT);
+  if (bs != CUBLAS_STATUS_SUCCESS) {
+    return Internal("cublasGemmEx(%s, m=%d n=%zu k=%d): %s", DTypeName(w.dtype), m, n, k,
+                    cublasGetStatusString(bs));
+  }
+  return Status::Ok();
+}
+
+}  // namespace kvstar::cuda

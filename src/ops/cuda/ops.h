@@ -1,0 +1,141 @@
+// CUDA compute backend: the ops of src/ops/cpu/ops.h with the same semantics and layouts, on
+// device pointers, queued on a stream (asynchronous: a returned OK Status means the work was
+// queued; errors of the work itself surface at the next synchronization).
+//
+// Every pointer named *device* below (and every pointer argument unless said otherwise) is device
+// memory. TensorView / KvGeometry are the CPU types with `data` / block pointers on the device.
+// Activations are f32; weights are bf16, f16 or f32; KV blocks are f32 or bf16.
+//
+// Differences from the CPU ops, each on purpose:
+//  - MatMul / MatVec with bf16 / f16 weights round the activations to the weight dtype and run on
+//    the tensor cores (cuBLAS, f32 accumulation): relative error ~1e-3 against the CPU op, which
+//    multiplies f32 activations. f32 weights use plain f32 GEMM (no TF32).
+//  - Embed reads token ids from device memory and cannot report a bad id before it runs: ids must
+//    be checked on the host (CheckTokenIds) where they come from the host; rows of bad ids are
+//    filled with NaN.
+//  - Attention takes an optional row stride of the block table so that one call serves a batch
+//    of sequences (decode of several requests).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/kv_layout.h"
+#include "base/status.h"
+#include "base/tensor_view.h"
+#include "ops/cuda/device.h"
+
+namespace kvstar::cuda {
+
+// ---- Matrix products (cuBLAS) ----------------------------------------------------------------
+
+// Device scratch bytes MatMul needs for these shapes (the activations in the weight dtype).
+size_t MatMulWorkspaceBytes(const TensorView& w, size_t n);
+
+// y[n][rows] = x[n][cols] . W^T, f32 accumulation. w.data, x, y and workspace on the device;
+// workspace holds at least MatMulWorkspaceBytes(w, n) bytes.
+Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, const float* x,
+              size_t n, float* y, void* workspace);
+
+// MatMul with n = 1.
+inline Status MatVec(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
+                     const float* x, float* y, void* workspace) {
+  return MatMul(ctx, stream, w, x, 1, y, workspace);
+}
+
+// ---- Element-wise and row-wise ops -----------------------------------------------------------
+
+// y[n][cols] += bias (bias: rows == 1, any dtype).
+Status AddBias(CudaStream* stream, const TensorView& bias, size_t n, float* y);
+
+// out[n][dim] = x / sqrt(mean(x^2) + eps) * weight. out may alias x.
+Status RmsNorm(CudaStream* stream, const float* x, const TensorView& weight, size_t n, size_t dim,
+               float eps, float* out);
+
+// In-place rotary embedding (rotate_half), angle = float(pos[t]) * inv_freq[i] in f32, then
+// cos/sin in f32. inv_freq: [head_dim / 2]; pos: [n] (device int64); x: [n][heads][head_dim].
+Status ApplyRope(CudaStream* stream, const float* inv_freq, size_t head_dim, const int64_t* pos,
+                 size_t n, size_t heads, float* x);
+
+// out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. out may alias gate.
+Status SwiGlu(CudaStream* stream, const float* gate, const float* up, size_t count, float* out);
+
+// out[i][cols] = table row tokens[i] (tokens: device int32). Rows of ids outside [0, vocab) are
+// NaN (see the header comment).
+Status Embed(CudaStream* stream, const TensorView& table, const int32_t* tokens, size_t n,
+             float* out);
+
+// InvalidArgument naming the first id outside [0, vocab) of a HOST array (as ops::Embed checks).
+Status CheckTokenIds(const int32_t* host_tokens, size_t n, size_t vocab);
+
+// out[i] = a[i] + b[i]. out may alias a or b.
+Status Add(CudaStream* stream, const float* a, const float* b, size_t count, float* out);
+
+// k, v: [n][kv_heads][head_dim] f32 for tokens [first_token, first_token + n), written to row
+// t % block_tokens of blocks[t / block_tokens] (blocks: device array of device block pointers)
+// in geom.dtype (bf16: round to nearest even).
+Status WriteKv(CudaStream* stream, const KvGeometry& geom, void* const* blocks, size_t first_token,
+               size_t n, const float* k, const float* v);
+
+// ids[i] = argmax of logits[i][vocab] (lowest id on ties; non-finite logits count as -inf; -1 when
+// a row has no finite logit). ids: device int32 [n].
+Status ArgmaxSample(CudaStream* stream, const float* logits, size_t n, size_t vocab, int32_t* ids);
+
+// ---- Attention over block tables -------------------------------------------------------------
+
+struct AttentionArgs {
+  KvGeometry geom;                      // head_dim 64, 80, 96 or 128; dtype f32 or bf16
+  size_t q_heads = 0;                   // multiple of geom.kv_heads, at most 64 per KV head
+  const float* q = nullptr;             // [n][q_heads][head_dim]
+  size_t n = 0;                         // queries
+  const int64_t* q_last = nullptr;      // [n] device: query i attends logical tokens 0..q_last[i]
+  const void* const* blocks = nullptr;  // device array of device block pointers
+  // 0: all queries share one block table (prefill / several queries of one sequence, as the CPU
+  // op). > 0: query i uses the table blocks + i * blocks_stride (a batch of sequences).
+  size_t blocks_stride = 0;
+  size_t num_tokens = 0;  // upper bound of q_last[i] + 1 (sizes the plan)
+  float scale = 1.0f;
+  float* out = nullptr;  // [n][q_heads][head_dim]
+};
+
+// How one attention call is cut into CTAs: decided on the host from the shapes alone, so it can
+// be computed once per step and reused for every layer (same shapes, same plan).
+struct AttentionPlan {
+  size_t queries_per_cta = 1;  // consecutive queries sharing the K/V tiles of one CTA
+  size_t heads_per_cta = 1;    // query heads of one KV head handled together (<= 8)
+  size_t head_chunks = 1;      // ceil(group / heads_per_cta)
+  size_t split_tokens = 0;     // tokens per sequence piece (multiple of the K/V tile)
+  size_t num_splits = 1;       // pieces merged by log-sum-exp when > 1
+  size_t workspace_bytes = 0;  // device scratch for the pieces' partial results
+};
+
+// sm_count: DeviceInfo::sm_count (decides how finely a long decode is split). split_tokens_hint:
+// 0 = choose; otherwise the piece length (rounded up to the tile), for tests.
+StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& args, int sm_count,
+                                      size_t split_tokens_hint = 0);
+
+// Runs the plan: the split kernel then, when num_splits > 1, the merge kernel. workspace: device,
+// at least plan.workspace_bytes (may be null when 0).
+Status RunAttention(CudaStream* stream, const AttentionArgs& args, const AttentionPlan& plan,
+                    void* workspace);
+
+// dst[count] = values in [-scale, scale] of dtype, never zero, from a counter hash of (index,
+// seed): test and benchmark data without a host round trip (not a quality generator).
+Status FillRandom(CudaStream* stream, void* dst, size_t count, DType dtype, float scale,
+                  uint32_t seed);
+
+// ---- Physical limits for benchmarks ----------------------------------------------------------
+
+// GB/s (1e9 B/s) of pinned host -> device copies of `bytes` on the h2d stream; median of reps.
+StatusOr<double> MeasurePinnedH2DBandwidth(const DeviceContext& ctx, size_t bytes, int reps = 20);
+
+// GB/s of a device-to-device copy of `bytes`, counting bytes read plus bytes written; median.
+StatusOr<double> MeasureDeviceCopyBandwidth(const DeviceContext& ctx,
+                                            size_t bytes = size_t{1} << 30, int reps = 20);
+
+// TFLOP/s (2 m n k per product) of MatMul with [m][k] weights in `dtype` and n rows of
+// activations, on random data; median of reps.
+StatusOr<double> MeasureGemmRate(const DeviceContext& ctx, DType dtype, size_t m, size_t n,
+                                 size_t k, int reps = 20);
+
+}  // namespace kvstar::cuda
