@@ -46,15 +46,15 @@ std::string RopeText(const ModelConfig& c) {
   const RopeScaling& rs = c.rope_scaling;
   if (rs.type == "llama3") {
     std::snprintf(buf, sizeof(buf),
-                  "theta %g, llama3 scaling (factor %g, low_freq_factor %g, high_freq_factor %g, "
+                  "theta %.10g, llama3 scaling (factor %g, low_freq_factor %g, high_freq_factor %g, "
                   "original_max_position_embeddings %lld)",
                   c.rope_theta, rs.factor, rs.low_freq_factor, rs.high_freq_factor,
                   static_cast<long long>(rs.original_max_position_embeddings));
   } else if (rs.type == "linear") {
-    std::snprintf(buf, sizeof(buf), "theta %g, linear scaling (factor %g)", c.rope_theta,
+    std::snprintf(buf, sizeof(buf), "theta %.10g, linear scaling (factor %g)", c.rope_theta,
                   rs.factor);
   } else {
-    std::snprintf(buf, sizeof(buf), "theta %g, no scaling", c.rope_theta);
+    std::snprintf(buf, sizeof(buf), "theta %.10g, no scaling", c.rope_theta);
   }
   return buf;
 }
@@ -153,15 +153,14 @@ void AddInspect(CLI::App& root, int* exit_code) {
       "Show a model's architecture, parameter count, weight bytes and KV-cache cost per token.\n"
       "Reads config.json and checks every weight tensor of a Hugging Face model directory\n"
       "(safetensors, memory-mapped), or describes a built-in model shape.");
-  auto* model = cmd->add_option("--model", opt->model_dir,
-                                "Hugging Face model directory (config.json + *.safetensors)");
+  cmd->add_option("--model", opt->model_dir,
+                  "Hugging Face model directory (config.json + *.safetensors)");
   std::string shapes;
   for (const std::string& s : NamedShapeList()) shapes += (shapes.empty() ? "" : ", ") + s;
-  auto* shape = cmd->add_option("--shape", opt->shape,
-                                "A built-in model shape instead of a "
-                                "directory: " +
-                                    shapes);
-  model->excludes(shape);
+  cmd->add_option("--shape", opt->shape,
+                  "A built-in model shape instead of a "
+                  "directory: " +
+                      shapes);
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
   cmd->callback([opt, exit_code] { *exit_code = RunInspect(*opt); });
 }
