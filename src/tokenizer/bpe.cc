@@ -49,6 +49,8 @@ Status BpeModel::Init(const nlohmann::json& model, BytesToId* token_to_id,
   ignore_merges_ = model.value("ignore_merges", false);
 
   std::string bytes;
+  token_to_id->reserve(model["vocab"].size());
+  vocab_.reserve(model["vocab"].size());
   for (const auto& [token, id_json] : model["vocab"].items()) {
     if (!id_json.is_number_integer() || id_json.get<int64_t>() < 0 ||
         id_json.get<int64_t>() > INT32_MAX - 1) {
@@ -76,6 +78,7 @@ Status BpeModel::Init(const nlohmann::json& model, BytesToId* token_to_id,
 
   const auto& merges = model["merges"];
   merges_.reserve(merges.size());
+  std::string merged;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& m = merges[rank];
     std::string a, b;
@@ -97,7 +100,8 @@ Status BpeModel::Init(const nlohmann::json& model, BytesToId* token_to_id,
     }
     const auto ia = token_to_id->find(a);
     const auto ib = token_to_id->find(b);
-    const auto iab = token_to_id->find(a + b);
+    merged.assign(a).append(b);
+    const auto iab = token_to_id->find(merged);
     for (const auto& [it, name] : {std::pair{ia, &a}, std::pair{ib, &b}}) {
       if (it == token_to_id->end()) {
         return InvalidArgument(

@@ -121,14 +121,16 @@ namespace {
 
 struct ByteMap {
   std::array<std::string, 256> to_unicode;
-  std::array<char32_t, 256> code_point;
+  std::array<int16_t, 0x144> to_byte;  // code point -> byte, -1 outside the image
   ByteMap() {
+    to_byte.fill(-1);
     // Printable Latin-1 bytes map to themselves; the rest to U+0100 onwards, in byte order.
     int n = 0;
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-      code_point[b] = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + n++);
-      AppendUtf8(code_point[b], &to_unicode[b]);
+      const char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + n++);
+      AppendUtf8(cp, &to_unicode[b]);
+      to_byte[cp] = static_cast<int16_t>(b);
     }
   }
 };
@@ -143,16 +145,8 @@ const ByteMap& GetByteMap() {
 const std::array<std::string, 256>& ByteToUnicode() { return GetByteMap().to_unicode; }
 
 int UnicodeToByte(char32_t c) {
-  // The image is [0x21, 0x7E] ∪ [0xA1, 0xAC] ∪ [0xAE, 0xFF] (identity) ∪ [0x100, 0x143].
-  if (c > 0x143) return -1;
-  const ByteMap& m = GetByteMap();
-  if (c < 0x100) return m.code_point[c] == c ? static_cast<int>(c) : -1;
-  // Bytes that are not printable, in order, got 0x100 + k.
-  int k = static_cast<int>(c - 0x100);
-  for (int b = 0; b < 256; ++b) {
-    if (m.code_point[b] >= 0x100 && k-- == 0) return b;
-  }
-  return -1;
+  const auto& to_byte = GetByteMap().to_byte;
+  return c < to_byte.size() ? to_byte[c] : -1;
 }
 
 bool ByteLevelDecode(std::string_view token, std::string* bytes) {
