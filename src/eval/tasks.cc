@@ -479,12 +479,12 @@ StatusOr<TaskGenerator::Built> TaskGenerator::CommonWords(Rng& rng, size_t budge
   for (size_t i = 0; i < kCweCommon; ++i) {
     for (size_t k = 0; k < freq_common; ++k) {
       items.push_back(pool[i]);
-      cost += Count(line(items.size(), pool[i]));
+      cost += count_(line(items.size(), pool[i]));  // numbered lines: not worth caching
     }
   }
   for (size_t r = kCweCommon; r < take; ++r) {
     size_t add = 0;
-    for (size_t k = 0; k < freq_rare; ++k) add += Count(line(items.size() + k + 1, pool[r]));
+    for (size_t k = 0; k < freq_rare; ++k) add += count_(line(items.size() + k + 1, pool[r]));
     if (cost + add > body_budget) break;
     for (size_t k = 0; k < freq_rare; ++k) items.push_back(pool[r]);
     cost += add;
