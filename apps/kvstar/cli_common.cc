@@ -1,8 +1,11 @@
 #include "cli_common.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+
+#include "base/file_util.h"
 
 namespace kvstar::cli {
 
@@ -30,9 +33,11 @@ StatusOr<size_t> ParseBytes(const std::string& text, const std::string& flag) {
   return static_cast<size_t>(value * mult);
 }
 
-void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
-  cmd->add_option("--threads", f->threads, "Compute threads (0 = all hardware threads)")
-      ->check(CLI::NonNegativeNumber);
+void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
+  if (with_threads) {
+    cmd->add_option("--threads", f->threads, "Compute threads (0 = all hardware threads)")
+        ->check(CLI::NonNegativeNumber);
+  }
   cmd->add_option("--kv-dtype", f->kv_dtype, "KV cache element type: bf16 or f32")
       ->check(CLI::IsMember({"bf16", "f32"}));
   cmd->add_option("--block-tokens", f->block_tokens,
@@ -42,7 +47,50 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--device-kv-budget", f->device_kv_budget,
                   "Bytes of device memory for KV blocks, e.g. 2G (default: the model's whole "
                   "context, at most 4G)");
-  cmd->add_option("--mode", f->mode, "Decode mode: dense");
+  cmd->add_option("--mode", f->mode,
+                  "Decode mode: dense (all KV on the device) or kvstar (KV offloaded to the "
+                  "store, top blocks retrieved every retrieval_stride steps)")
+      ->check(CLI::IsMember({"dense", "kvstar"}));
+  const char* group = "KVstar (--mode kvstar; names as in UCM)";
+  cmd->add_option("--store", f->store,
+                  "Where offloaded KV blocks live: dram, file:DIR (local disk or a shared mount "
+                  "such as NFS) or tiered:DIR (DRAM in front of files). File stores survive "
+                  "restarts: a repeated prompt reuses its KV")
+      ->group(group);
+  cmd->add_option("--store-dram", f->store_dram, "DRAM store capacity, e.g. 8G (default 4G)")
+      ->group(group);
+  cmd->add_option("--retrieval-threads", f->retrieval_threads,
+                  "CPU threads that score blocks")
+      ->check(CLI::PositiveNumber)
+      ->group(group);
+  cmd->add_option("--kvstar-config", f->kvstar_config,
+                  "JSON file of KVstar settings with UCM's keys; the flags below override it")
+      ->check(CLI::ExistingFile)
+      ->group(group);
+  KvstarConfig& k = f->kvstar;
+  auto& v = f->kvstar_flags;
+  v.push_back(cmd->add_option("--init_window_sz", k.init_window_sz,
+                              "First blocks always kept on the device (default 1)")->group(group));
+  v.push_back(cmd->add_option("--local_window_sz", k.local_window_sz,
+                              "Newest full blocks always kept (default 2)")->group(group));
+  v.push_back(cmd->add_option("--sparse_ratio", k.sparse_ratio,
+                              "Share of candidate blocks selected (default 0.25)")->group(group));
+  v.push_back(cmd->add_option("--retrieval_stride", k.retrieval_stride,
+                              "Decode steps per retrieval (default 8)")->group(group));
+  v.push_back(cmd->add_option("--blk_repre_dim_prune_ratio", k.blk_repre_dim_prune_ratio,
+                              "Share of key channels kept in block representations (default 0.25)")
+                  ->group(group));
+  v.push_back(cmd->add_option("--blk_repre_inner_token_merge", k.blk_repre_inner_token_merge,
+                              "Tokens averaged per representation vector (default 2)")
+                  ->group(group));
+  v.push_back(cmd->add_flag("--select_per_kv_head", k.select_per_kv_head,
+                            "One top-k per KV head (the device holds their union)")->group(group));
+  v.push_back(cmd->add_flag("--deterministic", k.deterministic,
+                            "UCM's fixed swap timing (reproducible; may wait for retrieval)")
+                  ->group(group));
+  v.push_back(cmd->add_option("--staging_slots", k.staging_slots,
+                              "Per layer: free slots that delta loads go to before outgoing "
+                              "blocks' slots are reused (default 4)")->group(group));
 }
 
 StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
@@ -55,8 +103,67 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
   if (!f.device_kv_budget.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(o.device_kv_budget, ParseBytes(f.device_kv_budget, "--device-kv-budget"));
   }
+  o.store = f.store;
+  o.retrieval_threads = f.retrieval_threads;
+  if (!f.store_dram.empty()) {
+    KVSTAR_ASSIGN_OR_RETURN(o.store_dram_bytes, ParseBytes(f.store_dram, "--store-dram"));
+  }
+  if (!f.kvstar_config.empty()) {
+    KVSTAR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(f.kvstar_config));
+    KVSTAR_ASSIGN_OR_RETURN(o.kvstar, ParseKvstarConfig(text, f.kvstar_config));
+  }
+  // Flags given on the command line override the file.
+  const KvstarConfig& k = f.kvstar;
+  for (CLI::Option* opt : f.kvstar_flags) {
+    if (opt->count() == 0) continue;
+    const std::string name = opt->get_name();
+    if (name == "--init_window_sz") o.kvstar.init_window_sz = k.init_window_sz;
+    else if (name == "--local_window_sz") o.kvstar.local_window_sz = k.local_window_sz;
+    else if (name == "--sparse_ratio") o.kvstar.sparse_ratio = k.sparse_ratio;
+    else if (name == "--retrieval_stride") o.kvstar.retrieval_stride = k.retrieval_stride;
+    else if (name == "--blk_repre_dim_prune_ratio") o.kvstar.blk_repre_dim_prune_ratio = k.blk_repre_dim_prune_ratio;
+    else if (name == "--blk_repre_inner_token_merge") o.kvstar.blk_repre_inner_token_merge = k.blk_repre_inner_token_merge;
+    else if (name == "--select_per_kv_head") o.kvstar.select_per_kv_head = k.select_per_kv_head;
+    else if (name == "--deterministic") o.kvstar.deterministic = k.deterministic;
+    else if (name == "--staging_slots") o.kvstar.staging_slots = k.staging_slots;
+  }
   KVSTAR_RETURN_IF_ERROR(ValidateEngineOptions(o));
   return o;
+}
+
+nlohmann::json KvReportJson(const EngineOptions& o, const GenerateResult& r) {
+  const KvStats& s = r.kv;
+  nlohmann::json j = {{"mode", o.mode},
+                      {"dtype", DTypeName(o.kv_dtype)},
+                      {"block_tokens", o.block_tokens},
+                      {"tokens", s.tokens},
+                      {"device_blocks", s.device_blocks},
+                      {"device_bytes", s.device_bytes}};
+  if (o.mode == "kvstar") {
+    const double steps = std::max<double>(1.0, static_cast<double>(r.step_ms.size()));
+    const double decode_ms = r.decode_seconds * 1e3;
+    j["settings"] = nlohmann::json::parse(o.kvstar.ToJson());
+    j["store"] = o.store;
+    j["candidate_blocks"] = s.candidate_blocks;
+    j["selected_blocks"] = s.selected_blocks;
+    j["bytes_loaded"] = s.bytes_loaded;
+    j["bytes_loaded_per_step"] = static_cast<double>(s.bytes_loaded) / steps;
+    j["bytes_dumped"] = s.bytes_dumped;
+    j["blocks_loaded"] = s.blocks_loaded;
+    j["retrievals"] = s.retrievals;
+    j["skipped_retrievals"] = s.skipped_retrievals;
+    j["swaps"] = s.swaps;
+    j["late_swaps"] = s.late_swaps;
+    j["retrieval_ms_mean"] = s.retrievals ? s.retrieval_ms_total / s.retrievals : 0.0;
+    j["decode_wait_ms"] = s.decode_wait_ms;
+    // Retrieval time the decode thread did not wait for, over all retrieval time.
+    j["retrieval_hidden_share"] =
+        s.retrieval_ms_total > 0 ? std::max(0.0, 1.0 - s.decode_wait_ms / s.retrieval_ms_total)
+                                 : 1.0;
+    j["decode_wait_share"] = decode_ms > 0 ? s.decode_wait_ms / decode_ms : 0.0;
+    j["prefix_reused_tokens"] = s.prefix_reused_tokens;
+  }
+  return j;
 }
 
 int ReportError(const Status& status) {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "base/status.h"
 #include "engine/engine.h"
@@ -22,9 +23,21 @@ struct EngineFlags {
   size_t prefill_chunk = 256;
   std::string device_kv_budget;  // bytes with optional K/M/G suffix; empty = automatic
   std::string mode = "dense";
+  // kvstar mode: a JSON file of settings (UCM key names), then flags of the same names.
+  std::string kvstar_config;
+  std::string store = "dram";
+  std::string store_dram;
+  int retrieval_threads = 1;
+  KvstarConfig kvstar;                    // values of the individual flags
+  std::vector<CLI::Option*> kvstar_flags;  // to know which were given
 };
-void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
+// with_threads = false when the command has its own --threads (bench: a list).
+void AddEngineFlags(CLI::App* cmd, EngineFlags* flags, bool with_threads = true);
 StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& flags);
+
+// The KV side of a finished request as JSON: layout, device bytes, and for kvstar the settings,
+// bytes loaded per step, retrieval latency and the share of it hidden, late swaps.
+nlohmann::json KvReportJson(const EngineOptions& options, const GenerateResult& result);
 
 // Prints "error: <message>" on stderr and returns the exit code 1.
 int ReportError(const Status& status);

@@ -221,7 +221,7 @@ void AddBench(CLI::App& root, int* exit_code) {
   cmd->add_option("--modes", f->modes, "Decode modes to compare: dense");
   cmd->add_option("--seed", f->seed, "Seed of the random weights and prompt");
   cmd->add_flag("--json", f->json, "Print one JSON object with every run");
-  AddEngineFlags(cmd, &f->engine);
+  AddEngineFlags(cmd, &f->engine, /*with_threads=*/false);
   cmd->callback([f, exit_code] { *exit_code = RunBench(*f); });
 }
 

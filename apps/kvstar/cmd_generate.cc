@@ -87,19 +87,19 @@ int RunGenerate(const GenerateFlags& f) {
     j["decode_seconds"] = result->decode_seconds;
     j["decode_tokens_per_second"] = result->decode_tokens_per_second();
     j["threads"] = e.threads().parallelism();
-    j["kv"] = {{"dtype", DTypeName(options->kv_dtype)},
-               {"block_tokens", options->block_tokens},
-               {"device_blocks", result->kv.device_blocks},
-               {"device_bytes", result->kv.device_bytes}};
+    j["reused_prompt_tokens"] = result->reused_prompt_tokens;
+    j["kv"] = KvReportJson(*options, *result);
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     const std::string tail = stream.Flush();
     std::fwrite(tail.data(), 1, tail.size(), stdout);
     std::printf("\n");
     std::fprintf(stderr,
-                 "[%zu prompt tokens, prefill %.1f tok/s; %zu generated, decode %.1f tok/s; %s]\n",
-                 result->prompt_tokens, result->prefill_tokens_per_second(),
-                 result->tokens.size(), result->decode_tokens_per_second(),
+                 "[%s: %zu prompt tokens (%zu reused), prefill %.1f tok/s; %zu generated, decode "
+                 "%.1f tok/s; device KV %.2f MiB; %s]\n",
+                 options->mode.c_str(), result->prompt_tokens, result->reused_prompt_tokens,
+                 result->prefill_tokens_per_second(), result->tokens.size(),
+                 result->decode_tokens_per_second(), result->kv.device_bytes / 1048576.0,
                  result->finish_reason.c_str());
   }
   return 0;
