@@ -503,14 +503,15 @@ void AddStoreBench(CLI::App& root, int* exit_code) {
       "store-bench",
       "Measure block store dump/load throughput and latency against raw memcpy / pread / pwrite.\n"
       "For every backend, block size and queue depth: dumps --total-bytes of blocks, then loads\n"
-      "them back (verified), keeping `qd` single-block tasks in flight on `qd` I/O threads, and\n"
+      "them back (verified), keeping `qd` blocks in flight (tasks of --items-per-task blocks), "
+      "and\n"
       "measures the raw baseline of equal bytes in the same run on the same memory / file system.");
   cmd->add_option("--dir", flags->dir,
                   "Directory for the file backends (default: a new temp dir under /tmp, removed "
                   "afterwards). Put it on the file system you want to measure, e.g. an NFS mount.");
   cmd->add_option("--block-sizes", flags->block_sizes, "Comma list of block sizes (K/M/G suffixes)")
       ->capture_default_str();
-  cmd->add_option("--queue-depths", flags->queue_depths, "Comma list of tasks kept in flight")
+  cmd->add_option("--queue-depths", flags->queue_depths, "Comma list of blocks kept in flight")
       ->capture_default_str();
   cmd->add_option("--backends", flags->backends, "Comma list of dram, file, file-direct (O_DIRECT)")
       ->capture_default_str();
