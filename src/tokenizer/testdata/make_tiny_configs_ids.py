@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes tiny_configs_ids.json: what the tokenizers library makes of tiny_configs.json, a list of
-small hand-built tokenizer.json documents (the builders of tokenizer_test.cc: byte vocabulary, a
+small hand-built tokenizer.json documents (the builders of tokenizer_test_util.cc: byte vocabulary, a
 few merges, added tokens with strip / single_word / normalized flags, NFC, GPT-2 ByteLevel, Split
 behaviors) with the texts to encode. Run where `tokenizers` is installed:
 
