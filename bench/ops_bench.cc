@@ -83,7 +83,9 @@ void BM_MatVec(benchmark::State& state) {
   AlignedBuffer<float> x = RandomF32(cols, 2);
   AlignedBuffer<float> y(rows);
   ThreadPool& pool = Pool(threads);
-  const double limit = MeasureMemoryReadBandwidth(pool, kLimitBytes);
+  // CPU-time variants (last arg 1) compare with BM_ReadLimit in CPU time instead.
+  const bool cpu_time = state.range(4) != 0;
+  const double limit = cpu_time ? 0.0 : MeasureMemoryReadBandwidth(pool, kLimitBytes);
   for (auto _ : state) {
     MatVec(pool, w.view, x.data(), y.data());
     benchmark::DoNotOptimize(y.data());
@@ -92,9 +94,11 @@ void BM_MatVec(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
   state.counters["GB/s"] =
       benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["limit_GB/s"] = limit;
-  state.counters["frac_bw"] =
-      benchmark::Counter(bytes / 1e9 / limit, benchmark::Counter::kIsIterationInvariantRate);
+  if (!cpu_time) {
+    state.counters["limit_GB/s"] = limit;
+    state.counters["frac_bw"] =
+        benchmark::Counter(bytes / 1e9 / limit, benchmark::Counter::kIsIterationInvariantRate);
+  }
   state.SetLabel(std::string(DTypeName(dtype)) + " t" + std::to_string(threads));
 }
 
@@ -107,7 +111,9 @@ void BM_MatMul(benchmark::State& state) {
   AlignedBuffer<float> x = RandomF32(n * cols, 2);
   AlignedBuffer<float> y(n * rows);
   ThreadPool& pool = Pool(threads);
-  const double limit = MeasureF32FmaRate(pool);
+  // CPU-time variants (last arg 1) compare with BM_FmaLimit in CPU time instead.
+  const bool cpu_time = state.range(5) != 0;
+  const double limit = cpu_time ? 0.0 : MeasureF32FmaRate(pool);
   for (auto _ : state) {
     MatMul(pool, w.view, x.data(), n, y.data());
     benchmark::DoNotOptimize(y.data());
@@ -115,9 +121,11 @@ void BM_MatMul(benchmark::State& state) {
   const double flops = 2.0 * static_cast<double>(rows) * cols * n;
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["limit_GFLOP/s"] = limit;
-  state.counters["frac_fma"] =
-      benchmark::Counter(flops / 1e9 / limit, benchmark::Counter::kIsIterationInvariantRate);
+  if (!cpu_time) {
+    state.counters["limit_GFLOP/s"] = limit;
+    state.counters["frac_fma"] =
+        benchmark::Counter(flops / 1e9 / limit, benchmark::Counter::kIsIterationInvariantRate);
+  }
   state.SetLabel(std::string(DTypeName(dtype)) + " t" + std::to_string(threads));
 }
 
@@ -144,7 +152,9 @@ void BM_AttentionDecode(benchmark::State& state) {
   AlignedBuffer<float> out(q_heads * geom.head_dim);
   const int64_t q_last = static_cast<int64_t>(num_tokens) - 1;
   ThreadPool& pool = Pool(threads);
-  const double limit = MeasureMemoryReadBandwidth(pool, kLimitBytes);
+  // CPU-time variants (last arg 1) compare with BM_ReadLimit in CPU time instead.
+  const bool cpu_time = state.range(3) != 0;
+  const double limit = cpu_time ? 0.0 : MeasureMemoryReadBandwidth(pool, kLimitBytes);
   for (auto _ : state) {
     AttentionOverBlocks(pool, geom, q_heads, q.data(), 1, &q_last, table.data(), num_tokens,
                         1.0f / std::sqrt(128.0f), out.data());
@@ -154,48 +164,107 @@ void BM_AttentionDecode(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
   state.counters["GB/s"] =
       benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["limit_GB/s"] = limit;
-  state.counters["frac_bw"] =
-      benchmark::Counter(bytes / 1e9 / limit, benchmark::Counter::kIsIterationInvariantRate);
+  if (!cpu_time) {
+    state.counters["limit_GB/s"] = limit;
+    state.counters["frac_bw"] =
+        benchmark::Counter(bytes / 1e9 / limit, benchmark::Counter::kIsIterationInvariantRate);
+  }
   state.SetLabel(std::string(DTypeName(dtype)) + " t" + std::to_string(threads));
+}
+
+// The limits as benchmarks, so that they can also be timed in CPU time (see the registration).
+// Args: threads.
+void BM_ReadLimit(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  ThreadPool& pool = Pool(threads);
+  const size_t parts = static_cast<size_t>(pool.parallelism());
+  const size_t words_per_part = (size_t{1} << 30) / 4 / parts;
+  AlignedBuffer<uint32_t> buffer(words_per_part * parts);  // 1 GiB, touched by its readers
+  std::vector<uint32_t> sums(parts);
+  auto read = [&](bool fill) {
+    pool.ParallelFor(
+        parts,
+        [&](size_t begin, size_t end, int) {
+          for (size_t p = begin; p < end; ++p) {
+            uint32_t* w = buffer.data() + p * words_per_part;
+            uint32_t sum = 0;
+            for (size_t i = 0; i < words_per_part; ++i) {
+              if (fill) w[i] = static_cast<uint32_t>(i);
+              sum += w[i];
+            }
+            sums[p] = sum;
+          }
+        },
+        1);
+  };
+  read(true);
+  for (auto _ : state) {
+    read(false);
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(buffer.bytes()) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Args: threads.
+void BM_FmaLimit(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  ThreadPool& pool = Pool(threads);
+  constexpr size_t kIterations = 2'000'000;
+  // MeasureF32FmaRate: 3 repetitions x parallelism() parts x 16 chains of vector FMAs.
+  const double flops = 3.0 * pool.parallelism() * kIterations * 16 * 2 * SimdLanesF32();
+  for (auto _ : state) benchmark::DoNotOptimize(MeasureF32FmaRate(pool, kIterations));
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 constexpr int64_t kF32 = static_cast<int64_t>(DType::kF32);
 constexpr int64_t kBF16 = static_cast<int64_t>(DType::kBF16);
 constexpr int64_t kF16 = static_cast<int64_t>(DType::kF16);
 
-BENCHMARK(BM_MatVec)
-    ->ArgNames({"dtype", "rows", "cols", "threads"})
-    ->Args({kBF16, 4096, 4096, 1})
-    ->Args({kBF16, 4096, 4096, 2})
-    ->Args({kF16, 4096, 4096, 1})
-    ->Args({kF16, 4096, 4096, 2})
-    ->Args({kF32, 4096, 4096, 1})
-    ->Args({kF32, 4096, 4096, 2})
-    ->Args({kBF16, 14336, 4096, 2})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+// Wall-clock variants (the numbers to quote on a quiet machine) and, for one thread, CPU-time
+// variants: on a shared, loaded machine the CPU time of the one working thread still says how
+// fast the kernel runs while it has a core (memory bandwidth is still shared).
+void MatVecArgs(benchmark::internal::Benchmark* b, bool wall) {
+  b->ArgNames({"dtype", "rows", "cols", "threads", "cpu"})->Unit(benchmark::kMillisecond);
+  for (int64_t dtype : {kBF16, kF16, kF32}) {
+    for (int64_t t : {1, 2}) {
+      if (wall || t == 1) b->Args({dtype, 4096, 4096, t, wall ? 0 : 1});
+    }
+  }
+  if (wall) b->Args({kBF16, 14336, 4096, 2, 0});
+}
+void MatMulArgs(benchmark::internal::Benchmark* b, bool wall) {
+  b->ArgNames({"dtype", "rows", "cols", "n", "threads", "cpu"})->Unit(benchmark::kMillisecond);
+  for (int64_t t : {1, 2}) {
+    if (!wall && t == 2) continue;
+    b->Args({kF32, 2048, 2048, 2048, t, wall ? 0 : 1});
+    b->Args({kBF16, 4096, 4096, 512, t, wall ? 0 : 1});
+    b->Args({kBF16, 4096, 4096, 64, t, wall ? 0 : 1});
+    b->Args({kBF16, 4096, 4096, 4, t, wall ? 0 : 1});
+  }
+}
+void AttentionArgs(benchmark::internal::Benchmark* b, bool wall) {
+  b->ArgNames({"kv_dtype", "tokens", "threads", "cpu"})->Unit(benchmark::kMillisecond);
+  for (int64_t t : {1, 2}) {
+    if (!wall && t == 2) continue;
+    b->Args({kBF16, 4096, t, wall ? 0 : 1});
+    b->Args({kBF16, 32768, t, wall ? 0 : 1});
+    b->Args({kF32, 32768, t, wall ? 0 : 1});
+  }
+}
 
-BENCHMARK(BM_MatMul)
-    ->ArgNames({"dtype", "rows", "cols", "n", "threads"})
-    ->Args({kF32, 2048, 2048, 2048, 1})
-    ->Args({kF32, 2048, 2048, 2048, 2})
-    ->Args({kBF16, 4096, 4096, 512, 1})
-    ->Args({kBF16, 4096, 4096, 512, 2})
-    ->Args({kBF16, 4096, 4096, 64, 2})
-    ->Args({kBF16, 4096, 4096, 4, 2})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+BENCHMARK(BM_ReadLimit)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(BM_FmaLimit)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(BM_MatVec)->Apply([](auto* b) { MatVecArgs(b, true); }) -> UseRealTime();
+BENCHMARK(BM_MatMul)->Apply([](auto* b) { MatMulArgs(b, true); }) -> UseRealTime();
+BENCHMARK(BM_AttentionDecode)->Apply([](auto* b) { AttentionArgs(b, true); }) -> UseRealTime();
 
-BENCHMARK(BM_AttentionDecode)
-    ->ArgNames({"kv_dtype", "tokens", "threads"})
-    ->Args({kBF16, 4096, 1})
-    ->Args({kBF16, 4096, 2})
-    ->Args({kBF16, 32768, 1})
-    ->Args({kBF16, 32768, 2})
-    ->Args({kF32, 32768, 2})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+BENCHMARK(BM_ReadLimit)->ArgName("threads")->Arg(1);
+BENCHMARK(BM_FmaLimit)->ArgName("threads")->Arg(1);
+BENCHMARK(BM_MatVec)->Apply([](auto* b) { MatVecArgs(b, false); });
+BENCHMARK(BM_MatMul)->Apply([](auto* b) { MatMulArgs(b, false); });
+BENCHMARK(BM_AttentionDecode)->Apply([](auto* b) { AttentionArgs(b, false); });
 
 void MeasureLimits() {
   for (int threads : {1, 2}) {

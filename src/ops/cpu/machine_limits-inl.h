@@ -51,6 +51,7 @@ double FmaChainsImpl(size_t iterations, float seed, float* sink) {
 }
 
 int64_t ChosenTargetImpl() { return HWY_TARGET; }
+size_t LanesF32Impl() { return hn::Lanes(DF()); }
 
 }  // namespace kvstar::ops::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();

@@ -25,6 +25,7 @@ namespace {
 HWY_EXPORT(SumFloatsImpl);
 HWY_EXPORT(FmaChainsImpl);
 HWY_EXPORT(ChosenTargetImpl);
+HWY_EXPORT(LanesF32Impl);
 
 double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -113,6 +114,8 @@ double MeasureF32MatMulRate(ThreadPool& pool, size_t size) {
   }
   return best;
 }
+
+size_t SimdLanesF32() { return HWY_DYNAMIC_DISPATCH(LanesF32Impl)(); }
 
 std::string DescribeSimdTarget() {
   return hwy::TargetName(HWY_DYNAMIC_DISPATCH(ChosenTargetImpl)());

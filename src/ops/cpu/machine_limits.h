@@ -23,6 +23,9 @@ double MeasureF32FmaRate(ThreadPool& pool, size_t iterations = 20'000'000);
 // repetitions.
 double MeasureF32MatMulRate(ThreadPool& pool, size_t size = 2048);
 
+// f32 lanes per vector of the Highway target chosen at run time (16 with AVX-512).
+size_t SimdLanesF32();
+
 // Name of the Highway target chosen at run time, e.g. "AVX3_DL", "AVX2", "EMU128".
 std::string DescribeSimdTarget();
 
