@@ -177,30 +177,10 @@ void BM_AttentionDecode(benchmark::State& state) {
 void BM_ReadLimit(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
   ThreadPool& pool = Pool(threads);
-  const size_t parts = static_cast<size_t>(pool.parallelism());
-  const size_t words_per_part = (size_t{1} << 30) / 4 / parts;
-  AlignedBuffer<uint32_t> buffer(words_per_part * parts);  // 1 GiB, touched by its readers
-  std::vector<uint32_t> sums(parts);
-  auto read = [&](bool fill) {
-    pool.ParallelFor(
-        parts,
-        [&](size_t begin, size_t end, int) {
-          for (size_t p = begin; p < end; ++p) {
-            uint32_t* w = buffer.data() + p * words_per_part;
-            uint32_t sum = 0;
-            for (size_t i = 0; i < words_per_part; ++i) {
-              if (fill) w[i] = static_cast<uint32_t>(i);
-              sum += w[i];
-            }
-            sums[p] = sum;
-          }
-        },
-        1);
-  };
-  read(true);
+  AlignedBuffer<float> buffer(size_t{1} << 28);  // 1 GiB
+  for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = static_cast<float>(i & 255);
   for (auto _ : state) {
-    read(false);
-    benchmark::DoNotOptimize(sums.data());
+    benchmark::DoNotOptimize(ReadAllFloats(pool, buffer.data(), buffer.size()));
   }
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(buffer.bytes()) / 1e9,
                                               benchmark::Counter::kIsIterationInvariantRate);

@@ -14,6 +14,10 @@ namespace kvstar::ops {
 // each summing its own contiguous slice; best of a few repetitions.
 double MeasureMemoryReadBandwidth(ThreadPool& pool, size_t bytes = size_t{1} << 30);
 
+// Reads data[0, count) with all pool threads (each a contiguous slice) and returns the sum: the
+// kernel MeasureMemoryReadBandwidth times. data must be 64-byte aligned.
+float ReadAllFloats(ThreadPool& pool, const float* data, size_t count);
+
 // GFLOP/s (FMA = 2 FLOP) of independent register-resident f32 FMA chains on all pool threads:
 // the arithmetic ceiling of the chosen SIMD target. Each thread runs `iterations` steps of 16
 // vector FMAs (the default takes ~0.1 s per repetition on a 3 GHz AVX-512 core).
