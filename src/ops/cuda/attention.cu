@@ -29,7 +29,7 @@ namespace {
 using internal::AsCuda;
 using internal::ToF32;
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kRows = 8;
 constexpr int kStages = 3;
@@ -44,7 +44,9 @@ template <typename T, int D>
 struct Cfg {
   static constexpr int kTile = TileTokens<T>();
   static constexpr int kChunks = D * static_cast<int>(sizeof(T)) / 16;  // 16 B pieces of a row
-  static constexpr int kParts = kThreads / kTile;                       // threads per token (QK)
+  // QK: each half of the CTA takes every other row; within a half, kParts threads per token.
+  static constexpr int kParts = kThreads / 2 / kTile;
+  static constexpr int kLoadParts = kThreads / kTile;  // threads per token for the copies
   static constexpr int kChunksPerPart = kChunks / kParts;
   static constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(T));
   // One spare 16 B unit per row: consecutive rows start 16 B apart modulo 128 B, so 8 lanes
@@ -84,10 +86,11 @@ struct KernelParams {
   float scale;
 };
 
-// Copies src_bytes (16 or 0) of gmem and zero-fills the rest of the 16 B at smem.
+// Copies src_bytes (16 or 0) of gmem and zero-fills the rest of the 16 B at smem. The L2 hint
+// fetches whole 128 B lines: a warp's copy touches 64 B of each of several rows.
 __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, int src_bytes) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
                "r"(src_bytes));
 }
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
@@ -123,7 +126,7 @@ __device__ __forceinline__ float2 PairToF32(const __nv_bfloat16* src) {
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p) {
+__global__ void __launch_bounds__(kThreads, 2) AttentionKernel(const KernelParams p) {
   using C = Cfg<T, D>;
   constexpr int kTile = C::kTile;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -181,34 +184,29 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p
   const size_t head_off = static_cast<size_t>(g) * p.block_tokens * D;  // K half, this head
   const size_t v_off = static_cast<size_t>(p.kv_heads) * p.block_tokens * D;
 
-  // Every thread issues the same fixed number of 16 B copies per tile. The block-table reads come
-  // first, unconditionally (clamped to a valid token) and independent of each other, so their
-  // latencies overlap; copies past the end read nothing (src-size 0).
-  constexpr int kLoads = 2 * kTile * C::kChunks / kThreads;
-  static_assert(2 * kTile * C::kChunks % kThreads == 0, "uneven tile copy");
+  // Copies: thread = (token, part); part p copies 16 B chunks p, p + kLoadParts, ... of the K
+  // and V rows of its token, so neighbouring lanes read whole sectors. One block-table read and one
+  // division per thread and tile; copies past the end read nothing (src-size 0).
+  const int ld_tok = tid / C::kLoadParts;
+  const int ld_part = tid % C::kLoadParts;
   auto load_tile = [&](int tile, int stage) {
-    const int tile_start = t_begin + tile * kTile;
-    unsigned char* dst = stages + stage * C::kStageBytes;
-    const T* src[kLoads];
+    const int t_raw = t_begin + tile * kTile + ld_tok;
+    const int t = min(t_raw, cta_end - 1);
+    const int src_bytes = t_raw < cta_end ? 16 : 0;
+    const int blk = t / p.block_tokens;
+    const int row = t - blk * p.block_tokens;
+    const unsigned char* kp = reinterpret_cast<const unsigned char*>(
+                                  __ldg(reinterpret_cast<const unsigned long long*>(table) + blk)) +
+                              (head_off + static_cast<size_t>(row) * D) * sizeof(T) + ld_part * 16;
+    const unsigned char* vp = kp + v_off * sizeof(T);
+    unsigned char* dk = stages + stage * C::kStageBytes + ld_tok * C::kRowBytes + ld_part * 16;
+    unsigned char* dv = dk + kTile * C::kRowBytes;
 #pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int idx = tid + k * kThreads;
-      const int kv = idx / (kTile * C::kChunks);
-      const int rem = idx % (kTile * C::kChunks);
-      const int t = min(tile_start + rem / C::kChunks, cta_end - 1);
-      const T* block = reinterpret_cast<const T*>(
-          __ldg(reinterpret_cast<const unsigned long long*>(table) + t / p.block_tokens));
-      src[k] = block + (kv ? v_off : 0) + head_off + static_cast<size_t>(t % p.block_tokens) * D +
-               (rem % C::kChunks) * C::kElemsPerChunk;
-    }
-#pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int idx = tid + k * kThreads;
-      const int kv = idx / (kTile * C::kChunks);
-      const int rem = idx % (kTile * C::kChunks);
-      const int tok = rem / C::kChunks;
-      CpAsync16(dst + (kv * kTile + tok) * C::kRowBytes + (rem % C::kChunks) * 16, src[k],
-                tile_start + tok < cta_end ? 16 : 0);
+    for (int j = 0; j < (C::kChunks + C::kLoadParts - 1) / C::kLoadParts; ++j) {
+      if (ld_part + j * C::kLoadParts < C::kChunks) {
+        CpAsync16(dk + j * C::kLoadParts * 16, kp + j * C::kLoadParts * 16, src_bytes);
+        CpAsync16(dv + j * C::kLoadParts * 16, vp + j * C::kLoadParts * 16, src_bytes);
+      }
     }
   };
 
@@ -218,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p
     CpAsyncCommit();
   }
 
-  // Online-softmax state of rows warp and warp + 4 (kept by that warp, every lane alike).
+  // Online-softmax state of row `warp` (kept by that warp, every lane alike).
   float m_run[kRows / kWarps];
   float l_run[kRows / kWarps];
 #pragma unroll
@@ -234,7 +232,8 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p
   }
 
   const int qk_tok = tid % kTile;
-  const int qk_part = tid / kTile;
+  const int qk_part = (tid / kTile) % C::kParts;
+  const int qk_half = tid / (kThreads / 2);  // rows qk_half, qk_half + 2, ...
 
   for (int tile = 0; tile < num_tiles; ++tile) {
     CpAsyncWait<kStages - 2>();
@@ -249,11 +248,11 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p
     const T* k_s = reinterpret_cast<const T*>(st);
     const T* v_s = reinterpret_cast<const T*>(st + kTile * C::kRowBytes);
 
-    // QK: partial dots over this thread's part of head_dim.
+    // QK: partial dots over this thread's part of head_dim, for every other row.
     if (qk_tok < valid) {
-      float dot[kRows];
+      float dot[kRows / 2];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) dot[r] = 0.0f;
+      for (int rr = 0; rr < kRows / 2; ++rr) dot[rr] = 0.0f;
       const T* krow = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(k_s) +
                                                  qk_tok * C::kRowBytes);
 #pragma unroll
@@ -262,22 +261,27 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p
         float kf[C::kElemsPerChunk];
         ChunkToF32(krow + e0, kf);
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
+        for (int rr = 0; rr < kRows / 2; ++rr) {
+          const int r = 2 * rr + qk_half;
           if (r < rows) {
             float qf[C::kElemsPerChunk];
 #pragma unroll
-            for (int e = 0; e < C::kElemsPerChunk; e += 4) ChunkToF32(q_s + r * D + e0 + e, qf + e);
+            for (int e = 0; e < C::kElemsPerChunk; e += 4) {
+              ChunkToF32(q_s + r * D + e0 + e, qf + e);
+            }
 #pragma unroll
-            for (int e = 0; e < C::kElemsPerChunk; ++e) dot[r] = fmaf(qf[e], kf[e], dot[r]);
+            for (int e = 0; e < C::kElemsPerChunk; ++e) dot[rr] = fmaf(qf[e], kf[e], dot[rr]);
           }
         }
       }
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) s_part[(qk_part * kRows + r) * kTile + qk_tok] = dot[r];
+      for (int rr = 0; rr < kRows / 2; ++rr) {
+        s_part[(qk_part * kRows + 2 * rr + qk_half) * kTile + qk_tok] = dot[rr];
+      }
     }
     __syncthreads();
 
-    // Softmax: warp w updates rows w and w + 4.
+    // Softmax: warp w updates row w.
 #pragma unroll
     for (int j = 0; j < kRows / kWarps; ++j) {
       const int r = warp + j * kWarps;
@@ -322,7 +326,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p
     }
     __syncthreads();
 
-    // PV: warp takes tokens warp, warp + 4, ...; lane owns dims 2 lane + 64 j (+1).
+    // PV: warp takes tokens warp, warp + kWarps, ...; lane owns dims 2 lane + 64 j (+1).
     float alpha_r[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) alpha_r[r] = r < rows ? alpha_s[r] : 1.0f;
@@ -334,12 +338,18 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p
         acc[r][j][1] *= alpha_r[r];
       }
     }
+    // Unrolled so that the shared-memory loads of several tokens are in flight together.
+#pragma unroll 4
     for (int tok = warp; tok < valid; tok += kWarps) {
       const T* vrow = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(v_s) +
                                                  tok * C::kRowBytes);
       float pr[kRows];
       ChunkToF32(p_s + tok * kRows, pr);
-      ChunkToF32(p_s + tok * kRows + 4, pr + 4);
+      if (rows > 4) {
+        ChunkToF32(p_s + tok * kRows + 4, pr + 4);
+      } else {
+        pr[4] = pr[5] = pr[6] = pr[7] = 0.0f;
+      }
 #pragma unroll
       for (int j = 0; j < C::kPairs; ++j) {
         const int d = 2 * lane + 64 * j;
@@ -357,7 +367,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const KernelParams p
     }
   }
 
-  // Sum the four warps' accumulators through shared memory (the stages are free now).
+  // Sum the warps' accumulators through shared memory (the stages are free now).
   CpAsyncWait<0>();
   __syncthreads();
   float* red = reinterpret_cast<float*>(stages);  // [kWarps][kRows][D]
@@ -446,6 +456,34 @@ Status LaunchForDim(bool bf16, const KernelParams& kp, const AttentionPlan& plan
               : Launch<float, D>(kp, plan, n, kv_heads, stream);
 }
 
+template <typename T, int D>
+int OccupancyOf() {
+  int ctas = 0;
+  if (cudaFuncSetAttribute(AttentionKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           Cfg<T, D>::kSmemBytes) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, AttentionKernel<T, D>, kThreads,
+                                                    Cfg<T, D>::kSmemBytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 2;  // what the shared memory of the largest configuration allows on sm_90
+  }
+  return std::max(ctas, 1);
+}
+
+// CTAs of the attention kernel one SM holds at once for this geometry (on the current device).
+int ResidentCtasPerSm(const KvGeometry& geom) {
+  const bool bf16 = geom.dtype == DType::kBF16;
+  switch (geom.head_dim) {
+    case 64:
+      return bf16 ? OccupancyOf<__nv_bfloat16, 64>() : OccupancyOf<float, 64>();
+    case 80:
+      return bf16 ? OccupancyOf<__nv_bfloat16, 80>() : OccupancyOf<float, 80>();
+    case 96:
+      return bf16 ? OccupancyOf<__nv_bfloat16, 96>() : OccupancyOf<float, 96>();
+    default:
+      return bf16 ? OccupancyOf<__nv_bfloat16, 128>() : OccupancyOf<float, 128>();
+  }
+}
+
 size_t TileFor(DType dtype) {
   return dtype == DType::kBF16 ? TileTokens<__nv_bfloat16>() : TileTokens<float>();
 }
@@ -484,11 +522,13 @@ StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
   if (split_tokens_hint > 0) {
     split = split_tokens_hint;
   } else {
-    // Aim at four CTAs per SM (two resident, a second wave to even out) when the shapes alone
-    // give fewer; never pieces shorter than kMinSplitTokens (each costs a pipeline fill).
-    const size_t target = 4 * static_cast<size_t>(std::max(sm_count, 1));
+    // One full wave of resident CTAs when the shapes alone give fewer: more pieces each pay a
+    // pipeline fill and a partial write, and a second, partial wave leaves SMs idle. Never
+    // pieces shorter than kMinSplitTokens.
+    const size_t target =
+        static_cast<size_t>(ResidentCtasPerSm(geom)) * static_cast<size_t>(std::max(sm_count, 1));
     if (base_ctas < target) {
-      const size_t pieces = (target + base_ctas - 1) / base_ctas;
+      const size_t pieces = std::max<size_t>(1, target / base_ctas);
       split = std::max(kMinSplitTokens, (a.num_tokens + pieces - 1) / pieces);
     }
   }

@@ -212,9 +212,84 @@ __global__ void FillRandomKernel(T* __restrict__ dst, size_t count, float scale,
   }
 }
 
+// 16 B of weights as floats (8 bf16 / f16 or 4 f32) times the matching x values, added to acc.
+__device__ __forceinline__ float Dot16(const float* w, const float* x, float acc) {
+  const float4 a = *reinterpret_cast<const float4*>(w);
+  const float4 b = __ldg(reinterpret_cast<const float4*>(x));
+  return fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc))));
+}
+template <typename T>
+__device__ __forceinline__ float Dot16(const T* w, const float* x, float acc) {
+  const uint4 u = *reinterpret_cast<const uint4*>(w);
+  const T* h = reinterpret_cast<const T*>(&u);
+  const float4 b0 = __ldg(reinterpret_cast<const float4*>(x));
+  const float4 b1 = __ldg(reinterpret_cast<const float4*>(x + 4));
+  acc = fmaf(ToF32(h[0]), b0.x, acc);
+  acc = fmaf(ToF32(h[1]), b0.y, acc);
+  acc = fmaf(ToF32(h[2]), b0.z, acc);
+  acc = fmaf(ToF32(h[3]), b0.w, acc);
+  acc = fmaf(ToF32(h[4]), b1.x, acc);
+  acc = fmaf(ToF32(h[5]), b1.y, acc);
+  acc = fmaf(ToF32(h[6]), b1.z, acc);
+  return fmaf(ToF32(h[7]), b1.w, acc);
+}
+
+constexpr int kMatVecWarps = 8;
+
+// One warp per row; 16 B loads, four in flight per lane (independent accumulators), when rows
+// and x are 16 B aligned; a scalar loop otherwise.
+template <typename T>
+__global__ void __launch_bounds__(kMatVecWarps * 32)
+    MatVecKernel(const T* __restrict__ w, size_t rows, size_t cols, const float* __restrict__ x,
+                 float* __restrict__ y, bool vector) {
+  const size_t row = blockIdx.x * size_t{kMatVecWarps} + threadIdx.x / 32;
+  const unsigned lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const T* wr = w + row * cols;
+  constexpr size_t kE = 16 / sizeof(T);  // elements per 16 B
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  size_t c = 0;
+  if (vector) {
+    for (c = lane * kE; c + 3 * 32 * kE < cols; c += 4 * 32 * kE) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) acc[u] = Dot16(wr + c + u * 32 * kE, x + c + u * 32 * kE, acc[u]);
+    }
+    for (; c < cols; c += 32 * kE) acc[0] = Dot16(wr + c, x + c, acc[0]);
+  } else {
+    for (c = lane; c < cols; c += 32) acc[0] = fmaf(ToF32(wr[c]), x[c], acc[0]);
+  }
+  float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) y[row] = sum;
+}
+
 }  // namespace
 
 namespace internal {
+
+cudaError_t LaunchMatVec(const void* w, DType dtype, size_t rows, size_t cols, const float* x,
+                         float* y, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  const size_t e = 16 / DTypeSize(dtype);
+  const bool vector = cols % e == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const unsigned grid = static_cast<unsigned>((rows + kMatVecWarps - 1) / kMatVecWarps);
+  switch (dtype) {
+    case DType::kF32:
+      MatVecKernel<<<grid, kMatVecWarps * 32, 0, stream>>>(static_cast<const float*>(w), rows, cols,
+                                                           x, y, vector);
+      break;
+    case DType::kBF16:
+      MatVecKernel<<<grid, kMatVecWarps * 32, 0, stream>>>(static_cast<const __nv_bfloat16*>(w),
+                                                           rows, cols, x, y, vector);
+      break;
+    case DType::kF16:
+      MatVecKernel<<<grid, kMatVecWarps * 32, 0, stream>>>(static_cast<const __half*>(w), rows,
+                                                           cols, x, y, vector);
+      break;
+  }
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchConvertF32(const float* src, size_t count, DType dtype, void* dst,
                              cudaStream_t stream) {

@@ -44,6 +44,11 @@ inline unsigned GridFor(size_t count, unsigned threads) {
 cudaError_t LaunchConvertF32(const float* src, size_t count, DType dtype, void* dst,
                              cudaStream_t stream);
 
+// y[rows] = W[rows][cols] . x[cols] with W in dtype converted to f32 and f32 accumulation (the
+// decode-step product: memory-bound, no rounding of x). One warp per row.
+cudaError_t LaunchMatVec(const void* w, DType dtype, size_t rows, size_t cols, const float* x,
+                         float* y, cudaStream_t stream);
+
 // dst[count] = random values in [-scale, scale] of dtype, never zero, from a counter hash (for
 // benchmarks and limit measurements; not a quality generator).
 cudaError_t LaunchFillRandom(void* dst, size_t count, DType dtype, float scale, uint32_t seed,

@@ -1,7 +1,8 @@
-// MatMul through cuBLAS. bf16 / f16 weights: activations are rounded to the weight dtype in the
-// workspace and the product runs on the tensor cores with f32 accumulation and f32 output; cuBLAS
-// has no GEMM with bf16 A and f32 B, and converting the weights instead would double their bytes.
-// f32 weights: f32 GEMM with f32 compute (no TF32), as precise as the CPU op.
+// MatMul through cuBLAS (n > 1) or a warp-per-row kernel (n = 1). cuBLAS with bf16 / f16 weights:
+// activations are rounded to the weight dtype in the workspace and the product runs on the tensor
+// cores with f32 accumulation and f32 output; cuBLAS has no GEMM with bf16 A and f32 B, and
+// converting the weights instead would double their bytes. f32 weights: f32 GEMM with f32 compute
+// (no TF32), as precise as the CPU op.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -14,7 +15,7 @@
 namespace kvstar::cuda {
 
 size_t MatMulWorkspaceBytes(const TensorView& w, size_t n) {
-  return w.dtype == DType::kF32 ? 0 : n * w.cols * DTypeSize(w.dtype);
+  return (w.dtype == DType::kF32 || n <= 1) ? 0 : n * w.cols * DTypeSize(w.dtype);
 }
 
 Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, const float* x,
@@ -23,6 +24,13 @@ Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
   if (w.rows > INT_MAX || w.cols > INT_MAX || n > INT_MAX) {
     return InvalidArgument("MatMul: %zu x %zu weights, n=%zu exceed cuBLAS int sizes", w.rows,
                            w.cols, n);
+  }
+  if (n == 1) {
+    // Decode: reading W is all the cost; a warp-per-row kernel reads it at close to the copy
+    // bandwidth and keeps x in f32 (cuBLAS GEMV paths reached about half of it).
+    return internal::CudaStatus(
+        internal::LaunchMatVec(w.data, w.dtype, w.rows, w.cols, x, y, internal::AsCuda(stream)),
+        "MatVecKernel");
   }
   if (w.dtype != DType::kF32 && workspace == nullptr) {
     return InvalidArgument("MatMul: %s weights need a workspace of %zu bytes", DTypeName(w.dtype),

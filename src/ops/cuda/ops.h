@@ -7,9 +7,10 @@
 // Activations are f32; weights are bf16, f16 or f32; KV blocks are f32 or bf16.
 //
 // Differences from the CPU ops, each on purpose:
-//  - MatMul / MatVec with bf16 / f16 weights round the activations to the weight dtype and run on
-//    the tensor cores (cuBLAS, f32 accumulation): relative error ~1e-3 against the CPU op, which
-//    multiplies f32 activations. f32 weights use plain f32 GEMM (no TF32).
+//  - MatMul with n > 1 and bf16 / f16 weights rounds the activations to the weight dtype and runs
+//    on the tensor cores (cuBLAS, f32 accumulation): relative error ~1e-3 against the CPU op,
+//    which multiplies f32 activations. f32 weights use plain f32 GEMM (no TF32). n = 1 (MatVec)
+//    runs a memory-bound kernel in f32 like the CPU op.
 //  - Embed reads token ids from device memory and cannot report a bad id before it runs: ids must
 //    be checked on the host (CheckTokenIds) where they come from the host; rows of bad ids are
 //    filled with NaN.
