@@ -91,6 +91,9 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
   v.push_back(cmd->add_option("--staging_slots", k.staging_slots,
                               "Per layer: free slots that delta loads go to before outgoing "
                               "blocks' slots are reused (default 4)")->group(group));
+  v.push_back(cmd->add_option("--prompt_query_window", k.prompt_query_window,
+                              "Last prompt tokens whose queries make the first selection "
+                              "(default 0 = retrieval_stride, as in UCM)")->group(group));
 }
 
 StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
@@ -126,6 +129,7 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
     else if (name == "--select_per_kv_head") o.kvstar.select_per_kv_head = k.select_per_kv_head;
     else if (name == "--deterministic") o.kvstar.deterministic = k.deterministic;
     else if (name == "--staging_slots") o.kvstar.staging_slots = k.staging_slots;
+    else if (name == "--prompt_query_window") o.kvstar.prompt_query_window = k.prompt_query_window;
   }
   KVSTAR_RETURN_IF_ERROR(ValidateEngineOptions(o));
   return o;

@@ -39,7 +39,8 @@ eval::GenerateFn MakeGenerateFn(Engine& engine, std::vector<GenerateResult>* kv_
     eval::GenerateResult g;
     g.text = engine.tokenizer()->Decode(out, /*skip_special=*/true);
     g.prompt_tokens = r.prompt_tokens;
-    g.generated_tokens = r.tokens.size();
+    // The first generated token comes from the prefill's logits; decode_seconds covers the rest.
+    g.generated_tokens = r.tokens.empty() ? 0 : r.tokens.size() - 1;
     g.prefill_seconds = r.prefill_seconds;
     g.decode_seconds = r.decode_seconds;
     if (kv_reports != nullptr) kv_reports->push_back(std::move(r));

@@ -26,6 +26,9 @@ Status KvstarConfig::Validate(size_t block_tokens) const {
     return InvalidArgument("window sizes are in blocks and must be <= 1024 (init %zu, local %zu)",
                            init_window_sz, local_window_sz);
   }
+  if (prompt_query_window > 4096) {
+    return InvalidArgument("prompt_query_window must be <= 4096, got %zu", prompt_query_window);
+  }
   if (staging_slots > 4096) {
     return InvalidArgument("staging_slots must be <= 4096, got %zu", staging_slots);
   }
@@ -41,7 +44,8 @@ std::string KvstarConfig::ToJson() const {
                       {"blk_repre_inner_token_merge", blk_repre_inner_token_merge},
                       {"select_per_kv_head", select_per_kv_head},
                       {"deterministic", deterministic},
-                      {"staging_slots", staging_slots}};
+                      {"staging_slots", staging_slots},
+                      {"prompt_query_window", prompt_query_window}};
   return j.dump();
 }
 
@@ -82,12 +86,13 @@ StatusOr<KvstarConfig> ParseKvstarConfig(std::string_view json, std::string_view
     else if (key == "select_per_kv_head") s = want_bool(&c.select_per_kv_head);
     else if (key == "deterministic") s = want_bool(&c.deterministic);
     else if (key == "staging_slots") s = want_size(&c.staging_slots);
+    else if (key == "prompt_query_window") s = want_size(&c.prompt_query_window);
     else if (key == "block_tokens") continue;  // engine-wide: taken by the engine options
     else {
       return InvalidArgument(
           "%s: unknown KVstar setting '%s' (known: init_window_sz, local_window_sz, sparse_ratio, "
           "retrieval_stride, blk_repre_dim_prune_ratio, blk_repre_inner_token_merge, "
-          "select_per_kv_head, deterministic, staging_slots, block_tokens)",
+          "select_per_kv_head, deterministic, staging_slots, prompt_query_window, block_tokens)",
           src.c_str(), key.c_str());
     }
     KVSTAR_RETURN_IF_ERROR(s);

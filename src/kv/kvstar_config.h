@@ -20,6 +20,12 @@ struct KvstarConfig {
   bool select_per_kv_head = false;        // top-k per KV head (device holds the union)
   bool deterministic = false;             // fixed swap timing (UCM's): for tests
   size_t staging_slots = 4;               // per layer: extra slots for delta loads
+  // Prompt queries that make the first selection (group 0); 0 = retrieval_stride, as in UCM.
+  size_t prompt_query_window = 0;
+
+  size_t prompt_queries() const {
+    return prompt_query_window > 0 ? prompt_query_window : retrieval_stride;
+  }
 
   Status Validate(size_t block_tokens) const;
   std::string ToJson() const;

@@ -73,7 +73,7 @@ KvstarPolicy::KvstarPolicy(const KvstarResources& resources, const KvstarConfig&
   for (size_t l = 0; l < num_layers; ++l) {
     auto L = std::make_unique<LayerState>();
     L->group.resize(config_.retrieval_stride * q_row_);
-    L->prompt_q.resize(config_.retrieval_stride * q_row_);
+    L->prompt_q.resize(config_.prompt_queries() * q_row_);
     layers_.push_back(std::move(L));
   }
 }
@@ -112,9 +112,9 @@ StatusOr<size_t> KvstarPolicy::PrepareReuse(std::span<const int32_t> prompt) {
   KVSTAR_CHECK(tokens_.size() == prompt.size(), "AppendTokens(prompt) must come first");
   prompt_tokens_ = prompt.size();
   const size_t bt = block_tokens();
-  const size_t keep = std::max<size_t>(config_.retrieval_stride, 1);
+  const size_t keep = config_.prompt_queries();
   if (prompt.size() <= keep) return size_t{0};
-  // At least the last R prompt tokens are recomputed: their queries form group 0.
+  // At least the last group-0 prompt tokens are recomputed: their queries form group 0.
   const size_t max_blocks = std::min(prompt.size() / bt, (prompt.size() - keep) / bt);
   if (max_blocks == 0) return size_t{0};
   std::vector<Hash128> ids;
@@ -232,8 +232,8 @@ Status KvstarPolicy::PrefillAttend(LayerState& L, int layer, const float* q, con
   ops::AttentionOverBlocks(*res_.compute, geom_, q_heads_, q, n, q_last_.data(), table_.data(),
                            end, attn_scale_, out);
   L.tokens = end;
-  // Keep the last R queries of the prompt: they form group 0.
-  const size_t R = config_.retrieval_stride;
+  // Keep the last prompt queries: they form group 0.
+  const size_t R = config_.prompt_queries();
   const size_t take = std::min(n, R);
   const size_t keep_old = std::min(L.prompt_q_rows, R - take);
   std::memmove(L.prompt_q.data(), L.prompt_q.data() + (L.prompt_q_rows - keep_old) * q_row_,
