@@ -36,7 +36,7 @@ StatusOr<size_t> ParseBytes(const std::string& text, const std::string& flag) {
 void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
   if (with_threads) {
     cmd->add_option("--threads", f->threads, "Compute threads (0 = all hardware threads)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(CLI::Range(0, 4096));
   }
   cmd->add_option("--kv-dtype", f->kv_dtype, "KV cache element type: bf16 or f32")
       ->check(CLI::IsMember({"bf16", "f32"}));

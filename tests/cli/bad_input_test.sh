@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Bad inputs to the kvstar CLI: each must exit non-zero with one clear message naming the input,
+# and never crash (no abort, no signal).
+# Usage: bad_input_test.sh KVSTAR_BINARY TEST_DATA_DIR
+set -u
+K="$1"
+DATA="$2"
+GOLD="$DATA/golden/qwen2_tiny"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+
+# expect_error NAME PATTERN CMD...: non-zero exit below 128 (no signal), stderr matches PATTERN.
+expect_error() {
+  local name="$1" pattern="$2"
+  shift 2
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [ "$rc" -eq 0 ] || [ "$rc" -ge 128 ]; then
+    echo "FAIL $name: exit code $rc"; sed 's/^/    /' "$TMP/err"; fail=$((fail + 1)); return
+  fi
+  if ! grep -qE -- "$pattern" "$TMP/err"; then
+    echo "FAIL $name: stderr does not match '$pattern':"; sed 's/^/    /' "$TMP/err"
+    fail=$((fail + 1)); return
+  fi
+  echo "ok   $name: $(head -n 1 "$TMP/err")"
+  pass=$((pass + 1))
+}
+
+copy_model() {  # a writable copy of the golden model
+  rm -rf "$TMP/m"; cp -r "$GOLD" "$TMP/m"
+}
+
+expect_error "missing model dir" "nope" "$K" generate --model "$TMP/nope" --prompt hi
+copy_model; rm "$TMP/m/config.json"
+expect_error "missing config.json" "config.json" "$K" generate --model "$TMP/m" --prompt hi
+copy_model; rm "$TMP/m/model.safetensors"
+expect_error "missing weights" "safetensors" "$K" generate --model "$TMP/m" --prompt hi
+copy_model; truncate -s 100000 "$TMP/m/model.safetensors"
+expect_error "truncated safetensors" "model.safetensors" "$K" generate --model "$TMP/m" --prompt hi
+copy_model; truncate -s 5 "$TMP/m/model.safetensors"
+expect_error "safetensors shorter than its header length" "model.safetensors" \
+  "$K" generate --model "$TMP/m" --prompt hi
+copy_model; printf '\xff\xff\xff\xff\xff\x00\x00\x00{}' >"$TMP/m/model.safetensors"
+expect_error "oversized safetensors header" "model.safetensors" "$K" inspect --model "$TMP/m"
+copy_model; sed -i 's/Qwen2ForCausalLM/MambaForCausalLM/' "$TMP/m/config.json"
+expect_error "unknown architecture" "MambaForCausalLM" "$K" generate --model "$TMP/m" --prompt hi
+copy_model; sed -i 's/"hidden_size": 128/"hidden_size": 96/' "$TMP/m/config.json"
+expect_error "config disagrees with tensor shapes" "shape" "$K" generate --model "$TMP/m" --prompt hi
+copy_model; rm "$TMP/m/tokenizer.json"
+expect_error "missing tokenizer.json" "tokenizer.json" "$K" generate --model "$TMP/m" --prompt hi
+copy_model; echo '{"model": {"type": "WordPiece"}}' >"$TMP/m/tokenizer.json"
+expect_error "unsupported tokenizer" "tokenizer.json" "$K" generate --model "$TMP/m" --prompt hi
+python3 -c "print('word ' * 3000)" >"$TMP/long.txt" 2>/dev/null || yes word | head -n 3000 | tr '\n' ' ' >"$TMP/long.txt"
+expect_error "prompt longer than max_position_embeddings" "max_position_embeddings" \
+  "$K" generate --model "$GOLD" --prompt-file "$TMP/long.txt"
+expect_error "missing prompt file" "missing.txt" "$K" generate --model "$GOLD" --prompt-file "$TMP/missing.txt"
+expect_error "no prompt" "--prompt" "$K" generate --model "$GOLD"
+expect_error "negative threads" "threads" "$K" generate --model "$GOLD" --prompt hi --threads -1
+expect_error "bad byte size" "device-kv-budget" \
+  "$K" generate --model "$GOLD" --prompt hi --device-kv-budget 12XB
+expect_error "bad block tokens" "block_tokens" "$K" generate --model "$GOLD" --prompt hi --block-tokens 12
+expect_error "unknown mode" "mode" "$K" generate --model "$GOLD" --prompt hi --mode magic
+expect_error "bad top-p" "top-p" "$K" generate --model "$GOLD" --prompt hi --temperature 1 --top-p 0
+expect_error "bad sparse ratio" "sparse_ratio" \
+  "$K" generate --model "$GOLD" --prompt hi --mode kvstar --sparse_ratio 0
+expect_error "bad store spec" "s3://x" "$K" generate --model "$GOLD" --prompt hi --mode kvstar --store s3://x
+echo '{"sparse_ration": 0.2}' >"$TMP/kv.json"
+expect_error "unknown kvstar setting" "sparse_ration" \
+  "$K" generate --model "$GOLD" --prompt hi --mode kvstar --kvstar-config "$TMP/kv.json"
+expect_error "unknown eval task" "nosuchtask" "$K" eval --model "$GOLD" --tasks nosuchtask
+expect_error "unknown bench shape" "gpt5" "$K" bench --shape gpt5
+expect_error "unknown subcommand" "subcommand" "$K" frobnicate
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
