@@ -88,8 +88,18 @@ int RunBench(const BenchFlags& f) {
         "--device %s: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON on a "
         "machine with nvcc for cuda)", f.device.c_str()));
   }
-  if (f.modes != "dense") {
-    return ReportError(InvalidArgument("--modes %s: available modes: dense", f.modes.c_str()));
+  std::vector<std::string> modes;
+  {
+    std::stringstream ss(f.modes);
+    std::string m;
+    while (std::getline(ss, m, ',')) {
+      if (m != "dense" && m != "kvstar") {
+        return ReportError(InvalidArgument("--modes: unknown mode '%s'; available: dense, kvstar",
+                                           m.c_str()));
+      }
+      modes.push_back(m);
+    }
+    if (modes.empty()) return ReportError(InvalidArgument("--modes is empty"));
   }
   auto threads = ParseIntList(f.threads, "--threads");
   if (!threads.ok()) return ReportError(threads.status());
@@ -100,13 +110,14 @@ int RunBench(const BenchFlags& f) {
 
   nlohmann::json runs = nlohmann::json::array();
   if (!f.json) {
-    std::printf("%-7s %-5s %8s %10s %10s %9s %9s %10s %9s %9s %8s %8s\n", "threads", "mode",
+    std::printf("%-7s %-6s %8s %10s %9s %9s %7s %9s %8s %8s %8s %7s %9s\n", "threads", "mode",
                 "context", "prefill/s", "pf_GFLOP", "mm_GFLOP", "pf/mm", "decode/s", "step_ms",
-                "p99_ms", "GB/s", "of_bw");
+                "p99_ms", "GB/s", "of_bw", "KV_MiB");
   }
-  for (int t : *threads) {
+  for (int t : *threads) for (const std::string& mode : modes) {
     EngineOptions opt = *base_options;
     opt.threads = t;
+    opt.mode = mode;
     std::unique_ptr<Engine> engine;
     std::string model_name;
     if (!f.model.empty()) {
@@ -144,9 +155,26 @@ int RunBench(const BenchFlags& f) {
     if (!r.ok()) return ReportError(r.status());
 
     const double step_ms = Percentile(r->step_ms, 0.5);
+    // KVstar's device KV target: windows + tail + ratio x candidates, per layer.
+    double expected_device = static_cast<double>(r->kv.device_bytes);
+    if (mode == "kvstar") {
+      const size_t bt = opt.block_tokens;
+      const size_t full = r->kv.tokens / bt;
+      const KvstarConfig& k = opt.kvstar;
+      const size_t windows = std::min(full, k.init_window_sz + k.local_window_sz);
+      const size_t cands = full - windows;
+      const size_t sel = static_cast<size_t>(std::ceil(static_cast<double>(cands) * k.sparse_ratio));
+      expected_device = static_cast<double>((windows + sel + 1) * c.num_layers) *
+                        static_cast<double>(engine->device_pool().block_bytes());
+    }
     const double p99_ms = Percentile(r->step_ms, 0.99);
     const double mean_ctx = static_cast<double>(f.context) + f.decode_steps / 2.0;
-    const double bytes = DecodeBytesPerStep(*engine, mean_ctx);
+    // KV read per step: dense reads the whole cache; kvstar reads what it holds on the device.
+    const double attended_tokens =
+        mode == "kvstar" ? static_cast<double>(r->kv.device_bytes) /
+                               static_cast<double>(c.kv_bytes_per_token(opt.kv_dtype))
+                         : mean_ctx;
+    const double bytes = DecodeBytesPerStep(*engine, attended_tokens);
     const double achieved_gbs = bytes / (step_ms * 1e-3) / 1e9;
     const double prefill_gflops = PrefillFlops(c, static_cast<double>(f.context)) /
                                   r->prefill_seconds / 1e9;
@@ -169,6 +197,8 @@ int RunBench(const BenchFlags& f) {
         {"bytes_per_step", bytes},
         {"decode_gbytes_per_second", achieved_gbs},
         {"kv_device_bytes", r->kv.device_bytes},
+        {"kv_device_bytes_target", expected_device},
+        {"kv", KvReportJson(opt, *r)},
         {"limits",
          {{"memory_read_gbytes_per_second", bandwidth},
           {"f32_matmul_gflops", matmul_rate},
@@ -178,11 +208,11 @@ int RunBench(const BenchFlags& f) {
     };
     runs.push_back(run);
     if (!f.json) {
-      std::printf("%-7d %-5s %8zu %10.1f %10.1f %9.1f %9.2f %10.2f %9.2f %9.2f %8.2f %7.0f%%\n",
+      std::printf("%-7d %-6s %8zu %10.1f %9.1f %9.1f %7.2f %9.2f %8.2f %8.2f %8.2f %6.0f%% %9.1f\n",
                   engine->threads().parallelism(), opt.mode.c_str(), f.context,
                   r->prefill_tokens_per_second(), prefill_gflops, matmul_rate,
                   prefill_gflops / matmul_rate, 1e3 / step_ms, step_ms, p99_ms, achieved_gbs,
-                  100.0 * achieved_gbs / bandwidth);
+                  100.0 * achieved_gbs / bandwidth, r->kv.device_bytes / 1048576.0);
     }
   }
   if (f.json) {
@@ -218,7 +248,7 @@ void AddBench(CLI::App& root, int* exit_code) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--weight-dtype", f->weight_dtype, "Weight type of random shapes")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
-  cmd->add_option("--modes", f->modes, "Decode modes to compare: dense");
+  cmd->add_option("--modes", f->modes, "Comma-separated decode modes to compare: dense,kvstar");
   cmd->add_option("--seed", f->seed, "Seed of the random weights and prompt");
   cmd->add_flag("--json", f->json, "Print one JSON object with every run");
   AddEngineFlags(cmd, &f->engine, /*with_threads=*/false);
