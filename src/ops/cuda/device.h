@@ -6,7 +6,9 @@
 // a Status; the error text names the call and the CUDA error string.
 //
 // Threading: the CUDA runtime keeps a current device per host thread. A thread that issues work
-// for a context calls DeviceContext::Activate() once first (Create() activates the caller).
+// for a context calls DeviceContext::Activate() once first (Create() activates the caller). One
+// host thread at a time issues work through a context (its cuBLAS handle is rebound to the
+// stream of each MatMul); buffers, events and the pinned pool may be used from any thread.
 #pragma once
 
 #include <cstddef>

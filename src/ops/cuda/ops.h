@@ -85,11 +85,13 @@ Status ArgmaxSample(CudaStream* stream, const float* logits, size_t n, size_t vo
 // ---- Attention over block tables -------------------------------------------------------------
 
 struct AttentionArgs {
-  KvGeometry geom;                      // head_dim 64, 80, 96 or 128; dtype f32 or bf16
-  size_t q_heads = 0;                   // multiple of geom.kv_heads, at most 64 per KV head
-  const float* q = nullptr;             // [n][q_heads][head_dim]
-  size_t n = 0;                         // queries
-  const int64_t* q_last = nullptr;      // [n] device: query i attends logical tokens 0..q_last[i]
+  KvGeometry geom;           // head_dim 64, 80, 96 or 128; dtype f32 or bf16
+  size_t q_heads = 0;        // multiple of geom.kv_heads, at most 64 per KV head
+  const float* q = nullptr;  // [n][q_heads][head_dim]
+  size_t n = 0;              // queries
+  // [n] device: query i attends logical tokens 0..q_last[i], 0 <= q_last[i] < num_tokens (larger
+  // values are clipped to num_tokens - 1; a negative one gives a NaN row).
+  const int64_t* q_last = nullptr;
   const void* const* blocks = nullptr;  // device array of device block pointers
   // 0: all queries share one block table (prefill / several queries of one sequence, as the CPU
   // op). > 0: query i uses the table blocks + i * blocks_stride (a batch of sequences).
@@ -110,8 +112,9 @@ struct AttentionPlan {
   size_t workspace_bytes = 0;  // device scratch for the pieces' partial results
 };
 
-// sm_count: DeviceInfo::sm_count (decides how finely a long decode is split). split_tokens_hint:
-// 0 = choose; otherwise the piece length (rounded up to the tile), for tests.
+// sm_count: DeviceInfo::sm_count; with the kernel's occupancy on the current device it decides
+// how finely a long decode is split (one wave of resident CTAs). split_tokens_hint: 0 = choose;
+// otherwise the piece length (rounded up to the tile), for tests and benchmarks.
 StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& args, int sm_count,
                                       size_t split_tokens_hint = 0);
 
