@@ -94,6 +94,21 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
   v.push_back(cmd->add_option("--prompt_query_window", k.prompt_query_window,
                               "Last prompt tokens whose queries make the first selection "
                               "(default 0 = retrieval_stride, as in UCM)")->group(group));
+  v.push_back(cmd->add_option("--first_selection", k.first_selection,
+                              "First selection at the end of prefill: representations (UCM) or "
+                              "exact (the real keys, all on the device then)")
+                  ->check(CLI::IsMember({"representations", "exact"}))
+                  ->group(group));
+  v.push_back(cmd->add_option("--vote", k.vote,
+                              "Block score over queries and heads in the exact first selection: sum (UCM's soft "
+                              "vote) or max")
+                  ->check(CLI::IsMember({"sum", "max"}))
+                  ->group(group));
+  v.push_back(cmd->add_option("--softmax_scope", k.softmax_scope,
+                              "Blocks each head's softmax spans when scoring: candidates (UCM) or "
+                              "all (windows too, as in attention)")
+                  ->check(CLI::IsMember({"candidates", "all"}))
+                  ->group(group));
 }
 
 StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
@@ -130,6 +145,9 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
     else if (name == "--deterministic") o.kvstar.deterministic = k.deterministic;
     else if (name == "--staging_slots") o.kvstar.staging_slots = k.staging_slots;
     else if (name == "--prompt_query_window") o.kvstar.prompt_query_window = k.prompt_query_window;
+    else if (name == "--first_selection") o.kvstar.first_selection = k.first_selection;
+    else if (name == "--vote") o.kvstar.vote = k.vote;
+    else if (name == "--softmax_scope") o.kvstar.softmax_scope = k.softmax_scope;
   }
   KVSTAR_RETURN_IF_ERROR(ValidateEngineOptions(o));
   return o;

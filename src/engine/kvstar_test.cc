@@ -54,9 +54,14 @@ GenerateRequest Request(std::vector<int32_t> prompt, size_t max_new) {
 }
 
 TEST(KvstarTest, RatioOneGivesExactlyTheDenseTokens) {
-  for (bool deterministic : {true, false}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool deterministic = variant != 1;
     EngineOptions o = Options("kvstar", 1.0, 4);
     o.kvstar.deterministic = deterministic;
+    if (variant == 2) {  // our options: exact first selection, windows in the softmax
+      o.kvstar.first_selection = "exact";
+      o.kvstar.softmax_scope = "all";
+    }
     auto kvstar = Load(o);
     auto dense = Load(Options("dense"));
     for (size_t len : {300u, 64u, 21u}) {  // several blocks, exact multiple, short
@@ -64,7 +69,7 @@ TEST(KvstarTest, RatioOneGivesExactlyTheDenseTokens) {
       auto a = dense->Generate(req);
       auto b = kvstar->Generate(req);
       ASSERT_TRUE(a.ok() && b.ok()) << b.status().ToString();
-      EXPECT_EQ(a->tokens, b->tokens) << "prompt " << len << " deterministic " << deterministic;
+      EXPECT_EQ(a->tokens, b->tokens) << "prompt " << len << " variant " << variant;
     }
   }
 }
@@ -134,6 +139,31 @@ TEST(KvstarTest, DeterministicScheduleMatchesIndependentComputation) {
   EXPECT_GT(st.swaps, 0u);
   EXPECT_GT(st.blocks_loaded, 0u);
   EXPECT_EQ(st.late_swaps, 0u);
+}
+
+TEST(KvstarTest, OurScoringOptionsSelectKOfTheCandidates) {
+  EngineOptions o = Options("kvstar", 0.25, 4);
+  o.kvstar.first_selection = "exact";
+  o.kvstar.softmax_scope = "all";
+  auto engine = Load(o);
+  auto policy = engine->NewPolicy();
+  ASSERT_TRUE(policy.ok());
+  auto* kv = static_cast<KvstarPolicy*>(policy->get());
+  Recorder rec;
+  kv->set_observer(&rec);
+  auto result = engine->GenerateWith(Request(Prompt(400), 41), *kv);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  ASSERT_GT(rec.retrievals.size(), engine->config().num_layers);
+  for (const auto& r : rec.retrievals) {
+    // Candidates exclude the init window (block 0) and the two newest full blocks.
+    for (uint32_t b : r.selection) EXPECT_GE(b, 1u);
+    if (r.group == 0) {
+      EXPECT_EQ(r.selection.size(), (400 / 16 - 3 + 3) / 4);  // ceil(22 * 0.25) = 6
+    } else {
+      // Windows were scored too (softmax over every block), but only candidates selected.
+      EXPECT_GT(r.task.candidates.size(), r.selection.size() * 3);
+    }
+  }
 }
 
 TEST(KvstarTest, DeviceMemoryStaysBoundedOverLongGenerations) {

@@ -26,6 +26,17 @@ Status KvstarConfig::Validate(size_t block_tokens) const {
     return InvalidArgument("window sizes are in blocks and must be <= 1024 (init %zu, local %zu)",
                            init_window_sz, local_window_sz);
   }
+  if (first_selection != "representations" && first_selection != "exact") {
+    return InvalidArgument("first_selection must be 'representations' or 'exact', got '%s'",
+                           first_selection.c_str());
+  }
+  if (softmax_scope != "candidates" && softmax_scope != "all") {
+    return InvalidArgument("softmax_scope must be 'candidates' or 'all', got '%s'",
+                           softmax_scope.c_str());
+  }
+  if (vote != "sum" && vote != "max") {
+    return InvalidArgument("vote must be 'sum' or 'max', got '%s'", vote.c_str());
+  }
   if (prompt_query_window > 4096) {
     return InvalidArgument("prompt_query_window must be <= 4096, got %zu", prompt_query_window);
   }
@@ -45,7 +56,10 @@ std::string KvstarConfig::ToJson() const {
                       {"select_per_kv_head", select_per_kv_head},
                       {"deterministic", deterministic},
                       {"staging_slots", staging_slots},
-                      {"prompt_query_window", prompt_query_window}};
+                      {"prompt_query_window", prompt_query_window},
+                      {"first_selection", first_selection},
+                      {"vote", vote},
+                      {"softmax_scope", softmax_scope}};
   return j.dump();
 }
 
@@ -87,12 +101,19 @@ StatusOr<KvstarConfig> ParseKvstarConfig(std::string_view json, std::string_view
     else if (key == "deterministic") s = want_bool(&c.deterministic);
     else if (key == "staging_slots") s = want_size(&c.staging_slots);
     else if (key == "prompt_query_window") s = want_size(&c.prompt_query_window);
+    else if (key == "first_selection" || key == "vote" || key == "softmax_scope") {
+      if (!v.is_string()) {
+        return InvalidArgument("%s: %s must be a string", src.c_str(), key.c_str());
+      }
+      (key == "vote" ? c.vote : key == "softmax_scope" ? c.softmax_scope : c.first_selection) =
+          v.get<std::string>();
+    }
     else if (key == "block_tokens") continue;  // engine-wide: taken by the engine options
     else {
       return InvalidArgument(
           "%s: unknown KVstar setting '%s' (known: init_window_sz, local_window_sz, sparse_ratio, "
           "retrieval_stride, blk_repre_dim_prune_ratio, blk_repre_inner_token_merge, "
-          "select_per_kv_head, deterministic, staging_slots, prompt_query_window, block_tokens)",
+          "select_per_kv_head, deterministic, staging_slots, prompt_query_window, first_selection, vote, softmax_scope, block_tokens)",
           src.c_str(), key.c_str());
     }
     KVSTAR_RETURN_IF_ERROR(s);

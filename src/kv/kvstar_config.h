@@ -22,6 +22,14 @@ struct KvstarConfig {
   size_t staging_slots = 4;               // per layer: extra slots for delta loads
   // Prompt queries that make the first selection (group 0); 0 = retrieval_stride, as in UCM.
   size_t prompt_query_window = 0;
+  // The first selection (end of prefill): "representations" (UCM) or "exact" (the real keys,
+  // which are all on the device at that moment).
+  std::string first_selection = "representations";
+  // How a block's attention mass is combined over queries and heads: "sum" (UCM) or "max".
+  std::string vote = "sum";
+  // Which blocks a query head's softmax spans when scoring representations: "candidates" (UCM)
+  // or "all" (windows too, as in attention; only candidates are selected).
+  std::string softmax_scope = "candidates";
 
   size_t prompt_queries() const {
     return prompt_query_window > 0 ? prompt_query_window : retrieval_stride;

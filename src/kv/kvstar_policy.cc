@@ -1,5 +1,7 @@
 #include "kv/kvstar_policy.h"
 
+#include "kv/exact_selection.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -265,17 +267,45 @@ sparse::RetrievalTask KvstarPolicy::MakeTask(const LayerState& L, const float* q
   t.queries.assign(queries, queries + x * q_row_);
   t.num_queries = x;
   t.q_heads = q_heads_;
-  t.candidates = Candidates(L);
+  if (config_.softmax_scope == "all") {
+    // Every block with a representation (windows included) is scored, so that each head's
+    // softmax spans what its attention spans; only candidates can be selected (Select...).
+    for (size_t b = 0; b < t.reps.num_blocks(); ++b) t.candidates.push_back(static_cast<uint32_t>(b));
+  } else {
+    t.candidates = Candidates(L);
+  }
   t.sparse_ratio = config_.sparse_ratio;
   t.options.select_per_kv_head = config_.select_per_kv_head;
   return t;
 }
 
-std::vector<uint32_t> KvstarPolicy::SelectionFromResult(const sparse::RetrievalResult& r) const {
-  std::vector<uint32_t> sel = r.blocks;
-  if (config_.select_per_kv_head) {
-    sel.clear();
-    for (const auto& h : r.head_blocks) sel.insert(sel.end(), h.begin(), h.end());
+std::vector<uint32_t> KvstarPolicy::SelectionFromResult(const LayerState& L,
+                                                        const sparse::RetrievalTask& task,
+                                                        const sparse::RetrievalResult& r) const {
+  std::vector<uint32_t> sel;
+  if (config_.softmax_scope == "all") {
+    // Top k of the candidates among all scored blocks (task.candidates = 0, 1, 2...).
+    const std::vector<uint32_t> cands = Candidates(L);
+    const size_t k = sparse::SelectionSize(cands.size(), config_.sparse_ratio);
+    const size_t stride = config_.select_per_kv_head ? geom_.kv_heads : 1;
+    std::vector<float> scores(cands.size() * stride);
+    for (size_t i = 0; i < cands.size(); ++i) {
+      KVSTAR_CHECK(cands[i] < task.candidates.size(), "candidate %u not scored", cands[i]);
+      for (size_t h = 0; h < stride; ++h) {
+        scores[i * stride + h] = r.candidate_scores[cands[i] * stride + h];
+      }
+    }
+    for (size_t h = 0; h < stride; ++h) {
+      for (size_t pos : sparse::TopKPositions(scores.data() + h, stride, cands, k)) {
+        sel.push_back(cands[pos]);
+      }
+    }
+  } else {
+    sel = r.blocks;
+    if (config_.select_per_kv_head) {
+      sel.clear();
+      for (const auto& h : r.head_blocks) sel.insert(sel.end(), h.begin(), h.end());
+    }
   }
   std::sort(sel.begin(), sel.end());
   sel.erase(std::unique(sel.begin(), sel.end()), sel.end());
@@ -308,9 +338,18 @@ Status KvstarPolicy::EndLayerPrefill(int layer) {
   const std::vector<uint32_t> cands = Candidates(L);
   if (cands.empty() || L.prompt_q_rows == 0) return Status::Ok();
   sparse::RetrievalTask task = MakeTask(L, L.prompt_q.data(), L.prompt_q_rows);
-  KVSTAR_ASSIGN_OR_RETURN(sparse::RetrievalResult result, sparse::RunRetrieval(task));
+  if (config_.first_selection == "exact") {
+    std::vector<const void*> all(full + (L.tokens % bt ? 1 : 0));
+    for (size_t b = 0; b < all.size(); ++b) all[b] = res_.pool->slot(L.slot[b]);
+    L.selected = ExactSelection(geom_, L.prompt_q.data(), L.prompt_q_rows, q_heads_, attn_scale_,
+                                all.data(), L.tokens, cands,
+                                sparse::SelectionSize(cands.size(), config_.sparse_ratio),
+                                config_.vote == "max" ? BlockVote::kMax : BlockVote::kSum);
+  } else {
+    KVSTAR_ASSIGN_OR_RETURN(sparse::RetrievalResult result, sparse::RunRetrieval(task));
+    L.selected = SelectionFromResult(L, task, result);
+  }
   stats_.retrievals++;
-  L.selected = SelectionFromResult(result);
   if (observer_ != nullptr) observer_->OnRetrieval(layer, 0, task, L.selected);
   for (uint32_t b : cands) {
     if (!std::binary_search(L.selected.begin(), L.selected.end(), b)) {
@@ -369,15 +408,15 @@ Status KvstarPolicy::DecodeAttend(LayerState& L, int layer, const float* q, cons
 // until the next swap decides about it).
 Status KvstarPolicy::OnBlockFull(LayerState& L, int layer, size_t block) {
   KVSTAR_RETURN_IF_ERROR(DumpBlock(L, layer, block));
+  // Representations are built when a block fills (blocks fill in order), so that window blocks
+  // can take part in the softmax of softmax_scope "all".
+  KVSTAR_CHECK(L.reps->num_blocks() == block, "representations cover %zu blocks, block %zu filled",
+               L.reps->num_blocks(), block);
+  KVSTAR_RETURN_IF_ERROR(L.reps->Append(res_.pool->slot(L.slot[block]), geom_));
   const size_t full = block + 1;
   if (full <= config_.init_window_sz + config_.local_window_sz) return Status::Ok();
   const size_t leaving = full - 1 - config_.local_window_sz;
   if (leaving < config_.init_window_sz) return Status::Ok();
-  if (L.reps->num_blocks() == leaving) {
-    KVSTAR_RETURN_IF_ERROR(L.reps->Append(res_.pool->slot(L.slot[leaving]), geom_));
-  }
-  KVSTAR_CHECK(L.reps->num_blocks() > leaving, "representations cover %zu blocks, need %zu",
-               L.reps->num_blocks(), leaving + 1);
   if (!std::binary_search(L.selected.begin(), L.selected.end(), leaving)) {
     L.extras.push_back(static_cast<uint32_t>(leaving));  // ascending: blocks leave in order
   }
@@ -396,7 +435,7 @@ Status KvstarPolicy::SubmitGroup(LayerState& L, int layer) {
     return Status::Ok();
   }
   L.submitted = MakeTask(L, L.group.data(), rows);
-  L.retrieval_cand_end = L.submitted.candidates.back() + 1;
+  L.retrieval_cand_end = Candidates(L).back() + 1;
   L.retrieval = res_.retriever->Submit(L.submitted);
   L.retrieval_group = g;
   L.retrieval_start = NowSeconds();
@@ -411,7 +450,7 @@ Status KvstarPolicy::TakeRetrieval(LayerState& L, int layer) {
     L.retrieval = sparse::RetrievalHandle();
     return s.WithContext("KVstar retrieval for layer " + std::to_string(layer));
   }
-  std::vector<uint32_t> sel = SelectionFromResult(L.retrieval.result());
+  std::vector<uint32_t> sel = SelectionFromResult(L, L.submitted, L.retrieval.result());
   if (observer_ != nullptr) observer_->OnRetrieval(layer, L.retrieval_group, L.submitted, sel);
   L.submitted = sparse::RetrievalTask();
   L.load_group = L.retrieval_group;

@@ -94,7 +94,8 @@ class KvstarPolicy final : public KvPolicy {
   Status OnBlockFull(LayerState& L, int layer, size_t block);
   sparse::RetrievalTask MakeTask(const LayerState& L, const float* queries, size_t x) const;
   std::vector<uint32_t> Candidates(const LayerState& L) const;
-  std::vector<uint32_t> SelectionFromResult(const sparse::RetrievalResult& r) const;
+  std::vector<uint32_t> SelectionFromResult(const LayerState& L, const sparse::RetrievalTask& task,
+                                            const sparse::RetrievalResult& r) const;
   Status StepBoundary(LayerState& L, int layer);
   Status SubmitGroup(LayerState& L, int layer);
   Status TakeRetrieval(LayerState& L, int layer);
