@@ -13,6 +13,14 @@
 namespace kvstar {
 namespace {
 thread_local bool tls_in_parallel_for = false;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 }  // namespace
 
 int ThreadPool::HardwareThreads() {
@@ -55,12 +63,19 @@ void ThreadPool::Submit(std::function<void()> fn) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(std::move(fn));
+    queued_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_one();
 }
 
 void ThreadPool::WorkerLoop(int index) {
   for (;;) {
+    // Spin a little before sleeping: ParallelFor calls come in bursts (several per layer of a
+    // decode step) and waking a sleeping thread costs tens of microseconds each time.
+    for (int spin = 0; spin < kSpinIterations && queued_.load(std::memory_order_acquire) == 0;
+         ++spin) {
+      CpuRelax();
+    }
     std::function<void()> fn;
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -68,6 +83,7 @@ void ThreadPool::WorkerLoop(int index) {
       if (queue_.empty()) return;  // stop_ and drained
       fn = std::move(queue_.front());
       queue_.pop_front();
+      queued_.fetch_sub(1, std::memory_order_release);
     }
     fn();
   }
@@ -77,7 +93,7 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t, size_t, 
                              size_t min_chunk) {
   if (n == 0) return;
   min_chunk = std::max<size_t>(1, min_chunk);
-  const size_t max_parts = single_threaded_parallel_for_ ? 1 : static_cast<size_t>(parallelism());
+  const size_t max_parts = static_cast<size_t>(parallelism());
   const size_t parts = std::min(max_parts, (n + min_chunk - 1) / min_chunk);
   if (parts <= 1 || tls_in_parallel_for) {
     fn(0, n, 0);
@@ -113,6 +129,7 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t, size_t, 
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t p = 1; p < parts; ++p) queue_.push_front(run_chunks);
+    queued_.fetch_add(parts - 1, std::memory_order_release);
   }
   cv_.notify_all();
   run_chunks();

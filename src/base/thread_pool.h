@@ -2,6 +2,7 @@
 // ParallelFor; background work (retrieval, store I/O helpers) through Submit.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -27,8 +28,11 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  // Number of threads that run ParallelFor chunks (workers + the caller).
-  int parallelism() const { return static_cast<int>(workers_.size()) + 1; }
+  // Number of threads that run ParallelFor chunks: the caller plus the workers, or 1 for a pool
+  // made with num_threads <= 1 (whose single worker only runs Submit()ted work).
+  int parallelism() const {
+    return single_threaded_parallel_for_ ? 1 : static_cast<int>(workers_.size()) + 1;
+  }
   int num_workers() const { return static_cast<int>(workers_.size()); }
 
   // Calls fn(begin, end, worker_index) over [0, n) split into contiguous chunks of at least
@@ -50,6 +54,8 @@ class ThreadPool {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
+  std::atomic<size_t> queued_{0};  // queue_.size(), readable without the lock
+  static constexpr int kSpinIterations = 4000;
   bool single_threaded_parallel_for_ = false;
 };
 

@@ -37,6 +37,12 @@ TEST(ThreadPoolTest, ParallelForDoesNotWaitForBusyWorkers) {
   release = true;
 }
 
+TEST(ThreadPoolTest, ParallelismCountsThreadsThatRunChunks) {
+  EXPECT_EQ(ThreadPool(1).parallelism(), 1);
+  EXPECT_EQ(ThreadPool(2).parallelism(), 2);
+  EXPECT_EQ(ThreadPool(4).parallelism(), 4);
+}
+
 TEST(ThreadPoolTest, SubmitRunsEverything) {
   std::atomic<int> count{0};
   {
