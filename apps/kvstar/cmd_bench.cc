@@ -7,15 +7,18 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "base/progress.h"
+#include "base/timer.h"
 #include "cli_common.h"
 #include "command.h"
 #include "engine/engine.h"
+#include "model/config.h"
 #include "model/shapes.h"
 #include "ops/cpu/machine_limits.h"
 
@@ -32,6 +35,7 @@ struct BenchFlags {
   std::string weight_dtype = "bf16";
   std::string modes = "dense";
   uint64_t seed = 1;
+  size_t batch = 1;
   bool json = false;
   EngineFlags engine;
 };
@@ -120,6 +124,17 @@ int RunBench(const BenchFlags& f) {
     opt.mode = mode;
     std::unique_ptr<Engine> engine;
     std::string model_name;
+    if (opt.device_kv_budget == 0) {
+      // Without --device-kv-budget: room for `batch` dense requests of this length, so that
+      // every mode runs; give a budget to compare what fits.
+      auto cfg = f.model.empty() ? NamedShape(f.shape) : LoadConfig(f.model);
+      if (!cfg.ok()) return ReportError(cfg.status());
+      KvGeometry g{.kv_heads = cfg->num_kv_heads, .head_dim = cfg->head_dim,
+                   .block_tokens = opt.block_tokens, .dtype = opt.kv_dtype};
+      const size_t blocks = (f.context + f.decode_steps + 1 + opt.block_tokens - 1) /
+                                opt.block_tokens + 1;
+      opt.device_kv_budget = f.batch * cfg->num_layers * blocks * g.block_bytes();
+    }
     if (!f.model.empty()) {
       auto e = Engine::Load(f.model, opt);
       if (!e.ok()) return ReportError(e.status());
@@ -146,13 +161,33 @@ int RunBench(const BenchFlags& f) {
 
     std::mt19937 rng(static_cast<uint32_t>(f.seed));
     std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size) - 1);
-    GenerateRequest req;
-    req.prompt.resize(f.context);
-    for (auto& x : req.prompt) x = tok(rng);
-    req.max_new_tokens = f.decode_steps + 1;
-    req.stop_ids = {-1};  // never stop early
-    auto r = engine->Generate(req);
-    if (!r.ok()) return ReportError(r.status());
+    // `batch` concurrent requests with different prompts share the engine (weights, threads,
+    // device pool, store, retriever); the first one's numbers fill the per-request columns.
+    std::vector<GenerateRequest> reqs(f.batch);
+    for (auto& req : reqs) {
+      req.prompt.resize(f.context);
+      for (auto& x : req.prompt) x = tok(rng);
+      req.max_new_tokens = f.decode_steps + 1;
+      req.stop_ids = {-1};  // never stop early
+    }
+    std::vector<StatusOr<GenerateResult>> results(f.batch, Internal("not run"));
+    Stopwatch wall;
+    {
+      std::vector<std::thread> workers;
+      for (size_t i = 1; i < f.batch; ++i) {
+        workers.emplace_back([&, i] { results[i] = engine->Generate(reqs[i]); });
+      }
+      results[0] = engine->Generate(reqs[0]);
+      for (auto& w : workers) w.join();
+    }
+    const double wall_s = wall.Seconds();
+    size_t total_tokens = 0, total_device = 0;
+    for (auto& res : results) {
+      if (!res.ok()) return ReportError(res.status());
+      total_tokens += res->tokens.size();
+      total_device += res->kv.device_bytes;
+    }
+    StatusOr<GenerateResult>& r = results[0];
 
     const double step_ms = Percentile(r->step_ms, 0.5);
     // KVstar's device KV target: windows + tail + ratio x candidates, per layer.
@@ -199,6 +234,12 @@ int RunBench(const BenchFlags& f) {
         {"kv_device_bytes", r->kv.device_bytes},
         {"kv_device_bytes_target", expected_device},
         {"kv", KvReportJson(opt, *r)},
+        {"batch", f.batch},
+        {"batch_wall_seconds", wall_s},
+        {"batch_generated_tokens", total_tokens},
+        // Prefill included: every request prefills, then decodes, concurrently.
+        {"batch_tokens_per_second_with_prefill", static_cast<double>(total_tokens) / wall_s},
+        {"batch_kv_device_bytes", total_device},
         {"limits",
          {{"memory_read_gbytes_per_second", bandwidth},
           {"f32_matmul_gflops", matmul_rate},
@@ -250,6 +291,10 @@ void AddBench(CLI::App& root, int* exit_code) {
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
   cmd->add_option("--modes", f->modes, "Comma-separated decode modes to compare: dense,kvstar");
   cmd->add_option("--seed", f->seed, "Seed of the random weights and prompt");
+  cmd->add_option("--batch", f->batch,
+                  "Concurrent requests (different prompts) sharing the engine, device pool, "
+                  "store and retriever; per-request columns show the first one")
+      ->check(CLI::Range(size_t{1}, size_t{256}));
   cmd->add_flag("--json", f->json, "Print one JSON object with every run");
   AddEngineFlags(cmd, &f->engine, /*with_threads=*/false);
   cmd->callback([f, exit_code] { *exit_code = RunBench(*f); });

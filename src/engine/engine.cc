@@ -93,7 +93,6 @@ Status Engine::Init() {
         config_->num_layers, geom.block_bytes());
   }
   device_pool_ = std::make_unique<DevicePool>(geom, DevicePool::SlotsForBudget(geom, budget));
-  transformer_ = std::make_unique<Transformer>(*config_, *weights_, *threads_);
   if (options_.mode == "kvstar") {
     StoreOptions so;
     so.max_entry_bytes = std::max(so.max_entry_bytes, geom.block_bytes());
@@ -132,8 +131,9 @@ StatusOr<std::vector<float>> Engine::PromptLogits(const std::vector<int32_t>& pr
   KVSTAR_ASSIGN_OR_RETURN(std::unique_ptr<KvPolicy> kv, MakePolicy());
   kv->AppendTokens(prompt);
   std::vector<float> logits(prompt.size() * config_->vocab_size);
+  Transformer transformer(*config_, *weights_, *threads_);
   KVSTAR_RETURN_IF_ERROR(
-      transformer_->Prefill(prompt, 0, *kv, chunk, LogitsMode::kAll, logits.data()));
+      transformer.Prefill(prompt, 0, *kv, chunk, LogitsMode::kAll, logits.data()));
   return logits;
 }
 
@@ -168,6 +168,8 @@ StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& k
   std::vector<float> logits(c.vocab_size);
   Sampler sampler(request.sampling);
 
+  // One forward-pass context (scratch buffers) per request: requests may run concurrently.
+  Transformer transformer(*config_, *weights_, *threads_);
   // Prefill, layer-major, from where the store's prefix ends.
   Stopwatch watch;
   kv->AppendTokens(request.prompt);
@@ -175,7 +177,7 @@ StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& k
   result.reused_prompt_tokens = reused;
   const std::span<const int32_t> suffix(request.prompt.data() + reused,
                                         request.prompt.size() - reused);
-  const Status prefill = transformer_->Prefill(
+  const Status prefill = transformer.Prefill(
       suffix, static_cast<int64_t>(reused), *kv, options_.prefill_chunk, LogitsMode::kLast,
       logits.data(), [&](size_t done, size_t total) {
         if (request.on_prefill_progress) {
@@ -214,7 +216,7 @@ StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& k
     }
     Stopwatch step;
     kv->AppendTokens(std::span<const int32_t>(&token, 1));
-    KVSTAR_RETURN_IF_ERROR(transformer_->Forward(std::span<const int32_t>(&token, 1),
+    KVSTAR_RETURN_IF_ERROR(transformer.Forward(std::span<const int32_t>(&token, 1),
                                                  static_cast<int64_t>(pos), *kv, LogitsMode::kLast,
                                                  logits.data()));
     result.step_ms.push_back(static_cast<float>(step.Millis()));

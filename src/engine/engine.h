@@ -76,6 +76,8 @@ class Engine {
                                                       uint64_t seed, const EngineOptions& options);
   ~Engine();
 
+  // Thread-safe: concurrent requests share the weights, the compute threads, the device pool,
+  // the store and the retriever; each has its own KV policy and forward-pass scratch.
   StatusOr<GenerateResult> Generate(const GenerateRequest& request);
 
   // Logits for every prompt position ([n][vocab]), prefilled in chunks of `chunk` tokens
@@ -112,7 +114,6 @@ class Engine {
   std::unique_ptr<DevicePool> device_pool_;
   std::unique_ptr<BlockStore> store_;                 // kvstar mode
   std::unique_ptr<sparse::Retriever> retriever_;      // kvstar mode
-  std::unique_ptr<Transformer> transformer_;
 };
 
 }  // namespace kvstar

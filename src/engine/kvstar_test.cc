@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "engine/engine.h"
 #include "kv/kvstar_policy.h"
@@ -279,6 +280,32 @@ TEST(KvstarTest, PrefixReuseFromAFileStoreSkipsPrefill) {
     EXPECT_EQ(r->tokens, first_tokens);
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST(KvstarTest, ConcurrentRequestsShareEngineAndGiveSequentialResults) {
+  for (const char* mode : {"dense", "kvstar"}) {
+    auto engine = Load(Options(mode, 0.25, 4));  // kvstar: deterministic timing
+    std::vector<GenerateRequest> reqs;
+    for (uint32_t i = 0; i < 3; ++i) reqs.push_back(Request(Prompt(200 + 50 * i, 20 + i), 30));
+    std::vector<std::vector<int32_t>> sequential;
+    for (const auto& r : reqs) {
+      auto g = engine->Generate(r);
+      ASSERT_TRUE(g.ok()) << g.status().ToString();
+      sequential.push_back(g->tokens);
+    }
+    const size_t free_before = engine->device_pool().free_slots();
+    std::vector<StatusOr<GenerateResult>> results(reqs.size(), Internal("not run"));
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      threads.emplace_back([&, i] { results[i] = engine->Generate(reqs[i]); });
+    }
+    for (auto& t : threads) t.join();
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      ASSERT_TRUE(results[i].ok()) << results[i].status().ToString();
+      EXPECT_EQ(results[i]->tokens, sequential[i]) << mode << " request " << i;
+    }
+    EXPECT_EQ(engine->device_pool().free_slots(), free_before);
+  }
 }
 
 TEST(KvstarTest, RejectsBadSettings) {
