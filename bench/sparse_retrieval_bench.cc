@@ -105,6 +105,15 @@ BENCHMARK(BM_Task)
     ->ArgsProduct({{256, 1024, 4096, 8192}, {20, 32, 40}, {4, 8}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+// Thread scaling on many-core hosts (run with --benchmark_filter=BM_TaskScaling): the issue's
+// 250-block single-core case, and 1024 blocks = one layer of a 128K-token context at 128 tokens a
+// block with Llama-3-8B's heads (32 query / 8 KV).
+BENCHMARK(BM_Task)
+    ->Name("BM_TaskScaling")
+    ->ArgsProduct({{250}, {20}, {4}, {1, 2, 4, 8, 16}})
+    ->ArgsProduct({{1024}, {32}, {8}, {1, 2, 4, 8, 16}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace kvstar::sparse
