@@ -255,6 +255,29 @@ TEST(KvstarTest, StoreErrorFailsTheRequestOthersContinue) {
   EXPECT_TRUE(ok.ok()) << ok.status().ToString();
 }
 
+TEST(KvstarTest, FailedDumpFailsTheRequestWithoutCrashing) {
+  auto engine = Load(Options("kvstar", 0.25, 2));
+  StoreOptions tiny;
+  tiny.max_entry_bytes = 1024;  // every 4 KiB block dump fails
+  auto store = OpenStore("dram", tiny);
+  ASSERT_TRUE(store.ok());
+  sparse::Retriever retriever(sparse::RetrieverOptions{.num_threads = 1});
+  KvstarResources res{&engine->device_pool(), &engine->threads(), &retriever, store->get(),
+                      engine->weights().fingerprint()};
+  const size_t free_before = engine->device_pool().free_slots();
+  {
+    auto policy = KvstarPolicy::Create(res, engine->options().kvstar,
+                                       engine->config().num_layers, engine->config().num_heads,
+                                       1.0f / std::sqrt(32.0f));
+    ASSERT_TRUE(policy.ok());
+    auto r = engine->GenerateWith(Request(Prompt(400), 30), **policy);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("dumping KV block"), std::string::npos)
+        << r.status().ToString();
+  }
+  EXPECT_EQ(engine->device_pool().free_slots(), free_before);
+}
+
 TEST(KvstarTest, PrefixReuseFromAFileStoreSkipsPrefill) {
   const std::string dir =
       std::filesystem::temp_directory_path() / ("kvstar_reuse_" + std::to_string(getpid()));

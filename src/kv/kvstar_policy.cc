@@ -509,8 +509,7 @@ Status KvstarPolicy::IssueLoad(LayerState& L, int layer, std::vector<uint32_t> s
     selection.erase(std::remove(selection.begin(), selection.end(), b), selection.end());
   L.next_selection = std::move(selection);
   if (L.incoming.empty()) {
-    ApplySwap(L, layer);
-    return Status::Ok();
+    return ApplySwap(L, layer);
   }
   std::vector<LoadItem> items;
   items.reserve(L.incoming.size());
@@ -532,11 +531,10 @@ Status KvstarPolicy::FinishLoad(LayerState& L, int layer) {
   stats_.bytes_loaded += L.incoming.size() * geom_.block_bytes();
   stats_.blocks_loaded += L.incoming.size();
   L.load = StoreTask();
-  ApplySwap(L, layer);
-  return Status::Ok();
+  return ApplySwap(L, layer);
 }
 
-void KvstarPolicy::ApplySwap(LayerState& L, int layer) {
+Status KvstarPolicy::ApplySwap(LayerState& L, int layer) {
   for (auto& [b, s] : L.incoming) {
     KVSTAR_CHECK(L.slot[b] < 0, "block %u loaded twice", b);
     L.slot[b] = s;
@@ -551,9 +549,9 @@ void KvstarPolicy::ApplySwap(LayerState& L, int layer) {
       unscored.push_back(b);
       continue;
     }
-    // Its dump was issued when it filled; FreeBlock waits for it.
-    Status st = FreeBlock(L, b);
-    KVSTAR_CHECK(st.ok(), "freeing block %u: %s", b, st.ToString().c_str());
+    // Its dump was issued when it filled; FreeBlock waits for it. A failed dump fails the
+    // request (the block stays on the device until the policy is destroyed).
+    KVSTAR_RETURN_IF_ERROR(FreeBlock(L, b));
   }
   L.selected = std::move(L.next_selection);
   L.next_selection.clear();
@@ -562,6 +560,7 @@ void KvstarPolicy::ApplySwap(LayerState& L, int layer) {
   L.applied_group = L.load_group;
   stats_.swaps++;
   if (observer_ != nullptr) observer_->OnSwap(layer, L.applied_group, steps_, L.selected);
+  return Status::Ok();
 }
 
 Status KvstarPolicy::StepBoundary(LayerState& L, int layer) {

@@ -101,7 +101,7 @@ class KvstarPolicy final : public KvPolicy {
   Status TakeRetrieval(LayerState& L, int layer);
   Status IssueLoad(LayerState& L, int layer, std::vector<uint32_t> selection);
   Status FinishLoad(LayerState& L, int layer);
-  void ApplySwap(LayerState& L, int layer);
+  Status ApplySwap(LayerState& L, int layer);
   Status FreeBlock(LayerState& L, size_t block);
   Status WaitDump(LayerState& L, size_t block);
   Status PollDumps(LayerState& L);
