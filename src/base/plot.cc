@@ -1,0 +1,902 @@
+#include "base/plot.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+#include <utility>
+
+namespace kvstar {
+namespace {
+
+// Classic 5x7 ASCII font, printable 32..126: 5 columns per glyph, bit r of a column is row r
+// (row 0 on top). Drawn with a 1-column gap, so a glyph advances 6 units.
+// clang-format off
+constexpr uint8_t kFont5x7[95][5] = {
+    {0x00, 0x00, 0x00, 0x00, 0x00}, {0x00, 0x00, 0x5F, 0x00, 0x00},  // space !
+    {0x00, 0x07, 0x00, 0x07, 0x00}, {0x14, 0x7F, 0x14, 0x7F, 0x14},  // " #
+    {0x24, 0x2A, 0x7F, 0x2A, 0x12}, {0x23, 0x13, 0x08, 0x64, 0x62},  // $ %
+    {0x36, 0x49, 0x55, 0x22, 0x50}, {0x00, 0x05, 0x03, 0x00, 0x00},  // & '
+    {0x00, 0x1C, 0x22, 0x41, 0x00}, {0x00, 0x41, 0x22, 0x1C, 0x00},  // ( )
+    {0x08, 0x2A, 0x1C, 0x2A, 0x08}, {0x08, 0x08, 0x3E, 0x08, 0x08},  // * +
+    {0x00, 0x50, 0x30, 0x00, 0x00}, {0x08, 0x08, 0x08, 0x08, 0x08},  // , -
+    {0x00, 0x60, 0x60, 0x00, 0x00}, {0x20, 0x10, 0x08, 0x04, 0x02},  // . /
+    {0x3E, 0x51, 0x49, 0x45, 0x3E}, {0x00, 0x42, 0x7F, 0x40, 0x00},  // 0 1
+    {0x42, 0x61, 0x51, 0x49, 0x46}, {0x21, 0x41, 0x45, 0x4B, 0x31},  // 2 3
+    {0x18, 0x14, 0x12, 0x7F, 0x10}, {0x27, 0x45, 0x45, 0x45, 0x39},  // 4 5
+    {0x3C, 0x4A, 0x49, 0x49, 0x30}, {0x01, 0x71, 0x09, 0x05, 0x03},  // 6 7
+    {0x36, 0x49, 0x49, 0x49, 0x36}, {0x06, 0x49, 0x49, 0x29, 0x1E},  // 8 9
+    {0x00, 0x36, 0x36, 0x00, 0x00}, {0x00, 0x56, 0x36, 0x00, 0x00},  // : ;
+    {0x08, 0x14, 0x22, 0x41, 0x00}, {0x14, 0x14, 0x14, 0x14, 0x14},  // < =
+    {0x00, 0x41, 0x22, 0x14, 0x08}, {0x02, 0x01, 0x51, 0x09, 0x06},  // > ?
+    {0x32, 0x49, 0x79, 0x41, 0x3E}, {0x7E, 0x11, 0x11, 0x11, 0x7E},  // @ A
+    {0x7F, 0x49, 0x49, 0x49, 0x36}, {0x3E, 0x41, 0x41, 0x41, 0x22},  // B C
+    {0x7F, 0x41, 0x41, 0x22, 0x1C}, {0x7F, 0x49, 0x49, 0x49, 0x41},  // D E
+    {0x7F, 0x09, 0x09, 0x09, 0x01}, {0x3E, 0x41, 0x49, 0x49, 0x7A},  // F G
+    {0x7F, 0x08, 0x08, 0x08, 0x7F}, {0x00, 0x41, 0x7F, 0x41, 0x00},  // H I
+    {0x20, 0x40, 0x41, 0x3F, 0x01}, {0x7F, 0x08, 0x14, 0x22, 0x41},  // J K
+    {0x7F, 0x40, 0x40, 0x40, 0x40}, {0x7F, 0x02, 0x0C, 0x02, 0x7F},  // L M
+    {0x7F, 0x04, 0x08, 0x10, 0x7F}, {0x3E, 0x41, 0x41, 0x41, 0x3E},  // N O
+    {0x7F, 0x09, 0x09, 0x09, 0x06}, {0x3E, 0x41, 0x51, 0x21, 0x5E},  // P Q
+    {0x7F, 0x09, 0x19, 0x29, 0x46}, {0x46, 0x49, 0x49, 0x49, 0x31},  // R S
+    {0x01, 0x01, 0x7F, 0x01, 0x01}, {0x3F, 0x40, 0x40, 0x40, 0x3F},  // T U
+    {0x1F, 0x20, 0x40, 0x20, 0x1F}, {0x3F, 0x40, 0x38, 0x40, 0x3F},  // V W
+    {0x63, 0x14, 0x08, 0x14, 0x63}, {0x07, 0x08, 0x70, 0x08, 0x07},  // X Y
+    {0x61, 0x51, 0x49, 0x45, 0x43}, {0x00, 0x7F, 0x41, 0x41, 0x00},  // Z [
+    {0x02, 0x04, 0x08, 0x10, 0x20}, {0x00, 0x41, 0x41, 0x7F, 0x00},  // backslash ]
+    {0x04, 0x02, 0x01, 0x02, 0x04}, {0x40, 0x40, 0x40, 0x40, 0x40},  // ^ _
+    {0x00, 0x01, 0x02, 0x04, 0x00}, {0x20, 0x54, 0x54, 0x54, 0x78},  // ` a
+    {0x7F, 0x48, 0x44, 0x44, 0x38}, {0x38, 0x44, 0x44, 0x44, 0x20},  // b c
+    {0x38, 0x44, 0x44, 0x48, 0x7F}, {0x38, 0x54, 0x54, 0x54, 0x18},  // d e
+    {0x08, 0x7E, 0x09, 0x01, 0x02}, {0x0C, 0x52, 0x52, 0x52, 0x3E},  // f g
+    {0x7F, 0x08, 0x04, 0x04, 0x78}, {0x00, 0x44, 0x7D, 0x40, 0x00},  // h i
+    {0x20, 0x40, 0x44, 0x3D, 0x00}, {0x7F, 0x10, 0x28, 0x44, 0x00},  // j k
+    {0x00, 0x41, 0x7F, 0x40, 0x00}, {0x7C, 0x04, 0x18, 0x04, 0x78},  // l m
+    {0x7C, 0x08, 0x04, 0x04, 0x78}, {0x38, 0x44, 0x44, 0x44, 0x38},  // n o
+    {0x7C, 0x14, 0x14, 0x14, 0x08}, {0x08, 0x14, 0x14, 0x18, 0x7C},  // p q
+    {0x7C, 0x08, 0x04, 0x04, 0x08}, {0x48, 0x54, 0x54, 0x54, 0x20},  // r s
+    {0x04, 0x3F, 0x44, 0x40, 0x20}, {0x3C, 0x40, 0x40, 0x20, 0x7C},  // t u
+    {0x1C, 0x20, 0x40, 0x20, 0x1C}, {0x3C, 0x40, 0x30, 0x40, 0x3C},  // v w
+    {0x44, 0x28, 0x10, 0x28, 0x44}, {0x0C, 0x50, 0x50, 0x50, 0x3C},  // x y
+    {0x44, 0x64, 0x54, 0x4C, 0x44}, {0x00, 0x08, 0x36, 0x41, 0x00},  // z {
+    {0x00, 0x00, 0x7F, 0x00, 0x00}, {0x00, 0x41, 0x36, 0x08, 0x00},  // | }
+    {0x08, 0x04, 0x08, 0x10, 0x08},  // ~
+};
+// clang-format on
+
+// g j p q y with real descenders: two rows (7, 8) below the baseline, outside the 7-row text box;
+// the layout leaves at least 2 rows of space under every text line.
+struct DescenderGlyph {
+  char ch;
+  uint16_t cols[5];
+};
+constexpr DescenderGlyph kDescenders[] = {
+    {'g', {0x038, 0x144, 0x144, 0x144, 0x0FC}}, {'j', {0x080, 0x100, 0x100, 0x0FD, 0x000}},
+    {'p', {0x1FC, 0x044, 0x044, 0x044, 0x038}}, {'q', {0x038, 0x044, 0x044, 0x044, 0x1FC}},
+    {'y', {0x03C, 0x140, 0x140, 0x140, 0x0FC}},
+};
+
+std::array<uint16_t, 5> Glyph(char ch) {
+  for (const DescenderGlyph& d : kDescenders) {
+    if (d.ch == ch) return {d.cols[0], d.cols[1], d.cols[2], d.cols[3], d.cols[4]};
+  }
+  const int c = static_cast<unsigned char>(ch);
+  const uint8_t* g = kFont5x7[(c >= 32 && c <= 126 ? c : '?') - 32];
+  return {g[0], g[1], g[2], g[3], g[4]};
+}
+
+constexpr int kTextScale = 2;  // ticks, axis labels, legend: 10x14-pixel glyphs
+constexpr int kTickLen = 5;
+
+constexpr int TextWidth(std::string_view s, int scale) {
+  return s.empty() ? 0 : static_cast<int>(s.size()) * 6 * scale - scale;
+}
+constexpr int TextHeight(int scale) { return 7 * scale; }
+
+struct Rgb {
+  uint8_t r, g, b;
+};
+// Tableau-10 colours: distinguishable on white and in most colour-vision deficiencies.
+constexpr Rgb kPalette[8] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
+                             {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {23, 190, 207}};
+constexpr Rgb kWhite = {255, 255, 255};
+constexpr Rgb kBlack = {0, 0, 0};
+constexpr Rgb kAxis = {60, 60, 60};
+constexpr Rgb kGrid = {225, 225, 225};
+constexpr Rgb kLegendBorder = {160, 160, 160};
+
+Rgb PaletteColor(size_t i) { return kPalette[i % 8]; }
+bool SquareMarker(size_t i) { return i % 2 == 0; }
+
+std::string Printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string Printf(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  va_list ap2;
+  va_copy(ap2, ap);
+  const int n = std::vsnprintf(nullptr, 0, fmt, ap);
+  va_end(ap);
+  std::string out(static_cast<size_t>(std::max(n, 0)) + 1, '\0');
+  std::vsnprintf(out.data(), out.size(), fmt, ap2);
+  va_end(ap2);
+  out.pop_back();
+  return out;
+}
+
+// ---- Which points are drawn ----
+
+bool Drawable(double x, double y, bool log_x, bool log_y) {
+  return std::isfinite(x) && std::isfinite(y) && (!log_x || x > 0) && (!log_y || y > 0);
+}
+
+// ---- Tick values and labels ----
+
+double NiceCeil(double x) {  // smallest 1/2/5 x 10^k >= x
+  const double p = std::pow(10.0, std::floor(std::log10(x)));
+  const double f = x / p;
+  const double nice = f <= 1.0 + 1e-9 ? 1 : f <= 2.0 + 1e-9 ? 2 : f <= 5.0 + 1e-9 ? 5 : 10;
+  return nice * p;
+}
+
+double NextNice(double step) { return NiceCeil(step * 1.5); }
+
+std::string StripZeros(std::string s) {
+  if (s.find('.') == std::string::npos) return s;
+  while (!s.empty() && s.back() == '0') s.pop_back();
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s == "-0" ? "0" : s;
+}
+
+// One unit, suffix and number of decimals per axis so that labels read alike: 0.0K 2.5K 5.0K.
+std::string LinearLabel(double v, double step, double max_abs) {
+  double unit = 1;
+  const char* suffix = "";
+  if (max_abs >= 1e10) {
+    unit = 1e9, suffix = "G";
+  } else if (max_abs >= 1e7) {
+    unit = 1e6, suffix = "M";
+  } else if (max_abs >= 1e4) {
+    unit = 1e3, suffix = "K";
+  }
+  if (std::fabs(v) < step * 1e-6) {
+    if (unit != 1) return "0";  // not "0K"
+    v = 0;                      // and not "-0.0" from rounding
+  }
+  const int decimals =
+      std::clamp(static_cast<int>(std::ceil(-std::log10(step / unit) - 1e-9)), 0, 9);
+  return Printf("%.*f", decimals, v / unit) + suffix;
+}
+
+// Log-2 axes count in binary units (contexts: 4K 8K 16K), log-10 axes in decimal ones.
+std::string LogLabel(int base, int e) {
+  if (base == 2) {
+    if (e >= 30) return Printf("%lldG", 1LL << (e - 30));
+    if (e >= 20) return Printf("%lldM", 1LL << (e - 20));
+    if (e >= 10) return Printf("%lldK", 1LL << (e - 10));
+    if (e >= 0) return Printf("%lld", 1LL << e);
+    if (e >= -4) return StripZeros(Printf("%.4f", std::ldexp(1.0, e)));
+    return Printf("2^%d", e);
+  }
+  if (e >= 12 || e < -4) return Printf("1e%d", e);
+  if (e >= 9) return Printf("%.0fG", std::pow(10.0, e - 9));
+  if (e >= 6) return Printf("%.0fM", std::pow(10.0, e - 6));
+  if (e >= 4) return Printf("%.0fK", std::pow(10.0, e - 3));
+  if (e >= 0) return Printf("%.0f", std::pow(10.0, e));
+  return StripZeros(Printf("%.4f", std::pow(10.0, e)));
+}
+
+struct Axis {
+  double lo = 0, hi = 1;
+  std::vector<PlotTick> ticks;
+};
+
+int MaxLabelWidth(const std::vector<PlotTick>& ticks) {
+  int w = 0;
+  for (const PlotTick& t : ticks) w = std::max(w, TextWidth(t.label, kTextScale));
+  return w;
+}
+
+// Labels must not touch: x labels need their width plus a gap, y labels their height plus a gap.
+bool LabelsFit(const std::vector<PlotTick>& ticks, double spacing_px, bool horizontal) {
+  const int need = horizontal ? MaxLabelWidth(ticks) + 14 : TextHeight(kTextScale) + 10;
+  return ticks.size() < 2 || spacing_px >= need;
+}
+
+Axis LinearAxis(double dmin, double dmax, int length_px, bool horizontal) {
+  if (!(dmax > dmin)) {
+    const double pad = dmin == 0 ? 1.0 : std::fabs(dmin) * 0.1;
+    dmin -= pad;
+    dmax += pad;
+  }
+  const int max_ticks = std::max(2, length_px / (horizontal ? 70 : 40));
+  double step = NiceCeil((dmax - dmin) / max_ticks);
+  Axis axis;
+  for (int attempt = 0; attempt < 64; ++attempt, step = NextNice(step)) {
+    axis.lo = std::floor(dmin / step + 1e-9) * step;
+    axis.hi = std::ceil(dmax / step - 1e-9) * step;
+    const int n = static_cast<int>(std::lround((axis.hi - axis.lo) / step));
+    const double max_abs = std::max(std::fabs(axis.lo), std::fabs(axis.hi));
+    axis.ticks.clear();
+    for (int i = 0; i <= n; ++i) {
+      const double v = axis.lo + i * step;
+      axis.ticks.push_back({v, LinearLabel(v, step, max_abs)});
+    }
+    if (LabelsFit(axis.ticks, step / (axis.hi - axis.lo) * length_px, horizontal)) break;
+  }
+  return axis;
+}
+
+Axis LogAxis(double dmin, double dmax, int length_px, bool horizontal) {
+  // Base 2 while the data spans at most 2^12 (contexts, batch sizes), else decades.
+  const int base = std::log2(dmax / dmin) <= 12.0 ? 2 : 10;
+  const double lb = std::log(static_cast<double>(base));
+  int e_lo = static_cast<int>(std::floor(std::log(dmin) / lb + 1e-9));
+  int e_hi = static_cast<int>(std::ceil(std::log(dmax) / lb - 1e-9));
+  if (e_hi == e_lo) {
+    --e_lo;
+    ++e_hi;
+  }
+  Axis axis;
+  axis.lo = std::pow(static_cast<double>(base), e_lo);
+  axis.hi = std::pow(static_cast<double>(base), e_hi);
+  for (int k = 1; k <= e_hi - e_lo; ++k) {
+    axis.ticks.clear();
+    for (int e = e_lo; e <= e_hi; e += k) {
+      axis.ticks.push_back({std::pow(static_cast<double>(base), e), LogLabel(base, e)});
+    }
+    if (LabelsFit(axis.ticks, static_cast<double>(k) / (e_hi - e_lo) * length_px, horizontal)) {
+      break;
+    }
+  }
+  return axis;
+}
+
+Axis MakeAxis(double dmin, double dmax, bool log, int length_px, bool horizontal) {
+  return log ? LogAxis(dmin, dmax, length_px, horizontal)
+             : LinearAxis(dmin, dmax, length_px, horizontal);
+}
+
+double AxisFraction(double v, double lo, double hi, bool log) {
+  if (log) return (std::log(v) - std::log(lo)) / (std::log(hi) - std::log(lo));
+  return (v - lo) / (hi - lo);
+}
+
+// ---- Layout ----
+
+struct Extents {
+  double x_min = INFINITY, x_max = -INFINITY, y_min = INFINITY, y_max = -INFINITY;
+  size_t points = 0;
+};
+
+Extents DataExtents(const LinePlot& plot) {
+  Extents e;
+  for (const Series& s : plot.series) {
+    for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+      if (!Drawable(s.x[i], s.y[i], plot.log_x, plot.log_y)) continue;
+      e.x_min = std::min(e.x_min, s.x[i]);
+      e.x_max = std::max(e.x_max, s.x[i]);
+      e.y_min = std::min(e.y_min, s.y[i]);
+      e.y_max = std::max(e.y_max, s.y[i]);
+      ++e.points;
+    }
+  }
+  return e;
+}
+
+// ---- Layout ----
+
+constexpr int kLegendPad = 8;
+constexpr int kLegendGap = 8;      // between legend rows
+constexpr int kLegendSample = 28;  // width of the line sample in front of a label
+
+std::vector<size_t> LegendEntries(const LinePlot& plot) {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < plot.series.size(); ++i) {
+    if (!plot.series[i].label.empty()) out.push_back(i);
+  }
+  return out;
+}
+
+int LegendRowTop(const PlotFrame& f, size_t row) {
+  return f.legend_top + kLegendPad + static_cast<int>(row) * (TextHeight(kTextScale) + kLegendGap);
+}
+
+// Calls fn(px, py, first_of_run) for every drawn point of series s, in order; a skipped point
+// starts a new run.
+template <typename Fn>
+void ForEachPixel(const LinePlot& plot, const PlotFrame& f, const Series& s, Fn fn) {
+  bool first = true;
+  for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+    if (!Drawable(s.x[i], s.y[i], plot.log_x, plot.log_y)) {
+      first = true;
+      continue;
+    }
+    fn(f.PixelX(s.x[i]), f.PixelY(s.y[i]), first);
+    first = false;
+  }
+}
+
+// How much of the data a legend box at [l, r] x [t, b] would hide: markers weigh more than
+// line samples (one every ~4 px).
+int Covered(const LinePlot& plot, const PlotFrame& f, int l, int t, int r, int b) {
+  int covered = 0;
+  auto inside = [&](double px, double py) {
+    return px >= l - 4 && px <= r + 4 && py >= t - 4 && py <= b + 4;
+  };
+  for (const Series& s : plot.series) {
+    double qx = 0, qy = 0;
+    ForEachPixel(plot, f, s, [&](double px, double py, bool first) {
+      if (inside(px, py)) covered += 10;
+      if (!first) {
+        const int n = std::max(2, static_cast<int>(std::hypot(px - qx, py - qy) / 4));
+        for (int k = 1; k < n; ++k) {
+          const double a = static_cast<double>(k) / n;
+          if (inside(qx + (px - qx) * a, qy + (py - qy) * a)) ++covered;
+        }
+      }
+      qx = px, qy = py;
+    });
+  }
+  return covered;
+}
+
+void PlaceLegend(const LinePlot& plot, PlotFrame& f) {
+  const std::vector<size_t> entries = LegendEntries(plot);
+  if (entries.empty()) return;
+  int label_w = 0;
+  for (size_t i : entries) label_w = std::max(label_w, TextWidth(plot.series[i].label, kTextScale));
+  const int n = static_cast<int>(entries.size());
+  const int w = kLegendPad + kLegendSample + 8 + label_w + kLegendPad;
+  const int h = 2 * kLegendPad + n * TextHeight(kTextScale) + (n - 1) * kLegendGap;
+  const int inset = 8;
+  const std::array<std::pair<int, int>, 4> corners = {{
+      {f.plot_right - inset - w, f.plot_top + inset},
+      {f.plot_left + inset, f.plot_top + inset},
+      {f.plot_right - inset - w, f.plot_bottom - inset - h},
+      {f.plot_left + inset, f.plot_bottom - inset - h},
+  }};
+  int best = -1;
+  for (const auto& [l, t] : corners) {
+    const int c = Covered(plot, f, l, t, l + w, t + h);
+    if (best < 0 || c < best) {
+      best = c;
+      f.legend_left = l, f.legend_top = t, f.legend_right = l + w, f.legend_bottom = t + h;
+    }
+  }
+}
+
+// ---- Raster ----
+
+class Canvas {
+ public:
+  Canvas(int w, int h) : w_(w), h_(h), px_(static_cast<size_t>(w) * h * 3, 255) {}
+
+  void Set(int x, int y, Rgb c) {
+    if (x < 0 || y < 0 || x >= w_ || y >= h_) return;
+    uint8_t* p = &px_[(static_cast<size_t>(y) * w_ + x) * 3];
+    p[0] = c.r, p[1] = c.g, p[2] = c.b;
+  }
+  void Fill(int x0, int y0, int x1, int y1, Rgb c) {  // inclusive corners
+    for (int y = y0; y <= y1; ++y) {
+      for (int x = x0; x <= x1; ++x) Set(x, y, c);
+    }
+  }
+  void Outline(int x0, int y0, int x1, int y1, Rgb c) {
+    Fill(x0, y0, x1, y0, c), Fill(x0, y1, x1, y1, c);
+    Fill(x0, y0, x0, y1, c), Fill(x1, y0, x1, y1, c);
+  }
+  // 2 px wide: Bresenham with a 2x2 brush.
+  void Line(double fx0, double fy0, double fx1, double fy1, Rgb c) {
+    int x0 = static_cast<int>(std::lround(fx0)), y0 = static_cast<int>(std::lround(fy0));
+    const int x1 = static_cast<int>(std::lround(fx1)), y1 = static_cast<int>(std::lround(fy1));
+    const int dx = std::abs(x1 - x0), dy = -std::abs(y1 - y0);
+    const int sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
+    int err = dx + dy;
+    while (true) {
+      Fill(x0, y0, x0 + 1, y0 + 1, c);
+      if (x0 == x1 && y0 == y1) break;
+      const int e2 = 2 * err;
+      if (e2 >= dy) err += dy, x0 += sx;
+      if (e2 <= dx) err += dx, y0 += sy;
+    }
+  }
+  void Marker(double fx, double fy, bool square, Rgb c) {
+    const int x = static_cast<int>(std::lround(fx)), y = static_cast<int>(std::lround(fy));
+    if (square) return Fill(x - 3, y - 3, x + 3, y + 3, c);
+    for (int dy = -4; dy <= 4; ++dy) {
+      for (int dx = -4; dx <= 4; ++dx) {
+        if (dx * dx + dy * dy <= 18) Set(x + dx, y + dy, c);
+      }
+    }
+  }
+  // (x, y) is the top-left corner. up: rotated a quarter turn counter-clockwise, read bottom to
+  // top, with (x, y) the corner where reading starts on the glyphs' top side.
+  void Text(int x, int y, std::string_view s, int scale, Rgb c, bool up = false) {
+    for (size_t k = 0; k < s.size(); ++k) {
+      const std::array<uint16_t, 5> glyph = Glyph(s[k]);
+      for (int col = 0; col < 5; ++col) {
+        for (int row = 0; row < 9; ++row) {
+          if (!((glyph[col] >> row) & 1)) continue;
+          const int u = (static_cast<int>(k) * 6 + col) * scale, v = row * scale;
+          if (up) {
+            Fill(x + v, y - u - scale + 1, x + v + scale - 1, y - u, c);
+          } else {
+            Fill(x + u, y + v, x + u + scale - 1, y + v + scale - 1, c);
+          }
+        }
+      }
+    }
+  }
+  std::vector<uint8_t> Take() && { return std::move(px_); }
+
+ private:
+  int w_, h_;
+  std::vector<uint8_t> px_;  // [h][w][3]
+};
+
+// ---- SVG helpers ----
+
+std::string Hex(Rgb c) { return Printf("#%02x%02x%02x", c.r, c.g, c.b); }
+
+std::string XmlEscape(std::string_view s) {
+  std::string out;
+  for (const char ch : s) {
+    switch (ch) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        // Control characters are not allowed in XML 1.0 text.
+        out += static_cast<unsigned char>(ch) < 0x20 ? '?' : ch;
+    }
+  }
+  return out;
+}
+
+// Monospace at 10 px per bitmap-font scale unit has the bitmap font's advance (0.6 em = 6 units),
+// so the layout computed for the PNG also holds for the SVG.
+std::string SvgText(double x, double baseline_y, std::string_view s, int scale, const char* anchor,
+                    const char* extra = "") {
+  return Printf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"%d\" text-anchor=\"%s\"%s>", x, baseline_y,
+                10 * scale, anchor, extra) +
+         XmlEscape(s) + "</text>\n";
+}
+
+std::string SvgMarker(double x, double y, bool square, Rgb c) {
+  if (square) {
+    return Printf("<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"%s\"/>\n", x - 3.5,
+                  y - 3.5, Hex(c).c_str());
+  }
+  return Printf("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4.2\" fill=\"%s\"/>\n", x, y, Hex(c).c_str());
+}
+
+// ---- PNG ----
+
+uint32_t Crc32(const uint8_t* data, size_t n) {
+  static const std::array<uint32_t, 256> table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  uint32_t crc = 0xFFFFFFFFu;
+  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
+  return crc ^ 0xFFFFFFFFu;
+}
+
+uint32_t Adler32(const std::string& data) {
+  uint32_t a = 1, b = 0;
+  size_t i = 0;
+  while (i < data.size()) {
+    const size_t end = std::min(data.size(), i + 5552);  // no overflow before the modulo
+    for (; i < end; ++i) {
+      a += static_cast<uint8_t>(data[i]);
+      b += a;
+    }
+    a %= 65521, b %= 65521;
+  }
+  return (b << 16) | a;
+}
+
+void PutBe32(std::string& out, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>((v >> s) & 0xFF));
+}
+
+void AppendChunk(std::string& png, const char* type, const std::string& data) {
+  PutBe32(png, static_cast<uint32_t>(data.size()));
+  const size_t start = png.size();
+  png.append(type, 4);
+  png += data;
+  PutBe32(png, Crc32(reinterpret_cast<const uint8_t*>(png.data() + start), png.size() - start));
+}
+
+std::string DeflateStored(const std::string& raw) {
+  std::string out;
+  size_t pos = 0;
+  do {
+    const size_t n = std::min<size_t>(65535, raw.size() - pos);
+    const bool last = pos + n == raw.size();
+    out.push_back(last ? 1 : 0);  // BFINAL, BTYPE=00, then pad to the byte
+    out.push_back(static_cast<char>(n & 0xFF));
+    out.push_back(static_cast<char>(n >> 8));
+    out.push_back(static_cast<char>(~n & 0xFF));
+    out.push_back(static_cast<char>((~n >> 8) & 0xFF));
+    out.append(raw, pos, n);
+    pos += n;
+  } while (pos < raw.size());
+  return out;
+}
+
+class BitWriter {
+ public:
+  void Put(uint32_t bits, int count) {  // LSB first, as deflate packs data bits
+    acc_ |= static_cast<uint64_t>(bits) << n_;
+    n_ += count;
+    while (n_ >= 8) {
+      out_.push_back(static_cast<char>(acc_ & 0xFF));
+      acc_ >>= 8, n_ -= 8;
+    }
+  }
+  void PutCode(uint32_t code, int len) {  // Huffman codes go MSB first
+    uint32_t rev = 0;
+    for (int i = 0; i < len; ++i) rev |= ((code >> i) & 1) << (len - 1 - i);
+    Put(rev, len);
+  }
+  std::string Finish() && {
+    if (n_ > 0) out_.push_back(static_cast<char>(acc_ & 0xFF));
+    return std::move(out_);
+  }
+
+ private:
+  std::string out_;
+  uint64_t acc_ = 0;
+  int n_ = 0;
+};
+
+void PutSymbol(BitWriter& bw, int sym) {  // the fixed literal/length code of RFC 1951 3.2.6
+  if (sym < 144) return bw.PutCode(0x30 + sym, 8);
+  if (sym < 256) return bw.PutCode(0x190 + sym - 144, 9);
+  if (sym < 280) return bw.PutCode(sym - 256, 7);
+  bw.PutCode(0xC0 + sym - 280, 8);
+}
+
+constexpr int kLenBase[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
+                              31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+constexpr int kLenExtra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
+                               2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+constexpr int kDistBase[30] = {1,    2,    3,    4,    5,    7,    9,    13,    17,    25,
+                               33,   49,   65,   97,   129,  193,  257,  385,   513,   769,
+                               1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+constexpr int kDistExtra[30] = {0, 0, 0, 0, 1, 1, 2, 2,  3,  3,  4,  4,  5,  5,  6,
+                                6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+
+void PutMatch(BitWriter& bw, int len, int dist) {
+  int li = 28;
+  while (kLenBase[li] > len) --li;
+  PutSymbol(bw, 257 + li);
+  bw.Put(len - kLenBase[li], kLenExtra[li]);
+  int di = 29;
+  while (kDistBase[di] > dist) --di;
+  bw.PutCode(di, 5);
+  bw.Put(dist - kDistBase[di], kDistExtra[di]);
+}
+
+// One fixed-code block. Plots are runs of one colour and rows like the row above, so matching
+// only at distance 3 (the previous pixel) and one row back finds nearly all the redundancy.
+std::string DeflateFixed(const std::string& raw, size_t row_bytes) {
+  BitWriter bw;
+  bw.Put(1, 1);  // BFINAL
+  bw.Put(1, 2);  // BTYPE=01 fixed Huffman
+  const size_t n = raw.size();
+  for (size_t i = 0; i < n;) {
+    size_t best_len = 0, best_dist = 0;
+    for (const size_t dist : {size_t{3}, row_bytes}) {
+      if (dist > i || dist > 32768) continue;
+      const size_t limit = std::min<size_t>(258, n - i);
+      size_t len = 0;
+      while (len < limit && raw[i + len] == raw[i + len - dist]) ++len;
+      if (len > best_len) best_len = len, best_dist = dist;
+    }
+    if (best_len >= 3) {
+      PutMatch(bw, static_cast<int>(best_len), static_cast<int>(best_dist));
+      i += best_len;
+    } else {
+      PutSymbol(bw, static_cast<uint8_t>(raw[i]));
+      ++i;
+    }
+  }
+  PutSymbol(bw, 256);  // end of block
+  return std::move(bw).Finish();
+}
+
+Status WriteFileAtomically(const std::string& path, const std::string& data) {
+  static std::atomic<int> counter{0};
+  const std::string tmp =
+      path + ".tmp" + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  auto fail = [&](const char* what, int err, int fd) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    return IoError("cannot write plot %s (%s %s: %s)", path.c_str(), what, tmp.c_str(),
+                   std::strerror(err));
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return IoError("cannot write plot %s (open %s: %s)", path.c_str(), tmp.c_str(),
+                   std::strerror(errno));
+  }
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail("write", errno, fd);
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) return fail("fsync", errno, fd);
+  if (::close(fd) != 0) return fail("close", errno, -1);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename", errno, -1);
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---- Public ----
+
+double PlotFrame::PixelX(double x) const {
+  return plot_left + AxisFraction(x, x_lo, x_hi, log_x) * (plot_right - plot_left);
+}
+
+double PlotFrame::PixelY(double y) const {
+  return plot_bottom - AxisFraction(y, y_lo, y_hi, log_y) * (plot_bottom - plot_top);
+}
+
+std::vector<uint8_t> SeriesColor(size_t series_index) {
+  const Rgb c = PaletteColor(series_index);
+  return {c.r, c.g, c.b};
+}
+
+Status ValidatePlot(const LinePlot& plot, int width, int height) {
+  if (width < 200 || width > 8192 || height < 150 || height > 8192) {
+    return InvalidArgument("plot size %dx%d is outside [200, 8192] x [150, 8192]", width, height);
+  }
+  for (const Series& s : plot.series) {
+    if (s.x.size() != s.y.size()) {
+      return InvalidArgument("plot '%s', series '%s': %zu x values but %zu y values",
+                             plot.title.c_str(), s.label.c_str(), s.x.size(), s.y.size());
+    }
+  }
+  if (DataExtents(plot).points == 0) {
+    return InvalidArgument("plot '%s' has no point to draw (%zu series; points must be finite%s)",
+                           plot.title.c_str(), plot.series.size(),
+                           plot.log_x || plot.log_y ? " and > 0 on a log axis" : "");
+  }
+  return Status::Ok();
+}
+
+StatusOr<PlotFrame> LayoutPlot(const LinePlot& plot, int width, int height) {
+  KVSTAR_RETURN_IF_ERROR(ValidatePlot(plot, width, height));
+  const Extents ext = DataExtents(plot);
+  const int th = TextHeight(kTextScale);
+  PlotFrame f;
+  f.width = width, f.height = height;
+  f.log_x = plot.log_x, f.log_y = plot.log_y;
+  f.title_scale = TextWidth(plot.title, 3) <= width - 24 ? 3 : 2;
+  f.plot_top = plot.title.empty() ? 16 : 12 + TextHeight(f.title_scale) + 16;
+  f.plot_bottom = height - (kTickLen + 6 + th + (plot.x_label.empty() ? 0 : 10 + th) + 12);
+  Axis y = MakeAxis(ext.y_min, ext.y_max, plot.log_y, f.plot_bottom - f.plot_top, false);
+  f.plot_left = 12 + (plot.y_label.empty() ? 0 : th + 10) + MaxLabelWidth(y.ticks) + 6 + kTickLen;
+  // The last x label is centred on the right edge: widen the margin once if it sticks out.
+  int right_margin = 20;
+  Axis x;
+  for (int pass = 0; pass < 2; ++pass) {
+    f.plot_right = width - right_margin;
+    x = MakeAxis(ext.x_min, ext.x_max, plot.log_x, f.plot_right - f.plot_left, true);
+    const int overhang = TextWidth(x.ticks.back().label, kTextScale) / 2 + 6;
+    if (overhang <= right_margin) break;
+    right_margin = overhang;
+  }
+  if (f.plot_right - f.plot_left < 40 || f.plot_bottom - f.plot_top < 40) {
+    return InvalidArgument("plot size %dx%d leaves no room for the data next to its labels", width,
+                           height);
+  }
+  f.x_lo = x.lo, f.x_hi = x.hi, f.x_ticks = std::move(x.ticks);
+  f.y_lo = y.lo, f.y_hi = y.hi, f.y_ticks = std::move(y.ticks);
+  PlaceLegend(plot, f);
+  return f;
+}
+
+StatusOr<std::vector<uint8_t>> RenderPlotRgb(const LinePlot& plot, int width, int height) {
+  KVSTAR_ASSIGN_OR_RETURN(const PlotFrame f, LayoutPlot(plot, width, height));
+  const int th = TextHeight(kTextScale);
+  Canvas c(width, height);
+  for (const PlotTick& t : f.x_ticks) {
+    const int px = static_cast<int>(std::lround(f.PixelX(t.value)));
+    c.Fill(px, f.plot_top, px, f.plot_bottom, kGrid);
+    c.Fill(px, f.plot_bottom, px, f.plot_bottom + kTickLen, kAxis);
+    c.Text(px - TextWidth(t.label, kTextScale) / 2, f.plot_bottom + kTickLen + 6, t.label,
+           kTextScale, kBlack);
+  }
+  for (const PlotTick& t : f.y_ticks) {
+    const int py = static_cast<int>(std::lround(f.PixelY(t.value)));
+    c.Fill(f.plot_left, py, f.plot_right, py, kGrid);
+    c.Fill(f.plot_left - kTickLen, py, f.plot_left, py, kAxis);
+    c.Text(f.plot_left - kTickLen - 6 - TextWidth(t.label, kTextScale), py - th / 2, t.label,
+           kTextScale, kBlack);
+  }
+  c.Outline(f.plot_left, f.plot_top, f.plot_right, f.plot_bottom, kAxis);
+  for (size_t i = 0; i < plot.series.size(); ++i) {
+    double qx = 0, qy = 0;
+    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool first) {
+      if (!first) c.Line(qx, qy, px, py, PaletteColor(i));
+      qx = px, qy = py;
+    });
+    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool) {
+      c.Marker(px, py, SquareMarker(i), PaletteColor(i));
+    });
+  }
+  c.Text((width - TextWidth(plot.title, f.title_scale)) / 2, 12, plot.title, f.title_scale, kBlack);
+  c.Text((f.plot_left + f.plot_right - TextWidth(plot.x_label, kTextScale)) / 2,
+         f.plot_bottom + kTickLen + 6 + th + 10, plot.x_label, kTextScale, kBlack);
+  c.Text(12, (f.plot_top + f.plot_bottom + TextWidth(plot.y_label, kTextScale)) / 2, plot.y_label,
+         kTextScale, kBlack, /*up=*/true);
+  const std::vector<size_t> entries = LegendEntries(plot);
+  if (!entries.empty()) {
+    c.Fill(f.legend_left, f.legend_top, f.legend_right, f.legend_bottom, kWhite);
+    c.Outline(f.legend_left, f.legend_top, f.legend_right, f.legend_bottom, kLegendBorder);
+    for (size_t row = 0; row < entries.size(); ++row) {
+      const size_t i = entries[row];
+      const int top = LegendRowTop(f, row), mid = top + th / 2;
+      const int x0 = f.legend_left + kLegendPad;
+      c.Line(x0, mid, x0 + kLegendSample, mid, PaletteColor(i));
+      c.Marker(x0 + kLegendSample / 2, mid, SquareMarker(i), PaletteColor(i));
+      c.Text(x0 + kLegendSample + 8, top, plot.series[i].label, kTextScale, kBlack);
+    }
+  }
+  return std::move(c).Take();
+}
+
+std::string PlotSvg(const LinePlot& plot, int width, int height) {
+  std::string svg = Printf(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+      "font-family=\"DejaVu Sans Mono, Menlo, Consolas, monospace\">\n"
+      "<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
+      width, height, width, height);
+  StatusOr<PlotFrame> frame = LayoutPlot(plot, width, height);
+  if (!frame.ok()) {
+    return svg + SvgText(10, 30, "cannot plot: " + frame.status().ToString(), 1, "start") +
+           "</svg>\n";
+  }
+  const PlotFrame& f = *frame;
+  const int th = TextHeight(kTextScale);
+  const std::string grid = Hex(kGrid), axis = Hex(kAxis);
+  auto line = [&](double x0, double y0, double x1, double y1, const std::string& color) {
+    svg += Printf("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x0, y0,
+                  x1, y1, color.c_str());
+  };
+  for (const PlotTick& t : f.x_ticks) {
+    const double px = f.PixelX(t.value);
+    line(px, f.plot_top, px, f.plot_bottom, grid);
+    line(px, f.plot_bottom, px, f.plot_bottom + kTickLen, axis);
+    svg += SvgText(px, f.plot_bottom + kTickLen + 6 + th, t.label, kTextScale, "middle");
+  }
+  for (const PlotTick& t : f.y_ticks) {
+    const double py = f.PixelY(t.value);
+    line(f.plot_left, py, f.plot_right, py, grid);
+    line(f.plot_left - kTickLen, py, f.plot_left, py, axis);
+    svg += SvgText(f.plot_left - kTickLen - 6, py + th / 2.0, t.label, kTextScale, "end");
+  }
+  svg +=
+      Printf("<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"%s\"/>\n",
+             f.plot_left, f.plot_top, f.plot_right - f.plot_left, f.plot_bottom - f.plot_top,
+             axis.c_str());
+  for (size_t i = 0; i < plot.series.size(); ++i) {
+    const std::string color = Hex(PaletteColor(i));
+    std::string points;
+    auto flush = [&] {
+      if (!points.empty()) {
+        svg += "<polyline fill=\"none\" stroke=\"" + color +
+               "\" stroke-width=\"2\" stroke-linejoin=\"round\" points=\"" + points + "\"/>\n";
+      }
+      points.clear();
+    };
+    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool first) {
+      if (first) flush();
+      points += Printf("%s%.1f,%.1f", points.empty() ? "" : " ", px, py);
+    });
+    flush();
+    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool) {
+      svg += SvgMarker(px, py, SquareMarker(i), PaletteColor(i));
+    });
+  }
+  if (!plot.title.empty()) {
+    svg +=
+        SvgText(width / 2.0, 12 + TextHeight(f.title_scale), plot.title, f.title_scale, "middle");
+  }
+  if (!plot.x_label.empty()) {
+    svg += SvgText((f.plot_left + f.plot_right) / 2.0, f.plot_bottom + kTickLen + 6 + 2 * th + 10,
+                   plot.x_label, kTextScale, "middle");
+  }
+  if (!plot.y_label.empty()) {
+    const double cx = 12 + th, cy = (f.plot_top + f.plot_bottom) / 2.0;
+    svg += SvgText(0, 0, plot.y_label, kTextScale, "middle",
+                   Printf(" transform=\"translate(%.1f,%.1f) rotate(-90)\"", cx, cy).c_str());
+  }
+  const std::vector<size_t> entries = LegendEntries(plot);
+  if (!entries.empty()) {
+    svg += Printf(
+        "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#ffffff\" stroke=\"%s\"/>\n",
+        f.legend_left, f.legend_top, f.legend_right - f.legend_left, f.legend_bottom - f.legend_top,
+        Hex(kLegendBorder).c_str());
+    for (size_t row = 0; row < entries.size(); ++row) {
+      const size_t i = entries[row];
+      const int top = LegendRowTop(f, row);
+      const double mid = top + th / 2.0;
+      const int x0 = f.legend_left + kLegendPad;
+      svg += Printf(
+          "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
+          x0, mid, x0 + kLegendSample, mid, Hex(PaletteColor(i)).c_str());
+      svg += SvgMarker(x0 + kLegendSample / 2.0, mid, SquareMarker(i), PaletteColor(i));
+      svg += SvgText(x0 + kLegendSample + 8, top + th, plot.series[i].label, kTextScale, "start");
+    }
+  }
+  return svg + "</svg>\n";
+}
+
+std::string EncodePngRgb(const uint8_t* rgb, int width, int height, PngDeflate deflate) {
+  KVSTAR_CHECK(width > 0 && height > 0, "PNG size %dx%d", width, height);
+  const size_t row_bytes = 1 + static_cast<size_t>(width) * 3;
+  std::string raw;  // [height][1 + width * 3]: filter byte 0, then the row
+  raw.reserve(row_bytes * height);
+  for (int y = 0; y < height; ++y) {
+    raw.push_back(0);
+    raw.append(reinterpret_cast<const char*>(rgb) + static_cast<size_t>(y) * width * 3,
+               static_cast<size_t>(width) * 3);
+  }
+  std::string zlib = "\x78\x01";  // deflate, 32K window; (0x78 << 8 | 0x01) % 31 == 0
+  zlib += deflate == PngDeflate::kStored ? DeflateStored(raw) : DeflateFixed(raw, row_bytes);
+  PutBe32(zlib, Adler32(raw));
+
+  std::string ihdr;
+  PutBe32(ihdr, static_cast<uint32_t>(width));
+  PutBe32(ihdr, static_cast<uint32_t>(height));
+  ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8 bit, RGB, deflate, filter 0, no interlace
+  std::string png = "\x89PNG\r\n\x1a\n";
+  AppendChunk(png, "IHDR", ihdr);
+  AppendChunk(png, "IDAT", zlib);
+  AppendChunk(png, "IEND", "");
+  return png;
+}
+
+Status WritePlotPng(const LinePlot& plot, const std::string& path, int width, int height) {
+  KVSTAR_ASSIGN_OR_RETURN(const std::vector<uint8_t> rgb, RenderPlotRgb(plot, width, height));
+  return WriteFileAtomically(path, EncodePngRgb(rgb.data(), width, height));
+}
+
+Status WritePlotSvg(const LinePlot& plot, const std::string& path, int width, int height) {
+  KVSTAR_RETURN_IF_ERROR(ValidatePlot(plot, width, height));
+  return WriteFileAtomically(path, PlotSvg(plot, width, height));
+}
+
+}  // namespace kvstar
