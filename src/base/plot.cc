@@ -297,12 +297,11 @@ constexpr int kLegendPad = 8;
 constexpr int kLegendGap = 8;      // between legend rows
 constexpr int kLegendSample = 28;  // width of the line sample in front of a label
 
-std::vector<size_t> LegendEntries(const LinePlot& plot) {
-  std::vector<size_t> out;
-  for (size_t i = 0; i < plot.series.size(); ++i) {
-    if (!plot.series[i].label.empty()) out.push_back(i);
-  }
-  return out;
+// Shortens s with "..." until it is at most max_px wide at this scale.
+std::string Ellipsize(std::string s, int max_px, int scale) {
+  if (TextWidth(s, scale) <= max_px) return s;
+  while (!s.empty() && TextWidth(s + "...", scale) > max_px) s.pop_back();
+  return s + "...";
 }
 
 int LegendRowTop(const PlotFrame& f, size_t row) {
@@ -348,14 +347,24 @@ int Covered(const LinePlot& plot, const PlotFrame& f, int l, int t, int r, int b
   return covered;
 }
 
-void PlaceLegend(const LinePlot& plot, PlotFrame& f) {
-  const std::vector<size_t> entries = LegendEntries(plot);
-  if (entries.empty()) return;
+struct LegendSize {
+  int w = 0, h = 0;
+};
+
+LegendSize MeasureLegend(const PlotFrame& f) {
+  if (f.legend.empty()) return {};
   int label_w = 0;
-  for (size_t i : entries) label_w = std::max(label_w, TextWidth(plot.series[i].label, kTextScale));
-  const int n = static_cast<int>(entries.size());
-  const int w = kLegendPad + kLegendSample + 8 + label_w + kLegendPad;
-  const int h = 2 * kLegendPad + n * TextHeight(kTextScale) + (n - 1) * kLegendGap;
+  for (const PlotLegendEntry& e : f.legend) {
+    label_w = std::max(label_w, TextWidth(e.label, kTextScale));
+  }
+  const int n = static_cast<int>(f.legend.size());
+  return {kLegendPad + kLegendSample + 8 + label_w + kLegendPad,
+          2 * kLegendPad + n * TextHeight(kTextScale) + (n - 1) * kLegendGap};
+}
+
+// Inside the plot area, in the corner where it hides the least data; returns how much it hides.
+int PlaceLegendInside(const LinePlot& plot, PlotFrame& f) {
+  const auto [w, h] = MeasureLegend(f);
   const int inset = 8;
   const std::array<std::pair<int, int>, 4> corners = {{
       {f.plot_right - inset - w, f.plot_top + inset},
@@ -371,6 +380,7 @@ void PlaceLegend(const LinePlot& plot, PlotFrame& f) {
       f.legend_left = l, f.legend_top = t, f.legend_right = l + w, f.legend_bottom = t + h;
     }
   }
+  return best;
 }
 
 // ---- Raster ----
@@ -695,20 +705,31 @@ Status ValidatePlot(const LinePlot& plot, int width, int height) {
   return Status::Ok();
 }
 
-StatusOr<PlotFrame> LayoutPlot(const LinePlot& plot, int width, int height) {
-  KVSTAR_RETURN_IF_ERROR(ValidatePlot(plot, width, height));
+namespace {
+
+// legend_outside: the legend goes right of the data area, which gets narrower.
+StatusOr<PlotFrame> LayoutWithLegend(const LinePlot& plot, int width, int height,
+                                     bool legend_outside) {
   const Extents ext = DataExtents(plot);
   const int th = TextHeight(kTextScale);
   PlotFrame f;
   f.width = width, f.height = height;
   f.log_x = plot.log_x, f.log_y = plot.log_y;
   f.title_scale = TextWidth(plot.title, 3) <= width - 24 ? 3 : 2;
-  f.plot_top = plot.title.empty() ? 16 : 12 + TextHeight(f.title_scale) + 16;
+  f.title = Ellipsize(plot.title, width - 24, f.title_scale);
+  for (size_t i = 0; i < plot.series.size(); ++i) {
+    if (plot.series[i].label.empty()) continue;
+    f.legend.push_back({i, Ellipsize(plot.series[i].label, std::max(60, width / 3), kTextScale)});
+  }
+  f.plot_top = f.title.empty() ? 16 : 12 + TextHeight(f.title_scale) + 16;
   f.plot_bottom = height - (kTickLen + 6 + th + (plot.x_label.empty() ? 0 : 10 + th) + 12);
+  f.y_label = Ellipsize(plot.y_label, f.plot_bottom - f.plot_top, kTextScale);
   Axis y = MakeAxis(ext.y_min, ext.y_max, plot.log_y, f.plot_bottom - f.plot_top, false);
-  f.plot_left = 12 + (plot.y_label.empty() ? 0 : th + 10) + MaxLabelWidth(y.ticks) + 6 + kTickLen;
+  f.plot_left = 12 + (f.y_label.empty() ? 0 : th + 10) + MaxLabelWidth(y.ticks) + 6 + kTickLen;
+  const LegendSize legend = MeasureLegend(f);
+  f.legend_outside = legend_outside && !f.legend.empty();
   // The last x label is centred on the right edge: widen the margin once if it sticks out.
-  int right_margin = 20;
+  int right_margin = f.legend_outside ? legend.w + 20 : 20;
   Axis x;
   for (int pass = 0; pass < 2; ++pass) {
     f.plot_right = width - right_margin;
@@ -721,10 +742,31 @@ StatusOr<PlotFrame> LayoutPlot(const LinePlot& plot, int width, int height) {
     return InvalidArgument("plot size %dx%d leaves no room for the data next to its labels", width,
                            height);
   }
+  f.x_label = Ellipsize(plot.x_label, f.plot_right - f.plot_left, kTextScale);
   f.x_lo = x.lo, f.x_hi = x.hi, f.x_ticks = std::move(x.ticks);
   f.y_lo = y.lo, f.y_hi = y.hi, f.y_ticks = std::move(y.ticks);
-  PlaceLegend(plot, f);
+  if (f.legend_outside) {
+    f.legend_left = width - 10 - legend.w, f.legend_top = f.plot_top;
+    f.legend_right = width - 10, f.legend_bottom = f.plot_top + legend.h;
+  }
   return f;
+}
+
+}  // namespace
+
+StatusOr<PlotFrame> LayoutPlot(const LinePlot& plot, int width, int height) {
+  KVSTAR_RETURN_IF_ERROR(ValidatePlot(plot, width, height));
+  KVSTAR_ASSIGN_OR_RETURN(PlotFrame inside, LayoutWithLegend(plot, width, height, false));
+  if (inside.legend.empty()) return inside;
+  // Over the data in its emptiest corner if that hides (almost) nothing: more room for the data.
+  // Else right of the data area, when that leaves the data a fair width.
+  if (PlaceLegendInside(plot, inside) < 10) return inside;
+  StatusOr<PlotFrame> outside = LayoutWithLegend(plot, width, height, true);
+  if (!outside.ok() ||
+      outside->plot_right - outside->plot_left < (inside.plot_right - inside.plot_left) / 2) {
+    return inside;
+  }
+  return outside;
 }
 
 StatusOr<std::vector<uint8_t>> RenderPlotRgb(const LinePlot& plot, int width, int height) {
@@ -756,22 +798,21 @@ StatusOr<std::vector<uint8_t>> RenderPlotRgb(const LinePlot& plot, int width, in
       c.Marker(px, py, SquareMarker(i), PaletteColor(i));
     });
   }
-  c.Text((width - TextWidth(plot.title, f.title_scale)) / 2, 12, plot.title, f.title_scale, kBlack);
-  c.Text((f.plot_left + f.plot_right - TextWidth(plot.x_label, kTextScale)) / 2,
-         f.plot_bottom + kTickLen + 6 + th + 10, plot.x_label, kTextScale, kBlack);
-  c.Text(12, (f.plot_top + f.plot_bottom + TextWidth(plot.y_label, kTextScale)) / 2, plot.y_label,
+  c.Text((width - TextWidth(f.title, f.title_scale)) / 2, 12, f.title, f.title_scale, kBlack);
+  c.Text((f.plot_left + f.plot_right - TextWidth(f.x_label, kTextScale)) / 2,
+         f.plot_bottom + kTickLen + 6 + th + 10, f.x_label, kTextScale, kBlack);
+  c.Text(12, (f.plot_top + f.plot_bottom + TextWidth(f.y_label, kTextScale)) / 2, f.y_label,
          kTextScale, kBlack, /*up=*/true);
-  const std::vector<size_t> entries = LegendEntries(plot);
-  if (!entries.empty()) {
+  if (!f.legend.empty()) {
     c.Fill(f.legend_left, f.legend_top, f.legend_right, f.legend_bottom, kWhite);
     c.Outline(f.legend_left, f.legend_top, f.legend_right, f.legend_bottom, kLegendBorder);
-    for (size_t row = 0; row < entries.size(); ++row) {
-      const size_t i = entries[row];
+    for (size_t row = 0; row < f.legend.size(); ++row) {
+      const size_t i = f.legend[row].series;
       const int top = LegendRowTop(f, row), mid = top + th / 2;
       const int x0 = f.legend_left + kLegendPad;
       c.Line(x0, mid, x0 + kLegendSample, mid, PaletteColor(i));
       c.Marker(x0 + kLegendSample / 2, mid, SquareMarker(i), PaletteColor(i));
-      c.Text(x0 + kLegendSample + 8, top, plot.series[i].label, kTextScale, kBlack);
+      c.Text(x0 + kLegendSample + 8, top, f.legend[row].label, kTextScale, kBlack);
     }
   }
   return std::move(c).Take();
@@ -830,27 +871,25 @@ std::string PlotSvg(const LinePlot& plot, int width, int height) {
       svg += SvgMarker(px, py, SquareMarker(i), PaletteColor(i));
     });
   }
-  if (!plot.title.empty()) {
-    svg +=
-        SvgText(width / 2.0, 12 + TextHeight(f.title_scale), plot.title, f.title_scale, "middle");
+  if (!f.title.empty()) {
+    svg += SvgText(width / 2.0, 12 + TextHeight(f.title_scale), f.title, f.title_scale, "middle");
   }
-  if (!plot.x_label.empty()) {
+  if (!f.x_label.empty()) {
     svg += SvgText((f.plot_left + f.plot_right) / 2.0, f.plot_bottom + kTickLen + 6 + 2 * th + 10,
-                   plot.x_label, kTextScale, "middle");
+                   f.x_label, kTextScale, "middle");
   }
-  if (!plot.y_label.empty()) {
+  if (!f.y_label.empty()) {
     const double cx = 12 + th, cy = (f.plot_top + f.plot_bottom) / 2.0;
-    svg += SvgText(0, 0, plot.y_label, kTextScale, "middle",
+    svg += SvgText(0, 0, f.y_label, kTextScale, "middle",
                    Printf(" transform=\"translate(%.1f,%.1f) rotate(-90)\"", cx, cy).c_str());
   }
-  const std::vector<size_t> entries = LegendEntries(plot);
-  if (!entries.empty()) {
+  if (!f.legend.empty()) {
     svg += Printf(
         "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#ffffff\" stroke=\"%s\"/>\n",
         f.legend_left, f.legend_top, f.legend_right - f.legend_left, f.legend_bottom - f.legend_top,
         Hex(kLegendBorder).c_str());
-    for (size_t row = 0; row < entries.size(); ++row) {
-      const size_t i = entries[row];
+    for (size_t row = 0; row < f.legend.size(); ++row) {
+      const size_t i = f.legend[row].series;
       const int top = LegendRowTop(f, row);
       const double mid = top + th / 2.0;
       const int x0 = f.legend_left + kLegendPad;
@@ -858,7 +897,7 @@ std::string PlotSvg(const LinePlot& plot, int width, int height) {
           "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
           x0, mid, x0 + kLegendSample, mid, Hex(PaletteColor(i)).c_str());
       svg += SvgMarker(x0 + kLegendSample / 2.0, mid, SquareMarker(i), PaletteColor(i));
-      svg += SvgText(x0 + kLegendSample + 8, top + th, plot.series[i].label, kTextScale, "start");
+      svg += SvgText(x0 + kLegendSample + 8, top + th, f.legend[row].label, kTextScale, "start");
     }
   }
   return svg + "</svg>\n";

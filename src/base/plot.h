@@ -55,11 +55,22 @@ struct PlotTick {
   std::string label;  // "4K", "0.25", "1e-06"
 };
 
-// Where everything lands, in pixels with the origin at the top-left corner.
+struct PlotLegendEntry {
+  size_t series;      // index into LinePlot::series
+  std::string label;  // as drawn
+};
+
+// Where everything lands, in pixels with the origin at the top-left corner. Texts are as drawn:
+// too long ones are shortened with "...".
 struct PlotFrame {
   int width = 0, height = 0;
   int plot_left = 0, plot_top = 0, plot_right = 0, plot_bottom = 0;  // the data area
+  // Series with an empty label get no legend row; no labels, no legend (all four stay 0). A
+  // legend that would hide much of the data sits right of the data area (legend_outside).
   int legend_left = 0, legend_top = 0, legend_right = 0, legend_bottom = 0;
+  bool legend_outside = false;
+  std::vector<PlotLegendEntry> legend;
+  std::string title, x_label, y_label;
   bool log_x = false, log_y = false;
   double x_lo = 0, x_hi = 1, y_lo = 0, y_hi = 1;  // axis ends in data units
   std::vector<PlotTick> x_ticks, y_ticks;

@@ -293,6 +293,9 @@ TEST(PlotTest, LegendHasTextAndSamplesAndHidesNoPoint) {
   const Image img = WriteAndRead(plot, "legend.png");
   StatusOr<PlotFrame> f = LayoutPlot(plot, 900, 560);
   ASSERT_TRUE(f.ok());
+  EXPECT_FALSE(f->legend_outside);  // the data leaves a corner free
+  EXPECT_GE(f->legend_left, f->plot_left);
+  EXPECT_LE(f->legend_right, f->plot_right);
   ASSERT_GT(f->legend_right - f->legend_left, 40);
   ASSERT_GT(f->legend_bottom - f->legend_top, 3 * 14);
   const int text_left = f->legend_left + 8 + 28 + 8;
@@ -311,6 +314,35 @@ TEST(PlotTest, LegendHasTextAndSamplesAndHidesNoPoint) {
           << "legend covers series " << s << " point " << i;
     }
   }
+}
+
+TEST(PlotTest, LegendMovesOutsideWhenNoCornerIsFree) {
+  LinePlot plot;
+  for (int s = 0; s < 10; ++s) {
+    Series series{"series number " + std::to_string(s), {}, {}};
+    for (int i = 0; i < 20; ++i) {
+      series.x.push_back(i * 0.37 - 3);
+      series.y.push_back(std::sin(i * 0.3 + s) * 1234.5);
+    }
+    plot.series.push_back(series);
+  }
+  StatusOr<PlotFrame> f = LayoutPlot(plot, 900, 560);
+  ASSERT_TRUE(f.ok());
+  EXPECT_TRUE(f->legend_outside);
+  EXPECT_GT(f->legend_left, f->plot_right);
+  EXPECT_LE(f->legend_right, 900);
+  ASSERT_EQ(f->legend.size(), 10u);
+  EXPECT_EQ(f->legend[9].label, "series number 9");
+  const Image img = WriteAndRead(plot, "legend_outside.png");
+  for (size_t s = 0; s < 10; ++s) {
+    const int top = f->legend_top + 8 + static_cast<int>(s) * 22;
+    EXPECT_TRUE(IsColor(img.At(f->legend_left + 10, top + 7), SeriesColor(s))) << "row " << s;
+  }
+  // A small image has no room beside the data: the legend stays over it, labels shortened.
+  StatusOr<PlotFrame> small = LayoutPlot(plot, 420, 300);
+  ASSERT_TRUE(small.ok());
+  EXPECT_FALSE(small->legend_outside);
+  EXPECT_EQ(small->legend[0].label.substr(small->legend[0].label.size() - 3), "...");
 }
 
 TEST(PlotTest, LogAxisPowersOfTwoWithBinarySuffixes) {
