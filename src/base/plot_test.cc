@@ -419,6 +419,19 @@ TEST(PlotTest, LinearTicksAreNiceAndDoNotOverlap) {
                            << " overlap at width " << w;
     }
   }
+  // Wide labels: the first step guess would put them closer than their width plus a gap.
+  LinePlot narrow;
+  narrow.series = {{"", {0.0001, 0.0009}, {1, 2}}};
+  for (int w = 240; w <= 900; w += 7) {
+    StatusOr<PlotFrame> nf = LayoutPlot(narrow, w, 300);
+    ASSERT_TRUE(nf.ok());
+    for (size_t i = 1; i < nf->x_ticks.size(); ++i) {
+      const double gap = nf->PixelX(nf->x_ticks[i].value) - nf->PixelX(nf->x_ticks[i - 1].value);
+      const double need = (nf->x_ticks[i].label.size() + nf->x_ticks[i - 1].label.size()) * 6.0;
+      EXPECT_GE(gap, need + 8) << nf->x_ticks[i - 1].label << " " << nf->x_ticks[i].label
+                               << " at width " << w;
+    }
+  }
   LinePlot big;
   big.series = {{"", {0, 1, 2}, {0, 45000, 130000}}};
   StatusOr<PlotFrame> f = LayoutPlot(big, 900, 560);
@@ -544,6 +557,11 @@ TEST(PlotTest, ReplacesFileAtomicallyAndLeavesNoTemporary) {
   files = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++files;
   EXPECT_EQ(files, 1);
+  // The temporary for a failed write goes away too (it lives beside the target).
+  const std::string stem = std::filesystem::path(dir).filename().string() + ".tmp";
+  for (const auto& e : std::filesystem::directory_iterator(::testing::TempDir())) {
+    EXPECT_NE(e.path().filename().string().rfind(stem, 0), 0u) << e.path();
+  }
 }
 
 // KVSTAR_PLOT_SAMPLE_DIR=docs/plots regenerates the sample images shown in the docs.
