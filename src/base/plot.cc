@@ -383,53 +383,84 @@ int PlaceLegendInside(const LinePlot& plot, PlotFrame& f) {
   return best;
 }
 
-// ---- Raster ----
+// ---- Drawing: one description of the picture, two outputs ----
 
-class Canvas {
+enum class Anchor { kStart, kMiddle, kEnd };
+
+// The PNG and the SVG are drawn by the same calls, so they show the same thing in the same place.
+class Painter {
+ public:
+  virtual ~Painter() = default;
+  virtual void Line(double x0, double y0, double x1, double y1, Rgb c, int width_px) = 0;
+  virtual void Polyline(const std::vector<std::pair<double, double>>& pts, Rgb c) = 0;  // 2 px
+  virtual void Box(int l, int t, int r, int b, Rgb stroke, bool white_fill) = 0;
+  virtual void Marker(double x, double y, bool square, Rgb c) = 0;
+  // Black text; (x, top) is the anchor point on the top edge of the 7-row text box.
+  virtual void Text(double x, double top, std::string_view s, int scale, Anchor a) = 0;
+  // A quarter turn counter-clockwise (read bottom to top), centred on y, glyph tops at x.
+  virtual void TextUp(double x, double center_y, std::string_view s, int scale) = 0;
+};
+
+class Canvas final : public Painter {
  public:
   Canvas(int w, int h) : w_(w), h_(h), px_(static_cast<size_t>(w) * h * 3, 255) {}
 
-  void Set(int x, int y, Rgb c) {
-    if (x < 0 || y < 0 || x >= w_ || y >= h_) return;
-    uint8_t* p = &px_[(static_cast<size_t>(y) * w_ + x) * 3];
-    p[0] = c.r, p[1] = c.g, p[2] = c.b;
-  }
-  void Fill(int x0, int y0, int x1, int y1, Rgb c) {  // inclusive corners
-    for (int y = y0; y <= y1; ++y) {
-      for (int x = x0; x <= x1; ++x) Set(x, y, c);
-    }
-  }
-  void Outline(int x0, int y0, int x1, int y1, Rgb c) {
-    Fill(x0, y0, x1, y0, c), Fill(x0, y1, x1, y1, c);
-    Fill(x0, y0, x0, y1, c), Fill(x1, y0, x1, y1, c);
-  }
-  // 2 px wide: Bresenham with a 2x2 brush.
-  void Line(double fx0, double fy0, double fx1, double fy1, Rgb c) {
-    int x0 = static_cast<int>(std::lround(fx0)), y0 = static_cast<int>(std::lround(fy0));
-    const int x1 = static_cast<int>(std::lround(fx1)), y1 = static_cast<int>(std::lround(fy1));
+  // Bresenham with a width_px x width_px brush.
+  void Line(double fx0, double fy0, double fx1, double fy1, Rgb c, int width_px) override {
+    int x0 = Round(fx0), y0 = Round(fy0);
+    const int x1 = Round(fx1), y1 = Round(fy1);
     const int dx = std::abs(x1 - x0), dy = -std::abs(y1 - y0);
     const int sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
     int err = dx + dy;
     while (true) {
-      Fill(x0, y0, x0 + 1, y0 + 1, c);
+      Fill(x0, y0, x0 + width_px - 1, y0 + width_px - 1, c);
       if (x0 == x1 && y0 == y1) break;
       const int e2 = 2 * err;
       if (e2 >= dy) err += dy, x0 += sx;
       if (e2 <= dx) err += dx, y0 += sy;
     }
   }
-  void Marker(double fx, double fy, bool square, Rgb c) {
-    const int x = static_cast<int>(std::lround(fx)), y = static_cast<int>(std::lround(fy));
+  void Polyline(const std::vector<std::pair<double, double>>& pts, Rgb c) override {
+    for (size_t i = 1; i < pts.size(); ++i) {
+      Line(pts[i - 1].first, pts[i - 1].second, pts[i].first, pts[i].second, c, 2);
+    }
+  }
+  void Box(int l, int t, int r, int b, Rgb stroke, bool white_fill) override {
+    if (white_fill) Fill(l, t, r, b, kWhite);
+    Fill(l, t, r, t, stroke), Fill(l, b, r, b, stroke);
+    Fill(l, t, l, b, stroke), Fill(r, t, r, b, stroke);
+  }
+  void Marker(double fx, double fy, bool square, Rgb c) override {
+    const int x = Round(fx), y = Round(fy);
     if (square) return Fill(x - 3, y - 3, x + 3, y + 3, c);
     for (int dy = -4; dy <= 4; ++dy) {
       for (int dx = -4; dx <= 4; ++dx) {
-        if (dx * dx + dy * dy <= 18) Set(x + dx, y + dy, c);
+        if (dx * dx + dy * dy <= 18) Fill(x + dx, y + dy, x + dx, y + dy, c);
       }
     }
   }
-  // (x, y) is the top-left corner. up: rotated a quarter turn counter-clockwise, read bottom to
-  // top, with (x, y) the corner where reading starts on the glyphs' top side.
-  void Text(int x, int y, std::string_view s, int scale, Rgb c, bool up = false) {
+  void Text(double x, double top, std::string_view s, int scale, Anchor a) override {
+    const int w = TextWidth(s, scale);
+    const int left = Round(x) - (a == Anchor::kMiddle ? w / 2 : a == Anchor::kEnd ? w : 0);
+    Glyphs(left, Round(top), s, scale, false);
+  }
+  void TextUp(double x, double center_y, std::string_view s, int scale) override {
+    Glyphs(Round(x), static_cast<int>(center_y + TextWidth(s, scale) / 2.0), s, scale, true);
+  }
+  std::vector<uint8_t> Take() && { return std::move(px_); }
+
+ private:
+  static int Round(double v) { return static_cast<int>(std::lround(v)); }
+  void Fill(int x0, int y0, int x1, int y1, Rgb c) {  // inclusive corners, clipped
+    for (int y = std::max(y0, 0); y <= std::min(y1, h_ - 1); ++y) {
+      for (int x = std::max(x0, 0); x <= std::min(x1, w_ - 1); ++x) {
+        uint8_t* p = &px_[(static_cast<size_t>(y) * w_ + x) * 3];
+        p[0] = c.r, p[1] = c.g, p[2] = c.b;
+      }
+    }
+  }
+  // Upright: (x, y) is the top-left corner. Up: (x, y) is where reading starts, glyph tops at x.
+  void Glyphs(int x, int y, std::string_view s, int scale, bool up) {
     for (size_t k = 0; k < s.size(); ++k) {
       const std::array<uint16_t, 5> glyph = Glyph(s[k]);
       for (int col = 0; col < 5; ++col) {
@@ -437,22 +468,18 @@ class Canvas {
           if (!((glyph[col] >> row) & 1)) continue;
           const int u = (static_cast<int>(k) * 6 + col) * scale, v = row * scale;
           if (up) {
-            Fill(x + v, y - u - scale + 1, x + v + scale - 1, y - u, c);
+            Fill(x + v, y - u - scale + 1, x + v + scale - 1, y - u, kBlack);
           } else {
-            Fill(x + u, y + v, x + u + scale - 1, y + v + scale - 1, c);
+            Fill(x + u, y + v, x + u + scale - 1, y + v + scale - 1, kBlack);
           }
         }
       }
     }
   }
-  std::vector<uint8_t> Take() && { return std::move(px_); }
 
- private:
   int w_, h_;
   std::vector<uint8_t> px_;  // [h][w][3]
 };
-
-// ---- SVG helpers ----
 
 std::string Hex(Rgb c) { return Printf("#%02x%02x%02x", c.r, c.g, c.b); }
 
@@ -476,28 +503,105 @@ std::string XmlEscape(std::string_view s) {
         out += "&#39;";
         break;
       default:
-        // Control characters are not allowed in XML 1.0 text.
-        out += static_cast<unsigned char>(ch) < 0x20 ? '?' : ch;
+        out += static_cast<unsigned char>(ch) < 0x20 ? '?' : ch;  // not allowed in XML
     }
   }
   return out;
 }
 
-// Monospace at 10 px per bitmap-font scale unit has the bitmap font's advance (0.6 em = 6 units),
-// so the layout computed for the PNG also holds for the SVG.
-std::string SvgText(double x, double baseline_y, std::string_view s, int scale, const char* anchor,
-                    const char* extra = "") {
-  return Printf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"%d\" text-anchor=\"%s\"%s>", x, baseline_y,
-                10 * scale, anchor, extra) +
-         XmlEscape(s) + "</text>\n";
-}
+// Text is monospace at 10 px per font scale unit: its advance (0.6 em) is the bitmap font's 6
+// units, so the layout computed with the bitmap font holds for the SVG as well.
+class SvgPainter final : public Painter {
+ public:
+  explicit SvgPainter(std::string* out) : out_(*out) {}
 
-std::string SvgMarker(double x, double y, bool square, Rgb c) {
-  if (square) {
-    return Printf("<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"%s\"/>\n", x - 3.5,
-                  y - 3.5, Hex(c).c_str());
+  void Line(double x0, double y0, double x1, double y1, Rgb c, int width_px) override {
+    out_ += Printf("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"", x0, y0,
+                   x1, y1, Hex(c).c_str());
+    out_ += width_px == 1 ? "/>\n" : Printf(" stroke-width=\"%d\"/>\n", width_px);
   }
-  return Printf("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4.2\" fill=\"%s\"/>\n", x, y, Hex(c).c_str());
+  void Polyline(const std::vector<std::pair<double, double>>& pts, Rgb c) override {
+    out_ += "<polyline fill=\"none\" stroke=\"" + Hex(c) +
+            "\" stroke-width=\"2\" stroke-linejoin=\"round\" points=\"";
+    for (size_t i = 0; i < pts.size(); ++i) {
+      out_ += Printf("%s%.1f,%.1f", i == 0 ? "" : " ", pts[i].first, pts[i].second);
+    }
+    out_ += "\"/>\n";
+  }
+  void Box(int l, int t, int r, int b, Rgb stroke, bool white_fill) override {
+    out_ +=
+        Printf("<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\" stroke=\"%s\"/>\n",
+               l, t, r - l, b - t, white_fill ? "#ffffff" : "none", Hex(stroke).c_str());
+  }
+  void Marker(double x, double y, bool square, Rgb c) override {
+    if (square) {
+      out_ += Printf("<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"%s\"/>\n",
+                     x - 3.5, y - 3.5, Hex(c).c_str());
+    } else {
+      out_ +=
+          Printf("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4.2\" fill=\"%s\"/>\n", x, y, Hex(c).c_str());
+    }
+  }
+  void Text(double x, double top, std::string_view s, int scale, Anchor a) override {
+    const char* anchor = a == Anchor::kMiddle ? "middle" : a == Anchor::kEnd ? "end" : "start";
+    out_ += Printf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"%d\" text-anchor=\"%s\">", x,
+                   top + TextHeight(scale), 10 * scale, anchor) +
+            XmlEscape(s) + "</text>\n";
+  }
+  void TextUp(double x, double center_y, std::string_view s, int scale) override {
+    out_ += Printf(
+                "<text x=\"0\" y=\"0\" font-size=\"%d\" text-anchor=\"middle\" "
+                "transform=\"translate(%.1f,%.1f) rotate(-90)\">",
+                10 * scale, x + TextHeight(scale), center_y) +
+            XmlEscape(s) + "</text>\n";
+  }
+
+ private:
+  std::string& out_;
+};
+
+void Draw(const LinePlot& plot, const PlotFrame& f, Painter& p) {
+  const int th = TextHeight(kTextScale);
+  for (const PlotTick& t : f.x_ticks) {
+    const double px = std::round(f.PixelX(t.value));
+    p.Line(px, f.plot_top, px, f.plot_bottom, kGrid, 1);
+    p.Line(px, f.plot_bottom, px, f.plot_bottom + kTickLen, kAxis, 1);
+    p.Text(px, f.plot_bottom + kTickLen + 6, t.label, kTextScale, Anchor::kMiddle);
+  }
+  for (const PlotTick& t : f.y_ticks) {
+    const double py = std::round(f.PixelY(t.value));
+    p.Line(f.plot_left, py, f.plot_right, py, kGrid, 1);
+    p.Line(f.plot_left - kTickLen, py, f.plot_left, py, kAxis, 1);
+    p.Text(f.plot_left - kTickLen - 6, py - th / 2.0, t.label, kTextScale, Anchor::kEnd);
+  }
+  p.Box(f.plot_left, f.plot_top, f.plot_right, f.plot_bottom, kAxis, false);
+  for (size_t i = 0; i < plot.series.size(); ++i) {
+    std::vector<std::pair<double, double>> run;  // unbroken points, in pixels
+    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool first) {
+      if (first && !run.empty()) p.Polyline(run, PaletteColor(i)), run.clear();
+      run.emplace_back(px, py);
+    });
+    if (!run.empty()) p.Polyline(run, PaletteColor(i));
+    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool) {
+      p.Marker(px, py, SquareMarker(i), PaletteColor(i));
+    });
+  }
+  if (!f.title.empty()) p.Text(f.width / 2.0, 12, f.title, f.title_scale, Anchor::kMiddle);
+  if (!f.x_label.empty()) {
+    p.Text((f.plot_left + f.plot_right) / 2.0, f.plot_bottom + kTickLen + 6 + th + 10, f.x_label,
+           kTextScale, Anchor::kMiddle);
+  }
+  if (!f.y_label.empty()) p.TextUp(12, (f.plot_top + f.plot_bottom) / 2.0, f.y_label, kTextScale);
+  if (f.legend.empty()) return;
+  p.Box(f.legend_left, f.legend_top, f.legend_right, f.legend_bottom, kLegendBorder, true);
+  for (size_t row = 0; row < f.legend.size(); ++row) {
+    const size_t i = f.legend[row].series;
+    const int top = LegendRowTop(f, row), mid = top + th / 2;
+    const int x0 = f.legend_left + kLegendPad;
+    p.Line(x0, mid, x0 + kLegendSample, mid, PaletteColor(i), 2);
+    p.Marker(x0 + kLegendSample / 2, mid, SquareMarker(i), PaletteColor(i));
+    p.Text(x0 + kLegendSample + 8, top, f.legend[row].label, kTextScale, Anchor::kStart);
+  }
 }
 
 // ---- PNG ----
@@ -771,51 +875,9 @@ StatusOr<PlotFrame> LayoutPlot(const LinePlot& plot, int width, int height) {
 
 StatusOr<std::vector<uint8_t>> RenderPlotRgb(const LinePlot& plot, int width, int height) {
   KVSTAR_ASSIGN_OR_RETURN(const PlotFrame f, LayoutPlot(plot, width, height));
-  const int th = TextHeight(kTextScale);
-  Canvas c(width, height);
-  for (const PlotTick& t : f.x_ticks) {
-    const int px = static_cast<int>(std::lround(f.PixelX(t.value)));
-    c.Fill(px, f.plot_top, px, f.plot_bottom, kGrid);
-    c.Fill(px, f.plot_bottom, px, f.plot_bottom + kTickLen, kAxis);
-    c.Text(px - TextWidth(t.label, kTextScale) / 2, f.plot_bottom + kTickLen + 6, t.label,
-           kTextScale, kBlack);
-  }
-  for (const PlotTick& t : f.y_ticks) {
-    const int py = static_cast<int>(std::lround(f.PixelY(t.value)));
-    c.Fill(f.plot_left, py, f.plot_right, py, kGrid);
-    c.Fill(f.plot_left - kTickLen, py, f.plot_left, py, kAxis);
-    c.Text(f.plot_left - kTickLen - 6 - TextWidth(t.label, kTextScale), py - th / 2, t.label,
-           kTextScale, kBlack);
-  }
-  c.Outline(f.plot_left, f.plot_top, f.plot_right, f.plot_bottom, kAxis);
-  for (size_t i = 0; i < plot.series.size(); ++i) {
-    double qx = 0, qy = 0;
-    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool first) {
-      if (!first) c.Line(qx, qy, px, py, PaletteColor(i));
-      qx = px, qy = py;
-    });
-    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool) {
-      c.Marker(px, py, SquareMarker(i), PaletteColor(i));
-    });
-  }
-  c.Text((width - TextWidth(f.title, f.title_scale)) / 2, 12, f.title, f.title_scale, kBlack);
-  c.Text((f.plot_left + f.plot_right - TextWidth(f.x_label, kTextScale)) / 2,
-         f.plot_bottom + kTickLen + 6 + th + 10, f.x_label, kTextScale, kBlack);
-  c.Text(12, (f.plot_top + f.plot_bottom + TextWidth(f.y_label, kTextScale)) / 2, f.y_label,
-         kTextScale, kBlack, /*up=*/true);
-  if (!f.legend.empty()) {
-    c.Fill(f.legend_left, f.legend_top, f.legend_right, f.legend_bottom, kWhite);
-    c.Outline(f.legend_left, f.legend_top, f.legend_right, f.legend_bottom, kLegendBorder);
-    for (size_t row = 0; row < f.legend.size(); ++row) {
-      const size_t i = f.legend[row].series;
-      const int top = LegendRowTop(f, row), mid = top + th / 2;
-      const int x0 = f.legend_left + kLegendPad;
-      c.Line(x0, mid, x0 + kLegendSample, mid, PaletteColor(i));
-      c.Marker(x0 + kLegendSample / 2, mid, SquareMarker(i), PaletteColor(i));
-      c.Text(x0 + kLegendSample + 8, top, f.legend[row].label, kTextScale, kBlack);
-    }
-  }
-  return std::move(c).Take();
+  Canvas canvas(width, height);
+  Draw(plot, f, canvas);
+  return std::move(canvas).Take();
 }
 
 std::string PlotSvg(const LinePlot& plot, int width, int height) {
@@ -824,81 +886,12 @@ std::string PlotSvg(const LinePlot& plot, int width, int height) {
       "font-family=\"DejaVu Sans Mono, Menlo, Consolas, monospace\">\n"
       "<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
       width, height, width, height);
+  SvgPainter painter(&svg);
   StatusOr<PlotFrame> frame = LayoutPlot(plot, width, height);
-  if (!frame.ok()) {
-    return svg + SvgText(10, 30, "cannot plot: " + frame.status().ToString(), 1, "start") +
-           "</svg>\n";
-  }
-  const PlotFrame& f = *frame;
-  const int th = TextHeight(kTextScale);
-  const std::string grid = Hex(kGrid), axis = Hex(kAxis);
-  auto line = [&](double x0, double y0, double x1, double y1, const std::string& color) {
-    svg += Printf("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x0, y0,
-                  x1, y1, color.c_str());
-  };
-  for (const PlotTick& t : f.x_ticks) {
-    const double px = f.PixelX(t.value);
-    line(px, f.plot_top, px, f.plot_bottom, grid);
-    line(px, f.plot_bottom, px, f.plot_bottom + kTickLen, axis);
-    svg += SvgText(px, f.plot_bottom + kTickLen + 6 + th, t.label, kTextScale, "middle");
-  }
-  for (const PlotTick& t : f.y_ticks) {
-    const double py = f.PixelY(t.value);
-    line(f.plot_left, py, f.plot_right, py, grid);
-    line(f.plot_left - kTickLen, py, f.plot_left, py, axis);
-    svg += SvgText(f.plot_left - kTickLen - 6, py + th / 2.0, t.label, kTextScale, "end");
-  }
-  svg +=
-      Printf("<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"%s\"/>\n",
-             f.plot_left, f.plot_top, f.plot_right - f.plot_left, f.plot_bottom - f.plot_top,
-             axis.c_str());
-  for (size_t i = 0; i < plot.series.size(); ++i) {
-    const std::string color = Hex(PaletteColor(i));
-    std::string points;
-    auto flush = [&] {
-      if (!points.empty()) {
-        svg += "<polyline fill=\"none\" stroke=\"" + color +
-               "\" stroke-width=\"2\" stroke-linejoin=\"round\" points=\"" + points + "\"/>\n";
-      }
-      points.clear();
-    };
-    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool first) {
-      if (first) flush();
-      points += Printf("%s%.1f,%.1f", points.empty() ? "" : " ", px, py);
-    });
-    flush();
-    ForEachPixel(plot, f, plot.series[i], [&](double px, double py, bool) {
-      svg += SvgMarker(px, py, SquareMarker(i), PaletteColor(i));
-    });
-  }
-  if (!f.title.empty()) {
-    svg += SvgText(width / 2.0, 12 + TextHeight(f.title_scale), f.title, f.title_scale, "middle");
-  }
-  if (!f.x_label.empty()) {
-    svg += SvgText((f.plot_left + f.plot_right) / 2.0, f.plot_bottom + kTickLen + 6 + 2 * th + 10,
-                   f.x_label, kTextScale, "middle");
-  }
-  if (!f.y_label.empty()) {
-    const double cx = 12 + th, cy = (f.plot_top + f.plot_bottom) / 2.0;
-    svg += SvgText(0, 0, f.y_label, kTextScale, "middle",
-                   Printf(" transform=\"translate(%.1f,%.1f) rotate(-90)\"", cx, cy).c_str());
-  }
-  if (!f.legend.empty()) {
-    svg += Printf(
-        "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#ffffff\" stroke=\"%s\"/>\n",
-        f.legend_left, f.legend_top, f.legend_right - f.legend_left, f.legend_bottom - f.legend_top,
-        Hex(kLegendBorder).c_str());
-    for (size_t row = 0; row < f.legend.size(); ++row) {
-      const size_t i = f.legend[row].series;
-      const int top = LegendRowTop(f, row);
-      const double mid = top + th / 2.0;
-      const int x0 = f.legend_left + kLegendPad;
-      svg += Printf(
-          "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
-          x0, mid, x0 + kLegendSample, mid, Hex(PaletteColor(i)).c_str());
-      svg += SvgMarker(x0 + kLegendSample / 2.0, mid, SquareMarker(i), PaletteColor(i));
-      svg += SvgText(x0 + kLegendSample + 8, top + th, f.legend[row].label, kTextScale, "start");
-    }
+  if (frame.ok()) {
+    Draw(plot, *frame, painter);
+  } else {
+    painter.Text(10, 10, "cannot plot: " + frame.status().ToString(), 1, Anchor::kStart);
   }
   return svg + "</svg>\n";
 }

@@ -492,6 +492,14 @@ TEST(PlotTest, SvgHasOnePolylinePerSeriesLabelsAndEscapes) {
     std::snprintf(hex, sizeof(hex), "#%02x%02x%02x", c[0], c[1], c[2]);
     EXPECT_NE(svg.find(std::string("stroke=\"") + hex), std::string::npos) << hex;
   }
+  // Same layout as the PNG: the first point of each series is where PixelX/PixelY put it.
+  StatusOr<PlotFrame> f = LayoutPlot(plot, 900, 560);
+  ASSERT_TRUE(f.ok());
+  for (const Series& s : plot.series) {
+    char pt[64];
+    std::snprintf(pt, sizeof(pt), "points=\"%.1f,%.1f ", f->PixelX(s.x[0]), f->PixelY(s.y[0]));
+    EXPECT_NE(svg.find(pt), std::string::npos) << pt;
+  }
   // Every element opened is closed: count '<' that start tags against '/>' and '</'.
   size_t opens = 0, closes = 0;
   for (size_t i = 0; i + 1 < svg.size(); ++i) {
