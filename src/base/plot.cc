@@ -156,10 +156,14 @@ std::string StripZeros(std::string s) {
 }
 
 // One unit, suffix and number of decimals per axis so that labels read alike: 0.0K 2.5K 5.0K.
+// Beyond G or below 1e-4 the unit is a power of ten written after the number: 2.5e-7.
 std::string LinearLabel(double v, double step, double max_abs) {
   double unit = 1;
-  const char* suffix = "";
-  if (max_abs >= 1e10) {
+  std::string suffix;
+  if (max_abs >= 1e13 || max_abs < 1e-4) {
+    const int e = static_cast<int>(std::floor(std::log10(max_abs)));
+    unit = std::pow(10.0, e), suffix = Printf("e%d", e);
+  } else if (max_abs >= 1e10) {
     unit = 1e9, suffix = "G";
   } else if (max_abs >= 1e7) {
     unit = 1e6, suffix = "M";
@@ -216,7 +220,7 @@ Axis LinearAxis(double dmin, double dmax, int length_px, bool horizontal) {
     dmin -= pad;
     dmax += pad;
   }
-  const int max_ticks = std::max(2, length_px / (horizontal ? 70 : 40));
+  const int max_ticks = std::max(2, length_px / (horizontal ? 90 : 60));  // not crowded
   double step = NiceCeil((dmax - dmin) / max_ticks);
   Axis axis;
   for (int attempt = 0; attempt < 64; ++attempt, step = NextNice(step)) {
@@ -235,8 +239,8 @@ Axis LinearAxis(double dmin, double dmax, int length_px, bool horizontal) {
 }
 
 Axis LogAxis(double dmin, double dmax, int length_px, bool horizontal) {
-  // Base 2 while the data spans at most 2^12 (contexts, batch sizes), else decades.
-  const int base = std::log2(dmax / dmin) <= 12.0 ? 2 : 10;
+  // Powers of 2 for counts that span at most 2^12 (contexts, batch sizes, threads), else decades.
+  const int base = dmin >= 1 && std::log2(dmax / dmin) <= 12.0 ? 2 : 10;
   const double lb = std::log(static_cast<double>(base));
   int e_lo = static_cast<int>(std::floor(std::log(dmin) / lb + 1e-9));
   int e_hi = static_cast<int>(std::ceil(std::log(dmax) / lb - 1e-9));

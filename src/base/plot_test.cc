@@ -432,6 +432,19 @@ TEST(PlotTest, LinearTicksAreNiceAndDoNotOverlap) {
                                << " at width " << w;
     }
   }
+  // Very large and very small values: a power of ten after the number, labels still distinct.
+  for (const double scale : {1e15, 1e-7}) {
+    LinePlot extreme;
+    extreme.series = {{"", {0, 1}, {1 * scale, 3.3 * scale}}};
+    StatusOr<PlotFrame> ef = LayoutPlot(extreme, 900, 560);
+    ASSERT_TRUE(ef.ok());
+    for (size_t i = 1; i < ef->y_ticks.size(); ++i) {
+      EXPECT_NE(ef->y_ticks[i].label, ef->y_ticks[i - 1].label);
+      EXPECT_LE(ef->y_ticks[i].label.size(), 8u) << ef->y_ticks[i].label;
+    }
+    EXPECT_NE(ef->y_ticks.back().label.find(scale > 1 ? "e15" : "e-7"), std::string::npos)
+        << ef->y_ticks.back().label;
+  }
   LinePlot big;
   big.series = {{"", {0, 1, 2}, {0, 45000, 130000}}};
   StatusOr<PlotFrame> f = LayoutPlot(big, 900, 560);
