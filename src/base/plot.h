@@ -4,9 +4,10 @@
 // Rendering: white background, light grid, axes with numeric tick labels (linear axes use nice
 // 1/2/5 x 10^k steps; log axes use powers of 2 when every value is >= 1 and they span at most
 // 2^12, else powers of 10; large values get K/M/G suffixes, binary on a log-2 axis: 4096 is "4K",
-// decimal elsewhere: 20000 is "20K"), a title, axis labels, one colour
-// per series from a fixed palette of 8 (it cycles past 8; even series get square markers, odd ones
-// round markers) and a legend in the corner of the plot area that covers the fewest points.
+// decimal elsewhere: 20000 is "20K"), a title, axis labels, one colour per series from a fixed
+// palette of 8 (it cycles past 8; even series get square markers, odd ones round markers) and a
+// legend in the corner of the data area that hides the fewest points, or right of the data area
+// when every corner would hide some. Texts too long for the image are shortened with "...".
 //
 // Data rules a caller must know:
 // - Points are joined in the order given (sort by x first if that is what you mean).
