@@ -1,8 +1,10 @@
 // kvstar profile: the KVPR device profile (pinned H2D bandwidth, K+V projection GEMM rates) and
 // the split the planner chooses for a model shape, batch and context (docs/KVPR.md).
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,7 @@ struct ProfileFlags {
   std::string profile_file;
   bool refresh = false;
   int device = 0;
+  bool verify = false;
   bool json = false;
 };
 
@@ -45,24 +48,38 @@ struct LoadedProfile {
   std::string origin;  // "loaded", "measured" or "measured (<why>)"
 };
 
-// The profile of --profile-file, or on a CUDA build the cached / measured one of the device.
-StatusOr<LoadedProfile> GetProfile(const ProfileFlags& f, size_t hidden, size_t kv_dim) {
+// The device (CUDA builds with a GPU) and the profile: the one of --profile-file, or the cached /
+// measured one of the device.
+struct Device {
+#ifdef KVSTAR_HAVE_CUDA
+  std::unique_ptr<cuda::DeviceContext> ctx;
+#endif
+  bool present() const {
+#ifdef KVSTAR_HAVE_CUDA
+    return ctx != nullptr;
+#else
+    return false;
+#endif
+  }
+};
+
+StatusOr<LoadedProfile> GetProfile(const ProfileFlags& f, size_t hidden, size_t kv_dim,
+                                   Device* dev) {
   LoadedProfile out;
 #ifdef KVSTAR_HAVE_CUDA
   if (cuda::DeviceCount() == 0) {
-    if (f.profile_file.empty() || f.refresh) {
+    if (f.profile_file.empty() || f.refresh || f.verify) {
       return FailedPrecondition(
-          "no CUDA device found: a profile can only be measured on a GPU; give a saved profile "
-          "with --profile-file F (without --refresh)");
+          "no CUDA device found: a profile can only be measured (or verified) on a GPU; give a "
+          "saved profile with --profile-file F (without --refresh or --verify)");
     }
   } else {
-    KVSTAR_ASSIGN_OR_RETURN(std::unique_ptr<cuda::DeviceContext> ctx,
-                            cuda::DeviceContext::Create(f.device));
+    KVSTAR_ASSIGN_OR_RETURN(dev->ctx, cuda::DeviceContext::Create(f.device));
     recompute::ProfileOptions options;
     options.progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
-    KVSTAR_ASSIGN_OR_RETURN(
-        recompute::CachedProfile cached,
-        recompute::LoadOrMeasureProfile(*ctx, hidden, kv_dim, f.profile_file, f.refresh, options));
+    KVSTAR_ASSIGN_OR_RETURN(recompute::CachedProfile cached,
+                            recompute::LoadOrMeasureProfile(*dev->ctx, hidden, kv_dim,
+                                                            f.profile_file, f.refresh, options));
     out.profile = std::move(cached.profile);
     out.path = cached.path;
     out.origin = cached.measured
@@ -71,16 +88,44 @@ StatusOr<LoadedProfile> GetProfile(const ProfileFlags& f, size_t hidden, size_t 
     return out;
   }
 #else
-  if (f.profile_file.empty() || f.refresh) {
+  if (f.profile_file.empty() || f.refresh || f.verify) {
     return FailedPrecondition(
         "built without CUDA: kvstar profile cannot measure a device here; give a saved profile "
-        "with --profile-file F (without --refresh), or build with -DKVSTAR_CUDA=ON");
+        "with --profile-file F (without --refresh or --verify), or build with -DKVSTAR_CUDA=ON");
   }
 #endif
   KVSTAR_ASSIGN_OR_RETURN(out.profile, recompute::LoadProfile(f.profile_file));
   out.path = f.profile_file;
   out.origin = "loaded";
   return out;
+}
+
+// --verify: the pipeline run on the device at several splits against the model's prediction
+// (both without the layer compute).
+StatusOr<recompute::PredictionCheck> Verify(const ProfileFlags& f, Device* dev,
+                                            const recompute::KvprProfile& profile,
+                                            recompute::KvprShape shape,
+                                            const recompute::KvprPlan& plan) {
+  shape.layer_compute_ms = 0;
+  shape.step_fixed_ms = 0;
+  std::vector<size_t> splits;
+  const size_t g = plan.granularity;
+  for (size_t q = 0; q <= 4; ++q) splits.push_back(shape.seq_len * q / 4 / g * g);
+  splits.push_back(plan.split);
+  std::sort(splits.begin(), splits.end());
+  splits.erase(std::unique(splits.begin(), splits.end()), splits.end());
+  std::vector<recompute::MeasuredStep> measured;
+#ifdef KVSTAR_HAVE_CUDA
+  for (size_t l : splits) {
+    std::fprintf(stderr, "verifying: pipeline at l = %zu\n", l);
+    KVSTAR_ASSIGN_OR_RETURN(double ms, recompute::MeasurePipelineStepMs(*dev->ctx, shape, {l}));
+    measured.push_back({.split = l, .step_ms = ms});
+  }
+#else
+  (void)dev;
+  return FailedPrecondition("built without CUDA: --verify needs a GPU");
+#endif
+  return recompute::CheckPrediction(profile, shape, measured);
 }
 
 StatusOr<DType> ParseKvDtype(const std::string& name) {
@@ -126,7 +171,8 @@ int RunProfile(const ProfileFlags& f) {
   if (!cfg.ok()) return Fail(cfg.status());
   recompute::KvprShape shape = recompute::ShapeFromConfig(*cfg, f.batch, f.context, *kv_dtype);
 
-  auto lp = GetProfile(f, shape.hidden, shape.kv_dim);
+  Device dev;
+  auto lp = GetProfile(f, shape.hidden, shape.kv_dim, &dev);
   if (!lp.ok()) return Fail(lp.status());
 
   std::string compute_source;
@@ -145,6 +191,12 @@ int RunProfile(const ProfileFlags& f) {
   auto plan = recompute::PlanSplit(lp->profile, shape,
                                    {.granularity = f.block_tokens, .per_layer = f.per_layer});
   if (!plan.ok()) return Fail(plan.status());
+  std::optional<recompute::PredictionCheck> check;
+  if (f.verify) {
+    auto c = Verify(f, &dev, lp->profile, shape, *plan);
+    if (!c.ok()) return Fail(c.status());
+    check = std::move(c).value();
+  }
 
   if (f.json) {
     nlohmann::json j;
@@ -162,6 +214,7 @@ int RunProfile(const ProfileFlags& f) {
                   {"layer_compute_ms", shape.layer_compute_ms},
                   {"layer_compute_source", compute_source}};
     j["plan"] = recompute::PlanToJson(*plan);
+    if (check) j["verify"] = recompute::PredictionCheckToJson(*check);
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -191,6 +244,16 @@ int RunProfile(const ProfileFlags& f) {
   std::printf("link bytes   offload %.3f GB, kvpr %.3f GB per step\n",
               plan->offload_link_bytes / 1e9, plan->kvpr_link_bytes / 1e9);
   std::printf("reason       %s\n", plan->reason.c_str());
+  if (check) {
+    std::printf("\nverify: one step of the pipeline on the device without the layer compute\n");
+    std::printf("  %8s %12s %12s %9s\n", "l", "measured_ms", "model_ms", "error");
+    for (const recompute::PredictionRow& r : check->rows) {
+      std::printf("  %8zu %12.3f %12.3f %+8.1f%%\n", r.split, r.measured_ms, r.predicted_ms,
+                  100 * r.rel_error);
+    }
+    std::printf("  max |error| %.1f%%, mean %.1f%%\n", 100 * check->max_abs_rel_error,
+                100 * check->mean_abs_rel_error);
+  }
   return 0;
 }
 
@@ -228,6 +291,10 @@ void AddProfile(CLI::App& root, int* exit_code) {
                   "Profile JSON to read (and, on a GPU, to write) instead of the per-device cache");
   cmd->add_flag("--refresh", f->refresh, "Measure again even if a cached profile matches");
   cmd->add_option("--device", f->device, "CUDA device ordinal")->capture_default_str();
+  cmd->add_flag("--verify", f->verify,
+                "Run one decode step of the KVPR pipeline (copies, projection GEMM, events; no "
+                "layer compute) on the GPU at l = 0, s/4, s/2, 3s/4, s and the plan's split, and "
+                "compare with the model");
   cmd->add_flag("--json", f->json, "Print one JSON object (profile, shape, plan)");
   cmd->callback([f, exit_code] { *exit_code = RunProfile(*f); });
 }

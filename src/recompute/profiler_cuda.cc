@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "base/timer.h"
 #include "ops/cuda/ops.h"
 
 #ifndef KVSTAR_CUDA_TOOLKIT_VERSION
@@ -145,6 +146,106 @@ StatusOr<CachedProfile> LoadOrMeasureProfile(const cuda::DeviceContext& ctx, siz
   out.measured = true;
   KVSTAR_RETURN_IF_ERROR(SaveProfile(out.profile, out.path));
   return out;
+}
+
+StatusOr<double> MeasurePipelineStepMs(const cuda::DeviceContext& ctx, const KvprShape& shape,
+                                       const std::vector<size_t>& splits, int reps) {
+  const size_t L = shape.layers;
+  if (splits.size() != 1 && splits.size() != L) {
+    return InvalidArgument("KVPR pipeline: %zu splits for %zu layers", splits.size(), L);
+  }
+  if (shape.kv_elem_bytes != 2 || shape.x_elem_bytes != 2 || shape.batch == 0 ||
+      shape.hidden == 0 || shape.kv_dim == 0 || L == 0 || reps < 1) {
+    return InvalidArgument("KVPR pipeline: needs bf16 X and K/V, a non-empty shape and reps >= 1");
+  }
+  size_t max_l = 0;
+  for (size_t l : splits) {
+    if (l > shape.seq_len) {
+      return InvalidArgument("KVPR pipeline: split %zu > seq_len %zu", l, shape.seq_len);
+    }
+    max_l = std::max(max_l, l);
+  }
+  const size_t b = shape.batch, s = shape.seq_len, m = 2 * shape.kv_dim;
+  const size_t x_bytes = b * s * shape.hidden * 2;  // [b][s][hidden] bf16
+  const size_t kv_bytes = b * s * m * 2;            // [b][2][kv_dim][s] bf16 (one layer)
+  const size_t y_bytes = b * max_l * m * 4;         // [b*l][2*kv_dim] f32 GEMM output
+  const size_t w_bytes = m * shape.hidden * 2;      // [2*kv_dim][hidden] bf16
+  const size_t device_bytes = 2 * (x_bytes + kv_bytes) + y_bytes + w_bytes;
+  if (device_bytes > ctx.info().total_memory / 2) {
+    return ResourceExhausted("KVPR pipeline: %zu MiB of device buffers for this shape",
+                             device_bytes >> 20);
+  }
+  KVSTAR_RETURN_IF_ERROR(ctx.Activate());
+  // The host side streams the same bytes for every layer: the link does not care which.
+  KVSTAR_ASSIGN_OR_RETURN(cuda::PinnedHostBuffer host_x,
+                          cuda::PinnedHostBuffer::Allocate(std::max<size_t>(x_bytes, 1)));
+  KVSTAR_ASSIGN_OR_RETURN(cuda::PinnedHostBuffer host_kv,
+                          cuda::PinnedHostBuffer::Allocate(std::max<size_t>(kv_bytes, 1)));
+  std::fill_n(host_x.as<unsigned char>(), x_bytes, static_cast<unsigned char>(0x3c));
+  std::fill_n(host_kv.as<unsigned char>(), kv_bytes, static_cast<unsigned char>(0x3c));
+  cuda::DeviceBuffer stage_x[2], stage_kv[2];
+  for (int i = 0; i < 2; ++i) {
+    KVSTAR_ASSIGN_OR_RETURN(stage_x[i], cuda::DeviceBuffer::Allocate(std::max<size_t>(x_bytes, 1)));
+    KVSTAR_ASSIGN_OR_RETURN(stage_kv[i],
+                            cuda::DeviceBuffer::Allocate(std::max<size_t>(kv_bytes, 1)));
+  }
+  KVSTAR_ASSIGN_OR_RETURN(cuda::DeviceBuffer y,
+                          cuda::DeviceBuffer::Allocate(std::max<size_t>(y_bytes, 1)));
+  KVSTAR_ASSIGN_OR_RETURN(cuda::DeviceBuffer w, cuda::DeviceBuffer::Allocate(w_bytes));
+  cuda::CudaStream* h2d = ctx.h2d_stream();
+  cuda::CudaStream* comp = ctx.compute_stream();
+  KVSTAR_RETURN_IF_ERROR(ctx.Memset(w.data(), 0x3c, w_bytes, comp));  // bf16 0x3c3c ~ 0.0115
+  const TensorView wv{w.data(), DType::kBF16, m, shape.hidden};
+  std::vector<cuda::Event> x_ev, kv_ev, done_ev;
+  for (size_t i = 0; i < L; ++i) {
+    KVSTAR_ASSIGN_OR_RETURN(cuda::Event a, cuda::Event::Create());
+    KVSTAR_ASSIGN_OR_RETURN(cuda::Event c, cuda::Event::Create());
+    KVSTAR_ASSIGN_OR_RETURN(cuda::Event d, cuda::Event::Create());
+    x_ev.push_back(std::move(a));
+    kv_ev.push_back(std::move(c));
+    done_ev.push_back(std::move(d));
+  }
+  auto step = [&]() -> Status {
+    for (size_t i = 0; i < L; ++i) {
+      const size_t l = splits.size() == 1 ? splits[0] : splits[i];
+      const size_t buf = i % 2;
+      // Link: wait until layer i-2 released the buffer, then X first, then K/V of [l, s).
+      if (i >= 2) KVSTAR_RETURN_IF_ERROR(done_ev[i - 2].WaitOn(h2d));
+      if (l > 0) {
+        KVSTAR_RETURN_IF_ERROR(
+            ctx.CopyToDevice(stage_x[buf].data(), host_x.data(), b * l * shape.hidden * 2, h2d));
+        KVSTAR_RETURN_IF_ERROR(x_ev[i].Record(h2d));
+      }
+      const size_t streamed = b * (s - l) * m * 2;
+      if (streamed > 0) {
+        KVSTAR_RETURN_IF_ERROR(
+            ctx.CopyToDevice(stage_kv[buf].data(), host_kv.data(), streamed, h2d));
+      }
+      KVSTAR_RETURN_IF_ERROR(kv_ev[i].Record(h2d));
+      // Compute: recompute [0, l) once X is here, into the part of the buffer the copy does not
+      // write; then wait for the streamed K/V.
+      if (l > 0) {
+        KVSTAR_RETURN_IF_ERROR(x_ev[i].WaitOn(comp));
+        KVSTAR_RETURN_IF_ERROR(
+            cuda::MatMulConverted(ctx, comp, wv, stage_x[buf].data(), b * l, y.as<float>()));
+        KVSTAR_RETURN_IF_ERROR(cuda::ConvertF32(comp, y.as<float>(), b * l * m, DType::kBF16,
+                                                stage_kv[buf].as<char>() + streamed));
+      }
+      KVSTAR_RETURN_IF_ERROR(kv_ev[i].WaitOn(comp));
+      KVSTAR_RETURN_IF_ERROR(done_ev[i].Record(comp));
+    }
+    return ctx.SynchronizeDevice();
+  };
+  KVSTAR_RETURN_IF_ERROR(ctx.SynchronizeDevice());
+  KVSTAR_RETURN_IF_ERROR(step());  // warm-up (cuBLAS heuristics, first-touch)
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    Stopwatch sw;
+    KVSTAR_RETURN_IF_ERROR(step());
+    ms.push_back(sw.Millis());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
 }
 
 }  // namespace kvstar::recompute

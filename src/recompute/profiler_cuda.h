@@ -9,6 +9,7 @@
 
 #include "base/status.h"
 #include "ops/cuda/device.h"
+#include "recompute/planner.h"
 #include "recompute/profile.h"
 
 namespace kvstar::recompute {
@@ -52,5 +53,15 @@ struct CachedProfile {
 StatusOr<CachedProfile> LoadOrMeasureProfile(const cuda::DeviceContext& ctx, size_t hidden,
                                              size_t kv_dim, const std::string& path, bool refresh,
                                              const ProfileOptions& options = {});
+
+// Runs the pipeline of docs/KVPR.md on the device for one decode step without the layer compute:
+// per layer, X and K/V copies from pinned host memory on the H2D stream, then on the compute
+// stream the projection GEMM (MatMulConverted on the bf16 X) and one conversion pass of its
+// output into the staging buffer, ordered by events, two staging buffers. Returns the median
+// wall time of `reps` steps in ms, to compare with PredictStep (layer_compute_ms = 0) through
+// CheckPrediction. splits: one for all layers or one per layer. ResourceExhausted when the
+// buffers would take more than half of the device memory.
+StatusOr<double> MeasurePipelineStepMs(const cuda::DeviceContext& ctx, const KvprShape& shape,
+                                       const std::vector<size_t>& splits, int reps = 5);
 
 }  // namespace kvstar::recompute
