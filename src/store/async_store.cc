@@ -15,16 +15,26 @@ double MicrosSince(TaskState::Clock::time_point start) {
 
 }  // namespace
 
+StatsCollector::Stripe& StatsCollector::Local() {
+  // Threads take slots in creation order, so the I/O threads of one store (made together) land
+  // on different stripes.
+  static std::atomic<unsigned> next_slot{0};
+  thread_local const unsigned slot = next_slot.fetch_add(1, std::memory_order_relaxed);
+  return stripes_[slot & (kStripes - 1)];
+}
+
 void StatsCollector::AddDump(size_t bytes, double latency_us) {
-  dump_blocks_.fetch_add(1, std::memory_order_relaxed);
-  dump_bytes_.fetch_add(bytes, std::memory_order_relaxed);
-  Record(dump_latency_, latency_us);
+  Stripe& s = Local();
+  Add(s.dump_blocks, 1);
+  Add(s.dump_bytes, bytes);
+  Record(s.dump_latency, latency_us);
 }
 
 void StatsCollector::AddLoad(size_t bytes, double latency_us) {
-  load_blocks_.fetch_add(1, std::memory_order_relaxed);
-  load_bytes_.fetch_add(bytes, std::memory_order_relaxed);
-  Record(load_latency_, latency_us);
+  Stripe& s = Local();
+  Add(s.load_blocks, 1);
+  Add(s.load_bytes, bytes);
+  Record(s.load_latency, latency_us);
 }
 
 void StatsCollector::Record(AtomicHistogram& h, double latency_us) {
@@ -39,66 +49,75 @@ void StatsCollector::Record(AtomicHistogram& h, double latency_us) {
   }
 }
 
-void StatsCollector::Copy(const AtomicHistogram& h, LatencyHistogram* out) {
+void StatsCollector::AddTo(const AtomicHistogram& h, LatencyHistogram* out) {
   for (int b = 0; b < LatencyHistogram::kBuckets; ++b) {
-    out->buckets[b] = h.buckets[b].load(std::memory_order_relaxed);
+    out->buckets[b] += h.buckets[b].load(std::memory_order_relaxed);
   }
-  out->count = h.count.load(std::memory_order_relaxed);
-  out->sum_us = static_cast<double>(h.sum_ns.load(std::memory_order_relaxed)) / 1e3;
-  out->max_us = static_cast<double>(h.max_ns.load(std::memory_order_relaxed)) / 1e3;
+  out->count += h.count.load(std::memory_order_relaxed);
+  out->sum_us += static_cast<double>(h.sum_ns.load(std::memory_order_relaxed)) / 1e3;
+  out->max_us =
+      std::max(out->max_us, static_cast<double>(h.max_ns.load(std::memory_order_relaxed)) / 1e3);
 }
 
 void StatsCollector::Fill(StoreStats* out) const {
-  out->dump_blocks = dump_blocks_.load(std::memory_order_relaxed);
-  out->dump_bytes = dump_bytes_.load(std::memory_order_relaxed);
-  out->load_blocks = load_blocks_.load(std::memory_order_relaxed);
-  out->load_bytes = load_bytes_.load(std::memory_order_relaxed);
-  out->hits = hits_.load(std::memory_order_relaxed);
-  out->misses = misses_.load(std::memory_order_relaxed);
-  out->failures = failures_.load(std::memory_order_relaxed);
-  out->cancelled = cancelled_.load(std::memory_order_relaxed);
-  out->evictions = evictions_.load(std::memory_order_relaxed);
-  out->promotions = promotions_.load(std::memory_order_relaxed);
-  Copy(dump_latency_, &out->dump_latency);
-  Copy(load_latency_, &out->load_latency);
+  auto get = [](const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); };
+  out->dump_latency = LatencyHistogram{};
+  out->load_latency = LatencyHistogram{};
+  out->dump_blocks = out->dump_bytes = out->load_blocks = out->load_bytes = 0;
+  out->hits = out->misses = out->failures = out->cancelled = out->evictions = 0;
+  out->promotions = 0;
+  for (const Stripe& s : stripes_) {
+    out->dump_blocks += get(s.dump_blocks);
+    out->dump_bytes += get(s.dump_bytes);
+    out->load_blocks += get(s.load_blocks);
+    out->load_bytes += get(s.load_bytes);
+    out->hits += get(s.hits);
+    out->misses += get(s.misses);
+    out->failures += get(s.failures);
+    out->cancelled += get(s.cancelled);
+    out->evictions += get(s.evictions);
+    out->promotions += get(s.promotions);
+    AddTo(s.dump_latency, &out->dump_latency);
+    AddTo(s.load_latency, &out->load_latency);
+  }
 }
 
 TaskState::TaskState(bool is_load, size_t items)
     : is_load_(is_load),
+      size_(items),
       submit_time_(Clock::now()),
-      ids_(items),
-      status_(items),
-      bytes_(items, 0),
-      remaining_(items),
-      completion_(std::make_shared<Completion>()) {}
+      many_(items > 1 ? std::make_unique<PaddedItem[]>(items) : nullptr),
+      remaining_(items) {}
 
 void TaskState::FinishItem(size_t i, Status status, size_t bytes) {
-  status_[i] = std::move(status);
-  bytes_[i] = bytes;
-  if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) completion_->Finish(Summarize());
+  TaskItem& it = item(i);
+  it.status = std::move(status);
+  it.bytes = bytes;
+  if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) completion_.Finish(Summarize());
 }
 
 void TaskState::FinishIfEmpty() {
-  if (status_.empty()) completion_->Finish(Status::Ok());
+  if (size_ == 0) completion_.Finish(Status::Ok());
 }
 
 Status TaskState::Summarize() const {
   size_t failed = 0;
-  size_t first = status_.size();
-  size_t first_real = status_.size();  // first failure that is not a cancellation
-  for (size_t i = 0; i < status_.size(); ++i) {
-    if (status_[i].ok()) continue;
+  size_t first = size_;
+  size_t first_real = size_;  // first failure that is not a cancellation
+  for (size_t i = 0; i < size_; ++i) {
+    const Status& s = item(i).status;
+    if (s.ok()) continue;
     ++failed;
-    if (first == status_.size()) first = i;
-    if (first_real == status_.size() && status_[i].code() != StatusCode::kCancelled) first_real = i;
+    if (first == size_) first = i;
+    if (first_real == size_ && s.code() != StatusCode::kCancelled) first_real = i;
   }
   if (failed == 0) return Status::Ok();
-  const size_t pick = first_real != status_.size() ? first_real : first;
+  const size_t pick = first_real != size_ ? first_real : first;
   char head[96];
   std::snprintf(head, sizeof(head), "%s: %zu of %zu items failed; first ",
-                is_load_ ? "load" : "dump", failed, status_.size());
-  return Status(status_[pick].code(),
-                std::string(head) + ids_[pick].ToHex() + ": " + status_[pick].message());
+                is_load_ ? "load" : "dump", failed, size_);
+  const TaskItem& p = item(pick);
+  return Status(p.status.code(), std::string(head) + p.id.ToHex() + ": " + p.status.message());
 }
 
 AsyncBlockStore::AsyncBlockStore(const StoreOptions& options, const char* thread_name)
@@ -113,66 +132,52 @@ AsyncBlockStore::AsyncBlockStore(const StoreOptions& options, const char* thread
 
 void AsyncBlockStore::StopIo() { pool_.reset(); }
 
-void AsyncBlockStore::SubmitIo(std::function<void()> fn) {
-  if (pool_) {
-    pool_->Submit(std::move(fn));
-  } else {
-    fn();
-  }
+std::shared_ptr<TaskState> AsyncBlockStore::NewTask(bool is_load, size_t items) {
+  return std::make_shared<TaskState>(is_load, items);
 }
 
-template <typename Item, typename RunOne>
-StoreTask AsyncBlockStore::Submit(bool is_load, std::span<const Item> items, RunOne run_one) {
-  // Items are claimed from a shared counter by at most io_threads runners, so a task of many
-  // blocks costs a few queue hand-offs instead of one per block.
-  struct Job {
-    std::shared_ptr<TaskState> task;
-    std::vector<Item> items;
-    std::atomic<size_t> next{0};
-  };
-  auto job = std::make_shared<Job>();
-  job->task = std::make_shared<TaskState>(is_load, items.size());
-  job->items.assign(items.begin(), items.end());
-  for (size_t i = 0; i < items.size(); ++i) job->task->SetId(i, items[i].id);
-  StoreTask handle(job->task);
-  job->task->FinishIfEmpty();
-  const size_t runners =
-      std::min(items.size(), static_cast<size_t>(std::max(1, options_.io_threads)));
-  for (size_t r = 0; r < runners; ++r) {
-    SubmitIo([this, job, run_one] {
-      TaskState& task = *job->task;
-      for (size_t i; (i = job->next.fetch_add(1)) < job->items.size();) {
-        if (task.cancel_requested()) {
-          stats_.AddCancelled();
-          task.FinishItem(
-              i, Cancelled("%s cancelled before it started", task.is_load() ? "load" : "dump"), 0);
-          continue;
-        }
-        run_one(task, i, job->items[i]);
-      }
-    });
+StoreTask AsyncBlockStore::Submit(std::shared_ptr<TaskState> task) {
+  TaskState* t = task.get();
+  StoreTask handle(task);
+  t->FinishIfEmpty();
+  if (t->size() == 0) return handle;
+  if (!pool_) {
+    for (size_t i = 0; i < t->size(); ++i) RunItem(*t, i);
+    return handle;
   }
+  // Items are claimed from the task's counter by at most io_threads runners, so a task of many
+  // blocks costs a few queue hand-offs instead of one per block. The queued closure holds two
+  // plain pointers, which std::function stores without allocating; the task stays alive through
+  // self_ until its last runner leaves.
+  const int runners =
+      static_cast<int>(std::min(t->size(), static_cast<size_t>(options_.io_threads)));
+  t->runners_.store(runners, std::memory_order_relaxed);
+  t->self_ = std::move(task);
+  for (int r = 0; r < runners; ++r) pool_->Submit([this, t] { RunItems(t); });
   return handle;
 }
 
-StoreTask AsyncBlockStore::Dump(std::span<const DumpItem> items) {
-  return Submit(false, items, [this](TaskState& task, size_t i, const DumpItem& item) {
-    Status s = DumpSync(item);
-    const double us = MicrosSince(task.submit_time());
-    if (s.ok()) {
-      stats_.AddDump(item.bytes, us);
-    } else {
-      stats_.AddFailure();
-      stats_.AddDumpLatency(us);
-    }
-    task.FinishItem(i, std::move(s), item.bytes);
-  });
+void AsyncBlockStore::RunItems(TaskState* task) {
+  for (size_t i; (i = task->next_.fetch_add(1, std::memory_order_relaxed)) < task->size();) {
+    RunItem(*task, i);
+  }
+  if (task->runners_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    // Moved out first: the reset may destroy the state that holds self_.
+    std::shared_ptr<TaskState> last = std::move(task->self_);
+  }
 }
 
-StoreTask AsyncBlockStore::Load(std::span<const LoadItem> items) {
-  return Submit(true, items, [this](TaskState& task, size_t i, const LoadItem& item) {
+void AsyncBlockStore::RunItem(TaskState& task, size_t i) {
+  const TaskItem& item = task.item(i);
+  if (task.cancel_requested()) {
+    stats_.AddCancelled();
+    task.FinishItem(
+        i, Cancelled("%s cancelled before it started", task.is_load() ? "load" : "dump"), 0);
+    return;
+  }
+  if (task.is_load()) {
     size_t bytes = 0;
-    Status s = LoadSync(item, &bytes);
+    Status s = LoadSync(LoadItem{item.id, item.buffer, item.size}, &bytes);
     const double us = MicrosSince(task.submit_time());
     if (s.ok()) {
       stats_.AddHits(1);
@@ -186,7 +191,41 @@ StoreTask AsyncBlockStore::Load(std::span<const LoadItem> items) {
       stats_.AddLoadLatency(us);
     }
     task.FinishItem(i, std::move(s), bytes);
-  });
+  } else {
+    const DumpItem dump{item.id, item.buffer, item.size};
+    Status s = DumpSync(dump);
+    const double us = MicrosSince(task.submit_time());
+    if (s.ok()) {
+      stats_.AddDump(dump.bytes, us);
+    } else {
+      stats_.AddFailure();
+      stats_.AddDumpLatency(us);
+    }
+    task.FinishItem(i, std::move(s), dump.bytes);
+  }
+}
+
+StoreTask AsyncBlockStore::Dump(std::span<const DumpItem> items) {
+  auto task = NewTask(false, items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    TaskItem& t = task->item(i);
+    t.id = items[i].id;
+    // The store only reads a dump's source; TaskItem keeps one pointer type for both directions.
+    t.buffer = const_cast<void*>(items[i].src);
+    t.size = items[i].bytes;
+  }
+  return Submit(std::move(task));
+}
+
+StoreTask AsyncBlockStore::Load(std::span<const LoadItem> items) {
+  auto task = NewTask(true, items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    TaskItem& t = task->item(i);
+    t.id = items[i].id;
+    t.buffer = items[i].dst;
+    t.size = items[i].capacity;
+  }
+  return Submit(std::move(task));
 }
 
 StoreStats AsyncBlockStore::Stats() const {

@@ -37,26 +37,28 @@ double LatencyHistogram::PercentileUs(double p) const {
   return max_us;
 }
 
-StoreTask::StoreTask(std::shared_ptr<store_internal::TaskState> state) : state_(std::move(state)) {}
+StoreTask::StoreTask(std::shared_ptr<store_internal::TaskState> state)
+    : state_(std::move(state)),
+      completion_(state_ ? CompletionPtr(state_, &state_->completion()) : nullptr) {}
 
 bool StoreTask::Ready() const {
   KVSTAR_CHECK(state_ != nullptr, "Ready() on an empty StoreTask");
-  return state_->completion()->Ready();
+  return completion_->Ready();
 }
 
 Status StoreTask::Wait(std::chrono::milliseconds timeout) const {
   KVSTAR_CHECK(state_ != nullptr, "Wait() on an empty StoreTask");
-  return state_->completion()->Wait(timeout);
+  return completion_->Wait(timeout);
 }
 
 void StoreTask::Cancel() {
   KVSTAR_CHECK(state_ != nullptr, "Cancel() on an empty StoreTask");
-  state_->completion()->RequestCancel();
+  completion_->RequestCancel();
 }
 
 void StoreTask::CheckReady(const char* what) const {
-  KVSTAR_CHECK(state_ != nullptr && state_->completion()->Ready(),
-               "StoreTask::%s before the task is Ready", what);
+  KVSTAR_CHECK(state_ != nullptr && completion_->Ready(), "StoreTask::%s before the task is Ready",
+               what);
 }
 
 size_t StoreTask::size() const {
@@ -87,7 +89,7 @@ std::vector<Hash128> StoreTask::failed_ids() const {
 
 const CompletionPtr& StoreTask::completion() const {
   KVSTAR_CHECK(state_ != nullptr, "completion() on an empty StoreTask");
-  return state_->completion();
+  return completion_;
 }
 
 }  // namespace kvstar

@@ -70,6 +70,10 @@ struct StoreOptions {
   // DramStore (and the DRAM tier of TieredStore): bytes of entry data kept, LRU eviction.
   size_t dram_capacity_bytes = size_t{4} << 30;
   HostAllocator* allocator = nullptr;  // nullptr: DefaultHostAllocator()
+  // DramStore index shards (rounded up to a power of two, at most 1024): each has its own lock
+  // and LRU list, so loads of different blocks on many I/O threads rarely contend. 1 gives one
+  // strict LRU order over the whole store.
+  int dram_shards = 16;
   // FileStore: bytes on disk (headers included); 0 = unlimited. LRU eviction by last use in this
   // process (at open, by file modification time).
   size_t file_capacity_bytes = 0;
@@ -146,6 +150,7 @@ class StoreTask {
  private:
   void CheckReady(const char* what) const;
   std::shared_ptr<store_internal::TaskState> state_;
+  CompletionPtr completion_;  // shares state_'s allocation (the Completion lives inside it)
 };
 
 class BlockStore {
