@@ -71,6 +71,16 @@ ModelConfig Llama2_7B() {
   return c;
 }
 
+// Llama-2-7B extended to 32K positions by linear RoPE interpolation (as LLaMA-2-7B-32K): the
+// multi-head-attention shape for long-context offloading benchmarks.
+ModelConfig Llama2_7B_32K() {
+  ModelConfig c = Llama2_7B();
+  c.max_position_embeddings = 32768;
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 8;
+  return c;
+}
+
 ModelConfig Qwen2_100M() {
   ModelConfig c;
   c.arch = Architecture::kQwen2;
@@ -100,6 +110,7 @@ struct Named {
 constexpr Named kShapes[] = {{"llama3-8b", Llama3_8B},
                              {"qwen2.5-14b", Qwen25_14B},
                              {"llama2-7b", Llama2_7B},
+                             {"llama2-7b-32k", Llama2_7B_32K},
                              {"qwen2-100m", Qwen2_100M}};
 
 }  // namespace

@@ -14,6 +14,36 @@
 
 namespace kvstar::cuda {
 
+namespace {
+
+// y[n][rows] = b[n][cols] . W^T with b already in W's dtype; f32 output and accumulation.
+Status Gemm(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, const void* b,
+            size_t n, float* y) {
+  auto handle = static_cast<cublasHandle_t>(ctx.blas_handle());
+  const cudaStream_t s = internal::AsCuda(stream);
+  cublasStatus_t bs = cublasSetStream(handle, s);
+  if (bs != CUBLAS_STATUS_SUCCESS)
+    return Internal("cublasSetStream: %s", cublasGetStatusString(bs));
+  const cudaDataType_t ab_type = w.dtype == DType::kF32    ? CUDA_R_32F
+                                 : w.dtype == DType::kBF16 ? CUDA_R_16BF
+                                                           : CUDA_R_16F;
+  // Column-major view: W [rows][cols] row-major is W^T (cols x rows, ld cols); y^T = W . x^T.
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  const int m = static_cast<int>(w.rows);
+  const int k = static_cast<int>(w.cols);
+  bs = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, static_cast<int>(n), k, &alpha, w.data,
+                    ab_type, k, b, ab_type, k, &beta, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                    CUBLAS_GEMM_DEFAULT);
+  if (bs != CUBLAS_STATUS_SUCCESS) {
+    return Internal("cublasGemmEx(%s, m=%d n=%zu k=%d): %s", DTypeName(w.dtype), m, n, k,
+                    cublasGetStatusString(bs));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 size_t MatMulWorkspaceBytes(const TensorView& w, size_t n) {
   return (w.dtype == DType::kF32 || n <= 1) ? 0 : n * w.cols * DTypeSize(w.dtype);
 }
@@ -36,32 +66,37 @@ Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
     return InvalidArgument("MatMul: %s weights need a workspace of %zu bytes", DTypeName(w.dtype),
                            MatMulWorkspaceBytes(w, n));
   }
-  auto handle = static_cast<cublasHandle_t>(ctx.blas_handle());
-  const cudaStream_t s = internal::AsCuda(stream);
-  cublasStatus_t bs = cublasSetStream(handle, s);
-  if (bs != CUBLAS_STATUS_SUCCESS)
-    return Internal("cublasSetStream: %s", cublasGetStatusString(bs));
-
   const void* b = x;
-  cudaDataType_t ab_type = CUDA_R_32F;
   if (w.dtype != DType::kF32) {
-    KVSTAR_CUDA_RETURN_IF_ERROR(internal::LaunchConvertF32(x, n * w.cols, w.dtype, workspace, s));
+    KVSTAR_CUDA_RETURN_IF_ERROR(
+        internal::LaunchConvertF32(x, n * w.cols, w.dtype, workspace, internal::AsCuda(stream)));
     b = workspace;
-    ab_type = w.dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
   }
-  // Column-major view: W [rows][cols] row-major is W^T (cols x rows, ld cols); y^T = W . x^T.
-  const float alpha = 1.0f;
-  const float beta = 0.0f;
-  const int m = static_cast<int>(w.rows);
-  const int k = static_cast<int>(w.cols);
-  bs = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, static_cast<int>(n), k, &alpha, w.data,
-                    ab_type, k, b, ab_type, k, &beta, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
-                    CUBLAS_GEMM_DEFAULT);
-  if (bs != CUBLAS_STATUS_SUCCESS) {
-    return Internal("cublasGemmEx(%s, m=%d n=%zu k=%d): %s", DTypeName(w.dtype), m, n, k,
-                    cublasGetStatusString(bs));
+  return Gemm(ctx, stream, w, b, n, y);
+}
+
+Status MatMulConverted(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
+                       const void* x, size_t n, float* y) {
+  if (n == 0 || w.rows == 0) return Status::Ok();
+  if (w.dtype == DType::kF32) {
+    return InvalidArgument("MatMulConverted: f32 weights take f32 activations (use MatMul)");
   }
-  return Status::Ok();
+  if (w.rows > INT_MAX || w.cols > INT_MAX || n > INT_MAX) {
+    return InvalidArgument("MatMulConverted: %zu x %zu weights, n=%zu exceed cuBLAS int sizes",
+                           w.rows, w.cols, n);
+  }
+  return Gemm(ctx, stream, w, x, n, y);
+}
+
+Status ConvertF32(CudaStream* stream, const float* src, size_t count, DType dtype, void* dst) {
+  if (count == 0) return Status::Ok();
+  if (dtype == DType::kF32) {
+    return internal::CudaStatus(cudaMemcpyAsync(dst, src, count * sizeof(float),
+                                                cudaMemcpyDeviceToDevice, internal::AsCuda(stream)),
+                                "ConvertF32 (copy)");
+  }
+  return internal::CudaStatus(
+      internal::LaunchConvertF32(src, count, dtype, dst, internal::AsCuda(stream)), "ConvertF32");
 }
 
 }  // namespace kvstar::cuda

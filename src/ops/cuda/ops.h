@@ -44,6 +44,15 @@ inline Status MatVec(const DeviceContext& ctx, CudaStream* stream, const TensorV
   return MatMul(ctx, stream, w, x, 1, y, workspace);
 }
 
+// MatMul whose activations x[n][cols] are already in the weight dtype (bf16 / f16), e.g. stored
+// activations brought back from host memory (KVPR recomputation): no conversion, no workspace.
+// Always a GEMM, also for n = 1.
+Status MatMulConverted(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
+                       const void* x, size_t n, float* y);
+
+// dst[count] = src rounded to dtype (bf16 / f16: round to nearest even; f32: a copy).
+Status ConvertF32(CudaStream* stream, const float* src, size_t count, DType dtype, void* dst);
+
 // ---- Element-wise and row-wise ops -----------------------------------------------------------
 
 // y[n][cols] += bias (bias: rows == 1, any dtype).

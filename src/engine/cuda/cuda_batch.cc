@@ -1,0 +1,609 @@
+#include "engine/cuda/cuda_batch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "base/check.h"
+
+namespace kvstar::cuda {
+
+StatusOr<KvMode> ParseKvMode(std::string_view name) {
+  if (name == "dense") return KvMode::kDense;
+  if (name == "offload") return KvMode::kOffload;
+  if (name == "kvpr") return KvMode::kKvpr;
+  return InvalidArgument("unknown CUDA decode mode '%.*s' (dense, offload, kvpr)",
+                         static_cast<int>(name.size()), name.data());
+}
+
+const char* KvModeName(KvMode mode) {
+  switch (mode) {
+    case KvMode::kDense:
+      return "dense";
+    case KvMode::kOffload:
+      return "offload";
+    case KvMode::kKvpr:
+      return "kvpr";
+  }
+  return "?";
+}
+
+namespace {
+
+// Rows of K/V recomputed per projection GEMM (bounds the f32 scratch).
+constexpr size_t kRecomputeRows = 4096;
+
+size_t RowsCap(const BatchOptions& o) { return std::max(o.batch, o.prefill_chunk); }
+
+size_t MaxBlocks(const BatchOptions& o) {
+  return (o.max_tokens + o.block_tokens - 1) / o.block_tokens;
+}
+
+size_t SplitOf(const BatchOptions& o) {
+  if (o.mode != KvMode::kKvpr) return 0;
+  return std::min(o.kvpr_split, o.max_tokens) / o.block_tokens * o.block_tokens;
+}
+
+// f32 activation floats per row of the forward pass scratch.
+size_t ActivationFloatsPerRow(const ModelConfig& c) {
+  return 2 * c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + c.hidden_size +
+         2 * c.intermediate_size;
+}
+
+}  // namespace
+
+struct CudaBatch::Impl {
+  // Activations [rows][...] f32.
+  DeviceBuffer x, xn, q, k, v, attn, proj, gate, up;
+  DeviceBuffer workspace;  // MatMul: activations in the weight dtype
+  DeviceBuffer logits;     // [max(batch, 1)][vocab]
+  DeviceBuffer ids;        // int32 [rows cap]: tokens in, next tokens out
+  DeviceBuffer step_pos;   // int64 [batch]: position of each sequence's new token
+  DeviceBuffer iota;       // int64 [max_tokens]: 0, 1, 2, ...
+  DeviceBuffer attn_ws;    // attention split workspace (grown on demand)
+  DeviceBuffer x_all;      // [prompt][hidden] residual stream of a prefill (grown on demand)
+  DeviceBuffer x_half;     // kvpr prefill: [chunk][hidden] normed input in the weight dtype
+  // dense: kv[layer] = [batch][max_blocks] blocks; staged modes: kv[0..1] = staging buffers.
+  std::vector<DeviceBuffer> kv;
+  // Device block-pointer tables [tables][batch][max_blocks], one table per kv[] buffer.
+  DeviceBuffer tables;
+  // Staged modes: pinned host KV per layer [batch][max_blocks] blocks; kvpr: X per layer
+  // [batch][split][hidden] in the weight dtype, and two device X staging buffers.
+  std::vector<PinnedHostBuffer> host_kv, host_x;
+  DeviceBuffer x_stage[2];
+  DeviceBuffer rc_k, rc_v;  // kvpr recompute scratch [kRecomputeRows][kv_dim] f32
+  // Pinned host staging for the per-step uploads and downloads.
+  PinnedHostBuffer host_ids;  // int32 [rows cap]
+  PinnedHostBuffer host_pos;  // int64 [batch]
+  // Events: X / KV of staging buffer j arrived; attention over staging j done; write-back of
+  // staging j done (implies the attention before it finished).
+  std::vector<Event> x_ready, kv_ready, attn_done, staging_wb;
+};
+
+CudaBatch::CudaBatch(CudaModel& model, const BatchOptions& options)
+    : model_(model), opt_(options), impl_(std::make_unique<Impl>()) {}
+
+CudaBatch::~CudaBatch() {
+  // Copies in flight read or write buffers that are about to be freed.
+  (void)model_.ctx().SynchronizeDevice();
+}
+
+size_t CudaBatch::EstimateDeviceBytes(const ModelConfig& c, const BatchOptions& o) {
+  KvGeometry g{c.num_kv_heads, c.head_dim, o.block_tokens, o.kv_dtype};
+  const size_t bb = g.block_bytes();
+  const size_t blocks = o.batch * MaxBlocks(o);
+  size_t bytes = 0;
+  if (o.mode == KvMode::kDense) {
+    bytes += c.num_layers * blocks * bb;
+  } else {
+    bytes += 2 * blocks * bb;
+  }
+  const size_t split = SplitOf(o);
+  const size_t wb = DTypeSize(c.torch_dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
+  if (o.mode == KvMode::kKvpr) {
+    bytes += 2 * o.batch * split * c.hidden_size * wb + 2 * kRecomputeRows * c.kv_dim() * 4 +
+             o.prefill_chunk * c.hidden_size * wb;
+  }
+  const size_t rows = RowsCap(o);
+  bytes += rows * ActivationFloatsPerRow(c) * 4;
+  bytes += rows * std::max({c.hidden_size, c.intermediate_size, c.q_dim()}) * wb;
+  bytes += std::max<size_t>(o.batch, 1) * c.vocab_size * 4;
+  bytes += o.max_tokens * 8 + rows * 4 + o.batch * 8;
+  return bytes;
+}
+
+size_t CudaBatch::EstimateHostBytes(const ModelConfig& c, const BatchOptions& o) {
+  if (o.mode == KvMode::kDense) return 0;
+  KvGeometry g{c.num_kv_heads, c.head_dim, o.block_tokens, o.kv_dtype};
+  size_t bytes = c.num_layers * o.batch * MaxBlocks(o) * g.block_bytes();
+  const size_t wb = DTypeSize(c.torch_dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
+  bytes += c.num_layers * o.batch * SplitOf(o) * c.hidden_size * wb;
+  return bytes;
+}
+
+size_t CudaBatch::device_kv_bytes_per_sequence() const {
+  const size_t per_layer = max_blocks_ * geom_.block_bytes();
+  return opt_.mode == KvMode::kDense ? model_.config().num_layers * per_layer : 2 * per_layer;
+}
+
+StatusOr<std::unique_ptr<CudaBatch>> CudaBatch::Create(CudaModel& model,
+                                                       const BatchOptions& options) {
+  const ModelConfig& c = model.config();
+  if (options.batch == 0) return InvalidArgument("batch must be >= 1");
+  if (options.max_tokens == 0) return InvalidArgument("max_tokens must be >= 1");
+  if (options.block_tokens == 0 || options.prefill_chunk == 0) {
+    return InvalidArgument("block_tokens and prefill_chunk must be >= 1");
+  }
+  if (options.max_tokens > static_cast<size_t>(c.max_position_embeddings)) {
+    return InvalidArgument("max_tokens %zu exceeds the model's max_position_embeddings %lld",
+                           options.max_tokens, static_cast<long long>(c.max_position_embeddings));
+  }
+  if (options.kv_dtype != DType::kBF16 && options.kv_dtype != DType::kF32) {
+    return InvalidArgument("CUDA KV cache dtype must be bf16 or f32, not %s",
+                           DTypeName(options.kv_dtype));
+  }
+  if (options.mode == KvMode::kKvpr && model.weight_dtype() == DType::kF32) {
+    return InvalidArgument("kvpr keeps X in the weight dtype and needs bf16 or f16 weights");
+  }
+  std::unique_ptr<CudaBatch> b(new CudaBatch(model, options));
+  KVSTAR_RETURN_IF_ERROR(b->Init());
+  return b;
+}
+
+Status CudaBatch::Init() {
+  DeviceContext& ctx = model_.ctx();
+  KVSTAR_RETURN_IF_ERROR(ctx.Activate());
+  const ModelConfig& c = model_.config();
+  Impl& m = *impl_;
+  geom_ = KvGeometry{c.num_kv_heads, c.head_dim, opt_.block_tokens, opt_.kv_dtype};
+  max_blocks_ = MaxBlocks(opt_);
+  split_ = SplitOf(opt_);
+  lengths_.assign(opt_.batch, 0);
+  prompt_lengths_.assign(opt_.batch, 0);
+  const size_t B = opt_.batch;
+  const size_t rows = RowsCap(opt_);
+  const size_t wb = DTypeSize(model_.weight_dtype());
+  auto alloc = [&](DeviceBuffer& buf, size_t bytes) -> Status {
+    KVSTAR_ASSIGN_OR_RETURN(buf, DeviceBuffer::Allocate(bytes));
+    device_bytes_ += bytes;
+    return Status::Ok();
+  };
+  KVSTAR_RETURN_IF_ERROR(alloc(m.x, rows * c.hidden_size * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.xn, rows * c.hidden_size * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.q, rows * c.q_dim() * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.k, rows * c.kv_dim() * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.v, rows * c.kv_dim() * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.attn, rows * c.q_dim() * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.proj, rows * c.hidden_size * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.gate, rows * c.intermediate_size * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.up, rows * c.intermediate_size * 4));
+  KVSTAR_RETURN_IF_ERROR(
+      alloc(m.workspace, rows * std::max({c.hidden_size, c.intermediate_size, c.q_dim()}) * wb));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.logits, std::max<size_t>(B, 1) * c.vocab_size * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.ids, rows * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.step_pos, B * 8));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.iota, opt_.max_tokens * 8));
+  KVSTAR_ASSIGN_OR_RETURN(m.host_ids, PinnedHostBuffer::Allocate(rows * 4));
+  KVSTAR_ASSIGN_OR_RETURN(m.host_pos, PinnedHostBuffer::Allocate(B * 8));
+  {
+    std::vector<int64_t> iota(opt_.max_tokens);
+    for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int64_t>(i);
+    KVSTAR_RETURN_IF_ERROR(
+        ctx.CopyToDevice(m.iota.data(), iota.data(), iota.size() * 8, ctx.compute_stream()));
+    KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(ctx.compute_stream()));
+  }
+  // KV buffers and their block tables.
+  const size_t bb = geom_.block_bytes();
+  const size_t num_kv = opt_.mode == KvMode::kDense ? c.num_layers : 2;
+  m.kv.resize(num_kv);
+  for (auto& buf : m.kv) KVSTAR_RETURN_IF_ERROR(alloc(buf, B * max_blocks_ * bb));
+  {
+    std::vector<void*> table(num_kv * B * max_blocks_);
+    for (size_t t = 0; t < num_kv; ++t) {
+      for (size_t i = 0; i < B * max_blocks_; ++i) {
+        table[t * B * max_blocks_ + i] = static_cast<char*>(m.kv[t].data()) + i * bb;
+      }
+    }
+    KVSTAR_RETURN_IF_ERROR(alloc(m.tables, table.size() * sizeof(void*)));
+    KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.tables.data(), table.data(),
+                                            table.size() * sizeof(void*), ctx.compute_stream()));
+    KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(ctx.compute_stream()));
+  }
+  if (opt_.mode != KvMode::kDense) {
+    for (size_t l = 0; l < c.num_layers; ++l) {
+      KVSTAR_ASSIGN_OR_RETURN(PinnedHostBuffer h, PinnedHostBuffer::Allocate(B * max_blocks_ * bb));
+      host_bytes_ += h.bytes();
+      m.host_kv.push_back(std::move(h));
+    }
+    for (int j = 0; j < 2; ++j) {
+      for (auto* events : {&m.x_ready, &m.kv_ready, &m.attn_done, &m.staging_wb}) {
+        KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+        events->push_back(std::move(e));
+      }
+    }
+    // Mark both staging buffers free (record on an idle stream: completes at once).
+    for (int j = 0; j < 2; ++j) KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].Record(ctx.d2h_stream()));
+  }
+  if (opt_.mode == KvMode::kKvpr && split_ > 0) {
+    const size_t xbytes = B * split_ * c.hidden_size * wb;
+    for (size_t l = 0; l < c.num_layers; ++l) {
+      KVSTAR_ASSIGN_OR_RETURN(PinnedHostBuffer h, PinnedHostBuffer::Allocate(xbytes));
+      host_bytes_ += h.bytes();
+      m.host_x.push_back(std::move(h));
+    }
+    for (auto& xs : m.x_stage) KVSTAR_RETURN_IF_ERROR(alloc(xs, xbytes));
+    KVSTAR_RETURN_IF_ERROR(alloc(m.rc_k, kRecomputeRows * c.kv_dim() * 4));
+    KVSTAR_RETURN_IF_ERROR(alloc(m.rc_v, kRecomputeRows * c.kv_dim() * 4));
+    KVSTAR_RETURN_IF_ERROR(alloc(m.x_half, opt_.prefill_chunk * c.hidden_size * wb));
+  }
+  return Status::Ok();
+}
+
+// ---- Helpers ---------------------------------------------------------------------------------
+
+namespace {
+
+Status Linear(const DeviceContext& ctx, CudaStream* s, const TensorView& w, const TensorView& bias,
+              const float* x, size_t n, float* y, void* workspace) {
+  KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, w, x, n, y, workspace));
+  if (!bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, bias, n, y));
+  return Status::Ok();
+}
+
+// Grows `buf` to at least `bytes` (cudaMalloc synchronizes: only when a larger plan appears).
+Status Ensure(DeviceBuffer& buf, size_t bytes, size_t& device_bytes) {
+  if (buf.bytes() >= bytes) return Status::Ok();
+  device_bytes -= buf.bytes();
+  buf = DeviceBuffer();
+  KVSTAR_ASSIGN_OR_RETURN(buf, DeviceBuffer::Allocate(bytes));
+  device_bytes += bytes;
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---- Prefill ---------------------------------------------------------------------------------
+
+Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* last_logits,
+                          const std::function<bool(size_t, size_t)>& progress) {
+  DeviceContext& ctx = model_.ctx();
+  KVSTAR_RETURN_IF_ERROR(ctx.Activate());
+  const ModelConfig& c = model_.config();
+  Impl& m = *impl_;
+  const size_t n = prompt.size();
+  if (seq >= opt_.batch) return InvalidArgument("sequence %zu of a batch of %zu", seq, opt_.batch);
+  if (lengths_[seq] != 0) return FailedPrecondition("sequence %zu is already prefilled", seq);
+  if (n == 0) return InvalidArgument("empty prompt");
+  if (n >= opt_.max_tokens) {
+    return InvalidArgument("prompt of %zu tokens leaves no room in a capacity of %zu tokens", n,
+                           opt_.max_tokens);
+  }
+  KVSTAR_RETURN_IF_ERROR(CheckTokenIds(prompt.data(), n, c.vocab_size));
+  // Staging buffer 0 doubles as the layer's KV during a staged prefill: nothing may be in flight.
+  KVSTAR_RETURN_IF_ERROR(ctx.SynchronizeDevice());
+  CudaStream* s = ctx.compute_stream();
+  const size_t hidden = c.hidden_size;
+  const size_t hd = c.head_dim;
+  const size_t bb = geom_.block_bytes();
+  const size_t wb = DTypeSize(model_.weight_dtype());
+  const size_t chunk = std::min(opt_.prefill_chunk, n);
+  const bool staged = opt_.mode != KvMode::kDense;
+  const size_t seq_split = std::min(split_, n / opt_.block_tokens * opt_.block_tokens);
+  KVSTAR_RETURN_IF_ERROR(Ensure(m.x_all, n * hidden * 4, device_bytes_));
+  KVSTAR_RETURN_IF_ERROR(Ensure(m.ids, n * 4, device_bytes_));
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.ids.data(), prompt.data(), n * 4, s));
+  KVSTAR_RETURN_IF_ERROR(Embed(s, model_.embed(), m.ids.as<int32_t>(), n, m.x_all.as<float>()));
+  stats_.h2d_bytes += n * 4;
+  void* const* tables = m.tables.as<void*>();
+  const size_t nblocks = (n + opt_.block_tokens - 1) / opt_.block_tokens;
+  for (size_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& L = model_.layer(l);
+    void* const* table =
+        staged ? tables + seq * max_blocks_ : tables + (l * opt_.batch + seq) * max_blocks_;
+    for (size_t begin = 0; begin < n; begin += chunk) {
+      const size_t rows = std::min(chunk, n - begin);
+      float* x = m.x_all.as<float>() + begin * hidden;
+      const int64_t* pos = m.iota.as<int64_t>() + begin;
+      float* xn = m.xn.as<float>();
+      KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.input_norm, rows, hidden, c.rms_norm_eps, xn));
+      if (opt_.mode == KvMode::kKvpr && begin < seq_split) {
+        // Keep X (the attention input) of the recomputable prefix on the host.
+        const size_t keep = std::min(rows, seq_split - begin);
+        KVSTAR_RETURN_IF_ERROR(
+            ConvertF32(s, xn, keep * hidden, model_.weight_dtype(), m.x_half.data()));
+        char* dst = m.host_x[l].as<char>() + (seq * split_ + begin) * hidden * wb;
+        KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(dst, m.x_half.data(), keep * hidden * wb, s));
+        stats_.d2h_bytes += keep * hidden * wb;
+      }
+      void* ws = m.workspace.data();
+      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.q, L.q_bias, xn, rows, m.q.as<float>(), ws));
+      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.k, L.k_bias, xn, rows, m.k.as<float>(), ws));
+      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.v, L.v_bias, xn, rows, m.v.as<float>(), ws));
+      KVSTAR_RETURN_IF_ERROR(
+          ApplyRope(s, model_.inv_freq(), hd, pos, rows, c.num_heads, m.q.as<float>()));
+      KVSTAR_RETURN_IF_ERROR(
+          ApplyRope(s, model_.inv_freq(), hd, pos, rows, c.num_kv_heads, m.k.as<float>()));
+      KVSTAR_RETURN_IF_ERROR(
+          WriteKv(s, geom_, table, begin, rows, m.k.as<float>(), m.v.as<float>()));
+      AttentionArgs a;
+      a.geom = geom_;
+      a.q_heads = c.num_heads;
+      a.q = m.q.as<float>();
+      a.n = rows;
+      a.q_last = pos;
+      a.blocks = table;
+      a.num_tokens = begin + rows;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      a.out = m.attn.as<float>();
+      KVSTAR_ASSIGN_OR_RETURN(AttentionPlan plan, PlanAttention(a, ctx.info().sm_count));
+      KVSTAR_RETURN_IF_ERROR(Ensure(m.attn_ws, plan.workspace_bytes, device_bytes_));
+      KVSTAR_RETURN_IF_ERROR(RunAttention(s, a, plan, m.attn_ws.data()));
+      float* proj = m.proj.as<float>();
+      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.o, L.o_bias, m.attn.as<float>(), rows, proj, ws));
+      KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, rows * hidden, x));
+      KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.post_attn_norm, rows, hidden, c.rms_norm_eps, xn));
+      float* gate = m.gate.as<float>();
+      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.gate, L.gate_bias, xn, rows, gate, ws));
+      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.up, L.up_bias, xn, rows, m.up.as<float>(), ws));
+      KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), rows * c.intermediate_size, gate));
+      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, rows, proj, ws));
+      KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, rows * hidden, x));
+      if (progress && !progress(l * n + begin + rows, c.num_layers * n)) {
+        KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+        return Cancelled("prefill cancelled at layer %zu, token %zu of %zu", l, begin + rows, n);
+      }
+    }
+    if (staged) {
+      // The layer's blocks go to the host; the next layer reuses staging buffer 0 after them
+      // (same stream).
+      const size_t off = seq * max_blocks_ * bb;
+      KVSTAR_RETURN_IF_ERROR(
+          ctx.CopyToHost(m.host_kv[l].as<char>() + off, m.kv[0].as<char>() + off, nblocks * bb, s));
+      stats_.d2h_bytes += nblocks * bb;
+    }
+  }
+  if (last_logits != nullptr) {
+    float* xn = m.xn.as<float>();
+    KVSTAR_RETURN_IF_ERROR(RmsNorm(s, m.x_all.as<float>() + (n - 1) * hidden, model_.final_norm(),
+                                   1, hidden, c.rms_norm_eps, xn));
+    KVSTAR_RETURN_IF_ERROR(
+        MatMul(ctx, s, model_.lm_head(), xn, 1, m.logits.as<float>(), m.workspace.data()));
+    KVSTAR_RETURN_IF_ERROR(
+        ctx.CopyToHost(last_logits, m.logits.data(), c.vocab_size * sizeof(float), s));
+  }
+  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  lengths_[seq] = prompt_lengths_[seq] = n;
+  return Status::Ok();
+}
+
+Status CudaBatch::FillRandomContext(size_t seq, size_t tokens, uint32_t seed) {
+  DeviceContext& ctx = model_.ctx();
+  KVSTAR_RETURN_IF_ERROR(ctx.Activate());
+  const ModelConfig& c = model_.config();
+  Impl& m = *impl_;
+  if (seq >= opt_.batch) return InvalidArgument("sequence %zu of a batch of %zu", seq, opt_.batch);
+  if (tokens == 0 || tokens >= opt_.max_tokens) {
+    return InvalidArgument("random context of %zu tokens in a capacity of %zu", tokens,
+                           opt_.max_tokens);
+  }
+  KVSTAR_RETURN_IF_ERROR(ctx.SynchronizeDevice());
+  CudaStream* s = ctx.compute_stream();
+  const size_t bb = geom_.block_bytes();
+  const size_t nblocks = (tokens + opt_.block_tokens - 1) / opt_.block_tokens;
+  const size_t off = seq * max_blocks_ * bb;
+  const size_t count = nblocks * geom_.elements_per_block();
+  if (opt_.mode == KvMode::kDense) {
+    for (size_t l = 0; l < c.num_layers; ++l) {
+      KVSTAR_RETURN_IF_ERROR(FillRandom(s, m.kv[l].as<char>() + off, count, geom_.dtype, 1.0f,
+                                        seed + static_cast<uint32_t>(l)));
+    }
+  } else {
+    // One random layer, copied to every layer's host region (the values do not matter).
+    KVSTAR_RETURN_IF_ERROR(FillRandom(s, m.kv[0].as<char>() + off, count, geom_.dtype, 1.0f, seed));
+    for (size_t l = 0; l < c.num_layers; ++l) {
+      KVSTAR_RETURN_IF_ERROR(
+          ctx.CopyToHost(m.host_kv[l].as<char>() + off, m.kv[0].as<char>() + off, nblocks * bb, s));
+    }
+    const size_t seq_split = std::min(split_, tokens / opt_.block_tokens * opt_.block_tokens);
+    if (opt_.mode == KvMode::kKvpr && seq_split > 0) {
+      const size_t wb = DTypeSize(model_.weight_dtype());
+      const size_t xoff = seq * split_ * c.hidden_size * wb;
+      // Activations after RMSNorm have unit RMS: values of scale 1 are realistic.
+      KVSTAR_RETURN_IF_ERROR(FillRandom(s, m.x_stage[0].as<char>() + xoff,
+                                        seq_split * c.hidden_size, model_.weight_dtype(), 1.0f,
+                                        seed + 1));
+      for (size_t l = 0; l < c.num_layers; ++l) {
+        KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_x[l].as<char>() + xoff,
+                                              m.x_stage[0].as<char>() + xoff,
+                                              seq_split * c.hidden_size * wb, s));
+      }
+    }
+  }
+  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  lengths_[seq] = prompt_lengths_[seq] = tokens;
+  return Status::Ok();
+}
+
+// ---- Decode ----------------------------------------------------------------------------------
+
+Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next, float* logits) {
+  DeviceContext& ctx = model_.ctx();
+  KVSTAR_RETURN_IF_ERROR(ctx.Activate());
+  const ModelConfig& c = model_.config();
+  Impl& m = *impl_;
+  const size_t B = opt_.batch;
+  if (tokens.size() != B || next.size() != B) {
+    return InvalidArgument("Step: %zu tokens and %zu outputs for a batch of %zu", tokens.size(),
+                           next.size(), B);
+  }
+  for (size_t b = 0; b < B; ++b) {
+    if (lengths_[b] == 0) return FailedPrecondition("sequence %zu has no context", b);
+    if (lengths_[b] + 1 > opt_.max_tokens) {
+      return OutOfRange("sequence %zu is full (%zu tokens of capacity %zu)", b, lengths_[b],
+                        opt_.max_tokens);
+    }
+  }
+  KVSTAR_RETURN_IF_ERROR(CheckTokenIds(tokens.data(), B, c.vocab_size));
+  CudaStream* s = ctx.compute_stream();
+  CudaStream* h2d = ctx.h2d_stream();
+  CudaStream* d2h = ctx.d2h_stream();
+  const size_t hidden = c.hidden_size;
+  const size_t hd = c.head_dim;
+  const size_t bt = opt_.block_tokens;
+  const size_t bb = geom_.block_bytes();
+  const size_t wb = DTypeSize(model_.weight_dtype());
+  const bool staged = opt_.mode != KvMode::kDense;
+  const bool kvpr = opt_.mode == KvMode::kKvpr;
+
+  // Inputs: tokens and positions through pinned memory.
+  std::memcpy(m.host_ids.data(), tokens.data(), B * 4);
+  size_t max_len = 0;
+  for (size_t b = 0; b < B; ++b) {
+    m.host_pos.as<int64_t>()[b] = static_cast<int64_t>(lengths_[b]);
+    max_len = std::max(max_len, lengths_[b] + 1);
+  }
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.ids.data(), m.host_ids.data(), B * 4, s));
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.step_pos.data(), m.host_pos.data(), B * 8, s));
+  stats_.h2d_bytes += B * 12;
+  const int64_t* pos = m.step_pos.as<int64_t>();
+  float* x = m.x.as<float>();
+  float* xn = m.xn.as<float>();
+  KVSTAR_RETURN_IF_ERROR(Embed(s, model_.embed(), m.ids.as<int32_t>(), B, x));
+
+  // Per sequence: tokens recomputed (kvpr) and blocks streamed this step.
+  std::vector<size_t> seq_split(B, 0), seq_blocks(B);
+  for (size_t b = 0; b < B; ++b) {
+    if (kvpr) seq_split[b] = std::min(split_, prompt_lengths_[b] / bt * bt);
+    seq_blocks[b] = (lengths_[b] + 1 + bt - 1) / bt;
+  }
+  // Queues layer l's X and K/V on the h2d stream into staging l % 2.
+  auto prefetch = [&](size_t l) -> Status {
+    const size_t j = l % 2;
+    KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].WaitOn(h2d));
+    if (kvpr) {
+      for (size_t b = 0; b < B; ++b) {
+        if (seq_split[b] == 0) continue;
+        const size_t off = b * split_ * hidden * wb;
+        const size_t bytes = seq_split[b] * hidden * wb;
+        KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.x_stage[j].as<char>() + off,
+                                                m.host_x[l].as<char>() + off, bytes, h2d));
+        stats_.h2d_bytes += bytes;
+      }
+      KVSTAR_RETURN_IF_ERROR(m.x_ready[j].Record(h2d));
+    }
+    for (size_t b = 0; b < B; ++b) {
+      const size_t first = seq_split[b] / bt;
+      const size_t off = (b * max_blocks_ + first) * bb;
+      const size_t bytes = (seq_blocks[b] - first) * bb;
+      KVSTAR_RETURN_IF_ERROR(
+          ctx.CopyToDevice(m.kv[j].as<char>() + off, m.host_kv[l].as<char>() + off, bytes, h2d));
+      stats_.h2d_bytes += bytes;
+    }
+    return m.kv_ready[j].Record(h2d);
+  };
+  // kvpr: K/V[0, split) of layer l recomputed from X into staging l % 2 (compute stream).
+  auto recompute = [&](size_t l) -> Status {
+    const size_t j = l % 2;
+    const LayerWeights& L = model_.layer(l);
+    KVSTAR_RETURN_IF_ERROR(m.x_ready[j].WaitOn(s));
+    for (size_t b = 0; b < B; ++b) {
+      void* const* table = m.tables.as<void*>() + (j * B + b) * max_blocks_;
+      for (size_t r0 = 0; r0 < seq_split[b]; r0 += kRecomputeRows) {
+        const size_t rows = std::min(kRecomputeRows, seq_split[b] - r0);
+        const char* xs = m.x_stage[j].as<char>() + (b * split_ + r0) * hidden * wb;
+        float* k = m.rc_k.as<float>();
+        float* v = m.rc_v.as<float>();
+        KVSTAR_RETURN_IF_ERROR(MatMulConverted(ctx, s, L.k, xs, rows, k));
+        if (!L.k_bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, L.k_bias, rows, k));
+        KVSTAR_RETURN_IF_ERROR(MatMulConverted(ctx, s, L.v, xs, rows, v));
+        if (!L.v_bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, L.v_bias, rows, v));
+        KVSTAR_RETURN_IF_ERROR(ApplyRope(s, model_.inv_freq(), hd, m.iota.as<int64_t>() + r0, rows,
+                                         c.num_kv_heads, k));
+        KVSTAR_RETURN_IF_ERROR(WriteKv(s, geom_, table, r0, rows, k, v));
+        stats_.recomputed_tokens += rows;
+      }
+    }
+    return Status::Ok();
+  };
+
+  AttentionArgs a;
+  a.geom = geom_;
+  a.q_heads = c.num_heads;
+  a.q = m.q.as<float>();
+  a.n = B;
+  a.q_last = pos;
+  a.blocks_stride = max_blocks_;
+  a.num_tokens = max_len;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.out = m.attn.as<float>();
+  a.blocks = m.tables.as<void*>();
+  KVSTAR_ASSIGN_OR_RETURN(AttentionPlan plan, PlanAttention(a, ctx.info().sm_count));
+  KVSTAR_RETURN_IF_ERROR(Ensure(m.attn_ws, plan.workspace_bytes, device_bytes_));
+
+  if (staged) KVSTAR_RETURN_IF_ERROR(prefetch(0));
+  void* ws = m.workspace.data();
+  for (size_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& L = model_.layer(l);
+    const size_t j = l % 2;
+    if (staged && l + 1 < c.num_layers) KVSTAR_RETURN_IF_ERROR(prefetch(l + 1));
+    if (kvpr) KVSTAR_RETURN_IF_ERROR(recompute(l));
+    KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.input_norm, B, hidden, c.rms_norm_eps, xn));
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.q, L.q_bias, xn, B, m.q.as<float>(), ws));
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.k, L.k_bias, xn, B, m.k.as<float>(), ws));
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.v, L.v_bias, xn, B, m.v.as<float>(), ws));
+    KVSTAR_RETURN_IF_ERROR(
+        ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_heads, m.q.as<float>()));
+    KVSTAR_RETURN_IF_ERROR(
+        ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_kv_heads, m.k.as<float>()));
+    const size_t table_index = staged ? j : l;
+    void* const* table = m.tables.as<void*>() + table_index * B * max_blocks_;
+    if (staged) KVSTAR_RETURN_IF_ERROR(m.kv_ready[j].WaitOn(s));
+    for (size_t b = 0; b < B; ++b) {
+      KVSTAR_RETURN_IF_ERROR(WriteKv(s, geom_, table + b * max_blocks_, lengths_[b], 1,
+                                     m.k.as<float>() + b * c.kv_dim(),
+                                     m.v.as<float>() + b * c.kv_dim()));
+    }
+    a.blocks = table;
+    KVSTAR_RETURN_IF_ERROR(RunAttention(s, a, plan, m.attn_ws.data()));
+    if (staged) {
+      // The block that received the new token goes back to the host; staging j is free for
+      // layer l + 2 once this copy is done.
+      KVSTAR_RETURN_IF_ERROR(m.attn_done[j].Record(s));
+      KVSTAR_RETURN_IF_ERROR(m.attn_done[j].WaitOn(d2h));
+      for (size_t b = 0; b < B; ++b) {
+        const size_t off = (b * max_blocks_ + lengths_[b] / bt) * bb;
+        KVSTAR_RETURN_IF_ERROR(
+            ctx.CopyToHost(m.host_kv[l].as<char>() + off, m.kv[j].as<char>() + off, bb, d2h));
+        stats_.d2h_bytes += bb;
+      }
+      KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].Record(d2h));
+    }
+    float* proj = m.proj.as<float>();
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.o, L.o_bias, m.attn.as<float>(), B, proj, ws));
+    KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, B * hidden, x));
+    KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.post_attn_norm, B, hidden, c.rms_norm_eps, xn));
+    float* gate = m.gate.as<float>();
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.gate, L.gate_bias, xn, B, gate, ws));
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.up, L.up_bias, xn, B, m.up.as<float>(), ws));
+    KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), B * c.intermediate_size, gate));
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws));
+    KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, B * hidden, x));
+  }
+  KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, model_.final_norm(), B, hidden, c.rms_norm_eps, xn));
+  float* lg = m.logits.as<float>();
+  KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, model_.lm_head(), xn, B, lg, ws));
+  KVSTAR_RETURN_IF_ERROR(ArgmaxSample(s, lg, B, c.vocab_size, m.ids.as<int32_t>()));
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_ids.data(), m.ids.data(), B * 4, s));
+  stats_.d2h_bytes += B * 4;
+  if (logits != nullptr) {
+    KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(logits, lg, B * c.vocab_size * 4, s));
+    stats_.d2h_bytes += B * c.vocab_size * 4;
+  }
+  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  std::memcpy(next.data(), m.host_ids.data(), B * 4);
+  for (size_t b = 0; b < B; ++b) ++lengths_[b];
+  ++stats_.decode_steps;
+  return Status::Ok();
+}
+
+}  // namespace kvstar::cuda

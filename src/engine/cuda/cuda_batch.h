@@ -1,0 +1,112 @@
+// CudaBatch: B sequences decoded in lockstep on one GPU, in one of three KV modes.
+//
+//   dense    every KV block of every sequence lives in HBM (blocks for the whole capacity are
+//            allocated up front, so block tables never change).
+//   offload  (FlexGen-style) all KV lives in pinned host memory; the device holds two staging
+//            buffers of one layer's KV for the whole batch. While layer i computes, layer i+1's
+//            blocks stream in on the host-to-device stream; the block that received the new
+//            token goes back on the device-to-host stream after layer i's attention.
+//   kvpr     as offload, but for tokens [0, l) the host keeps the layer-input activations X
+//            (after the input RMSNorm, in the weight dtype) instead of sending their K/V: X[0:l)
+//            crosses the link first, K/V[0:l) is recomputed on the compute stream (projection,
+//            bias, RoPE, written into the staging blocks) while K/V[l:s) streams in
+//            (arXiv 2411.17089). l is a multiple of block_tokens, fixed per batch.
+//
+// Streams and events (DESIGN.md, threads): compute, h2d and d2h streams of the DeviceContext;
+// staging buffer j is refilled only after the attention that read it has finished
+// (staging_free_[j]), and layer i's blocks are re-read only after the previous step's write-back
+// of layer i has finished (writeback_[i]). Every token of the batch is decoded greedily on the
+// device (argmax) unless logits are requested.
+//
+// Not thread-safe: one host thread drives a batch (DeviceContext rule).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/kv_layout.h"
+#include "base/status.h"
+#include "engine/cuda/cuda_model.h"
+#include "ops/cuda/device.h"
+#include "ops/cuda/ops.h"
+
+namespace kvstar::cuda {
+
+enum class KvMode { kDense, kOffload, kKvpr };
+StatusOr<KvMode> ParseKvMode(std::string_view name);
+const char* KvModeName(KvMode mode);
+
+struct BatchOptions {
+  KvMode mode = KvMode::kDense;
+  size_t batch = 1;
+  size_t max_tokens = 0;  // per sequence: prompt + generated tokens (capacity)
+  size_t block_tokens = 128;
+  DType kv_dtype = DType::kBF16;
+  size_t prefill_chunk = 1024;  // tokens per prefill forward
+  // kvpr: tokens [0, kvpr_split) of each prompt are recomputed from X (rounded down to
+  // block_tokens; clipped to the prompt).
+  size_t kvpr_split = 0;
+};
+
+struct BatchStats {
+  size_t h2d_bytes = 0;          // host -> device bytes, cumulative (KV, X, ids)
+  size_t d2h_bytes = 0;          // device -> host bytes, cumulative (write-backs, logits)
+  size_t recomputed_tokens = 0;  // kvpr: token-layers whose K/V was recomputed, cumulative
+  size_t decode_steps = 0;
+};
+
+class CudaBatch {
+ public:
+  static StatusOr<std::unique_ptr<CudaBatch>> Create(CudaModel& model, const BatchOptions& options);
+  ~CudaBatch();
+
+  // Device (HBM) bytes this batch holds: KV blocks or staging, activations and scratch.
+  size_t device_bytes() const { return device_bytes_; }
+  // Device KV bytes per sequence (dense: its blocks; offload / kvpr: its share of staging).
+  size_t device_kv_bytes_per_sequence() const;
+  // Pinned host bytes (offload / kvpr: the KV and X of every sequence).
+  size_t host_bytes() const { return host_bytes_; }
+  static size_t EstimateDeviceBytes(const ModelConfig& config, const BatchOptions& options);
+  static size_t EstimateHostBytes(const ModelConfig& config, const BatchOptions& options);
+
+  // Runs sequence `seq`'s prompt (layer-major, chunked) and stores its KV. last_logits (host,
+  // [vocab]) receives the last prompt position's logits when not null. Sequences must be
+  // prefilled before the first Step; they may have different lengths.
+  Status Prefill(size_t seq, std::span<const int32_t> prompt, float* last_logits,
+                 const std::function<bool(size_t, size_t)>& progress = nullptr);
+  // Benchmarks: gives sequence `seq` a context of `tokens` random K/V (and X in kvpr) instead of
+  // running a prompt; decode cost does not depend on the values.
+  Status FillRandomContext(size_t seq, size_t tokens, uint32_t seed);
+
+  // One decode step: tokens[b] (host) is appended to sequence b at its next position. next[b]
+  // (host) receives the greedy next token; logits (host [batch][vocab]) when not null.
+  Status Step(std::span<const int32_t> tokens, std::span<int32_t> next, float* logits = nullptr);
+
+  size_t length(size_t seq) const { return lengths_[seq]; }
+  const BatchStats& stats() const { return stats_; }
+  const BatchOptions& options() const { return opt_; }
+  // kvpr: the split used (tokens recomputed per sequence, a multiple of block_tokens).
+  size_t kvpr_split() const { return split_; }
+
+ private:
+  struct Impl;
+  CudaBatch(CudaModel& model, const BatchOptions& options);
+  Status Init();
+
+  CudaModel& model_;
+  BatchOptions opt_;
+  KvGeometry geom_;
+  size_t max_blocks_ = 0;  // per sequence
+  size_t split_ = 0;
+  std::vector<size_t> lengths_;
+  std::vector<size_t> prompt_lengths_;
+  size_t device_bytes_ = 0;
+  size_t host_bytes_ = 0;
+  BatchStats stats_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvstar::cuda

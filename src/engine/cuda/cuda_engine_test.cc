@@ -1,0 +1,305 @@
+// The whole model on CUDA: logits against the golden Hugging Face outputs and against the CPU
+// engine; offload and kvpr (every split) give the tokens of dense. Needs a GPU (label gpu).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
+#include "engine/cuda/cuda_batch.h"
+#include "engine/cuda/cuda_model.h"
+#include "kv/dense_policy.h"
+#include "kv/device_pool.h"
+#include "model/config.h"
+#include "model/transformer.h"
+#include "model/weights.h"
+
+namespace kvstar::cuda {
+namespace {
+
+// Max |a - b| over a row, relative to the row's max |b|.
+double RowError(const float* a, const float* b, size_t n) {
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < n; ++i) {
+    err = std::max(err, std::fabs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
+  }
+  return err / std::max(scale, 1e-6);
+}
+
+class CudaEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (DeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+    auto ctx = DeviceContext::Create(0);
+    ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
+    ctx_ = std::move(*ctx);
+  }
+
+  // The host weights (no tokenizer: the tests use token ids) and the same weights on the device.
+  void LoadModel(const std::string& dir) {
+    auto cfg = LoadConfig(dir);
+    ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+    config_ = *cfg;
+    auto w = ModelWeights::Load(dir, config_);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    weights_ = std::move(*w);
+    auto model = CudaModel::Upload(*ctx_, config_, *weights_);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    model_ = std::move(*model);
+  }
+
+  // Logits of every prompt position from the CPU forward pass (f32 KV).
+  std::vector<float> CpuPromptLogits(const std::vector<int32_t>& prompt) {
+    ThreadPool threads(2);
+    KvGeometry g{config_.num_kv_heads, config_.head_dim, 128, DType::kF32};
+    DevicePool pool(g, config_.num_layers * (prompt.size() / 128 + 2));
+    DensePolicy kv(pool, threads, config_.num_layers, config_.num_heads,
+                   1.0f / std::sqrt(static_cast<float>(config_.head_dim)));
+    Transformer t(config_, *weights_, threads);
+    std::vector<float> logits(prompt.size() * config_.vocab_size);
+    const Status st = t.Prefill(prompt, 0, kv, 64, LogitsMode::kAll, logits.data());
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return logits;
+  }
+
+  std::unique_ptr<CudaBatch> MakeBatch(KvMode mode, size_t batch, size_t max_tokens, DType kv_dtype,
+                                       size_t block_tokens, size_t split = 0, size_t chunk = 64) {
+    BatchOptions o;
+    o.mode = mode;
+    o.batch = batch;
+    o.max_tokens = max_tokens;
+    o.kv_dtype = kv_dtype;
+    o.block_tokens = block_tokens;
+    o.prefill_chunk = chunk;
+    o.kvpr_split = split;
+    auto b = CudaBatch::Create(*model_, o);
+    EXPECT_TRUE(b.ok()) << b.status().ToString();
+    return b.ok() ? std::move(*b) : nullptr;
+  }
+
+  std::unique_ptr<DeviceContext> ctx_;
+  ModelConfig config_;
+  std::unique_ptr<ModelWeights> weights_;
+  std::unique_ptr<CudaModel> model_;
+};
+
+std::string Golden(const std::string& name) {
+  return std::string(KVSTAR_TEST_DATA) + "/golden/" + name;
+}
+
+// Logits at every golden position: position 0 from a one-token prefill, the others from decode
+// steps (batch 1, f32 KV): the decode path (MatVec in f32, attention over the block table).
+TEST_F(CudaEngineTest, DecodeLogitsMatchTransformers) {
+  // qwen2_tiny has head_dim 32, which the CUDA attention kernel does not support (64..128).
+  LoadModel(Golden("llama_tiny"));
+  auto text = ReadFileToString(Golden("llama_tiny") + "/golden.json");
+  ASSERT_TRUE(text.ok());
+  const auto golden = nlohmann::json::parse(*text);
+  const size_t vocab = model_->config().vocab_size;
+  for (const auto& p : golden["prompts"]) {
+    const auto ids = p["ids"].get<std::vector<int32_t>>();
+    auto batch = MakeBatch(KvMode::kDense, 1, ids.size() + 8, DType::kF32, 32);
+    ASSERT_NE(batch, nullptr);
+    std::vector<float> logits(vocab);
+    std::vector<std::vector<float>> rows(ids.size());
+    ASSERT_TRUE(batch->Prefill(0, std::span(ids).first(1), logits.data()).ok());
+    rows[0] = logits;
+    for (size_t i = 1; i < ids.size(); ++i) {
+      int32_t next = 0;
+      ASSERT_TRUE(batch->Step(std::span(&ids[i], 1), std::span(&next, 1), logits.data()).ok());
+      rows[i] = logits;
+    }
+    const auto& positions = p["logits"]["positions"];
+    for (size_t i = 0; i < positions.size(); ++i) {
+      const size_t pos = positions[i].get<size_t>();
+      const auto ref = p["logits"]["values"][i].get<std::vector<float>>();
+      EXPECT_LT(RowError(rows[pos].data(), ref.data(), vocab), 1e-3)
+          << p["name"] << " position " << pos;
+    }
+  }
+}
+
+// Prefill logits (GEMMs with activations rounded to the weight dtype, f16 here) and the greedy
+// continuation against transformers.
+TEST_F(CudaEngineTest, PrefillLogitsAndGreedyMatchTransformers) {
+  LoadModel(Golden("llama_tiny"));
+  auto text = ReadFileToString(Golden("llama_tiny") + "/golden.json");
+  ASSERT_TRUE(text.ok());
+  const auto golden = nlohmann::json::parse(*text);
+  const size_t vocab = model_->config().vocab_size;
+  for (const auto& p : golden["prompts"]) {
+    const auto ids = p["ids"].get<std::vector<int32_t>>();
+    const auto expected = p["greedy"].get<std::vector<int32_t>>();
+    auto batch =
+        MakeBatch(KvMode::kDense, 1, ids.size() + expected.size() + 1, DType::kF32, 64, 0, 100);
+    ASSERT_NE(batch, nullptr);
+    std::vector<float> logits(vocab);
+    ASSERT_TRUE(batch->Prefill(0, ids, logits.data()).ok());
+    const auto& positions = p["logits"]["positions"];
+    const auto ref = p["logits"]["values"][positions.size() - 1].get<std::vector<float>>();
+    ASSERT_EQ(positions.back().get<size_t>(), ids.size() - 1);
+    EXPECT_LT(RowError(logits.data(), ref.data(), vocab), 1e-2) << p["name"];
+    std::vector<int32_t> got;
+    int32_t token =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    got.push_back(token);
+    while (got.size() < expected.size()) {
+      int32_t next = 0;
+      ASSERT_TRUE(batch->Step(std::span(&token, 1), std::span(&next, 1)).ok());
+      token = next;
+      got.push_back(token);
+    }
+    EXPECT_EQ(got, expected) << p["name"];
+  }
+}
+
+struct RunOut {
+  std::vector<std::vector<int32_t>> tokens;  // [batch][steps]
+  std::vector<float> last_logits;            // [batch][vocab] of the last step
+  BatchStats stats;
+};
+
+// Prefills the prompts (one per sequence) and decodes `steps` greedy tokens for all of them.
+RunOut Decode(CudaBatch& batch, const std::vector<std::vector<int32_t>>& prompts, size_t steps,
+              size_t vocab) {
+  RunOut out;
+  const size_t B = prompts.size();
+  std::vector<int32_t> cur(B), next(B);
+  std::vector<float> logits(vocab);
+  for (size_t b = 0; b < B; ++b) {
+    const Status st = batch.Prefill(b, prompts[b], logits.data());
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    cur[b] = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  out.tokens.assign(B, {});
+  out.last_logits.resize(B * vocab);
+  for (size_t t = 0; t < steps; ++t) {
+    for (size_t b = 0; b < B; ++b) out.tokens[b].push_back(cur[b]);
+    const Status st = batch.Step(cur, next, t + 1 == steps ? out.last_logits.data() : nullptr);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    cur = next;
+  }
+  out.stats = batch.stats();
+  return out;
+}
+
+// Two prompts of different lengths (not multiples of the block size): a repeated phrase of
+// token ids, so that the model continues with structure, then a different tail.
+std::vector<std::vector<int32_t>> DemoPrompts(size_t vocab) {
+  std::vector<int32_t> a, b;
+  uint32_t h = 12345;
+  std::vector<int32_t> phrase;
+  for (int i = 0; i < 23; ++i) {
+    h = h * 1103515245u + 12345u;
+    phrase.push_back(static_cast<int32_t>((h >> 8) % vocab));
+  }
+  for (int r = 0; r < 12; ++r) a.insert(a.end(), phrase.begin(), phrase.end());
+  for (int r = 0; r < 3; ++r) b.insert(b.end(), phrase.begin(), phrase.end());
+  for (int i = 0; i < 9; ++i) a.push_back(phrase[i]), b.push_back(phrase[(i * 7) % 23]);
+  return {a, b};
+}
+
+// offload and kvpr (splits 0, mid, whole prompt) give the tokens of dense on the demo model,
+// with two sequences of different lengths in one batch.
+TEST_F(CudaEngineTest, OffloadAndKvprMatchDense) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const auto prompts = DemoPrompts(config_.vocab_size);
+  const size_t vocab = model_->config().vocab_size;
+  const size_t steps = 40;
+  const size_t cap = prompts[0].size() + steps + 8;
+  auto dense = MakeBatch(KvMode::kDense, 2, cap, DType::kBF16, 32);
+  ASSERT_NE(dense, nullptr);
+  const RunOut ref = Decode(*dense, prompts, steps, vocab);
+  EXPECT_EQ(
+      ref.stats.h2d_bytes, 2 * 12 * steps +
+                               [&] {
+                                 size_t n = 0;
+                                 for (const auto& p : prompts) n += p.size() * 4;
+                                 return n;
+                               }())
+      << "dense moves only token ids and positions";
+
+  auto offload = MakeBatch(KvMode::kOffload, 2, cap, DType::kBF16, 32);
+  ASSERT_NE(offload, nullptr);
+  const RunOut off = Decode(*offload, prompts, steps, vocab);
+  EXPECT_EQ(off.tokens, ref.tokens);
+  // Same kernels over bit-identical blocks: identical logits.
+  EXPECT_EQ(RowError(off.last_logits.data(), ref.last_logits.data(), 2 * vocab), 0.0);
+  EXPECT_GT(off.stats.h2d_bytes, ref.stats.h2d_bytes);
+
+  const size_t shortest = std::min(prompts[0].size(), prompts[1].size());
+  for (size_t split : {size_t{0}, size_t{32}, shortest / 32 * 32, cap}) {
+    auto kvpr = MakeBatch(KvMode::kKvpr, 2, cap, DType::kBF16, 32, split);
+    ASSERT_NE(kvpr, nullptr);
+    const RunOut r = Decode(*kvpr, prompts, steps, vocab);
+    EXPECT_EQ(r.tokens, ref.tokens) << "split " << split;
+    // Recomputed K/V may differ from the prefill's in the last bit of bf16 (GEMMs of other
+    // shapes sum in another order).
+    EXPECT_LT(RowError(r.last_logits.data(), ref.last_logits.data(), 2 * vocab), 2e-2)
+        << "split " << split;
+    // Bytes over the link: per step and layer, each sequence sends X instead of K/V for its
+    // recomputed blocks (X is wider than K+V on this GQA model, so kvpr sends more here).
+    const ModelConfig& c = model_->config();
+    const size_t bt = 32;
+    const double x_block = static_cast<double>(bt * c.hidden_size * 2);
+    const double kv_block = static_cast<double>(bt * c.kv_dim() * 2 * 2);
+    double delta = 0, recomputed = 0;
+    for (const auto& p : prompts) {
+      const size_t seq_split = std::min(split / bt * bt, p.size() / bt * bt);
+      delta += static_cast<double>(seq_split / bt) * (x_block - kv_block);
+      recomputed += static_cast<double>(seq_split);
+    }
+    const double layer_steps = static_cast<double>((steps)*c.num_layers);
+    EXPECT_EQ(static_cast<double>(r.stats.h2d_bytes) - static_cast<double>(off.stats.h2d_bytes),
+              delta * layer_steps)
+        << "split " << split;
+    EXPECT_EQ(static_cast<double>(r.stats.recomputed_tokens), recomputed * layer_steps)
+        << "split " << split;
+  }
+}
+
+// The CUDA prefill logits of the demo model agree with the CPU engine's.
+TEST_F(CudaEngineTest, PrefillMatchesCpuEngine) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const auto prompts = DemoPrompts(config_.vocab_size);
+  const size_t vocab = model_->config().vocab_size;
+  const std::vector<float> cpu_logits = CpuPromptLogits(prompts[0]);
+  auto batch = MakeBatch(KvMode::kDense, 1, prompts[0].size() + 1, DType::kF32, 128);
+  ASSERT_NE(batch, nullptr);
+  std::vector<float> logits(vocab);
+  ASSERT_TRUE(batch->Prefill(0, prompts[0], logits.data()).ok());
+  EXPECT_LT(RowError(logits.data(), cpu_logits.data() + (prompts[0].size() - 1) * vocab, vocab),
+            2e-2);
+}
+
+TEST_F(CudaEngineTest, BadInputsAreErrors) {
+  LoadModel(Golden("llama_tiny"));
+  auto batch = MakeBatch(KvMode::kOffload, 2, 64, DType::kBF16, 16);
+  ASSERT_NE(batch, nullptr);
+  std::vector<int32_t> prompt = {1, 2, 3};
+  EXPECT_EQ(batch->Prefill(2, prompt, nullptr).code(), StatusCode::kInvalidArgument);
+  std::vector<int32_t> bad = {1, 999999};
+  EXPECT_EQ(batch->Prefill(0, bad, nullptr).code(), StatusCode::kInvalidArgument);
+  std::vector<int32_t> toolong(64, 1);
+  EXPECT_EQ(batch->Prefill(0, toolong, nullptr).code(), StatusCode::kInvalidArgument);
+  std::vector<int32_t> cur = {1, 1}, next(2);
+  EXPECT_EQ(batch->Step(cur, next).code(), StatusCode::kFailedPrecondition);  // not prefilled
+  ASSERT_TRUE(batch->Prefill(0, prompt, nullptr).ok());
+  ASSERT_TRUE(batch->Prefill(1, prompt, nullptr).ok());
+  EXPECT_EQ(batch->Prefill(1, prompt, nullptr).code(), StatusCode::kFailedPrecondition);
+  std::vector<int32_t> bad_step = {1, -3};
+  EXPECT_EQ(batch->Step(bad_step, next).code(), StatusCode::kInvalidArgument);
+  for (int i = 0; i < 60; ++i) {
+    const Status st = batch->Step(cur, next);
+    if (!st.ok()) {
+      EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st.ToString();
+      break;
+    }
+  }
+  EXPECT_EQ(batch->length(0), 63u);
+}
+
+}  // namespace
+}  // namespace kvstar::cuda
