@@ -350,3 +350,32 @@ TEST(PlannerTest, LayerComputeEstimateFromDeviceBandwidth) {
 
 }  // namespace
 }  // namespace kvstar::recompute
+
+namespace kvstar::recompute {
+namespace {
+
+// The profile measured on the H100 of the GPU machine (docs/BENCHMARKS.md, "KVPR"): the plans
+// the shapes get from real numbers.
+TEST(PlannerMeasuredProfileTest, H100PlansForMhaAndGqa) {
+  auto p =
+      LoadProfile(std::string(KVSTAR_SOURCE_DIR) + "/src/recompute/testdata/profile_h100.json");
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->device_name, "NVIDIA H100 80GB HBM3");
+  // Llama-2-7B (MHA): recomputing is cheaper than sending X on an H100, so everything is
+  // recomputed and the step approaches the 2x byte ratio.
+  auto plan = PlanSplit(*p, Mha(8, 4096));
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->split, 4096u);
+  EXPECT_GT(plan->speedup, 1.8);
+  EXPECT_LT(plan->speedup, 2.0);
+  EXPECT_LT(plan->layer_cost.recompute_ms, plan->layer_cost.x_ms);
+  // Llama-3.1-8B (GQA, group 4): l = 0.
+  KvprShape gqa = ShapeFromConfig(Llama(8), 8, 8192);
+  plan = PlanSplit(*p, gqa);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->split, 0u);
+  EXPECT_TRUE(plan->x_wider_than_kv);
+}
+
+}  // namespace
+}  // namespace kvstar::recompute
