@@ -34,13 +34,20 @@ Status ValidateShape(const KvprShape& s) {
     return InvalidArgument("KVPR shape: layer_compute_ms (%g) and step_fixed_ms (%g) must be >= 0",
                            s.layer_compute_ms, s.step_fixed_ms);
   }
+  if (s.transfer_copies == 0 || (s.recompute.gemms != 1 && s.recompute.gemms != 2) ||
+      !std::isfinite(s.recompute.pass_bytes_per_row)) {
+    return InvalidArgument(
+        "KVPR shape: transfer_copies (%zu) must be >= 1, recompute.gemms (%zu) 1 or 2, "
+        "recompute.pass_bytes_per_row (%g) finite",
+        s.transfer_copies, s.recompute.gemms, s.recompute.pass_bytes_per_row);
+  }
   return Status::Ok();
 }
 
-// Milliseconds to move `bytes` over the H2D link as one copy.
-double LinkMs(const KvprProfile& p, double bytes) {
+// Milliseconds to move `bytes` over the H2D link as `copies` copies.
+double LinkMs(const KvprProfile& p, double bytes, size_t copies) {
   if (bytes <= 0) return 0;
-  return p.h2d_latency_us * 1e-3 + bytes / (p.h2d_gbps * 1e9) * 1e3;
+  return D(copies) * p.h2d_latency_us * 1e-3 + bytes / (p.h2d_gbps * 1e9) * 1e3;
 }
 
 double XBytes(const KvprShape& s, size_t l) {
@@ -50,21 +57,41 @@ double KvBytes(const KvprShape& s, size_t tokens) {
   return D(s.batch) * D(tokens) * 2.0 * D(s.kv_dim) * D(s.kv_elem_bytes);
 }
 
+// One launch group of `rows` rows: its GEMMs and small launches (no memory pass).
+double GroupMs(const GemmTable& t, const RecomputeForm& f, double rows) {
+  const double gemm = f.gemms == 2 ? 2.0 * t.GemmMs(rows / 2) : t.GemmMs(rows);
+  return gemm + D(f.small_launches) * t.launch_overhead_us * 1e-3;
+}
+
+double RecomputeMs(const KvprProfile& p, const GemmTable& t, const KvprShape& s, size_t l) {
+  const RecomputeForm& f = s.recompute;
+  const double rows = D(s.batch) * D(l);
+  double ms = 0;
+  if (f.chunk_rows == 0) {
+    ms = GroupMs(t, f, rows);
+  } else {
+    const size_t full = l / f.chunk_rows, rest = l % f.chunk_rows;
+    ms = D(s.batch) *
+         (D(full) * GroupMs(t, f, D(f.chunk_rows)) + (rest > 0 ? GroupMs(t, f, D(rest)) : 0.0));
+  }
+  if (p.device_gbps > 0) {
+    const double per_row = f.pass_bytes_per_row >= 0
+                               ? f.pass_bytes_per_row
+                               : 2.0 * D(s.kv_dim) * (4.0 + D(s.kv_elem_bytes));
+    ms += rows * per_row / (p.device_gbps * 1e9) * 1e3;
+  }
+  return ms;
+}
+
 LayerCost CostWithTable(const KvprProfile& p, const GemmTable* table, const KvprShape& s,
                         size_t l) {
   LayerCost c;
   c.split = l;
-  c.x_ms = LinkMs(p, XBytes(s, l));
-  c.kv_ms = LinkMs(p, KvBytes(s, s.seq_len - l));
+  c.x_ms = LinkMs(p, XBytes(s, l), s.transfer_copies);
+  c.kv_ms = LinkMs(p, KvBytes(s, s.seq_len - l), s.transfer_copies);
   if (l > 0) {
     KVSTAR_CHECK(table != nullptr, "no GEMM table for split %zu", l);
-    const double rows = D(s.batch) * D(l);
-    c.recompute_ms = table->GemmMs(rows) + table->launch_overhead_us * 1e-3;
-    if (p.device_gbps > 0) {
-      // Bias + RoPE + conversion pass: reads the f32 GEMM output, writes K/V in the KV dtype.
-      const double bytes = rows * 2.0 * D(s.kv_dim) * (4.0 + D(s.kv_elem_bytes));
-      c.recompute_ms += bytes / (p.device_gbps * 1e9) * 1e3;
-    }
+    c.recompute_ms = RecomputeMs(p, *table, s, l);
   }
   return c;
 }
@@ -99,6 +126,11 @@ StepPrediction Summarize(const KvprShape& s, const std::vector<const LayerCost*>
   }
   out.compute_ms = D(s.layers) * s.layer_compute_ms;
   return out;
+}
+
+// Rows of one recompute launch group at split l.
+size_t GroupRows(const KvprShape& s, size_t l) {
+  return s.recompute.chunk_rows == 0 ? s.batch * l : std::min(s.recompute.chunk_rows, l);
 }
 
 bool XWiderThanKv(const KvprShape& s) {
@@ -239,7 +271,7 @@ StatusOr<KvprPlan> PlanSplit(const KvprProfile& profile, const KvprShape& shape,
   plan.layer_splits.assign(L, plan.split);
   std::fill(layers.begin(), layers.end(), &costs[best]);
   plan.kvpr_link_bytes = Summarize(shape, layers).link_bytes;
-  if (plan.split > 0) plan.rate_tflops = table->TflopsAt(D(shape.batch) * D(plan.split));
+  if (plan.split > 0) plan.rate_tflops = table->TflopsAt(D(GroupRows(shape, plan.split)));
 
   // Per-layer refinement: move one layer's split by one grid step while it helps. The edges of
   // the pipeline (first X, last compute) and the grid's coarseness are what it can win back.
@@ -281,8 +313,8 @@ StatusOr<KvprPlan> PlanSplit(const KvprProfile& profile, const KvprShape& shape,
         "%.3f ms (GEMM at %.1f TFLOP/s for %zu rows) while streaming the rest takes %.3f ms after "
         "%.3f ms of X, against %.3f ms for all K/V; l = 0 (plain offload, predicted %.3f ms per "
         "step)",
-        grid[1], first.recompute_ms, table->TflopsAt(D(shape.batch) * D(grid[1])),
-        shape.batch * grid[1], first.kv_ms, first.x_ms, offload.kv_ms, plan.offload_step_ms);
+        grid[1], first.recompute_ms, table->TflopsAt(D(GroupRows(shape, grid[1]))),
+        GroupRows(shape, grid[1]), first.kv_ms, first.x_ms, offload.kv_ms, plan.offload_step_ms);
   } else {
     plan.reason = Format(
         "l = %zu of s = %zu tokens (%.0f%%) recomputed from X: per layer X %.3f ms, then K/V of "
@@ -290,7 +322,7 @@ StatusOr<KvprPlan> PlanSplit(const KvprProfile& profile, const KvprShape& shape,
         "rows); X is %zu bytes per token against %zu for K+V. Predicted %.3f ms per step against "
         "%.3f ms for plain offload (%.2fx)%s",
         plan.split, s, 100.0 * D(plan.split) / D(s), c.x_ms, c.kv_ms, c.recompute_ms,
-        plan.rate_tflops, shape.batch * plan.split, x_token, kv_token, plan.uniform_step_ms,
+        plan.rate_tflops, GroupRows(shape, plan.split), x_token, kv_token, plan.uniform_step_ms,
         plan.offload_step_ms, plan.offload_step_ms / plan.uniform_step_ms,
         plan.kvpr_step_ms < plan.uniform_step_ms
             ? Format("; per-layer splits predict %.3f ms", plan.kvpr_step_ms).c_str()

@@ -4,10 +4,11 @@
 //
 // The model and the pipeline it assumes are written out in docs/KVPR.md; in short, per layer i
 // and one decode step (all times in ms):
-//   t_x(l)   = lat + b*l*hidden*xb / BW            (X of the prefix over the H2D link, first)
-//   t_kv(l)  = lat + b*(s-l)*2*kv_dim*kvb / BW     (K/V of the rest, right after X)
+//   t_x(l)   = n*lat + b*l*hidden*xb / BW          (X of the prefix over the H2D link, first)
+//   t_kv(l)  = n*lat + b*(s-l)*2*kv_dim*kvb / BW   (K/V of the rest, right after X)
 //   t_rc(l)  = 2*b*l*hidden*2*kv_dim / rate(b*l) + overhead + b*l*2*kv_dim*(4+kvb) / DEV
-//   (lat only for a copy that moves bytes; t_rc(0) = 0)
+//   (n copies each, lat only for a transfer that moves bytes; t_rc(0) = 0; t_rc as written for
+//   the default RecomputeForm, see docs/KVPR.md for chunked forms)
 // and the layers run through a two-buffer pipeline: the link sends X_i then KV_i as soon as it
 // is free and staging buffer i%2 was released by layer i-2; the compute stream runs the
 // recomputation of layer i once X_i arrived and layer i-1 finished, then layer i's compute once
@@ -26,6 +27,23 @@
 
 namespace kvstar::recompute {
 
+// How the runtime launches the recomputation of one layer, so that the model follows it.
+// The default is one fused K+V GEMM over the whole batch's b*l rows and one element-wise pass.
+struct RecomputeForm {
+  // Rows per launch group, per sequence (each sequence's l rows cut into chunks); 0 = all b*l
+  // rows of the batch in one group.
+  size_t chunk_rows = 0;
+  // GEMMs per group: 1 = fused [2*kv_dim][hidden]; 2 = K and V separately ([kv_dim][hidden]
+  // each, modelled as two fused-table GEMMs of half the rows: the same output tiles).
+  size_t gemms = 1;
+  // Element-wise launches per group after the GEMMs (bias, RoPE, write to the KV layout), each
+  // costing the table's launch_overhead_us.
+  size_t small_launches = 1;
+  // Device bytes those launches move per recomputed row; < 0 = 2*kv_dim*(4 + kvb) (read the
+  // f32 GEMM output once, write K/V in the KV dtype).
+  double pass_bytes_per_row = -1;
+};
+
 struct KvprShape {
   size_t batch = 1;    // b: sequences decoded together, all with seq_len tokens in host memory
   size_t seq_len = 0;  // s: tokens whose K/V (or X) is in host memory, per sequence
@@ -39,6 +57,10 @@ struct KvprShape {
   double layer_compute_ms = 0;
   // Per step, outside the layers (embedding, LM head, sampling). Added to every prediction.
   double step_fixed_ms = 0;
+  // Copies per transfer of one layer's X or K/V (e.g. one per sequence: batch); each costs the
+  // profile's h2d_latency_us.
+  size_t transfer_copies = 1;
+  RecomputeForm recompute;
 };
 
 // hidden, kv_dim and layers of `cfg`; kv_elem_bytes from `kv_dtype`; X in bf16.

@@ -290,6 +290,47 @@ TEST(PlannerTest, PerLayerSplitsNeverPredictWorseAndAreConsistent) {
   EXPECT_TRUE(any_refined);
 }
 
+TEST(PlannerTest, RecomputeFormAndCopiesFollowTheRuntime) {
+  // Flat 100 TFLOP/s, 10 us per small launch, 10 us per copy, no device-bandwidth term.
+  KvprProfile p = Synthetic(50, 4096, 4096, {{1, 100}, {size_t{1} << 30, 100}}, 10);
+  p.h2d_latency_us = 10;
+  KvprShape s = Mha(2, 4096);
+  const size_t l = 2500;
+  const double gemm_ms = 2.0 * 2 * l * 4096 * 2 * 4096 / 100e12 * 1e3;
+  auto fused = LayerCostAt(p, s, l);
+  ASSERT_TRUE(fused.ok());
+  EXPECT_NEAR(fused->recompute_ms, gemm_ms + 0.010, 1e-9);
+  const double x_bytes = 2.0 * l * 4096 * 2;
+  EXPECT_NEAR(fused->x_ms, 0.010 + x_bytes / 50e9 * 1e3, 1e-9);
+  // Per sequence chunks of 1000 rows: 1000, 1000, 500 for each of 2 sequences = 6 groups of
+  // 2 GEMMs (same flops at a flat rate) and 3 small launches each.
+  s.recompute = {.chunk_rows = 1000, .gemms = 2, .small_launches = 3};
+  s.transfer_copies = 2;
+  auto chunked = LayerCostAt(p, s, l);
+  ASSERT_TRUE(chunked.ok());
+  EXPECT_NEAR(chunked->recompute_ms, gemm_ms + 6 * 3 * 0.010, 1e-9);
+  EXPECT_NEAR(chunked->x_ms, 2 * 0.010 + x_bytes / 50e9 * 1e3, 1e-9);
+  // The element-wise pass at the device bandwidth.
+  p.device_gbps = 1000;
+  s.recompute.pass_bytes_per_row = 100;
+  EXPECT_NEAR(LayerCostAt(p, s, l)->recompute_ms,
+              gemm_ms + 6 * 3 * 0.010 + 2.0 * l * 100 / 1000e9 * 1e3, 1e-9);
+  s.recompute.pass_bytes_per_row = -1;  // default: 2*kv_dim*(4 + kvb) per row
+  EXPECT_NEAR(LayerCostAt(p, s, l)->recompute_ms,
+              gemm_ms + 6 * 3 * 0.010 + 2.0 * l * 2 * 4096 * 6 / 1000e9 * 1e3, 1e-9);
+  // Small chunks on a rate table that rises with rows: slower than one big GEMM.
+  const KvprProfile rising = Synthetic(50, 4096, 4096, {{64, 5}, {4096, 100}, {65536, 400}});
+  KvprShape one = Mha(8, 4096), small = one;
+  small.recompute.chunk_rows = 256;
+  EXPECT_GT(LayerCostAt(rising, small, 4096)->recompute_ms,
+            2 * LayerCostAt(rising, one, 4096)->recompute_ms);
+  s.recompute.gemms = 3;
+  EXPECT_EQ(LayerCostAt(p, s, l).status().code(), StatusCode::kInvalidArgument);
+  s.recompute.gemms = 1;
+  s.transfer_copies = 0;
+  EXPECT_EQ(PlanSplit(p, s).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(PlannerTest, PredictionErrorReport) {
   const KvprProfile p = Flat(50, 4096, 4096, 150);
   const KvprShape s = Mha(8, 4096);
