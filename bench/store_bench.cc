@@ -158,7 +158,7 @@ void BM_DramStoreInlineLoad(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
   if (state.thread_index() == 0) store.reset();
 }
-BENCHMARK(BM_DramStoreInlineLoad)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_DramStoreInlineLoad)->ThreadRange(1, 16)->UseRealTime();
 
 // Stats() while loads run: the statistics are merged from per-thread stripes.
 void BM_DramStoreStats(benchmark::State& state) {
