@@ -36,6 +36,7 @@ struct StoreBenchFlags {
   std::string backends = "dram,file,file-direct";
   std::string total_bytes = "64M";
   int io_threads = 0;
+  int dram_shards = StoreOptions{}.dram_shards;
   int items_per_task = 1;
   std::string fsync = "none";
   bool quick = false;
@@ -293,6 +294,7 @@ StatusOr<Point> RunPoint(const std::string& backend, const std::string& dir, siz
   o.io_threads = p.io_threads;
   o.max_entry_bytes = std::max<size_t>(block, o.max_entry_bytes);
   o.dram_capacity_bytes = total + (size_t{64} << 20);
+  o.dram_shards = f.dram_shards;
   o.use_o_direct = direct;
   o.fsync = f.fsync == "data"   ? FsyncPolicy::kData
             : f.fsync == "full" ? FsyncPolicy::kFull
@@ -388,6 +390,9 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
       return fail(
           InvalidArgument("--backends: unknown backend '%s' (dram, file, file-direct)", b.c_str()));
     }
+  }
+  if (f.dram_shards < 1 || f.dram_shards > 1024) {
+    return fail(InvalidArgument("--dram-shards must be in 1..1024, got %d", f.dram_shards));
   }
   if (f.items_per_task < 1) {
     return fail(InvalidArgument("--items-per-task must be >= 1, got %d", f.items_per_task));
@@ -486,6 +491,7 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
                           {"dir", dir},
                           {"filesystem", FsType(dir)},
                           {"fsync", f.fsync},
+                          {"dram_shards", f.dram_shards},
                           {"buffered_read_cache", "fdatasync + POSIX_FADV_DONTNEED before reads"},
                           {"points", points}};
     std::printf("%s\n", out.dump(2).c_str());
@@ -521,6 +527,10 @@ void AddStoreBench(CLI::App& root, int* exit_code) {
   cmd->add_option("--io-threads", flags->io_threads,
                   "Store I/O threads (0: the queue depth of each point for files, "
                   "min(queue depth, cores) for dram)")
+      ->capture_default_str();
+  cmd->add_option("--dram-shards", flags->dram_shards,
+                  "DramStore index shards (each with its own lock and LRU list); 1 = one lock for "
+                  "the whole store, to compare")
       ->capture_default_str();
   cmd->add_option("--items-per-task", flags->items_per_task,
                   "Blocks per Dump/Load task (the engine loads a whole delta in one task); "
