@@ -205,6 +205,39 @@ StatusOr<double> MeasurePipelineStepMs(const cuda::DeviceContext& ctx, const Kvp
     kv_ev.push_back(std::move(c));
     done_ev.push_back(std::move(d));
   }
+  const RecomputeForm& form = shape.recompute;
+  const size_t copies = std::max<size_t>(shape.transfer_copies, 1);
+  const TensorView wk{w.data(), DType::kBF16, shape.kv_dim, shape.hidden};
+  const TensorView wvv{w.as<char>() + shape.kv_dim * shape.hidden * 2, DType::kBF16, shape.kv_dim,
+                       shape.hidden};
+  // `bytes` as `copies` contiguous copies (the last one takes the remainder).
+  auto copy = [&](void* dst, const void* src, size_t bytes) -> Status {
+    const size_t piece = (bytes + copies - 1) / copies;
+    for (size_t off = 0; off < bytes; off += piece) {
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(static_cast<char*>(dst) + off,
+                                              static_cast<const char*>(src) + off,
+                                              std::min(piece, bytes - off), h2d));
+    }
+    return Status::Ok();
+  };
+  // One launch group: rows of X at x into K/V bf16 at out (through y in f32).
+  auto group = [&](const char* x, size_t rows, char* out) -> Status {
+    if (form.gemms == 2) {
+      KVSTAR_RETURN_IF_ERROR(cuda::MatMulConverted(ctx, comp, wk, x, rows, y.as<float>()));
+      KVSTAR_RETURN_IF_ERROR(
+          cuda::MatMulConverted(ctx, comp, wvv, x, rows, y.as<float>() + rows * shape.kv_dim));
+    } else {
+      KVSTAR_RETURN_IF_ERROR(cuda::MatMulConverted(ctx, comp, wv, x, rows, y.as<float>()));
+    }
+    // The element-wise pass over the f32 output, cut into small_launches launches.
+    const size_t n = rows * m, launches = std::max<size_t>(form.small_launches, 1);
+    const size_t piece = (n + launches - 1) / launches;
+    for (size_t off = 0; off < n; off += piece) {
+      KVSTAR_RETURN_IF_ERROR(cuda::ConvertF32(comp, y.as<float>() + off, std::min(piece, n - off),
+                                              DType::kBF16, out + off * 2));
+    }
+    return Status::Ok();
+  };
   auto step = [&]() -> Status {
     for (size_t i = 0; i < L; ++i) {
       const size_t l = splits.size() == 1 ? splits[0] : splits[i];
@@ -212,24 +245,31 @@ StatusOr<double> MeasurePipelineStepMs(const cuda::DeviceContext& ctx, const Kvp
       // Link: wait until layer i-2 released the buffer, then X first, then K/V of [l, s).
       if (i >= 2) KVSTAR_RETURN_IF_ERROR(done_ev[i - 2].WaitOn(h2d));
       if (l > 0) {
-        KVSTAR_RETURN_IF_ERROR(
-            ctx.CopyToDevice(stage_x[buf].data(), host_x.data(), b * l * shape.hidden * 2, h2d));
+        KVSTAR_RETURN_IF_ERROR(copy(stage_x[buf].data(), host_x.data(), b * l * shape.hidden * 2));
         KVSTAR_RETURN_IF_ERROR(x_ev[i].Record(h2d));
       }
       const size_t streamed = b * (s - l) * m * 2;
       if (streamed > 0) {
-        KVSTAR_RETURN_IF_ERROR(
-            ctx.CopyToDevice(stage_kv[buf].data(), host_kv.data(), streamed, h2d));
+        KVSTAR_RETURN_IF_ERROR(copy(stage_kv[buf].data(), host_kv.data(), streamed));
       }
       KVSTAR_RETURN_IF_ERROR(kv_ev[i].Record(h2d));
       // Compute: recompute [0, l) once X is here, into the part of the buffer the copy does not
       // write; then wait for the streamed K/V.
       if (l > 0) {
         KVSTAR_RETURN_IF_ERROR(x_ev[i].WaitOn(comp));
-        KVSTAR_RETURN_IF_ERROR(
-            cuda::MatMulConverted(ctx, comp, wv, stage_x[buf].data(), b * l, y.as<float>()));
-        KVSTAR_RETURN_IF_ERROR(cuda::ConvertF32(comp, y.as<float>(), b * l * m, DType::kBF16,
-                                                stage_kv[buf].as<char>() + streamed));
+        const char* x = stage_x[buf].as<char>();  // [b][l][hidden]
+        char* out = stage_kv[buf].as<char>() + streamed;
+        if (form.chunk_rows == 0) {
+          KVSTAR_RETURN_IF_ERROR(group(x, b * l, out));
+        } else {
+          for (size_t q = 0; q < b; ++q) {
+            for (size_t r0 = 0; r0 < l; r0 += form.chunk_rows) {
+              const size_t rows = std::min(form.chunk_rows, l - r0);
+              KVSTAR_RETURN_IF_ERROR(
+                  group(x + (q * l + r0) * shape.hidden * 2, rows, out + (q * l + r0) * m * 2));
+            }
+          }
+        }
       }
       KVSTAR_RETURN_IF_ERROR(kv_ev[i].WaitOn(comp));
       KVSTAR_RETURN_IF_ERROR(done_ev[i].Record(comp));

@@ -57,7 +57,9 @@ StatusOr<CachedProfile> LoadOrMeasureProfile(const cuda::DeviceContext& ctx, siz
 // Runs the pipeline of docs/KVPR.md on the device for one decode step without the layer compute:
 // per layer, X and K/V copies from pinned host memory on the H2D stream, then on the compute
 // stream the projection GEMM (MatMulConverted on the bf16 X) and one conversion pass of its
-// output into the staging buffer, ordered by events, two staging buffers. Returns the median
+// output into the staging buffer, ordered by events, two staging buffers; shape.recompute and
+// shape.transfer_copies shape the launches and copies as the model assumes (the element-wise
+// pass always moves the default bytes: pass_bytes_per_row is not emulated). Returns the median
 // wall time of `reps` steps in ms, to compare with PredictStep (layer_compute_ms = 0) through
 // CheckPrediction. splits: one for all layers or one per layer. ResourceExhausted when the
 // buffers would take more than half of the device memory.

@@ -136,6 +136,29 @@ TEST_F(ProfilerCudaTest, PipelineAgainstTheModel) {
     j["plan"] = PlanToJson(*plan);
     all.push_back(j);
   }
+  // Launches and copies as the CUDA engine makes them: per sequence, chunks of 1024 rows, K and
+  // V GEMMs apart, two small launches per chunk, one copy per sequence.
+  KvprShape engine = Llama2(8, 4096);
+  engine.recompute = {.chunk_rows = 1024, .gemms = 2, .small_launches = 2};
+  engine.transfer_copies = 8;
+  std::vector<MeasuredStep> measured;
+  for (size_t l : {0, 2048, 4096}) {
+    auto ms = MeasurePipelineStepMs(*ctx_, engine, {l});
+    ASSERT_TRUE(ms.ok()) << ms.status().ToString();
+    measured.push_back({.split = l, .step_ms = *ms});
+  }
+  auto check = CheckPrediction(*profile, engine, measured);
+  ASSERT_TRUE(check.ok()) << check.status().ToString();
+  std::printf("b=8 s=4096, chunked per sequence (1024 rows, K and V GEMMs, 8 copies):\n");
+  for (const PredictionRow& r : check->rows) {
+    std::printf("  l=%6zu measured %9.3f ms  model %9.3f ms  error %+6.1f%%\n", r.split,
+                r.measured_ms, r.predicted_ms, 100 * r.rel_error);
+  }
+  nlohmann::json j = PredictionCheckToJson(*check);
+  j["batch"] = 8;
+  j["seq_len"] = 4096;
+  j["form"] = "chunk_rows 1024, gemms 2, small_launches 2, transfer_copies 8";
+  all.push_back(j);
   Save("pipeline_check.json", all.dump(2));
 }
 
