@@ -132,7 +132,8 @@ BENCHMARK(BM_ParallelMemcpy)
 
 // The per-item CPU cost of a load without the thread hand-off: a store with no I/O threads runs
 // Load inline on the caller, so several benchmark threads call it at once on 4 KiB entries (the
-// copy is small, so the index lock, task state and statistics dominate).
+// copy is small, so the index lock, task state and statistics dominate). Argument: index shards
+// (1 = one lock for the whole store).
 void BM_DramStoreInlineLoad(benchmark::State& state) {
   constexpr size_t kBytes = 4096, kIds = 4096;
   static std::unique_ptr<BlockStore> store;
@@ -140,6 +141,7 @@ void BM_DramStoreInlineLoad(benchmark::State& state) {
   if (state.thread_index() == 0) {
     StoreOptions o;
     o.io_threads = 0;
+    o.dram_shards = static_cast<int>(state.range(0));
     store = std::move(OpenStore("dram", o)).value();
     ids.resize(kIds);
     std::vector<char> src(kBytes, 1);
@@ -158,7 +160,7 @@ void BM_DramStoreInlineLoad(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
   if (state.thread_index() == 0) store.reset();
 }
-BENCHMARK(BM_DramStoreInlineLoad)->ThreadRange(1, 16)->UseRealTime();
+BENCHMARK(BM_DramStoreInlineLoad)->Arg(1)->Arg(16)->ThreadRange(1, 16)->UseRealTime();
 
 // Stats() while loads run: the statistics are merged from per-thread stripes.
 void BM_DramStoreStats(benchmark::State& state) {
