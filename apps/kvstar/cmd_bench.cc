@@ -4,15 +4,17 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "base/file_util.h"
+#ifdef KVSTAR_HAVE_CUDA
+#include "bench_cuda.h"
+#endif
 #include "base/progress.h"
 #include "base/timer.h"
 #include "cli_common.h"
@@ -38,6 +40,13 @@ struct BenchFlags {
   size_t batch = 1;
   bool json = false;
   EngineFlags engine;
+  // --device cuda only.
+  std::string hbm_budget;
+  std::string cuda_batch = "1";
+  std::string contexts;
+  std::string prefill = "random";
+  std::string kvpr_split = "auto";
+  std::string plot;
 };
 
 StatusOr<std::vector<int>> ParseIntList(const std::string& text, const std::string& flag) {
@@ -48,8 +57,8 @@ StatusOr<std::vector<int>> ParseIntList(const std::string& text, const std::stri
     char* end = nullptr;
     const long v = std::strtol(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || v <= 0 || v > 1024) {
-      return InvalidArgument("%s: '%s' is not a list of positive integers (e.g. 1,2)",
-                             flag.c_str(), text.c_str());
+      return InvalidArgument("%s: '%s' is not a list of positive integers (e.g. 1,2)", flag.c_str(),
+                             text.c_str());
     }
     out.push_back(static_cast<int>(v));
   }
@@ -81,16 +90,45 @@ double PrefillFlops(const ModelConfig& c, double n) {
   const double per_layer = static_cast<double>(c.hidden_size) *
                                (c.num_heads * c.head_dim * 2 + c.num_kv_heads * c.head_dim * 2) +
                            3.0 * c.hidden_size * c.intermediate_size;
-  const double matrices = per_layer * c.num_layers + static_cast<double>(c.vocab_size) * c.hidden_size / n;
+  const double matrices =
+      per_layer * c.num_layers + static_cast<double>(c.vocab_size) * c.hidden_size / n;
   const double attention = 2.0 * 2.0 * c.num_layers * c.num_heads * c.head_dim * n * (n + 1) / 2;
   return 2.0 * matrices * n + attention;
 }
 
 int RunBench(const BenchFlags& f) {
-  if (f.device != "cpu") {
+  if (f.device == "cuda") {
+#ifdef KVSTAR_HAVE_CUDA
+    CudaBenchFlags c;
+    if (!f.model.empty()) c.model = f.model;
+    c.shape = f.shape;
+    c.contexts = f.contexts.empty() ? std::to_string(f.context) : f.contexts;
+    c.batch = f.cuda_batch;
+    c.modes = f.modes;
+    c.hbm_budget = f.hbm_budget;
+    c.decode_steps = f.decode_steps;
+    c.weight_dtype = f.weight_dtype;
+    c.kv_dtype = f.engine.kv_dtype;
+    c.block_tokens = f.engine.block_tokens;
+    c.prefill = f.prefill;
+    c.kvpr_split = f.kvpr_split;
+    c.seed = f.seed;
+    c.plot = f.plot;
+    c.json = f.json;
+    auto eo = FinishEngineOptions(f.engine);
+    if (!eo.ok()) return ReportError(eo.status());
+    c.kvstar = eo->kvstar;
+    c.retrieval_threads = eo->retrieval_threads;
+    return RunCudaBench(c);
+#else
     return ReportError(InvalidArgument(
-        "--device %s: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON on a "
-        "machine with nvcc for cuda)", f.device.c_str()));
+        "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON on a "
+        "machine with nvcc)"));
+#endif
+  }
+  if (f.device != "cpu") {
+    return ReportError(
+        InvalidArgument("--device %s: unknown device (cpu or cuda)", f.device.c_str()));
   }
   std::vector<std::string> modes;
   {
@@ -98,8 +136,8 @@ int RunBench(const BenchFlags& f) {
     std::string m;
     while (std::getline(ss, m, ',')) {
       if (m != "dense" && m != "kvstar") {
-        return ReportError(InvalidArgument("--modes: unknown mode '%s'; available: dense, kvstar",
-                                           m.c_str()));
+        return ReportError(
+            InvalidArgument("--modes: unknown mode '%s'; available: dense, kvstar", m.c_str()));
       }
       modes.push_back(m);
     }
@@ -109,8 +147,9 @@ int RunBench(const BenchFlags& f) {
   if (!threads.ok()) return ReportError(threads.status());
   auto base_options = FinishEngineOptions(f.engine);
   if (!base_options.ok()) return ReportError(base_options.status());
-  const DType wdtype = f.weight_dtype == "f32" ? DType::kF32
-                       : f.weight_dtype == "f16" ? DType::kF16 : DType::kBF16;
+  const DType wdtype = f.weight_dtype == "f32"   ? DType::kF32
+                       : f.weight_dtype == "f16" ? DType::kF16
+                                                 : DType::kBF16;
 
   nlohmann::json runs = nlohmann::json::array();
   if (!f.json) {
@@ -118,149 +157,156 @@ int RunBench(const BenchFlags& f) {
                 "context", "prefill/s", "pf_GFLOP", "mm_GFLOP", "pf/mm", "decode/s", "step_ms",
                 "p99_ms", "GB/s", "of_bw", "KV_MiB");
   }
-  for (int t : *threads) for (const std::string& mode : modes) {
-    EngineOptions opt = *base_options;
-    opt.threads = t;
-    opt.mode = mode;
-    std::unique_ptr<Engine> engine;
-    std::string model_name;
-    if (opt.device_kv_budget == 0) {
-      // Without --device-kv-budget: room for `batch` dense requests of this length, so that
-      // every mode runs; give a budget to compare what fits.
-      auto cfg = f.model.empty() ? NamedShape(f.shape) : LoadConfig(f.model);
-      if (!cfg.ok()) return ReportError(cfg.status());
-      KvGeometry g{.kv_heads = cfg->num_kv_heads, .head_dim = cfg->head_dim,
-                   .block_tokens = opt.block_tokens, .dtype = opt.kv_dtype};
-      const size_t blocks = (f.context + f.decode_steps + 1 + opt.block_tokens - 1) /
-                                opt.block_tokens + 1;
-      opt.device_kv_budget = f.batch * cfg->num_layers * blocks * g.block_bytes();
-    }
-    if (!f.model.empty()) {
-      auto e = Engine::Load(f.model, opt);
-      if (!e.ok()) return ReportError(e.status());
-      engine = std::move(*e);
-      model_name = f.model;
-    } else {
-      auto cfg = NamedShape(f.shape);
-      if (!cfg.ok()) return ReportError(cfg.status());
-      auto e = Engine::FromRandom(*cfg, wdtype, f.seed, opt);
-      if (!e.ok()) return ReportError(e.status());
-      engine = std::move(*e);
-      model_name = f.shape;
-    }
-    const ModelConfig& c = engine->config();
-    if (f.context + f.decode_steps + 1 >= static_cast<size_t>(c.max_position_embeddings)) {
-      return ReportError(OutOfRange("--context %zu + --decode-steps %zu exceed the model's %lld "
-                                    "positions", f.context, f.decode_steps,
-                                    static_cast<long long>(c.max_position_embeddings)));
-    }
-    // Physical limits with the same threads, measured in this run.
-    const double bandwidth = ops::MeasureMemoryReadBandwidth(engine->threads());
-    const double matmul_rate = ops::MeasureF32MatMulRate(engine->threads());
-    const double fma_rate = ops::MeasureF32FmaRate(engine->threads());
-
-    std::mt19937 rng(static_cast<uint32_t>(f.seed));
-    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size) - 1);
-    // `batch` concurrent requests with different prompts share the engine (weights, threads,
-    // device pool, store, retriever); the first one's numbers fill the per-request columns.
-    std::vector<GenerateRequest> reqs(f.batch);
-    for (auto& req : reqs) {
-      req.prompt.resize(f.context);
-      for (auto& x : req.prompt) x = tok(rng);
-      req.max_new_tokens = f.decode_steps + 1;
-      req.stop_ids = {-1};  // never stop early
-    }
-    std::vector<StatusOr<GenerateResult>> results(f.batch, Internal("not run"));
-    Stopwatch wall;
-    {
-      std::vector<std::thread> workers;
-      for (size_t i = 1; i < f.batch; ++i) {
-        workers.emplace_back([&, i] { results[i] = engine->Generate(reqs[i]); });
+  for (int t : *threads)
+    for (const std::string& mode : modes) {
+      EngineOptions opt = *base_options;
+      opt.threads = t;
+      opt.mode = mode;
+      std::unique_ptr<Engine> engine;
+      std::string model_name;
+      if (opt.device_kv_budget == 0) {
+        // Without --device-kv-budget: room for `batch` dense requests of this length, so that
+        // every mode runs; give a budget to compare what fits.
+        auto cfg = f.model.empty() ? NamedShape(f.shape) : LoadConfig(f.model);
+        if (!cfg.ok()) return ReportError(cfg.status());
+        KvGeometry g{.kv_heads = cfg->num_kv_heads,
+                     .head_dim = cfg->head_dim,
+                     .block_tokens = opt.block_tokens,
+                     .dtype = opt.kv_dtype};
+        const size_t blocks =
+            (f.context + f.decode_steps + 1 + opt.block_tokens - 1) / opt.block_tokens + 1;
+        opt.device_kv_budget = f.batch * cfg->num_layers * blocks * g.block_bytes();
       }
-      results[0] = engine->Generate(reqs[0]);
-      for (auto& w : workers) w.join();
-    }
-    const double wall_s = wall.Seconds();
-    size_t total_tokens = 0, total_device = 0;
-    for (auto& res : results) {
-      if (!res.ok()) return ReportError(res.status());
-      total_tokens += res->tokens.size();
-      total_device += res->kv.device_bytes;
-    }
-    StatusOr<GenerateResult>& r = results[0];
+      if (!f.model.empty()) {
+        auto e = Engine::Load(f.model, opt);
+        if (!e.ok()) return ReportError(e.status());
+        engine = std::move(*e);
+        model_name = f.model;
+      } else {
+        auto cfg = NamedShape(f.shape);
+        if (!cfg.ok()) return ReportError(cfg.status());
+        auto e = Engine::FromRandom(*cfg, wdtype, f.seed, opt);
+        if (!e.ok()) return ReportError(e.status());
+        engine = std::move(*e);
+        model_name = f.shape;
+      }
+      const ModelConfig& c = engine->config();
+      if (f.context + f.decode_steps + 1 >= static_cast<size_t>(c.max_position_embeddings)) {
+        return ReportError(OutOfRange(
+            "--context %zu + --decode-steps %zu exceed the model's %lld "
+            "positions",
+            f.context, f.decode_steps, static_cast<long long>(c.max_position_embeddings)));
+      }
+      // Physical limits with the same threads, measured in this run.
+      const double bandwidth = ops::MeasureMemoryReadBandwidth(engine->threads());
+      const double matmul_rate = ops::MeasureF32MatMulRate(engine->threads());
+      const double fma_rate = ops::MeasureF32FmaRate(engine->threads());
 
-    const double step_ms = Percentile(r->step_ms, 0.5);
-    // KVstar's device KV target: windows + tail + ratio x candidates, per layer.
-    double expected_device = static_cast<double>(r->kv.device_bytes);
-    if (mode == "kvstar") {
-      const size_t bt = opt.block_tokens;
-      const size_t full = r->kv.tokens / bt;
-      const KvstarConfig& k = opt.kvstar;
-      const size_t windows = std::min(full, k.init_window_sz + k.local_window_sz);
-      const size_t cands = full - windows;
-      const size_t sel = static_cast<size_t>(std::ceil(static_cast<double>(cands) * k.sparse_ratio));
-      expected_device = static_cast<double>((windows + sel + 1) * c.num_layers) *
-                        static_cast<double>(engine->device_pool().block_bytes());
+      std::mt19937 rng(static_cast<uint32_t>(f.seed));
+      std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size) - 1);
+      // `batch` concurrent requests with different prompts share the engine (weights, threads,
+      // device pool, store, retriever); the first one's numbers fill the per-request columns.
+      std::vector<GenerateRequest> reqs(f.batch);
+      for (auto& req : reqs) {
+        req.prompt.resize(f.context);
+        for (auto& x : req.prompt) x = tok(rng);
+        req.max_new_tokens = f.decode_steps + 1;
+        req.stop_ids = {-1};  // never stop early
+      }
+      std::vector<StatusOr<GenerateResult>> results(f.batch, Internal("not run"));
+      Stopwatch wall;
+      {
+        std::vector<std::thread> workers;
+        for (size_t i = 1; i < f.batch; ++i) {
+          workers.emplace_back([&, i] { results[i] = engine->Generate(reqs[i]); });
+        }
+        results[0] = engine->Generate(reqs[0]);
+        for (auto& w : workers) w.join();
+      }
+      const double wall_s = wall.Seconds();
+      size_t total_tokens = 0, total_device = 0;
+      for (auto& res : results) {
+        if (!res.ok()) return ReportError(res.status());
+        total_tokens += res->tokens.size();
+        total_device += res->kv.device_bytes;
+      }
+      StatusOr<GenerateResult>& r = results[0];
+
+      const double step_ms = Percentile(r->step_ms, 0.5);
+      // KVstar's device KV target: windows + tail + ratio x candidates, per layer.
+      double expected_device = static_cast<double>(r->kv.device_bytes);
+      if (mode == "kvstar") {
+        const size_t bt = opt.block_tokens;
+        const size_t full = r->kv.tokens / bt;
+        const KvstarConfig& k = opt.kvstar;
+        const size_t windows = std::min(full, k.init_window_sz + k.local_window_sz);
+        const size_t cands = full - windows;
+        const size_t sel =
+            static_cast<size_t>(std::ceil(static_cast<double>(cands) * k.sparse_ratio));
+        expected_device = static_cast<double>((windows + sel + 1) * c.num_layers) *
+                          static_cast<double>(engine->device_pool().block_bytes());
+      }
+      const double p99_ms = Percentile(r->step_ms, 0.99);
+      const double mean_ctx = static_cast<double>(f.context) + f.decode_steps / 2.0;
+      // KV read per step: dense reads the whole cache; kvstar reads what it holds on the device.
+      const double attended_tokens =
+          mode == "kvstar" ? static_cast<double>(r->kv.device_bytes) /
+                                 static_cast<double>(c.kv_bytes_per_token(opt.kv_dtype))
+                           : mean_ctx;
+      const double bytes = DecodeBytesPerStep(*engine, attended_tokens);
+      const double achieved_gbs = bytes / (step_ms * 1e-3) / 1e9;
+      const double prefill_gflops =
+          PrefillFlops(c, static_cast<double>(f.context)) / r->prefill_seconds / 1e9;
+      nlohmann::json run = {
+          {"device", "cpu"},
+          {"simd_target", ops::DescribeSimdTarget()},
+          {"model", model_name},
+          {"mode", opt.mode},
+          {"threads", engine->threads().parallelism()},
+          {"context", f.context},
+          {"decode_steps", r->step_ms.size()},
+          {"weight_dtype", DTypeName(engine->weights().weight_dtype())},
+          {"kv_dtype", DTypeName(opt.kv_dtype)},
+          {"parameters", c.num_parameters()},
+          {"prefill_tokens_per_second", r->prefill_tokens_per_second()},
+          {"prefill_gflops", prefill_gflops},
+          {"decode_tokens_per_second", 1e3 / step_ms},
+          {"step_ms_median", step_ms},
+          {"step_ms_p99", p99_ms},
+          {"bytes_per_step", bytes},
+          {"decode_gbytes_per_second", achieved_gbs},
+          {"kv_device_bytes", r->kv.device_bytes},
+          {"kv_device_bytes_target", expected_device},
+          {"kv", KvReportJson(opt, *r)},
+          {"batch", f.batch},
+          {"batch_wall_seconds", wall_s},
+          {"batch_generated_tokens", total_tokens},
+          // Prefill included: every request prefills, then decodes, concurrently.
+          {"batch_tokens_per_second_with_prefill", static_cast<double>(total_tokens) / wall_s},
+          {"batch_kv_device_bytes", total_device},
+          {"limits",
+           {{"memory_read_gbytes_per_second", bandwidth},
+            {"f32_matmul_gflops", matmul_rate},
+            {"f32_fma_gflops", fma_rate}}},
+          {"fraction_of_bandwidth", achieved_gbs / bandwidth},
+          {"prefill_fraction_of_matmul_rate", prefill_gflops / matmul_rate},
+      };
+      runs.push_back(run);
+      if (!f.json) {
+        std::printf(
+            "%-7d %-6s %8zu %10.1f %9.1f %9.1f %7.2f %9.2f %8.2f %8.2f %8.2f %6.0f%% %9.1f\n",
+            engine->threads().parallelism(), opt.mode.c_str(), f.context,
+            r->prefill_tokens_per_second(), prefill_gflops, matmul_rate,
+            prefill_gflops / matmul_rate, 1e3 / step_ms, step_ms, p99_ms, achieved_gbs,
+            100.0 * achieved_gbs / bandwidth, r->kv.device_bytes / 1048576.0);
+      }
     }
-    const double p99_ms = Percentile(r->step_ms, 0.99);
-    const double mean_ctx = static_cast<double>(f.context) + f.decode_steps / 2.0;
-    // KV read per step: dense reads the whole cache; kvstar reads what it holds on the device.
-    const double attended_tokens =
-        mode == "kvstar" ? static_cast<double>(r->kv.device_bytes) /
-                               static_cast<double>(c.kv_bytes_per_token(opt.kv_dtype))
-                         : mean_ctx;
-    const double bytes = DecodeBytesPerStep(*engine, attended_tokens);
-    const double achieved_gbs = bytes / (step_ms * 1e-3) / 1e9;
-    const double prefill_gflops = PrefillFlops(c, static_cast<double>(f.context)) /
-                                  r->prefill_seconds / 1e9;
-    nlohmann::json run = {
-        {"device", "cpu"},
-        {"simd_target", ops::DescribeSimdTarget()},
-        {"model", model_name},
-        {"mode", opt.mode},
-        {"threads", engine->threads().parallelism()},
-        {"context", f.context},
-        {"decode_steps", r->step_ms.size()},
-        {"weight_dtype", DTypeName(engine->weights().weight_dtype())},
-        {"kv_dtype", DTypeName(opt.kv_dtype)},
-        {"parameters", c.num_parameters()},
-        {"prefill_tokens_per_second", r->prefill_tokens_per_second()},
-        {"prefill_gflops", prefill_gflops},
-        {"decode_tokens_per_second", 1e3 / step_ms},
-        {"step_ms_median", step_ms},
-        {"step_ms_p99", p99_ms},
-        {"bytes_per_step", bytes},
-        {"decode_gbytes_per_second", achieved_gbs},
-        {"kv_device_bytes", r->kv.device_bytes},
-        {"kv_device_bytes_target", expected_device},
-        {"kv", KvReportJson(opt, *r)},
-        {"batch", f.batch},
-        {"batch_wall_seconds", wall_s},
-        {"batch_generated_tokens", total_tokens},
-        // Prefill included: every request prefills, then decodes, concurrently.
-        {"batch_tokens_per_second_with_prefill", static_cast<double>(total_tokens) / wall_s},
-        {"batch_kv_device_bytes", total_device},
-        {"limits",
-         {{"memory_read_gbytes_per_second", bandwidth},
-          {"f32_matmul_gflops", matmul_rate},
-          {"f32_fma_gflops", fma_rate}}},
-        {"fraction_of_bandwidth", achieved_gbs / bandwidth},
-        {"prefill_fraction_of_matmul_rate", prefill_gflops / matmul_rate},
-    };
-    runs.push_back(run);
-    if (!f.json) {
-      std::printf("%-7d %-6s %8zu %10.1f %9.1f %9.1f %7.2f %9.2f %8.2f %8.2f %8.2f %6.0f%% %9.1f\n",
-                  engine->threads().parallelism(), opt.mode.c_str(), f.context,
-                  r->prefill_tokens_per_second(), prefill_gflops, matmul_rate,
-                  prefill_gflops / matmul_rate, 1e3 / step_ms, step_ms, p99_ms, achieved_gbs,
-                  100.0 * achieved_gbs / bandwidth, r->kv.device_bytes / 1048576.0);
-    }
-  }
   if (f.json) {
     std::printf("%s\n", nlohmann::json{{"runs", runs}}.dump(2).c_str());
   } else {
-    std::printf("limits measured in this run: memory read bandwidth (GB/s) and f32 matmul "
-                "rate per thread count are in --json; of_bw = achieved / measured bandwidth\n");
+    std::printf(
+        "limits measured in this run: memory read bandwidth (GB/s) and f32 matmul "
+        "rate per thread count are in --json; of_bw = achieved / measured bandwidth\n");
   }
   return 0;
 }
@@ -272,13 +318,15 @@ void AddBench(CLI::App& root, int* exit_code) {
       "Measure prefill and decode speed of the decode modes on one model, with the machine's\n"
       "memory bandwidth and matmul rate measured in the same run. Random weights of a named\n"
       "shape are generated in memory (no files), or a model directory is loaded.");
-  cmd->add_option("--device", f->device, "cpu (cuda when built with it)");
-  auto* shape = cmd->add_option("--shape", f->shape,
-                                "Named model shape with random weights: " + [] {
-                                  std::string s;
-                                  for (const auto& n : NamedShapeList()) s += (s.empty() ? "" : ", ") + n;
-                                  return s;
-                                }());
+  cmd->add_option("--device", f->device,
+                  "cpu, or cuda (builds with -DKVSTAR_CUDA=ON): modes dense, offload, kvpr on "
+                  "the GPU with random weights made on the device");
+  auto* shape = cmd->add_option(
+      "--shape", f->shape, "Named model shape with random weights: " + [] {
+        std::string s;
+        for (const auto& n : NamedShapeList()) s += (s.empty() ? "" : ", ") + n;
+        return s;
+      }());
   auto* model = cmd->add_option("--model", f->model, "Model directory instead of a shape")
                     ->check(CLI::ExistingDirectory);
   shape->excludes(model);
@@ -289,13 +337,31 @@ void AddBench(CLI::App& root, int* exit_code) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--weight-dtype", f->weight_dtype, "Weight type of random shapes")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
-  cmd->add_option("--modes", f->modes, "Comma-separated decode modes to compare: dense,kvstar");
+  cmd->add_option("--modes", f->modes,
+                  "Comma-separated decode modes to compare: cpu: dense,kvstar; cuda: "
+                  "dense,offload,kvpr,kvstar");
   cmd->add_option("--seed", f->seed, "Seed of the random weights and prompt");
   cmd->add_option("--batch", f->batch,
                   "Concurrent requests (different prompts) sharing the engine, device pool, "
                   "store and retriever; per-request columns show the first one")
       ->check(CLI::Range(size_t{1}, size_t{256}));
   cmd->add_flag("--json", f->json, "Print one JSON object with every run");
+  cmd->add_option("--contexts", f->contexts,
+                  "cuda: comma-separated contexts (e.g. 8K,32K,128K) instead of --context");
+  cmd->add_option("--cuda-batch", f->cuda_batch,
+                  "cuda: comma-separated batch sizes, or 'max' for the largest batch of each "
+                  "mode that fits --hbm-budget (and host memory for offload / kvpr)");
+  cmd->add_option("--hbm-budget", f->hbm_budget,
+                  "cuda: device bytes for weights + KV + scratch (e.g. 80G); default: all of it");
+  cmd->add_option("--prefill", f->prefill,
+                  "cuda: 'random' fills the context with random K/V (decode cost does not depend "
+                  "on the values; fast at 128K), 'real' runs random prompts through the model "
+                  "and reports prefill tokens/s")
+      ->check(CLI::IsMember({"real", "random"}));
+  cmd->add_option("--kvpr-split", f->kvpr_split,
+                  "cuda, kvpr: tokens recomputed from X per sequence, or 'auto' (the planner, "
+                  "from a measured or cached profile)");
+  cmd->add_option("--plot", f->plot, "cuda: write a PNG of decode tokens/s vs context per mode");
   AddEngineFlags(cmd, &f->engine, /*with_threads=*/false);
   cmd->callback([f, exit_code] { *exit_code = RunBench(*f); });
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "engine/cuda/cuda_batch_impl.h"
 
 namespace kvstar::cuda {
 
@@ -12,7 +13,8 @@ StatusOr<KvMode> ParseKvMode(std::string_view name) {
   if (name == "dense") return KvMode::kDense;
   if (name == "offload") return KvMode::kOffload;
   if (name == "kvpr") return KvMode::kKvpr;
-  return InvalidArgument("unknown CUDA decode mode '%.*s' (dense, offload, kvpr)",
+  if (name == "kvstar") return KvMode::kKvstar;
+  return InvalidArgument("unknown CUDA decode mode '%.*s' (dense, offload, kvpr, kvstar)",
                          static_cast<int>(name.size()), name.data());
 }
 
@@ -24,6 +26,8 @@ const char* KvModeName(KvMode mode) {
       return "offload";
     case KvMode::kKvpr:
       return "kvpr";
+    case KvMode::kKvstar:
+      return "kvstar";
   }
   return "?";
 }
@@ -52,34 +56,6 @@ size_t ActivationFloatsPerRow(const ModelConfig& c) {
 
 }  // namespace
 
-struct CudaBatch::Impl {
-  // Activations [rows][...] f32.
-  DeviceBuffer x, xn, q, k, v, attn, proj, gate, up;
-  DeviceBuffer workspace;  // MatMul: activations in the weight dtype
-  DeviceBuffer logits;     // [max(batch, 1)][vocab]
-  DeviceBuffer ids;        // int32 [rows cap]: tokens in, next tokens out
-  DeviceBuffer step_pos;   // int64 [batch]: position of each sequence's new token
-  DeviceBuffer iota;       // int64 [max_tokens]: 0, 1, 2, ...
-  DeviceBuffer attn_ws;    // attention split workspace (grown on demand)
-  DeviceBuffer x_all;      // [prompt][hidden] residual stream of a prefill (grown on demand)
-  DeviceBuffer x_half;     // kvpr prefill: [chunk][hidden] normed input in the weight dtype
-  // dense: kv[layer] = [batch][max_blocks] blocks; staged modes: kv[0..1] = staging buffers.
-  std::vector<DeviceBuffer> kv;
-  // Device block-pointer tables [tables][batch][max_blocks], one table per kv[] buffer.
-  DeviceBuffer tables;
-  // Staged modes: pinned host KV per layer [batch][max_blocks] blocks; kvpr: X per layer
-  // [batch][split][hidden] in the weight dtype, and two device X staging buffers.
-  std::vector<PinnedHostBuffer> host_kv, host_x;
-  DeviceBuffer x_stage[2];
-  DeviceBuffer rc_k, rc_v;  // kvpr recompute scratch [kRecomputeRows][kv_dim] f32
-  // Pinned host staging for the per-step uploads and downloads.
-  PinnedHostBuffer host_ids;  // int32 [rows cap]
-  PinnedHostBuffer host_pos;  // int64 [batch]
-  // Events: X / KV of staging buffer j arrived; attention over staging j done; write-back of
-  // staging j done (implies the attention before it finished).
-  std::vector<Event> x_ready, kv_ready, attn_done, staging_wb;
-};
-
 CudaBatch::CudaBatch(CudaModel& model, const BatchOptions& options)
     : model_(model), opt_(options), impl_(std::make_unique<Impl>()) {}
 
@@ -95,6 +71,8 @@ size_t CudaBatch::EstimateDeviceBytes(const ModelConfig& c, const BatchOptions& 
   size_t bytes = 0;
   if (o.mode == KvMode::kDense) {
     bytes += c.num_layers * blocks * bb;
+  } else if (o.mode == KvMode::kKvstar) {
+    bytes += c.num_layers * o.batch * KvstarSlotsPerSeq(o) * bb + c.num_layers * o.batch * 8;
   } else {
     bytes += 2 * blocks * bb;
   }
@@ -123,6 +101,9 @@ size_t CudaBatch::EstimateHostBytes(const ModelConfig& c, const BatchOptions& o)
 
 size_t CudaBatch::device_kv_bytes_per_sequence() const {
   const size_t per_layer = max_blocks_ * geom_.block_bytes();
+  if (opt_.mode == KvMode::kKvstar) {
+    return model_.config().num_layers * impl_->slots_per_seq * geom_.block_bytes();
+  }
   return opt_.mode == KvMode::kDense ? model_.config().num_layers * per_layer : 2 * per_layer;
 }
 
@@ -194,14 +175,17 @@ Status CudaBatch::Init() {
   }
   // KV buffers and their block tables.
   const size_t bb = geom_.block_bytes();
-  const size_t num_kv = opt_.mode == KvMode::kDense ? c.num_layers : 2;
+  const bool kvstar = opt_.mode == KvMode::kKvstar;
+  const size_t num_kv = opt_.mode == KvMode::kDense || kvstar ? c.num_layers : 2;
+  // kvstar: per layer [batch][slots_per_seq] slots, tables filled from the pinned mirror.
+  const size_t per_seq = kvstar ? KvstarSlotsPerSeq(opt_) : max_blocks_;
   m.kv.resize(num_kv);
-  for (auto& buf : m.kv) KVSTAR_RETURN_IF_ERROR(alloc(buf, B * max_blocks_ * bb));
+  for (auto& buf : m.kv) KVSTAR_RETURN_IF_ERROR(alloc(buf, B * per_seq * bb));
   {
-    std::vector<void*> table(num_kv * B * max_blocks_);
+    std::vector<void*> table(num_kv * B * per_seq);
     for (size_t t = 0; t < num_kv; ++t) {
-      for (size_t i = 0; i < B * max_blocks_; ++i) {
-        table[t * B * max_blocks_ + i] = static_cast<char*>(m.kv[t].data()) + i * bb;
+      for (size_t i = 0; i < B * per_seq; ++i) {
+        table[t * B * per_seq + i] = static_cast<char*>(m.kv[t].data()) + i * bb;
       }
     }
     KVSTAR_RETURN_IF_ERROR(alloc(m.tables, table.size() * sizeof(void*)));
@@ -224,6 +208,7 @@ Status CudaBatch::Init() {
     // Mark both staging buffers free (record on an idle stream: completes at once).
     for (int j = 0; j < 2; ++j) KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].Record(ctx.d2h_stream()));
   }
+  if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarInit());
   if (opt_.mode == KvMode::kKvpr && split_ > 0) {
     const size_t xbytes = B * split_ * c.hidden_size * wb;
     for (size_t l = 0; l < c.num_layers; ++l) {
@@ -287,8 +272,25 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
   const size_t bb = geom_.block_bytes();
   const size_t wb = DTypeSize(model_.weight_dtype());
   const size_t chunk = std::min(opt_.prefill_chunk, n);
-  const bool staged = opt_.mode != KvMode::kDense;
+  const bool kvstar = opt_.mode == KvMode::kKvstar;
+  const bool staged = opt_.mode == KvMode::kOffload || opt_.mode == KvMode::kKvpr;
   const size_t seq_split = std::min(split_, n / opt_.block_tokens * opt_.block_tokens);
+  // kvstar: the layer's KV of this sequence lives in a temporary buffer during prefill; the
+  // last prompt queries of each layer (group 0) make the first selection.
+  DeviceBuffer layer_kv, layer_table;
+  const size_t nq = kvstar ? std::min(opt_.kvstar.prompt_queries(), n) : 0;
+  std::vector<std::vector<float>> group0(kvstar ? c.num_layers : 0);
+  if (kvstar) {
+    KVSTAR_ASSIGN_OR_RETURN(layer_kv, DeviceBuffer::Allocate(max_blocks_ * bb));
+    KVSTAR_ASSIGN_OR_RETURN(layer_table, DeviceBuffer::Allocate(max_blocks_ * sizeof(void*)));
+    std::vector<void*> t(max_blocks_);
+    for (size_t i = 0; i < max_blocks_; ++i) t[i] = layer_kv.as<char>() + i * bb;
+    KVSTAR_RETURN_IF_ERROR(
+        ctx.CopyToDevice(layer_table.data(), t.data(), t.size() * sizeof(void*), s));
+    KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  }
+  char* layer_base = kvstar ? layer_kv.as<char>()
+                            : (staged ? m.kv[0].as<char>() + seq * max_blocks_ * bb : nullptr);
   KVSTAR_RETURN_IF_ERROR(Ensure(m.x_all, n * hidden * 4, device_bytes_));
   KVSTAR_RETURN_IF_ERROR(Ensure(m.ids, n * 4, device_bytes_));
   KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.ids.data(), prompt.data(), n * 4, s));
@@ -298,8 +300,9 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
   const size_t nblocks = (n + opt_.block_tokens - 1) / opt_.block_tokens;
   for (size_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& L = model_.layer(l);
-    void* const* table =
-        staged ? tables + seq * max_blocks_ : tables + (l * opt_.batch + seq) * max_blocks_;
+    void* const* table = kvstar   ? layer_table.as<void*>()
+                         : staged ? tables + seq * max_blocks_
+                                  : tables + (l * opt_.batch + seq) * max_blocks_;
     for (size_t begin = 0; begin < n; begin += chunk) {
       const size_t rows = std::min(chunk, n - begin);
       float* x = m.x_all.as<float>() + begin * hidden;
@@ -323,6 +326,14 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
           ApplyRope(s, model_.inv_freq(), hd, pos, rows, c.num_heads, m.q.as<float>()));
       KVSTAR_RETURN_IF_ERROR(
           ApplyRope(s, model_.inv_freq(), hd, pos, rows, c.num_kv_heads, m.k.as<float>()));
+      if (kvstar && begin + rows > n - nq) {
+        const size_t first = std::max(begin, n - nq);
+        group0[l].resize(nq * c.q_dim());
+        KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(group0[l].data() + (first - (n - nq)) * c.q_dim(),
+                                              m.q.as<float>() + (first - begin) * c.q_dim(),
+                                              (begin + rows - first) * c.q_dim() * sizeof(float),
+                                              s));
+      }
       KVSTAR_RETURN_IF_ERROR(
           WriteKv(s, geom_, table, begin, rows, m.k.as<float>(), m.v.as<float>()));
       AttentionArgs a;
@@ -353,12 +364,11 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
         return Cancelled("prefill cancelled at layer %zu, token %zu of %zu", l, begin + rows, n);
       }
     }
-    if (staged) {
-      // The layer's blocks go to the host; the next layer reuses staging buffer 0 after them
-      // (same stream).
-      const size_t off = seq * max_blocks_ * bb;
-      KVSTAR_RETURN_IF_ERROR(
-          ctx.CopyToHost(m.host_kv[l].as<char>() + off, m.kv[0].as<char>() + off, nblocks * bb, s));
+    if (staged || kvstar) {
+      // The layer's blocks go to the host; the next layer reuses the buffer after them (same
+      // stream).
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_kv[l].as<char>() + seq * max_blocks_ * bb,
+                                            layer_base, nblocks * bb, s));
       stats_.d2h_bytes += nblocks * bb;
     }
   }
@@ -373,6 +383,7 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
   }
   KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
   lengths_[seq] = prompt_lengths_[seq] = n;
+  if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarSetupSequence(seq, group0, nq));
   return Status::Ok();
 }
 
@@ -397,6 +408,28 @@ Status CudaBatch::FillRandomContext(size_t seq, size_t tokens, uint32_t seed) {
       KVSTAR_RETURN_IF_ERROR(FillRandom(s, m.kv[l].as<char>() + off, count, geom_.dtype, 1.0f,
                                         seed + static_cast<uint32_t>(l)));
     }
+  } else if (opt_.mode == KvMode::kKvstar) {
+    // Random K/V per layer through a temporary buffer; random group-0 queries (there is no
+    // prompt) make the first selection.
+    KVSTAR_ASSIGN_OR_RETURN(DeviceBuffer tmp, DeviceBuffer::Allocate(nblocks * bb));
+    for (size_t l = 0; l < c.num_layers; ++l) {
+      KVSTAR_RETURN_IF_ERROR(
+          FillRandom(s, tmp.data(), count, geom_.dtype, 1.0f, seed + static_cast<uint32_t>(l)));
+      KVSTAR_RETURN_IF_ERROR(
+          ctx.CopyToHost(m.host_kv[l].as<char>() + off, tmp.data(), nblocks * bb, s));
+    }
+    KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+    const size_t nq = opt_.kvstar.prompt_queries();
+    std::vector<std::vector<float>> group0(c.num_layers, std::vector<float>(nq * c.q_dim()));
+    uint32_t h = seed * 2654435761u + 1;
+    for (auto& q : group0) {
+      for (float& v : q) {
+        h = h * 1664525u + 1013904223u;
+        v = static_cast<float>(static_cast<int32_t>(h >> 8) % 2001 - 1000) / 1000.0f;
+      }
+    }
+    lengths_[seq] = prompt_lengths_[seq] = tokens;
+    return KvstarSetupSequence(seq, group0, nq);
   } else {
     // One random layer, copied to every layer's host region (the values do not matter).
     KVSTAR_RETURN_IF_ERROR(FillRandom(s, m.kv[0].as<char>() + off, count, geom_.dtype, 1.0f, seed));
@@ -452,8 +485,10 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   const size_t bt = opt_.block_tokens;
   const size_t bb = geom_.block_bytes();
   const size_t wb = DTypeSize(model_.weight_dtype());
-  const bool staged = opt_.mode != KvMode::kDense;
+  const bool staged = opt_.mode == KvMode::kOffload || opt_.mode == KvMode::kKvpr;
   const bool kvpr = opt_.mode == KvMode::kKvpr;
+  const bool kvstar = opt_.mode == KvMode::kKvstar;
+  if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarBoundary());
 
   // Inputs: tokens and positions through pinned memory.
   std::memcpy(m.host_ids.data(), tokens.data(), B * 4);
@@ -534,6 +569,15 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   a.q_last = pos;
   a.blocks_stride = max_blocks_;
   a.num_tokens = max_len;
+  const size_t row_stride = kvstar ? m.slots_per_seq : max_blocks_;
+  if (kvstar) {
+    // Table coordinates: the new token's row in its table (q_last) is at most slots * bt.
+    const int64_t* ql = m.qlast_mirror.as<int64_t>();
+    int64_t top = 0;
+    for (size_t i = 0; i < c.num_layers * B; ++i) top = std::max(top, ql[i]);
+    a.blocks_stride = m.slots_per_seq;
+    a.num_tokens = static_cast<size_t>(top) + 1;
+  }
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   a.out = m.attn.as<float>();
   a.blocks = m.tables.as<void*>();
@@ -556,10 +600,22 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(
         ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_kv_heads, m.k.as<float>()));
     const size_t table_index = staged ? j : l;
-    void* const* table = m.tables.as<void*>() + table_index * B * max_blocks_;
+    void* const* table = m.tables.as<void*>() + table_index * B * row_stride;
     if (staged) KVSTAR_RETURN_IF_ERROR(m.kv_ready[j].WaitOn(s));
+    if (kvstar) {
+      // The group's queries to the host for retrieval; this layer's delta copies before its
+      // attention (earlier layers ran while they streamed).
+      const size_t R = opt_.kvstar.retrieval_stride;
+      float* ring = m.query_ring.as<float>() + ((l * R + kv_steps_ % R) * B) * c.q_dim();
+      KVSTAR_RETURN_IF_ERROR(
+          ctx.CopyToHost(ring, m.q.as<float>(), B * c.q_dim() * sizeof(float), s));
+      if (m.load_pending[l]) KVSTAR_RETURN_IF_ERROR(m.load_done[l].WaitOn(s));
+      a.q_last = m.qlast_dev.as<int64_t>() + l * B;
+    }
     for (size_t b = 0; b < B; ++b) {
-      KVSTAR_RETURN_IF_ERROR(WriteKv(s, geom_, table + b * max_blocks_, lengths_[b], 1,
+      const size_t row =
+          kvstar ? static_cast<size_t>(m.qlast_mirror.as<int64_t>()[l * B + b]) : lengths_[b];
+      KVSTAR_RETURN_IF_ERROR(WriteKv(s, geom_, table + b * row_stride, row, 1,
                                      m.k.as<float>() + b * c.kv_dim(),
                                      m.v.as<float>() + b * c.kv_dim()));
     }
@@ -603,6 +659,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   std::memcpy(next.data(), m.host_ids.data(), B * 4);
   for (size_t b = 0; b < B; ++b) ++lengths_[b];
   ++stats_.decode_steps;
+  if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarAfterStep());
   return Status::Ok();
 }
 

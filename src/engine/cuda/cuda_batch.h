@@ -11,6 +11,15 @@
 //            crosses the link first, K/V[0:l) is recomputed on the compute stream (projection,
 //            bias, RoPE, written into the staging blocks) while K/V[l:s) streams in
 //            (arXiv 2411.17089). l is a multiple of block_tokens, fixed per batch.
+//   kvstar   all KV in pinned host memory (the store's DRAM tier); HBM holds per (layer,
+//            sequence) a fixed set of slots for the init and local windows, the tail block and
+//            the top sparse_ratio of the candidate blocks. Every retrieval_stride steps the
+//            queries (copied to the host as they are made) are scored on CPU threads against
+//            block representations (src/sparse); at the next step boundary the blocks that
+//            changed are copied into the slots of the blocks that left, on the h2d stream, and
+//            the layer's attention waits on the device for its copies only (the host never
+//            blocks; earlier layers compute while later layers' deltas stream in). Full blocks
+//            made by decoding go to the host and become candidates.
 //
 // Streams and events (DESIGN.md, threads): compute, h2d and d2h streams of the DeviceContext;
 // staging buffer j is refilled only after the attention that read it has finished
@@ -30,12 +39,13 @@
 #include "base/kv_layout.h"
 #include "base/status.h"
 #include "engine/cuda/cuda_model.h"
+#include "kv/kvstar_config.h"
 #include "ops/cuda/device.h"
 #include "ops/cuda/ops.h"
 
 namespace kvstar::cuda {
 
-enum class KvMode { kDense, kOffload, kKvpr };
+enum class KvMode { kDense, kOffload, kKvpr, kKvstar };
 StatusOr<KvMode> ParseKvMode(std::string_view name);
 const char* KvModeName(KvMode mode);
 
@@ -49,6 +59,10 @@ struct BatchOptions {
   // kvpr: tokens [0, kvpr_split) of each prompt are recomputed from X (rounded down to
   // block_tokens; clipped to the prompt).
   size_t kvpr_split = 0;
+  // kvstar: the settings (UCM names; select_per_kv_head and first_selection "exact" are CPU
+  // only) and the CPU threads that score blocks (0: hardware threads - 1).
+  KvstarConfig kvstar;
+  int retrieval_threads = 0;
 };
 
 struct BatchStats {
@@ -56,6 +70,16 @@ struct BatchStats {
   size_t d2h_bytes = 0;          // device -> host bytes, cumulative (write-backs, logits)
   size_t recomputed_tokens = 0;  // kvpr: token-layers whose K/V was recomputed, cumulative
   size_t decode_steps = 0;
+  // kvstar.
+  size_t retrievals = 0;          // retrieval tasks applied
+  size_t skipped_retrievals = 0;  // groups not submitted: two still pending
+  size_t late_retrievals = 0;     // results not ready retrieval_stride steps after submission
+  size_t swaps = 0;               // selections changed
+  size_t blocks_loaded = 0;       // delta blocks copied host -> device
+  double retrieval_ms_total = 0;  // submit -> applied, summed over tasks
+  size_t device_blocks = 0;       // blocks resident in HBM now (all layers and sequences)
+  size_t candidate_blocks = 0;    // candidates now (all layers and sequences)
+  size_t selected_blocks = 0;     // selected now, with candidates held until the next selection
 };
 
 class CudaBatch {
@@ -95,6 +119,19 @@ class CudaBatch {
   struct Impl;
   CudaBatch(CudaModel& model, const BatchOptions& options);
   Status Init();
+  // kvstar (cuda_kvstar.cc).
+  static size_t KvstarSlotsPerSeq(const BatchOptions& o);
+  Status KvstarInit();
+  // After sequence `seq`'s context is in host memory: representations, the first selection from
+  // `group0` ([nq][q_heads * head_dim] per layer), the resident blocks copied to their slots.
+  Status KvstarSetupSequence(size_t seq, const std::vector<std::vector<float>>& group0, size_t nq);
+  // Before a step: applies finished retrievals (delta copies queued), uploads tables.
+  Status KvstarBoundary();
+  // After a step: full tail blocks become local / candidates; a complete group is submitted.
+  Status KvstarAfterStep();
+  Status KvstarRebuildTable(size_t layer, size_t seq);
+  void KvstarCount();    // device / candidate / selected block counts into stats_
+  size_t kv_steps_ = 0;  // kvstar: decode steps done
 
   CudaModel& model_;
   BatchOptions opt_;

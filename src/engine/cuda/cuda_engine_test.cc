@@ -65,8 +65,11 @@ class CudaEngineTest : public ::testing::Test {
   }
 
   std::unique_ptr<CudaBatch> MakeBatch(KvMode mode, size_t batch, size_t max_tokens, DType kv_dtype,
-                                       size_t block_tokens, size_t split = 0, size_t chunk = 64) {
+                                       size_t block_tokens, size_t split = 0, size_t chunk = 64,
+                                       const KvstarConfig& kvstar = {}) {
     BatchOptions o;
+    o.kvstar = kvstar;
+    o.retrieval_threads = 2;
     o.mode = mode;
     o.batch = batch;
     o.max_tokens = max_tokens;
@@ -258,6 +261,67 @@ TEST_F(CudaEngineTest, OffloadAndKvprMatchDense) {
     EXPECT_EQ(static_cast<double>(r.stats.recomputed_tokens), recomputed * layer_steps)
         << "split " << split;
   }
+}
+
+// kvstar with every candidate selected reads the same blocks in the same order as dense: the
+// same tokens and logits, through decode-made blocks that become candidates (block 32).
+TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const auto prompts = DemoPrompts(config_.vocab_size);
+  const size_t vocab = model_->config().vocab_size;
+  const size_t steps = 70;
+  const size_t cap = prompts[0].size() + steps + 8;
+  auto dense = MakeBatch(KvMode::kDense, 2, cap, DType::kBF16, 32);
+  ASSERT_NE(dense, nullptr);
+  const RunOut ref = Decode(*dense, prompts, steps, vocab);
+  for (bool deterministic : {true, false}) {
+    KvstarConfig k;
+    k.sparse_ratio = 1.0;
+    k.retrieval_stride = 4;
+    k.deterministic = deterministic;
+    auto kv = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, 32, 0, 64, k);
+    ASSERT_NE(kv, nullptr);
+    const RunOut r = Decode(*kv, prompts, steps, vocab);
+    EXPECT_EQ(r.tokens, ref.tokens) << "deterministic " << deterministic;
+    EXPECT_EQ(RowError(r.last_logits.data(), ref.last_logits.data(), 2 * vocab), 0.0);
+    EXPECT_GT(r.stats.retrievals, 0u);
+    EXPECT_EQ(r.stats.selected_blocks, r.stats.candidate_blocks);
+  }
+}
+
+// kvstar at ratio 0.25: HBM holds windows + tail + the selection per layer and sequence; the
+// selection changes through delta copies; greedy tokens stay mostly those of dense.
+TEST_F(CudaEngineTest, KvstarSparseKeepsTheBudget) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const auto prompts = DemoPrompts(config_.vocab_size);
+  const size_t vocab = model_->config().vocab_size;
+  const size_t steps = 48;
+  const size_t cap = prompts[0].size() + steps + 8;
+  KvstarConfig k;
+  k.retrieval_stride = 4;
+  k.deterministic = true;
+  auto kv = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, 16, 0, 64, k);
+  ASSERT_NE(kv, nullptr);
+  const RunOut r = Decode(*kv, prompts, steps, vocab);
+  const size_t L = config_.num_layers;
+  size_t windows = 0, cands = 0, most = 0;
+  for (size_t b = 0; b < 2; ++b) {
+    const size_t full = kv->length(b) / 16;
+    const size_t c = full > 3 ? full - 3 : 0;
+    cands += c;
+    windows += (std::min(full, size_t{3}) + 1) * L;  // + the tail
+    // The selection plus at most the blocks that left the local window since it was made.
+    most += (static_cast<size_t>(std::ceil(c * 0.25 - 1e-9)) + 2) * L;
+  }
+  EXPECT_EQ(r.stats.candidate_blocks, cands * L);
+  EXPECT_EQ(r.stats.device_blocks, windows + r.stats.selected_blocks);
+  EXPECT_LE(r.stats.selected_blocks, most);
+  EXPECT_GT(r.stats.selected_blocks, 0u);
+  EXPECT_GT(r.stats.retrievals, 0u);
+  EXPECT_GT(r.stats.blocks_loaded, 0u) << "the selection never changed";
+  EXPECT_EQ(r.stats.late_retrievals, 0u);  // deterministic mode waits
+  EXPECT_LT(kv->device_kv_bytes_per_sequence(),
+            L * (prompts[0].size() / 16 + 8) * 16 * config_.kv_dim() * 2 * 2 / 2);
 }
 
 // The CUDA prefill logits of the demo model agree with the CPU engine's.

@@ -1,0 +1,34 @@
+// kvstar bench --device cuda: the decode modes side by side on the GPU (bench_cuda.cc, built
+// only with KVSTAR_HAVE_CUDA).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kv/kvstar_config.h"
+
+namespace kvstar::cli {
+
+struct CudaBenchFlags {
+  std::string shape = "llama3-8b";
+  std::string model;              // model directory instead of a shape
+  std::string contexts = "4096";  // comma-separated prompt lengths
+  std::string batch = "1";        // comma-separated batch sizes, or "max"
+  std::string modes = "dense,offload";
+  std::string hbm_budget;  // bytes for weights + KV + scratch; "" = the device's memory
+  size_t decode_steps = 16;
+  std::string weight_dtype = "bf16";
+  std::string kv_dtype = "bf16";
+  size_t block_tokens = 128;
+  std::string prefill = "random";   // real | random
+  std::string kvpr_split = "auto";  // auto | tokens
+  uint64_t seed = 1;
+  std::string plot;  // PNG path: decode tokens/s vs context per mode
+  bool json = false;
+  KvstarConfig kvstar;        // kvstar mode settings (--kvstar-config and the UCM-named flags)
+  int retrieval_threads = 0;  // 0: hardware threads - 1
+};
+
+int RunCudaBench(const CudaBenchFlags& flags);
+
+}  // namespace kvstar::cli

@@ -1,0 +1,75 @@
+// CudaBatch's device and host buffers (shared by cuda_batch.cc and cuda_kvstar.cc).
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "engine/cuda/cuda_batch.h"
+#include "sparse/block_representations.h"
+#include "sparse/retriever.h"
+
+namespace kvstar::cuda {
+
+// kvstar: a retrieval submitted and not yet applied.
+struct KvstarPending {
+  size_t group = 0;           // decode steps (group - 1) R + 1 .. group R
+  size_t submitted_step = 0;  // kv_steps_ when submitted
+  double submitted_at = 0;    // NowSeconds()
+  uint32_t cand_end = 0;      // candidates of the task were blocks below this
+  sparse::RetrievalHandle handle;
+};
+
+// kvstar mode, one (layer, sequence): which blocks are on the device and where.
+struct KvstarSeqLayer {
+  std::unique_ptr<sparse::BlockRepresentations> reps;  // every full block, in order
+  std::vector<int> slot_of;                            // [block] slot index, -1 when not resident
+  std::vector<int> free_slots;
+  std::vector<uint32_t> selection;  // selected candidates, ascending
+  // Blocks that left the local window since the last applied selection: candidates that stay
+  // on the device (and in the table) until the next selection decides (ascending).
+  std::vector<uint32_t> extras;
+  int tail_slot = -1;
+  std::deque<KvstarPending> pending;  // oldest first
+};
+
+struct CudaBatch::Impl {
+  // kvstar: [layer][seq] state, the slot arena per layer, the pinned mirror of the tables
+  // [layer][seq][slots], q_last [layer][seq] (host mirror and device), the query ring
+  // [layer][stride][seq][q_heads * head_dim] and the retriever.
+  std::vector<std::vector<KvstarSeqLayer>> ks;
+  PinnedHostBuffer table_mirror, qlast_mirror, query_ring;
+  DeviceBuffer qlast_dev;
+  std::vector<Event> load_done;  // [layer] delta loads of this step
+  std::vector<bool> load_pending;
+  std::unique_ptr<sparse::Retriever> retriever;
+  size_t slots_per_seq = 0;
+
+  // Activations [rows][...] f32.
+  DeviceBuffer x, xn, q, k, v, attn, proj, gate, up;
+  DeviceBuffer workspace;  // MatMul: activations in the weight dtype
+  DeviceBuffer logits;     // [max(batch, 1)][vocab]
+  DeviceBuffer ids;        // int32 [rows cap]: tokens in, next tokens out
+  DeviceBuffer step_pos;   // int64 [batch]: position of each sequence's new token
+  DeviceBuffer iota;       // int64 [max_tokens]: 0, 1, 2, ...
+  DeviceBuffer attn_ws;    // attention split workspace (grown on demand)
+  DeviceBuffer x_all;      // [prompt][hidden] residual stream of a prefill (grown on demand)
+  DeviceBuffer x_half;     // kvpr prefill: [chunk][hidden] normed input in the weight dtype
+  // dense: kv[layer] = [batch][max_blocks] blocks; staged modes: kv[0..1] = staging buffers.
+  std::vector<DeviceBuffer> kv;
+  // Device block-pointer tables [tables][batch][max_blocks], one table per kv[] buffer.
+  DeviceBuffer tables;
+  // Staged modes: pinned host KV per layer [batch][max_blocks] blocks; kvpr: X per layer
+  // [batch][split][hidden] in the weight dtype, and two device X staging buffers.
+  std::vector<PinnedHostBuffer> host_kv, host_x;
+  DeviceBuffer x_stage[2];
+  DeviceBuffer rc_k, rc_v;  // kvpr recompute scratch [kRecomputeRows][kv_dim] f32
+  // Pinned host staging for the per-step uploads and downloads.
+  PinnedHostBuffer host_ids;  // int32 [rows cap]
+  PinnedHostBuffer host_pos;  // int64 [batch]
+  // Events: X / KV of staging buffer j arrived; attention over staging j done; write-back of
+  // staging j done (implies the attention before it finished).
+  std::vector<Event> x_ready, kv_ready, attn_done, staging_wb;
+};
+
+}  // namespace kvstar::cuda

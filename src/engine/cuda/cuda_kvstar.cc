@@ -1,0 +1,408 @@
+// CudaBatch, kvstar mode: slots, representations, retrieval scheduling and delta copies.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <thread>
+
+#include "base/check.h"
+#include "base/thread_pool.h"
+#include "base/timer.h"
+#include "engine/cuda/cuda_batch.h"
+#include "engine/cuda/cuda_batch_impl.h"
+#include "sparse/channel_importance.h"
+
+namespace kvstar::cuda {
+
+namespace {
+
+size_t Windows(const KvstarConfig& k) { return k.init_window_sz + k.local_window_sz; }
+
+// Candidate blocks of a sequence with `full` full blocks: [init, full - local).
+std::vector<uint32_t> CandidatesOf(const KvstarConfig& k, size_t full) {
+  std::vector<uint32_t> c;
+  if (full <= Windows(k)) return c;
+  for (size_t b = k.init_window_sz; b < full - k.local_window_sz; ++b) {
+    c.push_back(static_cast<uint32_t>(b));
+  }
+  return c;
+}
+
+}  // namespace
+
+size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o) {
+  const size_t full_max = o.max_tokens / o.block_tokens;
+  const size_t cands = full_max > Windows(o.kvstar) ? full_max - Windows(o.kvstar) : 0;
+  // Windows + tail + the largest selection + the blocks that may leave the local window between
+  // two selections (extras; if more pile up, the oldest is dropped).
+  const size_t extras = (o.kvstar.retrieval_stride + o.block_tokens - 1) / o.block_tokens + 1;
+  return std::min(
+      Windows(o.kvstar) + 1 + sparse::SelectionSize(cands, o.kvstar.sparse_ratio) + extras,
+      (o.max_tokens + o.block_tokens - 1) / o.block_tokens);
+}
+
+Status CudaBatch::KvstarInit() {
+  const KvstarConfig& k = opt_.kvstar;
+  KVSTAR_RETURN_IF_ERROR(k.Validate(opt_.block_tokens));
+  if (k.select_per_kv_head) {
+    return Unimplemented("kvstar on CUDA selects per layer; select_per_kv_head is CPU-only");
+  }
+  if (k.first_selection != "representations" || k.vote != "sum" ||
+      k.softmax_scope != "candidates") {
+    return Unimplemented(
+        "kvstar on CUDA implements UCM's scoring (first_selection representations, vote sum, "
+        "softmax_scope candidates); the other options are CPU-only");
+  }
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch;
+  m.slots_per_seq = KvstarSlotsPerSeq(opt_);
+  m.ks.resize(L);
+  for (auto& row : m.ks) {
+    row.resize(B);
+    for (KvstarSeqLayer& s : row) {
+      s.slot_of.assign(max_blocks_, -1);
+      for (int i = static_cast<int>(m.slots_per_seq) - 1; i >= 0; --i) s.free_slots.push_back(i);
+    }
+  }
+  KVSTAR_ASSIGN_OR_RETURN(m.table_mirror,
+                          PinnedHostBuffer::Allocate(L * B * m.slots_per_seq * sizeof(void*)));
+  KVSTAR_ASSIGN_OR_RETURN(m.qlast_mirror, PinnedHostBuffer::Allocate(L * B * 8));
+  KVSTAR_ASSIGN_OR_RETURN(m.query_ring, PinnedHostBuffer::Allocate(L * k.retrieval_stride * B *
+                                                                   c.q_dim() * sizeof(float)));
+  KVSTAR_ASSIGN_OR_RETURN(m.qlast_dev, DeviceBuffer::Allocate(L * B * 8));
+  device_bytes_ += L * B * 8;
+  std::memset(m.table_mirror.data(), 0, m.table_mirror.bytes());
+  for (size_t l = 0; l < L; ++l) {
+    KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+    m.load_done.push_back(std::move(e));
+  }
+  m.load_pending.assign(L, false);
+  sparse::RetrieverOptions ro;
+  ro.num_threads = opt_.retrieval_threads > 0
+                       ? opt_.retrieval_threads
+                       : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1);
+  m.retriever = std::make_unique<sparse::Retriever>(ro);
+  (void)ctx;
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarRebuildTable(size_t l, size_t seq) {
+  Impl& m = *impl_;
+  const KvstarConfig& k = opt_.kvstar;
+  KvstarSeqLayer& s = m.ks[l][seq];
+  const size_t bt = opt_.block_tokens;
+  const size_t len = lengths_[seq];
+  const size_t full = len / bt;
+  void** row = m.table_mirror.as<void*>() + (l * opt_.batch + seq) * m.slots_per_seq;
+  char* arena = m.kv[l].as<char>() + seq * m.slots_per_seq * geom_.block_bytes();
+  size_t n = 0;
+  auto put = [&](size_t block) -> Status {
+    const int slot = s.slot_of[block];
+    if (slot < 0)
+      return Internal("kvstar: block %zu of layer %zu seq %zu not resident", block, l, seq);
+    KVSTAR_CHECK(n < m.slots_per_seq, "table overflow %zu", n);
+    row[n++] = arena + static_cast<size_t>(slot) * geom_.block_bytes();
+    return Status::Ok();
+  };
+  // Ascending block order: init window, selection, local window (or every block when there are
+  // no candidates), then the tail, which takes the new token.
+  if (full <= Windows(k)) {
+    for (size_t b = 0; b < full; ++b) KVSTAR_RETURN_IF_ERROR(put(b));
+  } else {
+    for (size_t b = 0; b < k.init_window_sz; ++b) KVSTAR_RETURN_IF_ERROR(put(b));
+    std::vector<uint32_t> chosen;
+    std::set_union(s.selection.begin(), s.selection.end(), s.extras.begin(), s.extras.end(),
+                   std::back_inserter(chosen));
+    for (uint32_t b : chosen) KVSTAR_RETURN_IF_ERROR(put(b));
+    for (size_t b = full - k.local_window_sz; b < full; ++b) KVSTAR_RETURN_IF_ERROR(put(b));
+  }
+  KVSTAR_CHECK(s.tail_slot >= 0, "no tail slot for layer %zu seq %zu", l, seq);
+  row[n++] = arena + static_cast<size_t>(s.tail_slot) * geom_.block_bytes();
+  // The new token (position len) goes to row len % bt of the tail: it attends to every full
+  // block of the table and to tail rows 0 .. len % bt.
+  m.qlast_mirror.as<int64_t>()[l * opt_.batch + seq] =
+      static_cast<int64_t>((n - 1) * bt + len % bt);
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<float>>& group0,
+                                      size_t nq) {
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t L = c.num_layers;
+  const size_t bt = opt_.block_tokens;
+  const size_t bb = geom_.block_bytes();
+  const size_t len = lengths_[seq];
+  const size_t full = len / bt;
+  const std::vector<uint32_t> cands = CandidatesOf(k, full);
+  std::vector<Status> errors(L, Status::Ok());
+  // Layers are independent: representations and the first selection in parallel.
+  ThreadPool pool(std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  pool.ParallelFor(L, [&](size_t begin, size_t end, int) {
+    for (size_t l = begin; l < end; ++l) {
+      errors[l] = [&]() -> Status {
+        KvstarSeqLayer& s = m.ks[l][seq];
+        const char* host = m.host_kv[l].as<char>() + seq * max_blocks_ * bb;
+        sparse::ChannelImportanceAccumulator acc(c.num_kv_heads, c.head_dim,
+                                                 k.blk_repre_dim_prune_ratio);
+        for (size_t b = 0; b * bt < len; ++b) {
+          KVSTAR_RETURN_IF_ERROR(acc.AddBlock(host + b * bb, geom_, std::min(bt, len - b * bt)));
+        }
+        KVSTAR_ASSIGN_OR_RETURN(sparse::ChannelIndex channels, acc.Finalize());
+        sparse::RepresentationOptions ropt;
+        ropt.merge = k.blk_repre_inner_token_merge;
+        KVSTAR_ASSIGN_OR_RETURN(s.reps,
+                                sparse::BlockRepresentations::Create(geom_, channels, ropt));
+        for (size_t b = 0; b < full; ++b)
+          KVSTAR_RETURN_IF_ERROR(s.reps->Append(host + b * bb, geom_));
+        if (!cands.empty()) {
+          sparse::RetrievalTask t;
+          t.reps = s.reps->View();
+          t.queries = group0[l];
+          t.num_queries = nq;
+          t.q_heads = c.num_heads;
+          t.candidates = cands;
+          t.sparse_ratio = k.sparse_ratio;
+          KVSTAR_ASSIGN_OR_RETURN(sparse::RetrievalResult r, sparse::RunRetrieval(t));
+          s.selection = r.blocks;
+        }
+        return Status::Ok();
+      }();
+    }
+  });
+  for (const Status& st : errors) KVSTAR_RETURN_IF_ERROR(st);
+  // Resident blocks into slots (the first selection is made before decode starts: step 1
+  // waits for no load).
+  CudaStream* s = ctx.compute_stream();
+  for (size_t l = 0; l < L; ++l) {
+    KvstarSeqLayer& st = m.ks[l][seq];
+    std::vector<size_t> resident;
+    if (full <= Windows(k)) {
+      for (size_t b = 0; b < full; ++b) resident.push_back(b);
+    } else {
+      for (size_t b = 0; b < k.init_window_sz; ++b) resident.push_back(b);
+      for (uint32_t b : st.selection) resident.push_back(b);
+      for (size_t b = full - k.local_window_sz; b < full; ++b) resident.push_back(b);
+    }
+    resident.push_back(full);  // the tail (possibly empty)
+    const char* host = m.host_kv[l].as<char>() + seq * max_blocks_ * bb;
+    char* arena = m.kv[l].as<char>() + seq * m.slots_per_seq * bb;
+    for (size_t b : resident) {
+      if (st.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
+      const int slot = st.free_slots.back();
+      st.free_slots.pop_back();
+      if (b == full) {
+        st.tail_slot = slot;
+      } else {
+        st.slot_of[b] = slot;
+      }
+      KVSTAR_RETURN_IF_ERROR(
+          ctx.CopyToDevice(arena + static_cast<size_t>(slot) * bb, host + b * bb, bb, s));
+      stats_.h2d_bytes += bb;
+    }
+    KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, seq));
+  }
+  KvstarCount();
+  return ctx.Synchronize(s);
+}
+
+Status CudaBatch::KvstarBoundary() {
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch;
+  const size_t bb = geom_.block_bytes();
+  const size_t R = k.retrieval_stride;
+  const size_t step = kv_steps_ + 1;  // the step about to run
+  std::fill(m.load_pending.begin(), m.load_pending.end(), false);
+  for (size_t l = 0; l < L; ++l) {
+    for (size_t b = 0; b < B; ++b) {
+      KvstarSeqLayer& s = m.ks[l][b];
+      // Deterministic (UCM's timing): at step kR + 1 the result of group k - 1 is applied,
+      // waiting for it if needed. Otherwise: whatever finished, newest wins.
+      std::optional<KvstarPending> take;
+      if (k.deterministic) {
+        if ((step - 1) % R == 0 && !s.pending.empty() &&
+            s.pending.front().group + 1 <= (step - 1) / R) {
+          take = std::move(s.pending.front());
+          s.pending.pop_front();
+        }
+      } else {
+        // Late: not ready by the boundary where UCM's timing applies it (R steps after it was
+        // submitted); decoding goes on with the old selection.
+        for (const KvstarPending& p : s.pending) {
+          if (p.submitted_step + R == kv_steps_ && !p.handle.Ready()) ++stats_.late_retrievals;
+        }
+        while (!s.pending.empty() && s.pending.front().handle.Ready()) {
+          take = std::move(s.pending.front());
+          s.pending.pop_front();
+        }
+      }
+      if (!take) continue;
+      KVSTAR_RETURN_IF_ERROR(take->handle.Wait());
+      ++stats_.retrievals;
+      stats_.retrieval_ms_total += (NowSeconds() - take->submitted_at) * 1e3;
+      const std::vector<uint32_t>& next = take->handle.result().blocks;
+      std::vector<uint32_t> held, out, in;
+      std::set_union(s.selection.begin(), s.selection.end(), s.extras.begin(), s.extras.end(),
+                     std::back_inserter(held));
+      // Blocks that became candidates after the task was submitted were not scored: they stay
+      // held until a later selection decides.
+      std::vector<uint32_t> unscored;
+      for (uint32_t blk : s.extras) {
+        if (blk >= take->cand_end) unscored.push_back(blk);
+      }
+      s.extras = unscored;
+      std::erase_if(held, [&](uint32_t blk) { return blk >= take->cand_end; });
+      std::set_difference(held.begin(), held.end(), next.begin(), next.end(),
+                          std::back_inserter(out));
+      std::set_difference(next.begin(), next.end(), held.begin(), held.end(),
+                          std::back_inserter(in));
+      if (out.empty() && in.empty()) {
+        s.selection = next;
+        continue;
+      }
+      // The previous step finished (Step synchronizes), so outgoing slots are free to reuse.
+      for (uint32_t blk : out) {
+        s.free_slots.push_back(s.slot_of[blk]);
+        s.slot_of[blk] = -1;
+      }
+      const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
+      char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
+      for (uint32_t blk : in) {
+        if (s.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
+        const int slot = s.free_slots.back();
+        s.free_slots.pop_back();
+        s.slot_of[blk] = slot;
+        KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(arena + static_cast<size_t>(slot) * bb,
+                                                host + blk * bb, bb, ctx.h2d_stream()));
+        stats_.h2d_bytes += bb;
+        ++stats_.blocks_loaded;
+      }
+      m.load_pending[l] = m.load_pending[l] || !in.empty();
+      s.selection = next;
+      ++stats_.swaps;
+      KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
+    }
+    if (m.load_pending[l]) KVSTAR_RETURN_IF_ERROR(m.load_done[l].Record(ctx.h2d_stream()));
+  }
+  // Tables and q_last for this step (small; ordered before the step's attention).
+  CudaStream* s = ctx.compute_stream();
+  KVSTAR_RETURN_IF_ERROR(
+      ctx.CopyToDevice(m.tables.data(), m.table_mirror.data(), m.table_mirror.bytes(), s));
+  KVSTAR_RETURN_IF_ERROR(
+      ctx.CopyToDevice(m.qlast_dev.data(), m.qlast_mirror.data(), m.qlast_mirror.bytes(), s));
+  stats_.h2d_bytes += m.table_mirror.bytes() + m.qlast_mirror.bytes();
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarAfterStep() {
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch;
+  const size_t bt = opt_.block_tokens;
+  const size_t bb = geom_.block_bytes();
+  const size_t R = k.retrieval_stride;
+  ++kv_steps_;
+  // Tails that just filled (lengths_ were advanced): to the host, then local window.
+  bool copied = false;
+  for (size_t b = 0; b < B; ++b) {
+    if (lengths_[b] % bt != 0) continue;
+    const size_t blk = lengths_[b] / bt - 1;  // the block that became full
+    for (size_t l = 0; l < L; ++l) {
+      KvstarSeqLayer& s = m.ks[l][b];
+      char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_kv[l].as<char>() + (b * max_blocks_ + blk) * bb,
+                                            arena + static_cast<size_t>(s.tail_slot) * bb, bb,
+                                            ctx.compute_stream()));
+      stats_.d2h_bytes += bb;
+    }
+    copied = true;
+  }
+  if (copied) KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(ctx.compute_stream()));
+  for (size_t b = 0; b < B; ++b) {
+    if (lengths_[b] % bt != 0) continue;
+    const size_t full = lengths_[b] / bt;
+    const size_t blk = full - 1;
+    for (size_t l = 0; l < L; ++l) {
+      KvstarSeqLayer& s = m.ks[l][b];
+      s.slot_of[blk] = s.tail_slot;
+      KVSTAR_RETURN_IF_ERROR(
+          s.reps->Append(m.host_kv[l].as<char>() + (b * max_blocks_ + blk) * bb, geom_));
+      // The block that left the local window is a candidate now: off the device unless chosen.
+      if (full > Windows(k)) {
+        const size_t left = full - k.local_window_sz - 1;
+        if (left >= k.init_window_sz && s.slot_of[left] >= 0 &&
+            !std::binary_search(s.selection.begin(), s.selection.end(),
+                                static_cast<uint32_t>(left))) {
+          s.extras.push_back(static_cast<uint32_t>(left));
+        }
+      }
+      if (s.free_slots.empty() && !s.extras.empty()) {
+        // Selections are late: the oldest extra leaves the device.
+        s.free_slots.push_back(s.slot_of[s.extras.front()]);
+        s.slot_of[s.extras.front()] = -1;
+        s.extras.erase(s.extras.begin());
+      }
+      if (s.free_slots.empty()) return Internal("kvstar: no slot for a new tail in layer %zu", l);
+      s.tail_slot = s.free_slots.back();
+      s.free_slots.pop_back();
+    }
+  }
+  for (size_t l = 0; l < L; ++l) {
+    for (size_t b = 0; b < B; ++b) KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
+  }
+  // A complete group: one retrieval task per (layer, sequence).
+  if (kv_steps_ % R == 0) {
+    const size_t q_row = c.q_dim();
+    for (size_t l = 0; l < L; ++l) {
+      for (size_t b = 0; b < B; ++b) {
+        KvstarSeqLayer& s = m.ks[l][b];
+        const std::vector<uint32_t> cands = CandidatesOf(k, lengths_[b] / bt);
+        if (cands.empty()) continue;
+        if (!k.deterministic && s.pending.size() >= 2) {
+          ++stats_.skipped_retrievals;
+          continue;
+        }
+        sparse::RetrievalTask t;
+        t.reps = s.reps->View();
+        t.num_queries = R;
+        t.q_heads = c.num_heads;
+        t.queries.resize(R * q_row);
+        for (size_t x = 0; x < R; ++x) {
+          const float* src = m.query_ring.as<float>() + ((l * R + x) * B + b) * q_row;
+          std::memcpy(t.queries.data() + x * q_row, src, q_row * sizeof(float));
+        }
+        t.candidates = cands;
+        t.sparse_ratio = k.sparse_ratio;
+        const uint32_t cand_end = cands.back() + 1;
+        s.pending.push_back(KvstarPending{kv_steps_ / R, kv_steps_, NowSeconds(), cand_end,
+                                          m.retriever->Submit(std::move(t))});
+      }
+    }
+  }
+  KvstarCount();
+  return Status::Ok();
+}
+
+void CudaBatch::KvstarCount() {
+  Impl& m = *impl_;
+  const KvstarConfig& k = opt_.kvstar;
+  stats_.device_blocks = stats_.candidate_blocks = stats_.selected_blocks = 0;
+  for (const auto& row : m.ks) {
+    for (size_t b = 0; b < row.size(); ++b) {
+      stats_.device_blocks += m.slots_per_seq - row[b].free_slots.size();
+      stats_.candidate_blocks += CandidatesOf(k, lengths_[b] / opt_.block_tokens).size();
+      stats_.selected_blocks += row[b].selection.size() + row[b].extras.size();
+    }
+  }
+}
+
+}  // namespace kvstar::cuda

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The CUDA engine (src/engine/cuda, `kvstar bench --device cuda`) on a machine with an NVIDIA GPU
+# that has the driver and the CUDA 13 runtime but none of the Debian -dev packages.
+#
+#   tools/gpu_engine.sh prepare [build_dir]  on the build machine: configure with -DKVSTAR_CUDA=ON,
+#                                            build `kvstar` and `cuda_engine_test`, and pack them
+#                                            with the non-system shared libraries they need into
+#                                            .gpu-engine/pack.tar.xz (about 3 MB)
+#   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the whole-model GPU tests and
+#                                            compute-sanitizer memcheck over the offload, kvpr and
+#                                            kvstar tests
+#   tools/gpu_engine.sh bench [out_dir]      on the GPU machine: the runs of docs/BENCHMARKS.md
+#                                            ("CUDA engine"), JSON and PNG plots into out_dir
+#
+# ICU: the CLI links the tokenizer, whose NFC normalizer needs ICU's 30 MB data library. The
+# benchmarks and these tests use token ids only, so the pack carries libicuuc and a stand-in
+# libicudata.so.72 that defines the data symbol with no data: any use of the tokenizer on the GPU
+# machine then fails with an ICU error instead of loading the real data.
+#
+# Tests need the repository at the path they were built in (KVSTAR_SOURCE_DIR); `test` links
+# that path to the current checkout when it does not exist.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-test}
+pack=.gpu-engine
+
+if [[ $mode == prepare ]]; then
+  build=${2:-build/cuda}
+  set -e
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSTAR_WERROR=ON -DKVSTAR_CUDA=ON
+  cmake --build "$build" --target kvstar cuda_engine_test -j"$(nproc)"
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/lib"
+  cp "$build/apps/kvstar/kvstar" "$build/src/engine/cuda/cuda_engine_test" "$tmp/"
+  strip "$tmp/kvstar" "$tmp/cuda_engine_test"
+  for bin in "$tmp/kvstar" "$tmp/cuda_engine_test"; do
+    ldd "$bin" | awk '/=> \//{print $3}' | grep -Ev '/(libc|libm|libdl|libpthread|librt)\.so|/cuda|icudata' |
+      xargs -r -I{} cp -L {} "$tmp/lib/"
+  done
+  echo 'const char icudt72_dat[16] __attribute__((aligned(16))) = {0};' > "$tmp/icustub.c"
+  gcc -shared -fPIC -Wl,-soname,libicudata.so.72 -o "$tmp/lib/libicudata.so.72" "$tmp/icustub.c"
+  echo "$PWD" > "$tmp/source_dir"
+  mkdir -p "$pack"
+  (cd "$tmp" && tar -cf - kvstar cuda_engine_test lib source_dir | xz -T0 -6) > "$pack/pack.tar.xz"
+  rm -rf "$tmp"
+  ls -la "$pack"
+  exit 0
+fi
+
+out=${2:-${OUT:-/tmp/gpu_engine}}
+mkdir -p "$out" /tmp/kvstar-gpu
+tar -xJf "$pack/pack.tar.xz" -C /tmp/kvstar-gpu
+src=$(cat /tmp/kvstar-gpu/source_dir)
+[[ -e $src ]] || { mkdir -p "$(dirname "$src")" && ln -s "$PWD" "$src"; }
+export LD_LIBRARY_PATH=/tmp/kvstar-gpu/lib
+K=/tmp/kvstar-gpu/kvstar
+{
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
+  lscpu | grep 'Model name'
+  free -g
+} >"$out/env.txt" 2>&1
+status=0
+
+if [[ $mode == test ]]; then
+  /tmp/kvstar-gpu/cuda_engine_test --gtest_brief=1 >"$out/tests.txt" 2>&1 || status=1
+  tail -5 "$out/tests.txt"
+  compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/kvstar-gpu/cuda_engine_test \
+    --gtest_filter='*Kvstar*:*Offload*' --gtest_brief=1 >"$out/memcheck.txt" 2>&1 || status=1
+  grep -E 'ERROR SUMMARY' "$out/memcheck.txt"
+  exit $status
+fi
+
+# bench: KVstar vs dense (Llama-3.1-8B shape), offload, KVPR (Llama-2-7B-32K shape, MHA) and
+# the GQA shape where KVPR must keep l = 0.
+r=15  # retrieval threads: all CPU cores but one
+$K bench --device cuda --shape llama3-8b --contexts 8K,32K,64K,130944 --cuda-batch 1 \
+  --modes dense,kvstar --decode-steps 32 --retrieval-threads $r \
+  --plot "$out/kvstar_llama3_8b_b1.png" --json >"$out/kvstar_b1.json" || status=1
+$K bench --device cuda --shape llama3-8b --contexts 32K --cuda-batch max --modes dense,kvstar \
+  --decode-steps 16 --retrieval-threads $r --json >"$out/kvstar_max.json" || status=1
+$K bench --device cuda --shape llama3-8b --contexts 130944 --cuda-batch 1 --modes offload \
+  --decode-steps 16 --json >"$out/offload_128k.json" || status=1
+$K bench --device cuda --shape llama2-7b-32k --contexts 2K,4K,8K,16K --cuda-batch 8 \
+  --modes dense,offload,kvpr --decode-steps 6 --plot "$out/kvpr_llama2_7b_b8.png" \
+  --json >"$out/kvpr_b8.json" || status=1
+$K bench --device cuda --shape llama3-8b --contexts 16K --cuda-batch 4 --modes offload,kvpr \
+  --decode-steps 6 --json >"$out/kvpr_gqa.json" || status=1
+exit $status
