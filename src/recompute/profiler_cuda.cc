@@ -33,6 +33,39 @@ std::string Fmt(const char* fmt, double a, double b = 0) {
   return buf;
 }
 
+// Device time of one small element-wise launch in a busy stream: a large GEMM keeps the device
+// busy while the host queues 100 tiny ConvertF32 launches, so the events around those measure
+// what each costs back to back (the runtime queues a step ahead of the device too), not the
+// latency of a launch on an idle device. Median of reps.
+StatusOr<double> MeasureSmallLaunchUs(const cuda::DeviceContext& ctx, int reps) {
+  KVSTAR_RETURN_IF_ERROR(ctx.Activate());
+  constexpr size_t kBig = 8192, kSmall = 4096, kLaunches = 100;
+  KVSTAR_ASSIGN_OR_RETURN(cuda::DeviceBuffer w, cuda::DeviceBuffer::Allocate(kBig * kBig * 2));
+  KVSTAR_ASSIGN_OR_RETURN(cuda::DeviceBuffer x, cuda::DeviceBuffer::Allocate(kBig * kBig * 2));
+  KVSTAR_ASSIGN_OR_RETURN(cuda::DeviceBuffer y, cuda::DeviceBuffer::Allocate(kBig * kBig * 4));
+  cuda::CudaStream* s = ctx.compute_stream();
+  KVSTAR_RETURN_IF_ERROR(ctx.Memset(w.data(), 0x3c, kBig * kBig * 2, s));
+  KVSTAR_RETURN_IF_ERROR(ctx.Memset(x.data(), 0x3c, kBig * kBig * 2, s));
+  const TensorView wv{w.data(), DType::kBF16, kBig, kBig};
+  KVSTAR_ASSIGN_OR_RETURN(cuda::Event start, cuda::Event::Create());
+  KVSTAR_ASSIGN_OR_RETURN(cuda::Event stop, cuda::Event::Create());
+  std::vector<double> us;
+  for (int r = 0; r < std::max(reps, 1); ++r) {
+    KVSTAR_RETURN_IF_ERROR(cuda::MatMulConverted(ctx, s, wv, x.data(), kBig, y.as<float>()));
+    KVSTAR_RETURN_IF_ERROR(start.Record(s));
+    for (size_t i = 0; i < kLaunches; ++i) {
+      KVSTAR_RETURN_IF_ERROR(cuda::ConvertF32(s, y.as<float>(), kSmall, DType::kBF16,
+                                              x.as<char>() + (i % 64) * kSmall * 2));
+    }
+    KVSTAR_RETURN_IF_ERROR(stop.Record(s));
+    KVSTAR_RETURN_IF_ERROR(stop.Synchronize());
+    KVSTAR_ASSIGN_OR_RETURN(float ms, stop.ElapsedMsSince(start));
+    us.push_back(static_cast<double>(ms) * 1e3 / kLaunches);
+  }
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
 }  // namespace
 
 std::string DeviceKey(const cuda::DeviceInfo& info) {
@@ -75,11 +108,7 @@ Status AddGemmTable(const cuda::DeviceContext& ctx, size_t hidden, size_t kv_dim
   if (table.points.empty()) {
     return ResourceExhausted("KVPR profile: no GEMM row count fits in a quarter of device memory");
   }
-  // The fixed cost of one small launch (the bias / RoPE kernel after the GEMM): a tiny GEMM.
-  const size_t tm = 64, tn = 16, tk = 64;
-  KVSTAR_ASSIGN_OR_RETURN(double tiny,
-                          cuda::MeasureGemmRate(ctx, DType::kBF16, tm, tn, tk, options.reps));
-  table.launch_overhead_us = 2.0 * tm * tn * tk / (tiny * 1e12) * 1e6;
+  KVSTAR_ASSIGN_OR_RETURN(table.launch_overhead_us, MeasureSmallLaunchUs(ctx, options.reps));
   Report(options, Fmt("  launch overhead %.1f us", table.launch_overhead_us));
   auto& tables = profile->gemm;
   tables.erase(
