@@ -31,8 +31,8 @@ struct GemmPoint {
 struct GemmTable {
   size_t hidden = 0;
   size_t kv_dim = 0;  // kv_heads * head_dim; the GEMM has 2 * kv_dim output columns
-  // Fixed cost of the kernels that follow the GEMM in a recomputation (bias, RoPE, conversion to
-  // the KV dtype): one small launch, measured as the time of a tiny GEMM.
+  // Device cost of one small launch after the GEMM in a recomputation (bias, RoPE, conversion
+  // to the KV dtype), measured back to back in a busy stream.
   double launch_overhead_us = 0;
   std::vector<GemmPoint> points;  // rows strictly ascending, tflops > 0
 
