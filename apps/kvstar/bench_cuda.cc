@@ -227,6 +227,13 @@ int RunCudaBench(const CudaBenchFlags& f) {
       // context and batch when it ran before in this invocation, else an estimate.
       auto shape_for = [&](size_t batch) {
         recompute::KvprShape shape = recompute::ShapeFromConfig(cfg, batch, context, kv_dtype);
+        // How CudaBatch launches the work: one copy per sequence for X and for K/V; per
+        // sequence, chunks of 4096 rows with separate K and V GEMMs, then bias (Qwen2), RoPE
+        // and the write into the blocks.
+        shape.transfer_copies = batch;
+        shape.recompute.chunk_rows = 4096;
+        shape.recompute.gemms = 2;
+        shape.recompute.small_launches = 2 + (cfg.qkv_bias ? 2 : 0);
         auto it = dense_step_ms.find({context, batch});
         shape.layer_compute_ms =
             it != dense_step_ms.end()

@@ -127,6 +127,7 @@ class CudaBatch {
   Status KvstarSetupSequence(size_t seq, const std::vector<std::vector<float>>& group0, size_t nq);
   // Before a step: applies finished retrievals (delta copies queued), uploads tables.
   Status KvstarBoundary();
+  Status KvstarStage(size_t layer, size_t seq);
   // After a step: full tail blocks become local / candidates; a complete group is submitted.
   Status KvstarAfterStep();
   Status KvstarRebuildTable(size_t layer, size_t seq);

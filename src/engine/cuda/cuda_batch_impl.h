@@ -31,6 +31,15 @@ struct KvstarSeqLayer {
   std::vector<uint32_t> extras;
   int tail_slot = -1;
   std::deque<KvstarPending> pending;  // oldest first
+  // Not deterministic: selections are reached a few blocks at a time. `target` is the newest
+  // result (blocks below target_cand_end were scored, with `score` per block); `arriving` blocks
+  // are being copied into free slots (event `arrive`) and join the table when they are there,
+  // each replacing the lowest-scoring held block that left the target.
+  std::vector<uint32_t> target;
+  uint32_t target_cand_end = 0;
+  std::vector<float> score;  // [block]
+  std::vector<uint32_t> arriving;
+  std::unique_ptr<Event> arrive;
 };
 
 struct CudaBatch::Impl {

@@ -36,9 +36,12 @@ size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o) {
   // Windows + tail + the largest selection + the blocks that may leave the local window between
   // two selections (extras; if more pile up, the oldest is dropped).
   const size_t extras = (o.kvstar.retrieval_stride + o.block_tokens - 1) / o.block_tokens + 1;
-  return std::min(
-      Windows(o.kvstar) + 1 + sparse::SelectionSize(cands, o.kvstar.sparse_ratio) + extras,
-      (o.max_tokens + o.block_tokens - 1) / o.block_tokens);
+  // Not deterministic: staging_slots free slots receive the next blocks of a selection while
+  // decoding goes on.
+  const size_t staging = o.kvstar.deterministic ? 0 : std::max<size_t>(o.kvstar.staging_slots, 1);
+  return std::min(Windows(o.kvstar) + 1 + sparse::SelectionSize(cands, o.kvstar.sparse_ratio) +
+                      extras + staging,
+                  (o.max_tokens + o.block_tokens - 1) / o.block_tokens);
 }
 
 Status CudaBatch::KvstarInit() {
@@ -210,6 +213,116 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
   return ctx.Synchronize(s);
 }
 
+// Not deterministic: one boundary of the incremental schedule for (layer l, sequence b).
+// Never makes the device wait: blocks join the table only once their copy has completed.
+Status CudaBatch::KvstarStage(size_t l, size_t b) {
+  DeviceContext& ctx = model_.ctx();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  KvstarSeqLayer& s = m.ks[l][b];
+  const size_t R = k.retrieval_stride;
+  const size_t bb = geom_.block_bytes();
+  bool changed = false;
+  auto drop = [&](uint32_t blk) {
+    s.free_slots.push_back(s.slot_of[blk]);
+    s.slot_of[blk] = -1;
+    std::erase(s.selection, blk);
+    std::erase(s.extras, blk);
+    changed = true;
+  };
+  // Held blocks that the target does not want, lowest score first.
+  auto leaving = [&]() {
+    std::vector<uint32_t> v;
+    for (uint32_t blk : s.selection) {
+      if (blk < s.target_cand_end && !std::binary_search(s.target.begin(), s.target.end(), blk)) {
+        v.push_back(blk);
+      }
+    }
+    for (uint32_t blk : s.extras) {
+      if (blk < s.target_cand_end && !std::binary_search(s.target.begin(), s.target.end(), blk)) {
+        v.push_back(blk);
+      }
+    }
+    std::sort(v.begin(), v.end(), [&](uint32_t a, uint32_t c) { return s.score[a] < s.score[c]; });
+    return v;
+  };
+  // 1. Copies that completed: the blocks join the selection, each replacing a leaving block.
+  if (!s.arriving.empty()) {
+    KVSTAR_ASSIGN_OR_RETURN(bool done, s.arrive->Query());
+    if (done) {
+      std::vector<uint32_t> out = leaving();
+      for (size_t i = 0; i < s.arriving.size(); ++i) {
+        s.selection.insert(std::upper_bound(s.selection.begin(), s.selection.end(), s.arriving[i]),
+                           s.arriving[i]);
+        if (i < out.size()) drop(out[i]);
+      }
+      stats_.swaps += s.arriving.size();
+      s.arriving.clear();
+      changed = true;
+    }
+  }
+  // 2. Finished retrievals: the newest becomes the target.
+  for (const KvstarPending& p : s.pending) {
+    if (p.submitted_step + R == kv_steps_ && !p.handle.Ready()) ++stats_.late_retrievals;
+  }
+  while (!s.pending.empty() && s.pending.front().handle.Ready()) {
+    KvstarPending p = std::move(s.pending.front());
+    s.pending.pop_front();
+    KVSTAR_RETURN_IF_ERROR(p.handle.Wait());
+    ++stats_.retrievals;
+    stats_.retrieval_ms_total += (NowSeconds() - p.submitted_at) * 1e3;
+    const sparse::RetrievalResult& r = p.handle.result();
+    s.target = r.blocks;
+    s.target_cand_end = p.cand_end;
+    if (s.score.size() < max_blocks_) s.score.assign(max_blocks_, 0.0f);
+    // Candidates of a task are the contiguous blocks [init, cand_end).
+    for (size_t i = 0; i < r.candidate_scores.size(); ++i) {
+      s.score[k.init_window_sz + i] = r.candidate_scores[i];
+    }
+  }
+  // 3. The target is smaller than what is held: drop the surplus at once.
+  if (s.arriving.empty() && s.target_cand_end > 0) {
+    size_t held_scored = 0;
+    for (uint32_t blk : s.selection) held_scored += blk < s.target_cand_end;
+    for (uint32_t blk : s.extras) held_scored += blk < s.target_cand_end;
+    std::vector<uint32_t> out = leaving();
+    for (size_t i = 0; i < out.size() && held_scored > s.target.size(); ++i, --held_scored) {
+      drop(out[i]);
+    }
+    // 4. The next blocks of the target, highest score first, into the free slots (one kept
+    // for the tail).
+    std::vector<uint32_t> missing;
+    for (uint32_t blk : s.target) {
+      if (s.slot_of[blk] < 0) missing.push_back(blk);
+    }
+    std::sort(missing.begin(), missing.end(),
+              [&](uint32_t a, uint32_t c) { return s.score[a] > s.score[c]; });
+    const size_t room = s.free_slots.size() > 1 ? s.free_slots.size() - 1 : 0;
+    missing.resize(std::min(missing.size(), room));
+    if (!missing.empty()) {
+      const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
+      char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
+      for (uint32_t blk : missing) {
+        const int slot = s.free_slots.back();
+        s.free_slots.pop_back();
+        s.slot_of[blk] = slot;
+        KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(arena + static_cast<size_t>(slot) * bb,
+                                                host + blk * bb, bb, ctx.h2d_stream()));
+        stats_.h2d_bytes += bb;
+        ++stats_.blocks_loaded;
+      }
+      if (!s.arrive) {
+        KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+        s.arrive = std::make_unique<Event>(std::move(e));
+      }
+      KVSTAR_RETURN_IF_ERROR(s.arrive->Record(ctx.h2d_stream()));
+      s.arriving = std::move(missing);
+    }
+  }
+  if (changed) KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
+  return Status::Ok();
+}
+
 Status CudaBatch::KvstarBoundary() {
   DeviceContext& ctx = model_.ctx();
   const ModelConfig& c = model_.config();
@@ -233,15 +346,8 @@ Status CudaBatch::KvstarBoundary() {
           s.pending.pop_front();
         }
       } else {
-        // Late: not ready by the boundary where UCM's timing applies it (R steps after it was
-        // submitted); decoding goes on with the old selection.
-        for (const KvstarPending& p : s.pending) {
-          if (p.submitted_step + R == kv_steps_ && !p.handle.Ready()) ++stats_.late_retrievals;
-        }
-        while (!s.pending.empty() && s.pending.front().handle.Ready()) {
-          take = std::move(s.pending.front());
-          s.pending.pop_front();
-        }
+        KVSTAR_RETURN_IF_ERROR(KvstarStage(l, b));
+        continue;
       }
       if (!take) continue;
       KVSTAR_RETURN_IF_ERROR(take->handle.Wait());
