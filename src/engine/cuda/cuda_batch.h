@@ -110,6 +110,9 @@ class CudaBatch {
   Status Step(std::span<const int32_t> tokens, std::span<int32_t> next, float* logits = nullptr);
 
   size_t length(size_t seq) const { return lengths_[seq]; }
+  // kvstar: the selection attention reads for (layer, seq) from the next step on (ascending
+  // candidate block indices; candidates held since the last selection not included).
+  std::vector<uint32_t> kvstar_selection(size_t layer, size_t seq) const;
   const BatchStats& stats() const { return stats_; }
   const BatchOptions& options() const { return opt_; }
   // kvpr: the split used (tokens recomputed per sequence, a multiple of block_tokens).

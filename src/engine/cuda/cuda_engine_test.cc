@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
@@ -11,9 +13,12 @@
 #include "engine/cuda/cuda_model.h"
 #include "kv/dense_policy.h"
 #include "kv/device_pool.h"
+#include "kv/kvstar_policy.h"
 #include "model/config.h"
 #include "model/transformer.h"
 #include "model/weights.h"
+#include "sparse/retriever.h"
+#include "store/block_store.h"
 
 namespace kvstar::cuda {
 namespace {
@@ -338,6 +343,96 @@ TEST_F(CudaEngineTest, KvstarSparseKeepsTheBudget) {
     EXPECT_EQ(kv->device_kv_bytes_per_sequence(), L * std::min(slots, max_blocks) * block_bytes);
     EXPECT_LT(slots, max_blocks);
   }
+}
+
+// Records the selection each layer's attention reads at each decode step (CPU policy).
+struct SwapLog : KvstarObserver {
+  // (layer, step after which it applies) -> selection
+  std::map<std::pair<int, size_t>, std::vector<uint32_t>> swaps;
+  void OnSwap(int layer, size_t, size_t step, const std::vector<uint32_t>& sel) override {
+    swaps[{layer, step}] = sel;
+  }
+  // The selection active at decode step t (1-based) of `layer`.
+  std::vector<uint32_t> Active(int layer, size_t t) const {
+    std::vector<uint32_t> sel;
+    for (const auto& [key, s] : swaps) {
+      if (key.first == layer && key.second < t) sel = s;
+    }
+    return sel;
+  }
+};
+
+// Deterministic kvstar on CUDA selects the blocks that kvstar on the CPU selects, step by step,
+// with the same tokens fed to both (teacher forcing). The two backends' queries and keys differ
+// by rounding (the CUDA prefill rounds activations to bf16 for the tensor cores), so blocks whose
+// scores are nearly tied may differ: at least 90% of the selected blocks must agree.
+TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const size_t bt = 16, R = 4, steps = 33;
+  std::vector<int32_t> prompt(1000);
+  uint32_t h = 99;
+  for (auto& t : prompt) {
+    h = h * 1103515245u + 12345u;
+    t = static_cast<int32_t>(3 + (h >> 8) % (config_.vocab_size - 3));
+  }
+  KvstarConfig k;
+  k.retrieval_stride = R;
+  k.deterministic = true;
+  // CPU: the KvstarPolicy with a DRAM store, greedy.
+  ThreadPool threads(2);
+  KvGeometry g{config_.num_kv_heads, config_.head_dim, bt, DType::kBF16};
+  DevicePool pool(g, config_.num_layers * (prompt.size() / bt + 8));
+  sparse::RetrieverOptions ro;
+  ro.num_threads = 2;
+  sparse::Retriever retriever(ro);
+  auto store = OpenStore("dram", StoreOptions{});
+  ASSERT_TRUE(store.ok());
+  KvstarResources res{&pool, &threads, &retriever, store->get(), Hash128{1, 2}};
+  auto policy = KvstarPolicy::Create(res, k, config_.num_layers, config_.num_heads,
+                                     1.0f / std::sqrt(static_cast<float>(config_.head_dim)));
+  ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+  SwapLog log;
+  (*policy)->set_observer(&log);
+  Transformer t(config_, *weights_, threads);
+  std::vector<float> logits(config_.vocab_size);
+  (*policy)->AppendTokens(prompt);
+  ASSERT_TRUE(t.Prefill(prompt, 0, **policy, 64, LogitsMode::kLast, logits.data()).ok());
+  std::vector<int32_t> tokens;
+  for (size_t i = 0; i < steps; ++i) {
+    const int32_t next =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    tokens.push_back(next);
+    (*policy)->AppendTokens(std::span(&tokens.back(), 1));
+    ASSERT_TRUE(t.Forward(std::span(&tokens.back(), 1), static_cast<int64_t>(prompt.size() + i),
+                          **policy, LogitsMode::kLast, logits.data())
+                    .ok());
+  }
+  // CUDA: the same prompt and tokens.
+  auto kv = MakeBatch(KvMode::kKvstar, 1, prompt.size() + steps + 8, DType::kBF16, bt, 0, 64, k);
+  ASSERT_NE(kv, nullptr);
+  ASSERT_TRUE(kv->Prefill(0, prompt, nullptr).ok());
+  size_t agree = 0, total = 0, equal = 0, compared = 0;
+  for (size_t step = 1; step <= steps; ++step) {
+    int32_t next = 0;
+    ASSERT_TRUE(kv->Step(std::span(&tokens[step - 1], 1), std::span(&next, 1)).ok());
+    // The selections attention read during this step, on both backends.
+    for (size_t l = 0; l < config_.num_layers; ++l) {
+      const auto cpu = log.Active(static_cast<int>(l), step);
+      const auto gpu = kv->kvstar_selection(l, 0);
+      std::vector<uint32_t> both;
+      std::set_intersection(cpu.begin(), cpu.end(), gpu.begin(), gpu.end(),
+                            std::back_inserter(both));
+      agree += both.size();
+      total += std::max(cpu.size(), gpu.size());
+      equal += cpu == gpu;
+      ++compared;
+    }
+  }
+  ASSERT_GT(total, 0u);
+  const double overlap = static_cast<double>(agree) / static_cast<double>(total);
+  std::printf("selection overlap %.4f, identical selections %zu of %zu\n", overlap, equal,
+              compared);
+  EXPECT_GE(overlap, 0.9);
 }
 
 // The CUDA prefill logits of the demo model agree with the CPU engine's.

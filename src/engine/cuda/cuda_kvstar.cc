@@ -498,6 +498,11 @@ Status CudaBatch::KvstarAfterStep() {
   return Status::Ok();
 }
 
+std::vector<uint32_t> CudaBatch::kvstar_selection(size_t layer, size_t seq) const {
+  if (opt_.mode != KvMode::kKvstar) return {};
+  return impl_->ks[layer][seq].selection;
+}
+
 void CudaBatch::KvstarCount() {
   Impl& m = *impl_;
   const KvstarConfig& k = opt_.kvstar;
