@@ -11,24 +11,32 @@ namespace kvstar::cli {
 
 StatusOr<size_t> ParseBytes(const std::string& text, const std::string& flag) {
   size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   std::string number = text.substr(0, i);
   std::string suffix = text.substr(i);
   for (char& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   double mult = 1;
-  if (suffix.empty() || suffix == "B") mult = 1;
-  else if (suffix == "K" || suffix == "KB" || suffix == "KIB") mult = 1024.0;
-  else if (suffix == "M" || suffix == "MB" || suffix == "MIB") mult = 1024.0 * 1024;
-  else if (suffix == "G" || suffix == "GB" || suffix == "GIB") mult = 1024.0 * 1024 * 1024;
-  else if (suffix == "T" || suffix == "TB" || suffix == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
-  else number.clear();
+  if (suffix.empty() || suffix == "B")
+    mult = 1;
+  else if (suffix == "K" || suffix == "KB" || suffix == "KIB")
+    mult = 1024.0;
+  else if (suffix == "M" || suffix == "MB" || suffix == "MIB")
+    mult = 1024.0 * 1024;
+  else if (suffix == "G" || suffix == "GB" || suffix == "GIB")
+    mult = 1024.0 * 1024 * 1024;
+  else if (suffix == "T" || suffix == "TB" || suffix == "TIB")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else
+    number.clear();
   char* end = nullptr;
   const double value = number.empty() ? NAN : std::strtod(number.c_str(), &end);
   if (number.empty() || end != number.c_str() + number.size() || !(value > 0) ||
       !std::isfinite(value * mult)) {
-    return InvalidArgument("%s: '%s' is not a byte size; use a number with an optional K, M, G "
-                           "or T suffix (powers of 1024), e.g. 512M",
-                           flag.c_str(), text.c_str());
+    return InvalidArgument(
+        "%s: '%s' is not a byte size; use a number with an optional K, M, G "
+        "or T suffix (powers of 1024), e.g. 512M",
+        flag.c_str(), text.c_str());
   }
   return static_cast<size_t>(value * mult);
 }
@@ -49,8 +57,10 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                   "context, at most 4G)");
   cmd->add_option("--mode", f->mode,
                   "Decode mode: dense (all KV on the device) or kvstar (KV offloaded to the "
-                  "store, top blocks retrieved every retrieval_stride steps)")
-      ->check(CLI::IsMember({"dense", "kvstar"}));
+                  "store, top blocks retrieved every retrieval_stride steps); with --device "
+                  "cuda also offload (all KV streamed from host memory every step) and kvpr "
+                  "(offload with a planned prefix recomputed from its activations)")
+      ->check(CLI::IsMember({"dense", "kvstar", "offload", "kvpr"}));
   const char* group = "KVstar (--mode kvstar; names as in UCM)";
   cmd->add_option("--store", f->store,
                   "Where offloaded KV blocks live: dram, file:DIR (local disk or a shared mount "
@@ -59,8 +69,7 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
       ->group(group);
   cmd->add_option("--store-dram", f->store_dram, "DRAM store capacity, e.g. 8G (default 4G)")
       ->group(group);
-  cmd->add_option("--retrieval-threads", f->retrieval_threads,
-                  "CPU threads that score blocks")
+  cmd->add_option("--retrieval-threads", f->retrieval_threads, "CPU threads that score blocks")
       ->check(CLI::PositiveNumber)
       ->group(group);
   cmd->add_option("--kvstar-config", f->kvstar_config,
@@ -70,13 +79,17 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
   KvstarConfig& k = f->kvstar;
   auto& v = f->kvstar_flags;
   v.push_back(cmd->add_option("--init_window_sz", k.init_window_sz,
-                              "First blocks always kept on the device (default 1)")->group(group));
+                              "First blocks always kept on the device (default 1)")
+                  ->group(group));
   v.push_back(cmd->add_option("--local_window_sz", k.local_window_sz,
-                              "Newest full blocks always kept (default 2)")->group(group));
+                              "Newest full blocks always kept (default 2)")
+                  ->group(group));
   v.push_back(cmd->add_option("--sparse_ratio", k.sparse_ratio,
-                              "Share of candidate blocks selected (default 0.25)")->group(group));
+                              "Share of candidate blocks selected (default 0.25)")
+                  ->group(group));
   v.push_back(cmd->add_option("--retrieval_stride", k.retrieval_stride,
-                              "Decode steps per retrieval (default 8)")->group(group));
+                              "Decode steps per retrieval (default 8)")
+                  ->group(group));
   v.push_back(cmd->add_option("--blk_repre_dim_prune_ratio", k.blk_repre_dim_prune_ratio,
                               "Share of key channels kept in block representations (default 0.25)")
                   ->group(group));
@@ -84,26 +97,31 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                               "Tokens averaged per representation vector (default 2)")
                   ->group(group));
   v.push_back(cmd->add_flag("--select_per_kv_head", k.select_per_kv_head,
-                            "One top-k per KV head (the device holds their union)")->group(group));
+                            "One top-k per KV head (the device holds their union)")
+                  ->group(group));
   v.push_back(cmd->add_flag("--deterministic", k.deterministic,
                             "UCM's fixed swap timing (reproducible; may wait for retrieval)")
                   ->group(group));
   v.push_back(cmd->add_option("--staging_slots", k.staging_slots,
                               "Per layer: free slots that delta loads go to before outgoing "
-                              "blocks' slots are reused (default 4)")->group(group));
+                              "blocks' slots are reused (default 4)")
+                  ->group(group));
   v.push_back(cmd->add_option("--prompt_query_window", k.prompt_query_window,
                               "Last prompt tokens whose queries make the first selection "
-                              "(default 0 = retrieval_stride, as in UCM)")->group(group));
+                              "(default 0 = retrieval_stride, as in UCM)")
+                  ->group(group));
   v.push_back(cmd->add_option("--first_selection", k.first_selection,
                               "First selection at the end of prefill: representations (UCM) or "
                               "exact (the real keys, all on the device then)")
                   ->check(CLI::IsMember({"representations", "exact"}))
                   ->group(group));
-  v.push_back(cmd->add_option("--vote", k.vote,
-                              "Block score over queries and heads in the exact first selection: sum (UCM's soft "
-                              "vote) or max")
-                  ->check(CLI::IsMember({"sum", "max"}))
-                  ->group(group));
+  v.push_back(
+      cmd->add_option(
+             "--vote", k.vote,
+             "Block score over queries and heads in the exact first selection: sum (UCM's soft "
+             "vote) or max")
+          ->check(CLI::IsMember({"sum", "max"}))
+          ->group(group));
   v.push_back(cmd->add_option("--softmax_scope", k.softmax_scope,
                               "Blocks each head's softmax spans when scoring: candidates (UCM) or "
                               "all (windows too, as in attention)")
@@ -119,7 +137,8 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
   o.prefill_chunk = f.prefill_chunk;
   o.mode = f.mode;
   if (!f.device_kv_budget.empty()) {
-    KVSTAR_ASSIGN_OR_RETURN(o.device_kv_budget, ParseBytes(f.device_kv_budget, "--device-kv-budget"));
+    KVSTAR_ASSIGN_OR_RETURN(o.device_kv_budget,
+                            ParseBytes(f.device_kv_budget, "--device-kv-budget"));
   }
   o.store = f.store;
   o.retrieval_threads = f.retrieval_threads;
@@ -135,19 +154,32 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
   for (CLI::Option* opt : f.kvstar_flags) {
     if (opt->count() == 0) continue;
     const std::string name = opt->get_name();
-    if (name == "--init_window_sz") o.kvstar.init_window_sz = k.init_window_sz;
-    else if (name == "--local_window_sz") o.kvstar.local_window_sz = k.local_window_sz;
-    else if (name == "--sparse_ratio") o.kvstar.sparse_ratio = k.sparse_ratio;
-    else if (name == "--retrieval_stride") o.kvstar.retrieval_stride = k.retrieval_stride;
-    else if (name == "--blk_repre_dim_prune_ratio") o.kvstar.blk_repre_dim_prune_ratio = k.blk_repre_dim_prune_ratio;
-    else if (name == "--blk_repre_inner_token_merge") o.kvstar.blk_repre_inner_token_merge = k.blk_repre_inner_token_merge;
-    else if (name == "--select_per_kv_head") o.kvstar.select_per_kv_head = k.select_per_kv_head;
-    else if (name == "--deterministic") o.kvstar.deterministic = k.deterministic;
-    else if (name == "--staging_slots") o.kvstar.staging_slots = k.staging_slots;
-    else if (name == "--prompt_query_window") o.kvstar.prompt_query_window = k.prompt_query_window;
-    else if (name == "--first_selection") o.kvstar.first_selection = k.first_selection;
-    else if (name == "--vote") o.kvstar.vote = k.vote;
-    else if (name == "--softmax_scope") o.kvstar.softmax_scope = k.softmax_scope;
+    if (name == "--init_window_sz")
+      o.kvstar.init_window_sz = k.init_window_sz;
+    else if (name == "--local_window_sz")
+      o.kvstar.local_window_sz = k.local_window_sz;
+    else if (name == "--sparse_ratio")
+      o.kvstar.sparse_ratio = k.sparse_ratio;
+    else if (name == "--retrieval_stride")
+      o.kvstar.retrieval_stride = k.retrieval_stride;
+    else if (name == "--blk_repre_dim_prune_ratio")
+      o.kvstar.blk_repre_dim_prune_ratio = k.blk_repre_dim_prune_ratio;
+    else if (name == "--blk_repre_inner_token_merge")
+      o.kvstar.blk_repre_inner_token_merge = k.blk_repre_inner_token_merge;
+    else if (name == "--select_per_kv_head")
+      o.kvstar.select_per_kv_head = k.select_per_kv_head;
+    else if (name == "--deterministic")
+      o.kvstar.deterministic = k.deterministic;
+    else if (name == "--staging_slots")
+      o.kvstar.staging_slots = k.staging_slots;
+    else if (name == "--prompt_query_window")
+      o.kvstar.prompt_query_window = k.prompt_query_window;
+    else if (name == "--first_selection")
+      o.kvstar.first_selection = k.first_selection;
+    else if (name == "--vote")
+      o.kvstar.vote = k.vote;
+    else if (name == "--softmax_scope")
+      o.kvstar.softmax_scope = k.softmax_scope;
   }
   KVSTAR_RETURN_IF_ERROR(ValidateEngineOptions(o));
   return o;
@@ -155,12 +187,9 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
 
 nlohmann::json KvReportJson(const EngineOptions& o, const GenerateResult& r) {
   const KvStats& s = r.kv;
-  nlohmann::json j = {{"mode", o.mode},
-                      {"dtype", DTypeName(o.kv_dtype)},
-                      {"block_tokens", o.block_tokens},
-                      {"tokens", s.tokens},
-                      {"device_blocks", s.device_blocks},
-                      {"device_bytes", s.device_bytes}};
+  nlohmann::json j = {
+      {"mode", o.mode},     {"dtype", DTypeName(o.kv_dtype)},   {"block_tokens", o.block_tokens},
+      {"tokens", s.tokens}, {"device_blocks", s.device_blocks}, {"device_bytes", s.device_bytes}};
   if (o.mode == "kvstar") {
     const double steps = std::max<double>(1.0, static_cast<double>(r.step_ms.size()));
     const double decode_ms = r.decode_seconds * 1e3;
@@ -179,9 +208,9 @@ nlohmann::json KvReportJson(const EngineOptions& o, const GenerateResult& r) {
     j["retrieval_ms_mean"] = s.retrievals ? s.retrieval_ms_total / s.retrievals : 0.0;
     j["decode_wait_ms"] = s.decode_wait_ms;
     // Retrieval time the decode thread did not wait for, over all retrieval time.
-    j["retrieval_hidden_share"] =
-        s.retrieval_ms_total > 0 ? std::max(0.0, 1.0 - s.decode_wait_ms / s.retrieval_ms_total)
-                                 : 1.0;
+    j["retrieval_hidden_share"] = s.retrieval_ms_total > 0
+                                      ? std::max(0.0, 1.0 - s.decode_wait_ms / s.retrieval_ms_total)
+                                      : 1.0;
     j["decode_wait_share"] = decode_ms > 0 ? s.decode_wait_ms / decode_ms : 0.0;
     j["prefix_reused_tokens"] = s.prefix_reused_tokens;
   }
@@ -191,6 +220,10 @@ nlohmann::json KvReportJson(const EngineOptions& o, const GenerateResult& r) {
 int ReportError(const Status& status) {
   std::fprintf(stderr, "error: %s\n", status.message().c_str());
   return 1;
+}
+
+std::string DumpJson(const nlohmann::json& j) {
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace kvstar::cli

@@ -1,10 +1,10 @@
 // kvstar eval: RULER-style long-context accuracy of a decode mode on a model directory.
 // kvstar task: print one generated task prompt (to look at, or to feed to generate).
 #include <cstdio>
+#include <functional>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "base/file_util.h"
 #include "base/progress.h"
@@ -12,6 +12,9 @@
 #include "command.h"
 #include "engine/engine.h"
 #include "eval/runner.h"
+#ifdef KVSTAR_HAVE_CUDA
+#include "cuda_cli.h"
+#endif
 
 namespace kvstar::cli {
 namespace {
@@ -24,16 +27,21 @@ struct EvalFlags {
   uint64_t seed = 42;
   std::string json_file;
   std::string haystack;
+  std::string device = "cpu";
   EngineFlags engine;
 };
 
-eval::GenerateFn MakeGenerateFn(Engine& engine, std::vector<GenerateResult>* kv_reports) {
-  return [&engine, kv_reports](const std::string& prompt,
-                               size_t max_new) -> StatusOr<eval::GenerateResult> {
+using RequestFn = std::function<StatusOr<GenerateResult>(const GenerateRequest&)>;
+
+// `run` answers one request (the CPU engine, or the CUDA runner).
+eval::GenerateFn MakeGenerateFn(Engine& engine, RequestFn run,
+                                std::vector<GenerateResult>* kv_reports) {
+  return [&engine, run, kv_reports](const std::string& prompt,
+                                    size_t max_new) -> StatusOr<eval::GenerateResult> {
     GenerateRequest req;
     req.prompt = engine.tokenizer()->Encode(prompt, /*add_special=*/true);
     req.max_new_tokens = max_new;
-    KVSTAR_ASSIGN_OR_RETURN(GenerateResult r, engine.Generate(req));
+    KVSTAR_ASSIGN_OR_RETURN(GenerateResult r, run(req));
     std::vector<int32_t> out = r.tokens;
     if (r.finish_reason == "eos" && !out.empty()) out.pop_back();
     eval::GenerateResult g;
@@ -49,8 +57,19 @@ eval::GenerateFn MakeGenerateFn(Engine& engine, std::vector<GenerateResult>* kv_
 }
 
 int RunEvalCommand(const EvalFlags& f) {
-  auto options = FinishEngineOptions(f.engine);
+  // CUDA: the CPU engine loads weights and tokenizer (dense); the mode goes to the CUDA runner.
+  const bool cuda = f.device == "cuda";
+  EngineFlags engine_flags = f.engine;
+  if (cuda) engine_flags.mode = "dense";
+  auto options = FinishEngineOptions(engine_flags);
   if (!options.ok()) return ReportError(options.status());
+#ifndef KVSTAR_HAVE_CUDA
+  if (cuda) {
+    return ReportError(InvalidArgument(
+        "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)"));
+  }
+#endif
+  const std::string mode = cuda ? f.engine.mode : options->mode;
   eval::EvalOptions eo;
   auto tasks = eval::ParseTaskList(f.tasks);
   if (!tasks.ok()) return ReportError(tasks.status().WithContext("--tasks"));
@@ -61,13 +80,14 @@ int RunEvalCommand(const EvalFlags& f) {
   eo.lengths = *lengths;
   eo.samples = f.samples;
   eo.seed = f.seed;
-  eo.mode = options->mode;
+  eo.mode = mode;
   eo.haystack_path = f.haystack;
   eo.settings = {{"model", f.model},
                  {"threads", options->threads},
                  {"kv_dtype", DTypeName(options->kv_dtype)},
                  {"block_tokens", options->block_tokens}};
-  if (options->mode == "kvstar") {
+  eo.settings["device"] = f.device;
+  if (mode == "kvstar") {
     eo.settings["kvstar"] = nlohmann::json::parse(options->kvstar.ToJson());
     eo.settings["store"] = options->store;
   }
@@ -77,14 +97,24 @@ int RunEvalCommand(const EvalFlags& f) {
   Engine& e = **engine;
   for (size_t len : eo.lengths) {
     if (len >= static_cast<size_t>(e.config().max_position_embeddings)) {
-      return ReportError(OutOfRange("--lengths: %zu tokens exceed the model's %lld positions",
-                                    len, static_cast<long long>(e.config().max_position_embeddings)));
+      return ReportError(OutOfRange("--lengths: %zu tokens exceed the model's %lld positions", len,
+                                    static_cast<long long>(e.config().max_position_embeddings)));
     }
   }
   std::vector<GenerateResult> kv_reports;
   Progress progress("eval", eo.tasks.size() * eo.lengths.size() * eo.samples);
   auto count = [&e](std::string_view text) { return e.tokenizer()->Encode(text).size(); };
-  auto report = eval::RunEval(eo, count, MakeGenerateFn(e, &kv_reports),
+  RequestFn run = [&e](const GenerateRequest& r) { return e.Generate(r); };
+#ifdef KVSTAR_HAVE_CUDA
+  std::unique_ptr<CudaRunner> runner;
+  if (cuda) {
+    auto created = CudaRunner::Create(e, mode, *options, /*show_progress=*/true);
+    if (!created.ok()) return ReportError(created.status());
+    runner = std::move(*created);
+    run = [&runner](const GenerateRequest& r) { return runner->Generate(r); };
+  }
+#endif
+  auto report = eval::RunEval(eo, count, MakeGenerateFn(e, run, &kv_reports),
                               [&](const eval::EvalProgress& p) { progress.Update(p.done); });
   progress.Finish();
   if (!report.ok()) return ReportError(report.status());
@@ -112,7 +142,7 @@ int RunEvalCommand(const EvalFlags& f) {
                {"decode_wait_ms", wait_ms},
                {"swaps", swaps},
                {"late_swaps", late}};
-    Status s = WriteStringToFile(f.json_file, j.dump(2) + "\n");
+    Status s = WriteStringToFile(f.json_file, DumpJson(j) + "\n");
     if (!s.ok()) return ReportError(s.WithContext("--json"));
   }
   return 0;
@@ -125,15 +155,25 @@ void AddEval(CLI::App& root, int* exit_code) {
       "Long-context accuracy: RULER-style synthetic tasks generated from a seed (needles in a\n"
       "haystack, passkey, variable tracking, common/frequent words), answered greedily by the\n"
       "chosen decode mode and scored like RULER. Prints a task x length table.");
-  cmd->add_option("--model", f->model, "Model directory")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--model", f->model, "Model directory")
+      ->required()
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--tasks", f->tasks,
                   "Comma-separated tasks or 'all': niah_single, niah_single_text, niah_multikey, "
                   "niah_multivalue, niah_multiquery, vt, cwe, fwe, passkey");
-  cmd->add_option("--lengths", f->lengths, "Comma-separated prompt lengths in tokens, e.g. 4096,8k");
-  cmd->add_option("--samples", f->samples, "Samples per task and length (needle depths spread evenly)");
+  cmd->add_option("--lengths", f->lengths,
+                  "Comma-separated prompt lengths in tokens, e.g. 4096,8k");
+  cmd->add_option("--samples", f->samples,
+                  "Samples per task and length (needle depths spread evenly)");
   cmd->add_option("--seed", f->seed, "Seed of the task generator");
-  cmd->add_option("--json", f->json_file, "Write the full report (per task and length, and per sample) to this file");
-  cmd->add_option("--haystack", f->haystack, "Plain-text file of natural text for the *_text haystacks");
+  cmd->add_option("--json", f->json_file,
+                  "Write the full report (per task and length, and per sample) to this file");
+  cmd->add_option("--haystack", f->haystack,
+                  "Plain-text file of natural text for the *_text haystacks");
+  cmd->add_option("--device", f->device,
+                  "cpu, or cuda (CUDA builds): the weights are copied to the GPU and --mode may "
+                  "be dense, offload, kvpr or kvstar")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   AddEngineFlags(cmd, &f->engine);
   cmd->callback([f, exit_code] { *exit_code = RunEvalCommand(*f); });
 }
@@ -158,11 +198,14 @@ int RunTaskCommand(const TaskFlags& f) {
   auto sample = gen.Generate(f.task, f.length, f.seed, f.index, std::max<size_t>(1, f.samples));
   if (!sample.ok()) return ReportError(sample.status());
   if (f.json) {
-    nlohmann::json j = {{"id", sample->id},          {"task", sample->task},
-                        {"prompt", sample->prompt},  {"answers", sample->answers},
-                        {"depth", sample->depth},    {"prompt_tokens", sample->prompt_tokens},
+    nlohmann::json j = {{"id", sample->id},
+                        {"task", sample->task},
+                        {"prompt", sample->prompt},
+                        {"answers", sample->answers},
+                        {"depth", sample->depth},
+                        {"prompt_tokens", sample->prompt_tokens},
                         {"max_new_tokens", sample->max_new_tokens}};
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", DumpJson(j).c_str());
   } else {
     std::printf("%s", sample->prompt.c_str());
     std::string answers;

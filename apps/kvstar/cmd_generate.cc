@@ -1,15 +1,17 @@
 // kvstar generate: answer a prompt with a Hugging Face model directory, streaming the text.
 #include <cstdio>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "base/file_util.h"
 #include "base/progress.h"
 #include "cli_common.h"
 #include "command.h"
 #include "engine/engine.h"
+#ifdef KVSTAR_HAVE_CUDA
+#include "cuda_cli.h"
+#endif
 
 namespace kvstar::cli {
 namespace {
@@ -24,12 +26,24 @@ struct GenerateFlags {
   float top_p = 1.0f;
   uint64_t seed = 0;
   bool json = false;
+  std::string device = "cpu";
   EngineFlags engine;
 };
 
 int RunGenerate(const GenerateFlags& f) {
-  auto options = FinishEngineOptions(f.engine);
+  // On CUDA the CPU engine only loads the weights and the tokenizer (dense mode); the decode
+  // mode, which may be a CUDA-only one (offload, kvpr), goes to the CUDA runner.
+  const bool cuda = f.device == "cuda";
+  EngineFlags engine_flags = f.engine;
+  if (cuda) engine_flags.mode = "dense";
+  auto options = FinishEngineOptions(engine_flags);
   if (!options.ok()) return ReportError(options.status());
+#ifndef KVSTAR_HAVE_CUDA
+  if (cuda) {
+    return ReportError(InvalidArgument(
+        "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)"));
+  }
+#endif
   std::string prompt = f.prompt;
   if (!f.prompt_file.empty()) {
     auto text = ReadFileToString(f.prompt_file);
@@ -52,8 +66,7 @@ int RunGenerate(const GenerateFlags& f) {
   GenerateRequest req;
   req.prompt = e.tokenizer()->Encode(prompt, /*add_special=*/true);
   req.max_new_tokens = f.max_tokens;
-  req.sampling = {.temperature = f.temperature, .top_k = f.top_k, .top_p = f.top_p,
-                  .seed = f.seed};
+  req.sampling = {.temperature = f.temperature, .top_k = f.top_k, .top_p = f.top_p, .seed = f.seed};
   std::unique_ptr<Progress> prefill_progress;
   req.on_prefill_progress = [&](size_t done, size_t total) {
     if (!show_progress || total < 512) return;
@@ -68,8 +81,20 @@ int RunGenerate(const GenerateFlags& f) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
   };
-  auto result = e.Generate(req);
+  StatusOr<GenerateResult> result = Internal("not run");
+  std::string device_name = "cpu";
+  if (cuda) {
+#ifdef KVSTAR_HAVE_CUDA
+    auto runner = CudaRunner::Create(e, f.engine.mode, *options, show_progress);
+    if (!runner.ok()) return ReportError(runner.status());
+    device_name = (*runner)->device_name();
+    result = (*runner)->Generate(req);
+#endif
+  } else {
+    result = e.Generate(req);
+  }
   if (!result.ok()) return ReportError(result.status());
+  const std::string mode = cuda ? f.engine.mode : options->mode;
 
   std::vector<int32_t> out_tokens = result->tokens;
   if (result->finish_reason == "eos" && !out_tokens.empty()) out_tokens.pop_back();
@@ -77,7 +102,8 @@ int RunGenerate(const GenerateFlags& f) {
   if (f.json) {
     nlohmann::json j;
     j["model"] = f.model;
-    j["mode"] = options->mode;
+    j["mode"] = mode;
+    j["device"] = device_name;
     j["text"] = text;
     j["finish_reason"] = result->finish_reason;
     j["prompt_tokens"] = result->prompt_tokens;
@@ -88,8 +114,10 @@ int RunGenerate(const GenerateFlags& f) {
     j["decode_tokens_per_second"] = result->decode_tokens_per_second();
     j["threads"] = e.threads().parallelism();
     j["reused_prompt_tokens"] = result->reused_prompt_tokens;
-    j["kv"] = KvReportJson(*options, *result);
-    std::printf("%s\n", j.dump(2).c_str());
+    EngineOptions report = *options;
+    report.mode = mode;
+    j["kv"] = KvReportJson(report, *result);
+    std::printf("%s\n", DumpJson(j).c_str());
   } else {
     const std::string tail = stream.Flush();
     std::fwrite(tail.data(), 1, tail.size(), stdout);
@@ -97,7 +125,7 @@ int RunGenerate(const GenerateFlags& f) {
     std::fprintf(stderr,
                  "[%s: %zu prompt tokens (%zu reused), prefill %.1f tok/s; %zu generated, decode "
                  "%.1f tok/s; device KV %.2f MiB; %s]\n",
-                 options->mode.c_str(), result->prompt_tokens, result->reused_prompt_tokens,
+                 mode.c_str(), result->prompt_tokens, result->reused_prompt_tokens,
                  result->prefill_tokens_per_second(), result->tokens.size(),
                  result->decode_tokens_per_second(), result->kv.device_bytes / 1048576.0,
                  result->finish_reason.c_str());
@@ -111,7 +139,8 @@ void AddGenerate(CLI::App& root, int* exit_code) {
       "generate",
       "Answer a prompt with a Hugging Face model directory (Qwen2 or Llama), streaming the text.\n"
       "The prompt is used as plain text (no chat template). Progress is shown on a terminal.");
-  cmd->add_option("--model", f->model, "Model directory: config.json, *.safetensors, tokenizer.json")
+  cmd->add_option("--model", f->model,
+                  "Model directory: config.json, *.safetensors, tokenizer.json")
       ->required()
       ->check(CLI::ExistingDirectory);
   auto* prompt = cmd->add_option("--prompt", f->prompt, "Prompt text");
@@ -129,6 +158,10 @@ void AddGenerate(CLI::App& root, int* exit_code) {
   cmd->add_flag("--json", f->json,
                 "Print one JSON object (text, token counts, prefill and decode tokens/s) instead "
                 "of streaming");
+  cmd->add_option("--device", f->device,
+                  "cpu, or cuda (CUDA builds): the weights are copied to the GPU and --mode may "
+                  "be dense, offload, kvpr or kvstar")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   AddEngineFlags(cmd, &f->engine);
   cmd->callback([f, cmd, exit_code] {
     if (f->prompt.empty() && f->prompt_file.empty()) {

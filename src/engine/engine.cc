@@ -20,6 +20,10 @@ Status ValidateEngineOptions(const EngineOptions& o) {
     return InvalidArgument("the KV cache supports f32 and bf16, not f16");
   }
   if (o.prefill_chunk == 0) return InvalidArgument("prefill chunk must be >= 1");
+  if (o.mode == "offload" || o.mode == "kvpr") {
+    return InvalidArgument("decode mode '%s' runs on the CUDA backend only (--device cuda)",
+                           o.mode.c_str());
+  }
   if (o.mode != "dense" && o.mode != "kvstar") {
     return InvalidArgument("unknown decode mode '%s'; available: dense, kvstar", o.mode.c_str());
   }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -10,6 +11,7 @@
 
 #include "base/file_util.h"
 #include "engine/cuda/cuda_batch.h"
+#include "engine/cuda/cuda_generate.h"
 #include "engine/cuda/cuda_model.h"
 #include "kv/dense_policy.h"
 #include "kv/device_pool.h"
@@ -447,6 +449,51 @@ TEST_F(CudaEngineTest, PrefillMatchesCpuEngine) {
   ASSERT_TRUE(batch->Prefill(0, prompts[0], logits.data()).ok());
   EXPECT_LT(RowError(logits.data(), cpu_logits.data() + (prompts[0].size() - 1) * vocab, vocab),
             2e-2);
+}
+
+// CudaGenerate (the loop behind `generate --device cuda` and `eval --device cuda`) gives the
+// golden greedy continuation in every mode (kvstar with every candidate selected).
+TEST_F(CudaEngineTest, GenerateMatchesTransformersInEveryMode) {
+  LoadModel(Golden("llama_tiny"));
+  auto text = ReadFileToString(Golden("llama_tiny") + "/golden.json");
+  ASSERT_TRUE(text.ok());
+  const auto golden = nlohmann::json::parse(*text);
+  for (KvMode mode : {KvMode::kDense, KvMode::kOffload, KvMode::kKvpr, KvMode::kKvstar}) {
+    BatchOptions o;
+    o.mode = mode;
+    o.block_tokens = 16;
+    o.kv_dtype = DType::kF32;
+    o.prefill_chunk = 100;
+    o.kvpr_split = 32;
+    o.kvstar.sparse_ratio = 1.0;
+    o.kvstar.retrieval_stride = 4;
+    o.retrieval_threads = 2;
+    for (const auto& p : golden["prompts"]) {
+      GenerateRequest req;
+      req.prompt = p["ids"].get<std::vector<int32_t>>();
+      const auto expected = p["greedy"].get<std::vector<int32_t>>();
+      req.max_new_tokens = expected.size();
+      req.stop_ids = {-1};
+      size_t streamed = 0;
+      req.on_token = [&](int32_t) { ++streamed; };
+      auto r = CudaGenerate(*model_, o, req, {});
+      ASSERT_TRUE(r.ok()) << KvModeName(mode) << ": " << r.status().ToString();
+      EXPECT_EQ(r->tokens, expected) << KvModeName(mode) << " " << p["name"];
+      EXPECT_EQ(r->finish_reason, "length");
+      EXPECT_EQ(streamed, expected.size());
+      EXPECT_EQ(r->step_ms.size(), expected.size() - 1);
+    }
+  }
+  // Cancelled before the first step: the prefill stops at its first progress callback.
+  std::atomic<bool> cancel{true};
+  GenerateRequest req;
+  req.prompt = std::vector<int32_t>(300, 5);
+  req.cancel = &cancel;
+  BatchOptions o;
+  auto r = CudaGenerate(*model_, o, req, {});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->finish_reason, "cancelled");
+  EXPECT_TRUE(r->tokens.empty());
 }
 
 TEST_F(CudaEngineTest, BadInputsAreErrors) {

@@ -1,0 +1,80 @@
+#include "cuda_cli.h"
+
+#include "base/progress.h"
+#include "engine/cuda/cuda_batch.h"
+#include "engine/cuda/cuda_generate.h"
+#include "engine/cuda/cuda_model.h"
+#include "ops/cuda/device.h"
+#include "recompute/planner.h"
+#include "recompute/profiler_cuda.h"
+
+namespace kvstar::cli {
+namespace {
+
+class Runner final : public CudaRunner {
+ public:
+  StatusOr<GenerateResult> Generate(const GenerateRequest& request) override {
+    cuda::BatchOptions o = base_;
+    if (o.mode == cuda::KvMode::kKvpr) {
+      KVSTAR_ASSIGN_OR_RETURN(o.kvpr_split, PlanSplit(request.prompt.size()));
+    }
+    return cuda::CudaGenerate(*model_, o, request, eos_);
+  }
+  std::string device_name() const override { return ctx_->info().name; }
+
+  std::unique_ptr<cuda::DeviceContext> ctx_;
+  std::unique_ptr<cuda::CudaModel> model_;
+  cuda::BatchOptions base_;
+  std::vector<int32_t> eos_;
+  ModelConfig config_;
+
+ private:
+  // The planner's split for one sequence of `context` tokens, with the engine's launch form.
+  StatusOr<size_t> PlanSplit(size_t context) {
+    KVSTAR_ASSIGN_OR_RETURN(
+        recompute::CachedProfile p,
+        recompute::LoadOrMeasureProfile(*ctx_, config_.hidden_size, config_.kv_dim(), "", false));
+    recompute::KvprShape shape = recompute::ShapeFromConfig(config_, 1, context, base_.kv_dtype);
+    shape.layer_compute_ms =
+        recompute::EstimateLayerComputeMs(p.profile, config_, 1, context, base_.kv_dtype);
+    shape.transfer_copies = 1;
+    shape.recompute.chunk_rows = 4096;
+    shape.recompute.gemms = 2;
+    shape.recompute.small_launches = 2 + (config_.qkv_bias ? 2 : 0);
+    recompute::PlannerOptions popt;
+    popt.granularity = base_.block_tokens;
+    popt.per_layer = false;
+    KVSTAR_ASSIGN_OR_RETURN(recompute::KvprPlan plan, recompute::PlanSplit(p.profile, shape, popt));
+    return plan.split;
+  }
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
+                                                         const std::string& mode,
+                                                         const EngineOptions& options,
+                                                         bool show_progress) {
+  KVSTAR_ASSIGN_OR_RETURN(cuda::KvMode kv_mode, cuda::ParseKvMode(mode));
+  if (cuda::DeviceCount() == 0) {
+    return FailedPrecondition("--device cuda: no CUDA device is visible");
+  }
+  auto r = std::make_unique<Runner>();
+  KVSTAR_ASSIGN_OR_RETURN(r->ctx_, cuda::DeviceContext::Create(0));
+  r->config_ = engine.config();
+  Progress progress("weights to the GPU (layers)", r->config_.num_layers, show_progress);
+  KVSTAR_ASSIGN_OR_RETURN(
+      r->model_, cuda::CudaModel::Upload(*r->ctx_, r->config_, engine.weights(),
+                                         [&](size_t done, size_t) { progress.Update(done); }));
+  progress.Finish();
+  r->base_.mode = kv_mode;
+  r->base_.block_tokens = options.block_tokens;
+  r->base_.kv_dtype = options.kv_dtype;
+  r->base_.prefill_chunk = std::max<size_t>(options.prefill_chunk, 1);
+  r->base_.kvstar = options.kvstar;
+  r->base_.retrieval_threads = options.retrieval_threads;
+  r->eos_ = engine.eos_ids();
+  return std::unique_ptr<CudaRunner>(std::move(r));
+}
+
+}  // namespace kvstar::cli
