@@ -241,7 +241,9 @@ int RunCudaBench(const CudaBenchFlags& f) {
                 : recompute::EstimateLayerComputeMs(*get_profile(), cfg, batch, context, kv_dtype);
         return shape;
       };
+      std::vector<size_t> layer_splits;  // the last plan's, per layer
       auto plan_split = [&](size_t batch) -> size_t {
+        layer_splits.clear();
         if (mode != KvMode::kKvpr) return 0;
         if (!auto_split) return fixed_split;
         if (get_profile() == nullptr) {
@@ -250,13 +252,14 @@ int RunCudaBench(const CudaBenchFlags& f) {
         }
         recompute::PlannerOptions popt;
         popt.granularity = f.block_tokens;
-        popt.per_layer = false;  // the runtime applies one split to every layer
+        popt.per_layer = true;  // the runtime takes one split per layer
         auto plan = recompute::PlanSplit(*profile, shape_for(batch), popt);
         if (!plan.ok()) {
           split_reason = plan.status().ToString();
           return 0;
         }
         split_reason = plan->reason;
+        layer_splits = plan->layer_splits;
         return plan->split;
       };
       // The largest batch that fits the HBM budget (and, for offload modes, host memory).
@@ -264,12 +267,14 @@ int RunCudaBench(const CudaBenchFlags& f) {
         BatchOptions t = o;
         t.batch = b;
         t.kvpr_split = plan_split(b);
+        t.kvpr_layer_splits = layer_splits;
         return weight_bytes + CudaBatch::EstimateDeviceBytes(cfg, t) <= budget;
       };
       auto fits = [&](size_t b) {
         BatchOptions t = o;
         t.batch = b;
         t.kvpr_split = plan_split(b);
+        t.kvpr_layer_splits = layer_splits;
         return fits_hbm(b) && CudaBatch::EstimateHostBytes(cfg, t) <= host_avail * 3 / 4;
       };
       size_t largest = 0, largest_hbm = 0;
@@ -296,6 +301,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
         }
         o.batch = batch;
         o.kvpr_split = plan_split(batch);
+        o.kvpr_layer_splits = layer_splits;
         auto b = CudaBatch::Create(*model, o);
         if (!b.ok()) return ReportError(b.status());
         CudaBatch& cb = **b;
@@ -363,11 +369,14 @@ int RunCudaBench(const CudaBenchFlags& f) {
         // The KVPR cost model's prediction for this run (offload = split 0).
         double predicted_ms = 0;
         if ((mode == KvMode::kOffload || mode == KvMode::kKvpr) && get_profile() != nullptr) {
-          auto pred = recompute::PredictStep(*profile, shape_for(batch), {cb.kvpr_split()});
+          std::vector<size_t> used = cb.layer_splits();
+          if (used.empty()) used = {cb.kvpr_split()};
+          auto pred = recompute::PredictStep(*profile, shape_for(batch), used);
           if (pred.ok()) predicted_ms = pred->step_ms;
         }
         run.update(
             {{"split", cb.kvpr_split()},
+             {"layer_splits", cb.layer_splits()},
              {"split_reason", split_reason},
              {"decode_steps", f.decode_steps},
              {"step_ms_mean", mean},

@@ -16,7 +16,7 @@ class Runner final : public CudaRunner {
   StatusOr<GenerateResult> Generate(const GenerateRequest& request) override {
     cuda::BatchOptions o = base_;
     if (o.mode == cuda::KvMode::kKvpr) {
-      KVSTAR_ASSIGN_OR_RETURN(o.kvpr_split, PlanSplit(request.prompt.size()));
+      KVSTAR_ASSIGN_OR_RETURN(o.kvpr_layer_splits, PlanSplits(request.prompt.size()));
     }
     return cuda::CudaGenerate(*model_, o, request, eos_);
   }
@@ -29,8 +29,9 @@ class Runner final : public CudaRunner {
   ModelConfig config_;
 
  private:
-  // The planner's split for one sequence of `context` tokens, with the engine's launch form.
-  StatusOr<size_t> PlanSplit(size_t context) {
+  // The planner's split per layer for one sequence of `context` tokens, with the engine's
+  // launch form.
+  StatusOr<std::vector<size_t>> PlanSplits(size_t context) {
     KVSTAR_ASSIGN_OR_RETURN(
         recompute::CachedProfile p,
         recompute::LoadOrMeasureProfile(*ctx_, config_.hidden_size, config_.kv_dim(), "", false));
@@ -43,9 +44,8 @@ class Runner final : public CudaRunner {
     shape.recompute.small_launches = 2 + (config_.qkv_bias ? 2 : 0);
     recompute::PlannerOptions popt;
     popt.granularity = base_.block_tokens;
-    popt.per_layer = false;
     KVSTAR_ASSIGN_OR_RETURN(recompute::KvprPlan plan, recompute::PlanSplit(p.profile, shape, popt));
-    return plan.split;
+    return plan.layer_splits;
   }
 };
 

@@ -81,6 +81,18 @@ ModelConfig Llama2_7B_32K() {
   return c;
 }
 
+// Llama-2-13B: multi-head attention (40 KV heads), the 13B-class shape for KVPR (where X is half
+// of K+V, as in the OPT-13B setting of the KVPR paper).
+ModelConfig Llama2_13B() {
+  ModelConfig c = Llama2_7B();
+  c.hidden_size = 5120;
+  c.intermediate_size = 13824;
+  c.num_layers = 40;
+  c.num_heads = 40;
+  c.num_kv_heads = 40;
+  return c;
+}
+
 ModelConfig Qwen2_100M() {
   ModelConfig c;
   c.arch = Architecture::kQwen2;
@@ -111,6 +123,7 @@ constexpr Named kShapes[] = {{"llama3-8b", Llama3_8B},
                              {"qwen2.5-14b", Qwen25_14B},
                              {"llama2-7b", Llama2_7B},
                              {"llama2-7b-32k", Llama2_7B_32K},
+                             {"llama2-13b", Llama2_13B},
                              {"qwen2-100m", Qwen2_100M}};
 
 }  // namespace

@@ -7,7 +7,7 @@ namespace {
 
 TEST(ShapesTest, AllNamedShapesAreValid) {
   const auto names = NamedShapeList();
-  ASSERT_EQ(names.size(), 5u);
+  ASSERT_EQ(names.size(), 6u);
   for (const std::string& name : names) {
     auto c = NamedShape(name);
     ASSERT_TRUE(c.ok()) << name << ": " << c.status().ToString();
@@ -20,6 +20,7 @@ TEST(ShapesTest, ParameterCountsOfRealModels) {
   EXPECT_EQ(NamedShape("llama3-8b")->num_parameters(), 8030261248u);  // Llama-3.1-8B
   EXPECT_EQ(NamedShape("llama2-7b")->num_parameters(), 6738415616u);  // Llama-2-7B
   EXPECT_EQ(NamedShape("llama2-7b-32k")->num_parameters(), 6738415616u);
+  EXPECT_EQ(NamedShape("llama2-13b")->num_parameters(), 13015864320u);  // Llama-2-13B
   EXPECT_EQ(NamedShape("llama2-7b-32k")->max_position_embeddings, 32768);
   EXPECT_EQ(NamedShape("llama2-7b-32k")->rope_scaling.type, "linear");
   EXPECT_EQ(NamedShape("qwen2.5-14b")->num_parameters(), 14770033664u);  // Qwen2.5-14B

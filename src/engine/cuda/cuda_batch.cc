@@ -43,9 +43,19 @@ size_t MaxBlocks(const BatchOptions& o) {
   return (o.max_tokens + o.block_tokens - 1) / o.block_tokens;
 }
 
+// kvpr: the split of layer l (rounded down to the block, at most the capacity).
+size_t LayerSplitOf(const BatchOptions& o, size_t l) {
+  if (o.mode != KvMode::kKvpr) return 0;
+  const size_t v = o.kvpr_layer_splits.empty() ? o.kvpr_split : o.kvpr_layer_splits[l];
+  return std::min(v, o.max_tokens) / o.block_tokens * o.block_tokens;
+}
+
+// The largest layer split: how many tokens of X the host keeps per sequence.
 size_t SplitOf(const BatchOptions& o) {
   if (o.mode != KvMode::kKvpr) return 0;
-  return std::min(o.kvpr_split, o.max_tokens) / o.block_tokens * o.block_tokens;
+  size_t m = LayerSplitOf(o, 0);
+  for (size_t l = 1; l < o.kvpr_layer_splits.size(); ++l) m = std::max(m, LayerSplitOf(o, l));
+  return m;
 }
 
 // f32 activation floats per row of the forward pass scratch.
@@ -126,6 +136,10 @@ StatusOr<std::unique_ptr<CudaBatch>> CudaBatch::Create(CudaModel& model,
   if (options.mode == KvMode::kKvpr && model.weight_dtype() == DType::kF32) {
     return InvalidArgument("kvpr keeps X in the weight dtype and needs bf16 or f16 weights");
   }
+  if (!options.kvpr_layer_splits.empty() && options.kvpr_layer_splits.size() != c.num_layers) {
+    return InvalidArgument("kvpr: %zu layer splits for a model of %zu layers",
+                           options.kvpr_layer_splits.size(), c.num_layers);
+  }
   std::unique_ptr<CudaBatch> b(new CudaBatch(model, options));
   KVSTAR_RETURN_IF_ERROR(b->Init());
   return b;
@@ -139,6 +153,8 @@ Status CudaBatch::Init() {
   geom_ = KvGeometry{c.num_kv_heads, c.head_dim, opt_.block_tokens, opt_.kv_dtype};
   max_blocks_ = MaxBlocks(opt_);
   split_ = SplitOf(opt_);
+  layer_split_.assign(c.num_layers, 0);
+  for (size_t l = 0; l < c.num_layers; ++l) layer_split_[l] = LayerSplitOf(opt_, l);
   lengths_.assign(opt_.batch, 0);
   prompt_lengths_.assign(opt_.batch, 0);
   const size_t B = opt_.batch;
@@ -506,20 +522,20 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   KVSTAR_RETURN_IF_ERROR(Embed(s, model_.embed(), m.ids.as<int32_t>(), B, x));
 
   // Per sequence: tokens recomputed (kvpr) and blocks streamed this step.
-  std::vector<size_t> seq_split(B, 0), seq_blocks(B);
-  for (size_t b = 0; b < B; ++b) {
-    if (kvpr) seq_split[b] = std::min(split_, prompt_lengths_[b] / bt * bt);
-    seq_blocks[b] = (lengths_[b] + 1 + bt - 1) / bt;
-  }
+  std::vector<size_t> seq_blocks(B);
+  for (size_t b = 0; b < B; ++b) seq_blocks[b] = (lengths_[b] + 1 + bt - 1) / bt;
+  auto seq_split = [&](size_t l, size_t b) -> size_t {
+    return kvpr ? std::min(layer_split_[l], prompt_lengths_[b] / bt * bt) : 0;
+  };
   // Queues layer l's X and K/V on the h2d stream into staging l % 2.
   auto prefetch = [&](size_t l) -> Status {
     const size_t j = l % 2;
     KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].WaitOn(h2d));
     if (kvpr) {
       for (size_t b = 0; b < B; ++b) {
-        if (seq_split[b] == 0) continue;
+        if (seq_split(l, b) == 0) continue;
         const size_t off = b * split_ * hidden * wb;
-        const size_t bytes = seq_split[b] * hidden * wb;
+        const size_t bytes = seq_split(l, b) * hidden * wb;
         KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.x_stage[j].as<char>() + off,
                                                 m.host_x[l].as<char>() + off, bytes, h2d));
         stats_.h2d_bytes += bytes;
@@ -527,7 +543,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
       KVSTAR_RETURN_IF_ERROR(m.x_ready[j].Record(h2d));
     }
     for (size_t b = 0; b < B; ++b) {
-      const size_t first = seq_split[b] / bt;
+      const size_t first = seq_split(l, b) / bt;
       const size_t off = (b * max_blocks_ + first) * bb;
       const size_t bytes = (seq_blocks[b] - first) * bb;
       KVSTAR_RETURN_IF_ERROR(
@@ -543,8 +559,9 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(m.x_ready[j].WaitOn(s));
     for (size_t b = 0; b < B; ++b) {
       void* const* table = m.tables.as<void*>() + (j * B + b) * max_blocks_;
-      for (size_t r0 = 0; r0 < seq_split[b]; r0 += kRecomputeRows) {
-        const size_t rows = std::min(kRecomputeRows, seq_split[b] - r0);
+      const size_t split = seq_split(l, b);
+      for (size_t r0 = 0; r0 < split; r0 += kRecomputeRows) {
+        const size_t rows = std::min(kRecomputeRows, split - r0);
         const char* xs = m.x_stage[j].as<char>() + (b * split_ + r0) * hidden * wb;
         float* k = m.rc_k.as<float>();
         float* v = m.rc_v.as<float>();

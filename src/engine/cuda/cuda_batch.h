@@ -59,6 +59,9 @@ struct BatchOptions {
   // kvpr: tokens [0, kvpr_split) of each prompt are recomputed from X (rounded down to
   // block_tokens; clipped to the prompt).
   size_t kvpr_split = 0;
+  // kvpr: one split per layer (the planner's per-layer plan); overrides kvpr_split when not
+  // empty. Each is rounded down to block_tokens and clipped to the prompt.
+  std::vector<size_t> kvpr_layer_splits;
   // kvstar: the settings (UCM names; select_per_kv_head and first_selection "exact" are CPU
   // only) and the CPU threads that score blocks (0: hardware threads - 1).
   KvstarConfig kvstar;
@@ -116,7 +119,9 @@ class CudaBatch {
   const BatchStats& stats() const { return stats_; }
   const BatchOptions& options() const { return opt_; }
   // kvpr: the split used (tokens recomputed per sequence, a multiple of block_tokens).
+  // With per-layer splits: the largest; layer_splits() gives each layer's.
   size_t kvpr_split() const { return split_; }
+  const std::vector<size_t>& layer_splits() const { return layer_split_; }
 
  private:
   struct Impl;
@@ -142,6 +147,7 @@ class CudaBatch {
   KvGeometry geom_;
   size_t max_blocks_ = 0;  // per sequence
   size_t split_ = 0;
+  std::vector<size_t> layer_split_;  // kvpr: per layer, <= split_
   std::vector<size_t> lengths_;
   std::vector<size_t> prompt_lengths_;
   size_t device_bytes_ = 0;

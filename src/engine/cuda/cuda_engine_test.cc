@@ -268,6 +268,37 @@ TEST_F(CudaEngineTest, OffloadAndKvprMatchDense) {
     EXPECT_EQ(static_cast<double>(r.stats.recomputed_tokens), recomputed * layer_steps)
         << "split " << split;
   }
+  // Per-layer splits (the planner's refinement): each layer recomputes its own prefix.
+  {
+    const ModelConfig& c = model_->config();
+    BatchOptions o;
+    o.mode = KvMode::kKvpr;
+    o.batch = 2;
+    o.max_tokens = cap;
+    o.block_tokens = 32;
+    std::vector<size_t> splits(c.num_layers);
+    for (size_t l = 0; l < c.num_layers; ++l) splits[l] = (l % 3) * 64 + (l == 1 ? 1000 : 0);
+    o.kvpr_layer_splits = splits;
+    auto kvpr = CudaBatch::Create(*model_, o);
+    ASSERT_TRUE(kvpr.ok()) << kvpr.status().ToString();
+    const RunOut r = Decode(**kvpr, prompts, steps, vocab);
+    EXPECT_EQ(r.tokens, ref.tokens) << "per-layer splits";
+    double recomputed = 0, delta = 0;
+    for (size_t l = 0; l < c.num_layers; ++l) {
+      EXPECT_EQ((*kvpr)->layer_splits()[l], std::min(splits[l], cap) / 32 * 32) << l;
+      for (const auto& p : prompts) {
+        const size_t seq_split = std::min(splits[l] / 32 * 32, p.size() / 32 * 32);
+        recomputed += static_cast<double>(seq_split);
+        delta += static_cast<double>(seq_split / 32) *
+                 static_cast<double>(32 * c.hidden_size * 2 - 32 * c.kv_dim() * 2 * 2);
+      }
+    }
+    EXPECT_EQ(static_cast<double>(r.stats.recomputed_tokens), recomputed * steps);
+    EXPECT_EQ(static_cast<double>(r.stats.h2d_bytes) - static_cast<double>(off.stats.h2d_bytes),
+              delta * steps);
+    o.kvpr_layer_splits.pop_back();
+    EXPECT_EQ(CudaBatch::Create(*model_, o).status().code(), StatusCode::kInvalidArgument);
+  }
 }
 
 // kvstar with every candidate selected reads the same blocks in the same order as dense: the
