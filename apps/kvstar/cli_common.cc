@@ -222,6 +222,29 @@ int ReportError(const Status& status) {
   return 1;
 }
 
+void AddDeviceFlag(CLI::App* cmd, std::string* device) {
+  cmd->add_option("--device", *device,
+                  "cpu, or cuda (CUDA builds): the weights are copied to the GPU and --mode may "
+                  "be dense, offload, kvpr or kvstar")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
+StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
+                                                  const std::string& device, std::string* mode) {
+  const bool cuda = device == "cuda";
+#ifndef KVSTAR_HAVE_CUDA
+  if (cuda) {
+    return InvalidArgument(
+        "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)");
+  }
+#endif
+  EngineFlags cpu = flags;
+  if (cuda) cpu.mode = "dense";
+  KVSTAR_ASSIGN_OR_RETURN(EngineOptions o, FinishEngineOptions(cpu));
+  *mode = cuda ? flags.mode : o.mode;
+  return o;
+}
+
 std::string DumpJson(const nlohmann::json& j) {
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -34,6 +34,15 @@ struct EngineFlags {
 void AddEngineFlags(CLI::App* cmd, EngineFlags* flags, bool with_threads = true);
 StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& flags);
 
+// --device for generate / eval: cpu, or cuda (CUDA builds).
+void AddDeviceFlag(CLI::App* cmd, std::string* device);
+// FinishEngineOptions for --device `device`. With cuda the CPU engine only loads the weights and
+// the tokenizer (dense mode) and the decode mode, which may be a CUDA-only one (offload, kvpr),
+// goes to the CUDA runner; *mode receives the mode to run in either case. InvalidArgument for
+// cuda in a build without the CUDA backend.
+StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
+                                                  const std::string& device, std::string* mode);
+
 // The KV side of a finished request as JSON: layout, device bytes, and for kvstar the settings,
 // bytes loaded per step, retrieval latency and the share of it hidden, late swaps.
 nlohmann::json KvReportJson(const EngineOptions& options, const GenerateResult& result);

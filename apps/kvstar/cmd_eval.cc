@@ -57,19 +57,9 @@ eval::GenerateFn MakeGenerateFn(Engine& engine, RequestFn run,
 }
 
 int RunEvalCommand(const EvalFlags& f) {
-  // CUDA: the CPU engine loads weights and tokenizer (dense); the mode goes to the CUDA runner.
-  const bool cuda = f.device == "cuda";
-  EngineFlags engine_flags = f.engine;
-  if (cuda) engine_flags.mode = "dense";
-  auto options = FinishEngineOptions(engine_flags);
+  std::string mode;
+  auto options = FinishDeviceEngineOptions(f.engine, f.device, &mode);
   if (!options.ok()) return ReportError(options.status());
-#ifndef KVSTAR_HAVE_CUDA
-  if (cuda) {
-    return ReportError(InvalidArgument(
-        "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)"));
-  }
-#endif
-  const std::string mode = cuda ? f.engine.mode : options->mode;
   eval::EvalOptions eo;
   auto tasks = eval::ParseTaskList(f.tasks);
   if (!tasks.ok()) return ReportError(tasks.status().WithContext("--tasks"));
@@ -107,7 +97,7 @@ int RunEvalCommand(const EvalFlags& f) {
   RequestFn run = [&e](const GenerateRequest& r) { return e.Generate(r); };
 #ifdef KVSTAR_HAVE_CUDA
   std::unique_ptr<CudaRunner> runner;
-  if (cuda) {
+  if (f.device == "cuda") {
     auto created = CudaRunner::Create(e, mode, *options, /*show_progress=*/true);
     if (!created.ok()) return ReportError(created.status());
     runner = std::move(*created);
@@ -170,10 +160,7 @@ void AddEval(CLI::App& root, int* exit_code) {
                   "Write the full report (per task and length, and per sample) to this file");
   cmd->add_option("--haystack", f->haystack,
                   "Plain-text file of natural text for the *_text haystacks");
-  cmd->add_option("--device", f->device,
-                  "cpu, or cuda (CUDA builds): the weights are copied to the GPU and --mode may "
-                  "be dense, offload, kvpr or kvstar")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
+  AddDeviceFlag(cmd, &f->device);
   AddEngineFlags(cmd, &f->engine);
   cmd->callback([f, exit_code] { *exit_code = RunEvalCommand(*f); });
 }

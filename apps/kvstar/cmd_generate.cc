@@ -31,19 +31,10 @@ struct GenerateFlags {
 };
 
 int RunGenerate(const GenerateFlags& f) {
-  // On CUDA the CPU engine only loads the weights and the tokenizer (dense mode); the decode
-  // mode, which may be a CUDA-only one (offload, kvpr), goes to the CUDA runner.
   const bool cuda = f.device == "cuda";
-  EngineFlags engine_flags = f.engine;
-  if (cuda) engine_flags.mode = "dense";
-  auto options = FinishEngineOptions(engine_flags);
+  std::string mode;
+  auto options = FinishDeviceEngineOptions(f.engine, f.device, &mode);
   if (!options.ok()) return ReportError(options.status());
-#ifndef KVSTAR_HAVE_CUDA
-  if (cuda) {
-    return ReportError(InvalidArgument(
-        "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)"));
-  }
-#endif
   std::string prompt = f.prompt;
   if (!f.prompt_file.empty()) {
     auto text = ReadFileToString(f.prompt_file);
@@ -94,7 +85,6 @@ int RunGenerate(const GenerateFlags& f) {
     result = e.Generate(req);
   }
   if (!result.ok()) return ReportError(result.status());
-  const std::string mode = cuda ? f.engine.mode : options->mode;
 
   std::vector<int32_t> out_tokens = result->tokens;
   if (result->finish_reason == "eos" && !out_tokens.empty()) out_tokens.pop_back();
@@ -158,10 +148,7 @@ void AddGenerate(CLI::App& root, int* exit_code) {
   cmd->add_flag("--json", f->json,
                 "Print one JSON object (text, token counts, prefill and decode tokens/s) instead "
                 "of streaming");
-  cmd->add_option("--device", f->device,
-                  "cpu, or cuda (CUDA builds): the weights are copied to the GPU and --mode may "
-                  "be dense, offload, kvpr or kvstar")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
+  AddDeviceFlag(cmd, &f->device);
   AddEngineFlags(cmd, &f->engine);
   cmd->callback([f, cmd, exit_code] {
     if (f->prompt.empty() && f->prompt_file.empty()) {

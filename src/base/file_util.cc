@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <utility>
 
@@ -42,7 +43,10 @@ StatusOr<std::string> ReadFileToString(const std::string& path) {
   return out;
 }
 
-Status WriteStringToFile(const std::string& path, const std::string& data) {
+namespace {
+
+// Writes all of `data` to `path` (created or truncated), optionally fsynced.
+Status WriteAll(const std::string& path, const std::string& data, bool sync) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "open " + path);
   size_t done = 0;
@@ -56,8 +60,31 @@ Status WriteStringToFile(const std::string& path, const std::string& data) {
     }
     done += static_cast<size_t>(n);
   }
+  if (sync && ::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, "fsync " + path);
+  }
   if (::close(fd) != 0) return ErrnoStatus(errno, "close " + path);
   return Status::Ok();
+}
+
+}  // namespace
+
+Status WriteStringToFile(const std::string& path, const std::string& data) {
+  return WriteAll(path, data, /*sync=*/false);
+}
+
+Status WriteFileAtomically(const std::string& path, const std::string& data) {
+  static std::atomic<int> counter{0};
+  const std::string tmp =
+      path + ".tmp" + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  Status st = WriteAll(tmp, data, /*sync=*/true);
+  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    st = ErrnoStatus(errno, "rename " + tmp + " -> " + path);
+  }
+  if (!st.ok()) ::unlink(tmp.c_str());
+  return st;
 }
 
 StatusOr<MappedFile> MappedFile::Open(const std::string& path) {

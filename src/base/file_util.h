@@ -11,6 +11,10 @@ namespace kvstar {
 
 StatusOr<std::string> ReadFileToString(const std::string& path);
 Status WriteStringToFile(const std::string& path, const std::string& data);
+// Writes `data` to a temporary file beside `path` (same directory, unique name), fsyncs it and
+// renames it over `path`: readers see the old file or the whole new one, never a part. On any
+// failure the temporary is removed and `path` is left as it was.
+Status WriteFileAtomically(const std::string& path, const std::string& data);
 
 // A read-only, private memory map of a whole file. Move-only; unmapped on destruction.
 class MappedFile {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "base/png.h"
 #include "base/status.h"
 
 namespace kvstar {
@@ -90,14 +91,5 @@ StatusOr<std::vector<uint8_t>> RenderPlotRgb(const LinePlot& plot, int width, in
 
 // The colour of series i, {r, g, b}.
 std::vector<uint8_t> SeriesColor(size_t series_index);
-
-enum class PngDeflate {
-  kStored,        // uncompressed deflate blocks: ~3 bytes a pixel
-  kFixedHuffman,  // fixed-code deflate with run/row matches: a 900x560 plot is a few tens of KB
-};
-
-// An RGB 8-bit PNG (filter 0 on every row, one IDAT). rgb is [height][width][3].
-std::string EncodePngRgb(const uint8_t* rgb, int width, int height,
-                         PngDeflate deflate = PngDeflate::kFixedHuffman);
 
 }  // namespace kvstar

@@ -75,7 +75,8 @@ Engine::~Engine() = default;
 
 Status Engine::Init() {
   const int threads = options_.threads > 0 ? options_.threads : ThreadPool::HardwareThreads();
-  threads_ = std::make_unique<ThreadPool>(ThreadPoolOptions{.num_threads = threads, .name = "compute"});
+  threads_ =
+      std::make_unique<ThreadPool>(ThreadPoolOptions{.num_threads = threads, .name = "compute"});
   KvGeometry geom;
   geom.kv_heads = config_->num_kv_heads;
   geom.head_dim = config_->head_dim;
@@ -124,8 +125,8 @@ StatusOr<std::unique_ptr<KvPolicy>> Engine::MakePolicy() {
                                                          config_->num_heads, scale));
     return std::unique_ptr<KvPolicy>(std::move(p));
   }
-  return std::unique_ptr<KvPolicy>(new DensePolicy(*device_pool_, *threads_, config_->num_layers,
-                                                   config_->num_heads, scale));
+  return std::unique_ptr<KvPolicy>(
+      new DensePolicy(*device_pool_, *threads_, config_->num_layers, config_->num_heads, scale));
 }
 
 StatusOr<std::vector<float>> Engine::PromptLogits(const std::vector<int32_t>& prompt,
@@ -146,8 +147,7 @@ StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request) {
   return Run(request, *kv);
 }
 
-StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& kv_ref) {
-  const ModelConfig& c = *config_;
+Status ValidateGenerateRequest(const ModelConfig& c, const GenerateRequest& request) {
   if (request.prompt.empty()) return InvalidArgument("prompt is empty");
   KVSTAR_RETURN_IF_ERROR(ValidateSamplingParams(request.sampling));
   const auto max_pos = static_cast<size_t>(c.max_position_embeddings);
@@ -163,6 +163,13 @@ StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& k
                              c.vocab_size);
     }
   }
+  return Status::Ok();
+}
+
+StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& kv_ref) {
+  const ModelConfig& c = *config_;
+  KVSTAR_RETURN_IF_ERROR(ValidateGenerateRequest(c, request));
+  const auto max_pos = static_cast<size_t>(c.max_position_embeddings);
   KvPolicy* kv = &kv_ref;
   const std::vector<int32_t> stop = request.stop_ids.empty() ? eos_ids() : request.stop_ids;
   auto cancelled = [&] { return request.cancel != nullptr && request.cancel->load(); };
@@ -185,8 +192,7 @@ StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& k
       suffix, static_cast<int64_t>(reused), *kv, options_.prefill_chunk, LogitsMode::kLast,
       logits.data(), [&](size_t done, size_t total) {
         if (request.on_prefill_progress) {
-          request.on_prefill_progress(reused + done * suffix.size() / total,
-                                      request.prompt.size());
+          request.on_prefill_progress(reused + done * suffix.size() / total, request.prompt.size());
         }
         return !cancelled();
       });
@@ -221,8 +227,8 @@ StatusOr<GenerateResult> Engine::Run(const GenerateRequest& request, KvPolicy& k
     Stopwatch step;
     kv->AppendTokens(std::span<const int32_t>(&token, 1));
     KVSTAR_RETURN_IF_ERROR(transformer.Forward(std::span<const int32_t>(&token, 1),
-                                                 static_cast<int64_t>(pos), *kv, LogitsMode::kLast,
-                                                 logits.data()));
+                                               static_cast<int64_t>(pos), *kv, LogitsMode::kLast,
+                                               logits.data()));
     result.step_ms.push_back(static_cast<float>(step.Millis()));
     ++pos;
   }

@@ -25,17 +25,17 @@
 namespace kvstar {
 
 struct EngineOptions {
-  int threads = 0;                   // compute threads; 0 = all hardware threads
-  size_t block_tokens = 128;         // tokens per KV block
-  DType kv_dtype = DType::kBF16;     // KV cache element type (f32 or bf16)
-  size_t prefill_chunk = 256;        // tokens per prefill forward
-  size_t device_kv_budget = 0;       // bytes of the KV device pool; 0 = automatic
-  std::string mode = "dense";        // decode mode (KvPolicy): dense or kvstar
+  int threads = 0;                // compute threads; 0 = all hardware threads
+  size_t block_tokens = 128;      // tokens per KV block
+  DType kv_dtype = DType::kBF16;  // KV cache element type (f32 or bf16)
+  size_t prefill_chunk = 256;     // tokens per prefill forward
+  size_t device_kv_budget = 0;    // bytes of the KV device pool; 0 = automatic
+  std::string mode = "dense";     // decode mode (KvPolicy): dense or kvstar
   // kvstar mode.
   KvstarConfig kvstar;
-  std::string store = "dram";        // dram | file:PATH | tiered:PATH
-  size_t store_dram_bytes = 0;       // DRAM tier capacity; 0 = 4 GiB
-  int retrieval_threads = 1;         // CPU threads scoring blocks
+  std::string store = "dram";   // dram | file:PATH | tiered:PATH
+  size_t store_dram_bytes = 0;  // DRAM tier capacity; 0 = 4 GiB
+  int retrieval_threads = 1;    // CPU threads scoring blocks
 };
 
 Status ValidateEngineOptions(const EngineOptions& o);
@@ -44,24 +44,28 @@ struct GenerateRequest {
   std::vector<int32_t> prompt;
   size_t max_new_tokens = 128;
   SamplingParams sampling;
-  std::vector<int32_t> stop_ids;     // empty: the model's eos ids
+  std::vector<int32_t> stop_ids;  // empty: the model's eos ids
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(size_t done, size_t total)> on_prefill_progress;
   std::function<void(int32_t token)> on_token;  // called for every generated token
 };
 
 struct GenerateResult {
-  std::vector<int32_t> tokens;       // generated tokens (the stop token included if hit)
-  std::string finish_reason;         // "eos", "length", "max_position", "cancelled"
+  std::vector<int32_t> tokens;  // generated tokens (the stop token included if hit)
+  std::string finish_reason;    // "eos", "length", "max_position", "cancelled"
   size_t prompt_tokens = 0;
   double prefill_seconds = 0;
-  double decode_seconds = 0;         // first generated token excluded (it comes from prefill)
-  std::vector<float> step_ms;        // wall time of each decode forward step
-  size_t reused_prompt_tokens = 0;   // prompt tokens whose KV came from the store
+  double decode_seconds = 0;        // first generated token excluded (it comes from prefill)
+  std::vector<float> step_ms;       // wall time of each decode forward step
+  size_t reused_prompt_tokens = 0;  // prompt tokens whose KV came from the store
   KvStats kv;
   double prefill_tokens_per_second() const;
   double decode_tokens_per_second() const;
 };
+
+// The checks every backend makes before running a request: a non-empty prompt of in-vocabulary
+// ids that leaves room for a new position, and valid sampling parameters.
+Status ValidateGenerateRequest(const ModelConfig& config, const GenerateRequest& request);
 
 class Engine {
  public:
@@ -112,8 +116,8 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<ThreadPool> threads_;
   std::unique_ptr<DevicePool> device_pool_;
-  std::unique_ptr<BlockStore> store_;                 // kvstar mode
-  std::unique_ptr<sparse::Retriever> retriever_;      // kvstar mode
+  std::unique_ptr<BlockStore> store_;             // kvstar mode
+  std::unique_ptr<sparse::Retriever> retriever_;  // kvstar mode
 };
 
 }  // namespace kvstar

@@ -262,14 +262,7 @@ Status SaveProfile(const KvprProfile& p, const std::string& path) {
                      ec.message().c_str());
     }
   }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  KVSTAR_RETURN_IF_ERROR(WriteStringToFile(tmp, ProfileToJson(p).dump(2) + "\n"));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    return ErrnoStatus(err, "rename " + tmp + " -> " + path);
-  }
-  return Status::Ok();
+  return WriteFileAtomically(path, ProfileToJson(p).dump(2) + "\n");
 }
 
 StatusOr<KvprProfile> LoadProfile(const std::string& path) {

@@ -15,10 +15,11 @@
 //            sequence) a fixed set of slots for the init and local windows, the tail block and
 //            the top sparse_ratio of the candidate blocks. Every retrieval_stride steps the
 //            queries (copied to the host as they are made) are scored on CPU threads against
-//            block representations (src/sparse); at the next step boundary the blocks that
-//            changed are copied into the slots of the blocks that left, on the h2d stream, and
-//            the layer's attention waits on the device for its copies only (the host never
-//            blocks; earlier layers compute while later layers' deltas stream in). Full blocks
+//            block representations (src/sparse). Not deterministic: up to staging_slots new
+//            blocks per step are copied into free slots on the h2d stream and join the table
+//            once their copy has completed (the device never waits). Deterministic (UCM's
+//            timing): at step kR+1 the whole delta goes into the slots of the blocks that left
+//            and each layer's attention waits on the device for its own copies. Full blocks
 //            made by decoding go to the host and become candidates.
 //
 // Streams and events (DESIGN.md, threads): compute, h2d and d2h streams of the DeviceContext;

@@ -11,15 +11,8 @@ StatusOr<GenerateResult> CudaGenerate(CudaModel& model, BatchOptions options,
                                       const GenerateRequest& request,
                                       const std::vector<int32_t>& eos) {
   const ModelConfig& c = model.config();
-  if (request.prompt.empty()) return InvalidArgument("prompt is empty");
-  KVSTAR_RETURN_IF_ERROR(ValidateSamplingParams(request.sampling));
+  KVSTAR_RETURN_IF_ERROR(ValidateGenerateRequest(c, request));
   const auto max_pos = static_cast<size_t>(c.max_position_embeddings);
-  if (request.prompt.size() >= max_pos) {
-    return OutOfRange(
-        "prompt has %zu tokens but the model allows at most %zu positions "
-        "(max_position_embeddings in config.json); shorten the prompt",
-        request.prompt.size(), max_pos);
-  }
   const std::vector<int32_t>& stop = request.stop_ids.empty() ? eos : request.stop_ids;
   auto cancelled = [&] { return request.cancel != nullptr && request.cancel->load(); };
   options.batch = 1;
