@@ -59,8 +59,11 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                   "Decode mode: dense (all KV on the device) or kvstar (KV offloaded to the "
                   "store, top blocks retrieved every retrieval_stride steps); with --device "
                   "cuda also offload (all KV streamed from host memory every step) and kvpr "
-                  "(offload with a planned prefix recomputed from its activations)")
-      ->check(CLI::IsMember({"dense", "kvstar", "offload", "kvpr"}));
+                  "(offload with a planned prefix recomputed from its activations); oracle "
+                  "(CPU, a research baseline: all KV on the device, but each decode step "
+                  "attends only to the windows and the sparse_ratio share of blocks with the "
+                  "most exact attention mass for its own query)")
+      ->check(CLI::IsMember({"dense", "kvstar", "offload", "kvpr", "oracle"}));
   const char* group = "KVstar (--mode kvstar; names as in UCM)";
   cmd->add_option("--store", f->store,
                   "Where offloaded KV blocks live: dram, file:DIR (local disk or a shared mount "
@@ -109,6 +112,11 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
   v.push_back(cmd->add_option("--prompt_query_window", k.prompt_query_window,
                               "Last prompt tokens whose queries make the first selection "
                               "(default 0 = retrieval_stride, as in UCM)")
+                  ->group(group));
+  v.push_back(cmd->add_option("--sync_steps", k.sync_steps,
+                              "First decode steps that re-select synchronously with their own "
+                              "query before attending (the step waits for retrieval and the "
+                              "delta load; default 0 = UCM)")
                   ->group(group));
   v.push_back(cmd->add_option("--first_selection", k.first_selection,
                               "First selection at the end of prefill: representations (UCM) or "
@@ -174,6 +182,8 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
       o.kvstar.staging_slots = k.staging_slots;
     else if (name == "--prompt_query_window")
       o.kvstar.prompt_query_window = k.prompt_query_window;
+    else if (name == "--sync_steps")
+      o.kvstar.sync_steps = k.sync_steps;
     else if (name == "--first_selection")
       o.kvstar.first_selection = k.first_selection;
     else if (name == "--vote")
@@ -203,6 +213,7 @@ nlohmann::json KvReportJson(const EngineOptions& o, const GenerateResult& r) {
     j["blocks_loaded"] = s.blocks_loaded;
     j["retrievals"] = s.retrievals;
     j["skipped_retrievals"] = s.skipped_retrievals;
+    j["sync_retrievals"] = s.sync_retrievals;
     j["swaps"] = s.swaps;
     j["late_swaps"] = s.late_swaps;
     j["retrieval_ms_mean"] = s.retrievals ? s.retrieval_ms_total / s.retrievals : 0.0;

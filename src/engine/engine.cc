@@ -24,9 +24,11 @@ Status ValidateEngineOptions(const EngineOptions& o) {
     return InvalidArgument("decode mode '%s' runs on the CUDA backend only (--device cuda)",
                            o.mode.c_str());
   }
-  if (o.mode != "dense" && o.mode != "kvstar") {
-    return InvalidArgument("unknown decode mode '%s'; available: dense, kvstar", o.mode.c_str());
+  if (o.mode != "dense" && o.mode != "kvstar" && o.mode != "oracle") {
+    return InvalidArgument("unknown decode mode '%s'; available: dense, kvstar, oracle",
+                           o.mode.c_str());
   }
+  if (o.mode == "oracle") KVSTAR_RETURN_IF_ERROR(o.kvstar.Validate(o.block_tokens));
   if (o.mode == "kvstar") {
     KVSTAR_RETURN_IF_ERROR(o.kvstar.Validate(o.block_tokens));
     if (o.retrieval_threads < 1) {
@@ -125,8 +127,10 @@ StatusOr<std::unique_ptr<KvPolicy>> Engine::MakePolicy() {
                                                          config_->num_heads, scale));
     return std::unique_ptr<KvPolicy>(std::move(p));
   }
-  return std::unique_ptr<KvPolicy>(
-      new DensePolicy(*device_pool_, *threads_, config_->num_layers, config_->num_heads, scale));
+  auto dense = std::make_unique<DensePolicy>(*device_pool_, *threads_, config_->num_layers,
+                                             config_->num_heads, scale);
+  if (options_.mode == "oracle") dense->set_oracle(options_.kvstar);
+  return std::unique_ptr<KvPolicy>(std::move(dense));
 }
 
 StatusOr<std::vector<float>> Engine::PromptLogits(const std::vector<int32_t>& prompt,

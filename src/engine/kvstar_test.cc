@@ -55,14 +55,15 @@ GenerateRequest Request(std::vector<int32_t> prompt, size_t max_new) {
 }
 
 TEST(KvstarTest, RatioOneGivesExactlyTheDenseTokens) {
-  for (int variant = 0; variant < 3; ++variant) {
-    const bool deterministic = variant != 1;
-    EngineOptions o = Options("kvstar", 1.0, 4);
+  for (int variant = 0; variant < 5; ++variant) {
+    const bool deterministic = variant != 1 && variant != 3;
+    EngineOptions o = Options(variant == 4 ? "oracle" : "kvstar", 1.0, 4);
     o.kvstar.deterministic = deterministic;
     if (variant == 2) {  // our options: exact first selection, windows in the softmax
       o.kvstar.first_selection = "exact";
       o.kvstar.softmax_scope = "all";
     }
+    if (variant == 3) o.kvstar.sync_steps = 6;  // synchronous re-selection, then asynchronous
     auto kvstar = Load(o);
     auto dense = Load(Options("dense"));
     for (size_t len : {300u, 64u, 21u}) {  // several blocks, exact multiple, short
@@ -140,6 +141,48 @@ TEST(KvstarTest, DeterministicScheduleMatchesIndependentComputation) {
   EXPECT_GT(st.swaps, 0u);
   EXPECT_GT(st.blocks_loaded, 0u);
   EXPECT_EQ(st.late_swaps, 0u);
+}
+
+// sync_steps: the first decode steps re-select with their own query (one query per task) and
+// attend to that selection in the same step.
+TEST(KvstarTest, SyncStepsReselectWithTheStepsOwnQuery) {
+  for (bool deterministic : {true, false}) {
+    EngineOptions o = Options("kvstar", 0.25, 4);
+    o.kvstar.deterministic = deterministic;
+    o.kvstar.sync_steps = 3;
+    auto engine = Load(o);
+    auto policy = engine->NewPolicy();
+    ASSERT_TRUE(policy.ok());
+    auto* kv = static_cast<KvstarPolicy*>(policy->get());
+    struct SyncRecorder : Recorder {
+      std::vector<std::vector<uint32_t>> swapped;  // selections applied, in order
+      void OnSwap(int layer, size_t group, size_t step,
+                  const std::vector<uint32_t>& selection) override {
+        Recorder::OnSwap(layer, group, step, selection);
+        swapped.push_back(selection);
+      }
+    } rec;
+    kv->set_observer(&rec);
+    auto result = engine->GenerateWith(Request(Prompt(400), 20), *kv);
+    ASSERT_TRUE(result.ok()) << result.status().ToString();
+    const size_t layers = engine->config().num_layers;
+    size_t sync = 0;
+    for (const auto& r : rec.retrievals) {
+      if (r.task.num_queries != 1) continue;
+      ++sync;
+      const auto scores = sparse::testing::ReferenceScores(r.task);
+      const size_t k = sparse::SelectionSize(r.task.candidates.size(), r.task.sparse_ratio);
+      const auto cmp = sparse::testing::CompareSelection(scores, 1, r.task.candidates, k,
+                                                         r.selection, 1e-4);
+      EXPECT_EQ(cmp.unexplained, 0u) << "layer " << r.layer;
+      // Applied in the same step: the selection was swapped in, unchanged.
+      EXPECT_NE(std::find(rec.swapped.begin(), rec.swapped.end(), r.selection),
+                rec.swapped.end());
+    }
+    EXPECT_EQ(sync, 3 * layers);
+    EXPECT_EQ(result->kv.sync_retrievals, 3 * layers);
+    EXPECT_GT(result->kv.decode_wait_ms, 0.0);
+  }
 }
 
 TEST(KvstarTest, OurScoringOptionsSelectKOfTheCandidates) {

@@ -68,6 +68,52 @@ TEST(DensePolicyTest, ChunkedAttentionMatchesReference) {
   EXPECT_EQ(st.device_bytes, st.device_blocks * geom.block_bytes());
 }
 
+// Oracle top-k: a decode step attends to the windows and to the candidate block with the most
+// exact attention mass for its own query (a planted block), and to nothing else.
+TEST(DensePolicyTest, OracleAttendsToTheWindowsAndTheExactTopBlocks) {
+  const size_t qh = 4, kvh = 2, hd = 16, bt = 8, prompt = 80;  // 10 full blocks
+  const KvGeometry geom{.kv_heads = kvh, .head_dim = hd, .block_tokens = bt, .dtype = DType::kF32};
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist;
+  std::vector<float> q(qh * hd), k((prompt + 1) * kvh * hd), v((prompt + 1) * kvh * hd);
+  for (float& x : q) x = dist(rng);
+  for (float& x : k) x = 0.1f * dist(rng);
+  for (float& x : v) x = dist(rng);
+  const size_t planted = 4;
+  for (size_t t = planted * bt; t < (planted + 1) * bt; ++t)
+    for (size_t g = 0; g < kvh; ++g)
+      for (size_t c = 0; c < hd; ++c) k[(t * kvh + g) * hd + c] = 0.5f * q[(g * 2) * hd + c];
+  for (double ratio : {0.1, 1.0}) {
+    KvstarConfig oracle;  // init 1 block, local 2 blocks
+    oracle.sparse_ratio = ratio;
+    DevicePool pool(geom, 64);
+    ThreadPool threads(2);
+    DensePolicy policy(pool, threads, 1, qh, static_cast<float>(scale));
+    policy.set_oracle(oracle);
+    EXPECT_STREQ(policy.name(), "oracle");
+    std::vector<float> pq(prompt * qh * hd, 0.0f), pout(prompt * qh * hd), out(qh * hd);
+    ASSERT_TRUE(policy.Attend(0, pq.data(), k.data(), v.data(), prompt, 0, pout.data()).ok());
+    ASSERT_TRUE(policy.EndChunk(prompt, true).ok());
+    ASSERT_TRUE(policy.Attend(0, q.data(), k.data() + prompt * kvh * hd,
+                              v.data() + prompt * kvh * hd, 1, prompt, out.data())
+                    .ok());
+    // Candidates are blocks 1..7; ratio 0.1 keeps ceil(0.7) = 1 of them: the planted one.
+    std::vector<size_t> kept;
+    for (size_t t = 0; t <= prompt; ++t) {
+      const size_t b = t / bt;
+      if (ratio == 1.0 || b == 0 || b == planted || b >= 8) kept.push_back(t);
+    }
+    std::vector<float> sk, sv;
+    for (size_t t : kept) {
+      sk.insert(sk.end(), k.begin() + t * kvh * hd, k.begin() + (t + 1) * kvh * hd);
+      sv.insert(sv.end(), v.begin() + t * kvh * hd, v.begin() + (t + 1) * kvh * hd);
+    }
+    const auto ref = Reference(q, sk, sv, 1, kept.size() - 1, qh, kvh, hd, scale);
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-4) << ratio << " " << i;
+  }
+}
+
 TEST(DensePolicyTest, ReleasesBlocksOnDestruction) {
   const KvGeometry geom{.kv_heads = 1, .head_dim = 8, .block_tokens = 8, .dtype = DType::kBF16};
   DevicePool pool(geom, 8);

@@ -31,6 +31,7 @@ struct KvStats {
   size_t candidate_blocks = 0;     // blocks that could be selected now (all layers)
   size_t selected_blocks = 0;      // blocks in the active selections (all layers)
   size_t retrievals = 0;           // retrieval tasks completed
+  size_t sync_retrievals = 0;      // retrievals a decode step waited for (sync_steps)
   size_t skipped_retrievals = 0;   // groups not retrieved because the previous one was running
   size_t swaps = 0;                // selections applied
   size_t late_swaps = 0;           // selections not applied by UCM's deadline (decode went on)

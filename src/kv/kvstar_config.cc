@@ -40,6 +40,9 @@ Status KvstarConfig::Validate(size_t block_tokens) const {
   if (prompt_query_window > 4096) {
     return InvalidArgument("prompt_query_window must be <= 4096, got %zu", prompt_query_window);
   }
+  if (sync_steps > 1000000) {
+    return InvalidArgument("sync_steps must be <= 1000000, got %zu", sync_steps);
+  }
   if (staging_slots > 4096) {
     return InvalidArgument("staging_slots must be <= 4096, got %zu", staging_slots);
   }
@@ -59,7 +62,8 @@ std::string KvstarConfig::ToJson() const {
                       {"prompt_query_window", prompt_query_window},
                       {"first_selection", first_selection},
                       {"vote", vote},
-                      {"softmax_scope", softmax_scope}};
+                      {"softmax_scope", softmax_scope},
+                      {"sync_steps", sync_steps}};
   return j.dump();
 }
 
@@ -101,6 +105,7 @@ StatusOr<KvstarConfig> ParseKvstarConfig(std::string_view json, std::string_view
     else if (key == "deterministic") s = want_bool(&c.deterministic);
     else if (key == "staging_slots") s = want_size(&c.staging_slots);
     else if (key == "prompt_query_window") s = want_size(&c.prompt_query_window);
+    else if (key == "sync_steps") s = want_size(&c.sync_steps);
     else if (key == "first_selection" || key == "vote" || key == "softmax_scope") {
       if (!v.is_string()) {
         return InvalidArgument("%s: %s must be a string", src.c_str(), key.c_str());
@@ -113,7 +118,8 @@ StatusOr<KvstarConfig> ParseKvstarConfig(std::string_view json, std::string_view
       return InvalidArgument(
           "%s: unknown KVstar setting '%s' (known: init_window_sz, local_window_sz, sparse_ratio, "
           "retrieval_stride, blk_repre_dim_prune_ratio, blk_repre_inner_token_merge, "
-          "select_per_kv_head, deterministic, staging_slots, prompt_query_window, first_selection, vote, softmax_scope, block_tokens)",
+          "select_per_kv_head, deterministic, staging_slots, prompt_query_window, first_selection, vote, softmax_scope, sync_steps, "
+          "block_tokens)",
           src.c_str(), key.c_str());
     }
     KVSTAR_RETURN_IF_ERROR(s);

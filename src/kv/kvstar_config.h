@@ -30,6 +30,11 @@ struct KvstarConfig {
   // Which blocks a query head's softmax spans when scoring representations: "candidates" (UCM)
   // or "all" (windows too, as in attention; only candidates are selected).
   std::string softmax_scope = "candidates";
+  // The first sync_steps decode steps re-select synchronously with their own query before that
+  // step's attention (representations scored, the delta loaded from the store; the step waits).
+  // 0 = UCM (decode steps 1..R use the prompt's selection). Short answers are decided in these
+  // steps, where a stale selection costs the most.
+  size_t sync_steps = 0;
 
   size_t prompt_queries() const {
     return prompt_query_window > 0 ? prompt_query_window : retrieval_stride;

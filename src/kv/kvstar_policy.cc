@@ -1,13 +1,12 @@
 #include "kv/kvstar_policy.h"
 
-#include "kv/exact_selection.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "base/logging.h"
 #include "base/timer.h"
+#include "kv/exact_selection.h"
 #include "ops/cpu/ops.h"
 #include "sparse/channel_importance.h"
 #include "store/block_id.h"
@@ -372,6 +371,7 @@ Status KvstarPolicy::DecodeAttend(LayerState& L, int layer, const float* q, cons
   KVSTAR_CHECK(L.group_rows < config_.retrieval_stride, "group overflow %zu", L.group_rows);
   std::memcpy(L.group.data() + L.group_rows * q_row_, q, q_row_ * sizeof(float));
   L.group_rows++;
+  if (steps_ < config_.sync_steps) KVSTAR_RETURN_IF_ERROR(SyncReselect(L, layer, q));
   // Block table in ascending block order (windows, selection, blocks that just left the local
   // window), tail last: with every block selected it is exactly the dense table.
   const size_t full = tail;  // full blocks before the tail
@@ -560,6 +560,28 @@ Status KvstarPolicy::ApplySwap(LayerState& L, int layer) {
   L.applied_group = L.load_group;
   stats_.swaps++;
   if (observer_ != nullptr) observer_->OnSwap(layer, L.applied_group, steps_, L.selected);
+  return Status::Ok();
+}
+
+Status KvstarPolicy::SyncReselect(LayerState& L, int layer, const float* q) {
+  if (Candidates(L).empty()) return Status::Ok();
+  Stopwatch wait;
+  // Whatever is in flight lands first, so that the swap below starts from a settled state.
+  if (L.retrieval.valid()) KVSTAR_RETURN_IF_ERROR(TakeRetrieval(L, layer));
+  if (L.load_pending) KVSTAR_RETURN_IF_ERROR(FinishLoad(L, layer));
+  sparse::RetrievalTask task = MakeTask(L, q, 1);
+  sparse::RetrievalHandle h = res_.retriever->Submit(task);
+  Status s = h.Wait();
+  stats_.retrievals++;
+  stats_.sync_retrievals++;
+  if (!s.ok()) return s.WithContext("KVstar synchronous retrieval for layer " + std::to_string(layer));
+  std::vector<uint32_t> sel = SelectionFromResult(L, task, h.result());
+  if (observer_ != nullptr) observer_->OnRetrieval(layer, L.groups_done, task, sel);
+  L.load_group = L.applied_group;
+  L.load_cand_end = Candidates(L).back() + 1;
+  KVSTAR_RETURN_IF_ERROR(IssueLoad(L, layer, std::move(sel)));
+  if (L.load_pending) KVSTAR_RETURN_IF_ERROR(FinishLoad(L, layer));
+  stats_.decode_wait_ms += wait.Millis();
   return Status::Ok();
 }
 

@@ -97,6 +97,8 @@ class KvstarPolicy final : public KvPolicy {
   std::vector<uint32_t> SelectionFromResult(const LayerState& L, const sparse::RetrievalTask& task,
                                             const sparse::RetrievalResult& r) const;
   Status StepBoundary(LayerState& L, int layer);
+  // sync_steps: re-select with this step's query and load the delta before attending.
+  Status SyncReselect(LayerState& L, int layer, const float* q);
   Status SubmitGroup(LayerState& L, int layer);
   Status TakeRetrieval(LayerState& L, int layer);
   Status IssueLoad(LayerState& L, int layer, std::vector<uint32_t> selection);
