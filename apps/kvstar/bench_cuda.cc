@@ -396,7 +396,13 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"bound_link_ms", link_ms},
              {"step_over_bound", mean / bound_ms},
              {"model_predicted_step_ms", predicted_ms},
-             {"model_error", predicted_ms > 0 ? (predicted_ms - median) / median : 0.0}});
+             {"model_error", predicted_ms > 0 ? (predicted_ms - median) / median : 0.0},
+             {"host_idle_ms_per_step",
+              (cb.stats().host_idle_ms_total - before.host_idle_ms_total) / steps},
+             {"host_boundary_ms_per_step",
+              (cb.stats().host_boundary_ms_total - before.host_boundary_ms_total) / steps},
+             {"host_after_ms_per_step",
+              (cb.stats().host_after_ms_total - before.host_after_ms_total) / steps}});
         if (mode == KvMode::kKvstar) {
           const cuda::BatchStats& st = cb.stats();
           const double applied = static_cast<double>(st.retrievals - before.retrievals);
@@ -423,6 +429,8 @@ int RunCudaBench(const CudaBenchFlags& f) {
               Percentile(ms, 0.99), tokens_per_s, h2d_per_step / 1e6, bound_ms, mean / bound_ms,
               cb.device_kv_bytes_per_sequence() / 1073741824.0, largest);
           if (!split_reason.empty()) std::printf("         kvpr split: %s\n", split_reason.c_str());
+          std::printf("         host time per step with no kernel queued: %.3f ms\n",
+                      run["host_idle_ms_per_step"].get<double>());
         }
       }
     }

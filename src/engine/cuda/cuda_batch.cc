@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "base/timer.h"
 #include "engine/cuda/cuda_batch_impl.h"
 
 namespace kvstar::cuda {
@@ -504,7 +505,9 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   const bool staged = opt_.mode == KvMode::kOffload || opt_.mode == KvMode::kKvpr;
   const bool kvpr = opt_.mode == KvMode::kKvpr;
   const bool kvstar = opt_.mode == KvMode::kKvstar;
+  Stopwatch host_idle;
   if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarBoundary());
+  stats_.host_boundary_ms_total += host_idle.Millis();
 
   // Inputs: tokens and positions through pinned memory.
   std::memcpy(m.host_ids.data(), tokens.data(), B * 4);
@@ -520,6 +523,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   float* x = m.x.as<float>();
   float* xn = m.xn.as<float>();
   KVSTAR_RETURN_IF_ERROR(Embed(s, model_.embed(), m.ids.as<int32_t>(), B, x));
+  double idle_ms = host_idle.Millis();
 
   // Per sequence: tokens recomputed (kvpr) and blocks streamed this step.
   std::vector<size_t> seq_blocks(B);
@@ -623,7 +627,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
       // The group's queries to the host for retrieval; this layer's delta copies before its
       // attention (earlier layers ran while they streamed).
       const size_t R = opt_.kvstar.retrieval_stride;
-      float* ring = m.query_ring.as<float>() + ((l * R + kv_steps_ % R) * B) * c.q_dim();
+      float* ring = m.query_ring.as<float>() + ((l * 2 * R + kv_steps_ % (2 * R)) * B) * c.q_dim();
       KVSTAR_RETURN_IF_ERROR(
           ctx.CopyToHost(ring, m.q.as<float>(), B * c.q_dim() * sizeof(float), s));
       if (m.load_pending[l]) KVSTAR_RETURN_IF_ERROR(m.load_done[l].WaitOn(s));
@@ -672,11 +676,16 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(logits, lg, B * c.vocab_size * 4, s));
     stats_.d2h_bytes += B * c.vocab_size * 4;
   }
+  if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarIssueCopies());
   KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  Stopwatch after;
   std::memcpy(next.data(), m.host_ids.data(), B * 4);
   for (size_t b = 0; b < B; ++b) ++lengths_[b];
   ++stats_.decode_steps;
   if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarAfterStep());
+  idle_ms += after.Millis();
+  stats_.host_after_ms_total += after.Millis();
+  stats_.host_idle_ms_total += idle_ms;
   return Status::Ok();
 }
 

@@ -81,6 +81,12 @@ struct BatchStats {
   size_t swaps = 0;               // selections changed
   size_t blocks_loaded = 0;       // delta blocks copied host -> device
   double retrieval_ms_total = 0;  // submit -> applied, summed over tasks
+  // Host time inside Step while the device has no work of this step queued: before the first
+  // kernel (kvstar boundary, inputs) and after the final synchronization (kvstar bookkeeping,
+  // retrieval submission). Summed over steps, ms.
+  double host_idle_ms_total = 0;
+  double host_boundary_ms_total = 0;  // kvstar: of which the boundary (selection bookkeeping)
+  double host_after_ms_total = 0;     // kvstar: of which the after-step part (tails, tasks)
   size_t device_blocks = 0;       // blocks resident in HBM now (all layers and sequences)
   size_t candidate_blocks = 0;    // candidates now (all layers and sequences)
   size_t selected_blocks = 0;     // selected now, with candidates held until the next selection
@@ -137,11 +143,18 @@ class CudaBatch {
   // Before a step: applies finished retrievals (delta copies queued), uploads tables.
   Status KvstarBoundary();
   Status KvstarStage(size_t layer, size_t seq);
+  Status KvstarPlanCopies(size_t layer, size_t seq);
+  // Not deterministic: KvstarPlanCopies for every (layer, sequence), called once the step's
+  // kernels are queued so that this host work overlaps the step instead of preceding it.
+  Status KvstarIssueCopies();
+  // One retrieval task per (layer, sequence) for the group that ended at step kv_steps_.
+  Status KvstarSubmitGroup();
   // After a step: full tail blocks become local / candidates; a complete group is submitted.
   Status KvstarAfterStep();
   Status KvstarRebuildTable(size_t layer, size_t seq);
   void KvstarCount();    // device / candidate / selected block counts into stats_
   size_t kv_steps_ = 0;  // kvstar: decode steps done
+  bool submit_due_ = false;  // kvstar: a complete group waits for the next step's window
 
   CudaModel& model_;
   BatchOptions opt_;

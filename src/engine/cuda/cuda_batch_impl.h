@@ -38,6 +38,7 @@ struct KvstarSeqLayer {
   std::vector<uint32_t> target;
   uint32_t target_cand_end = 0;
   std::vector<float> score;  // [block]
+  std::vector<uint8_t> in_target;  // [block] 1 when the block is in `target`
   std::vector<uint32_t> arriving;
   std::unique_ptr<Event> arrive;
 };

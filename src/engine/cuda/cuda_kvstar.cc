@@ -72,7 +72,8 @@ Status CudaBatch::KvstarInit() {
   KVSTAR_ASSIGN_OR_RETURN(m.table_mirror,
                           PinnedHostBuffer::Allocate(L * B * m.slots_per_seq * sizeof(void*)));
   KVSTAR_ASSIGN_OR_RETURN(m.qlast_mirror, PinnedHostBuffer::Allocate(L * B * 8));
-  KVSTAR_ASSIGN_OR_RETURN(m.query_ring, PinnedHostBuffer::Allocate(L * k.retrieval_stride * B *
+  // Two groups of queries: one being filled by the device while the other is submitted.
+  KVSTAR_ASSIGN_OR_RETURN(m.query_ring, PinnedHostBuffer::Allocate(L * 2 * k.retrieval_stride * B *
                                                                    c.q_dim() * sizeof(float)));
   KVSTAR_ASSIGN_OR_RETURN(m.qlast_dev, DeviceBuffer::Allocate(L * B * 8));
   device_bytes_ += L * B * 8;
@@ -115,10 +116,20 @@ Status CudaBatch::KvstarRebuildTable(size_t l, size_t seq) {
     for (size_t b = 0; b < full; ++b) KVSTAR_RETURN_IF_ERROR(put(b));
   } else {
     for (size_t b = 0; b < k.init_window_sz; ++b) KVSTAR_RETURN_IF_ERROR(put(b));
-    std::vector<uint32_t> chosen;
-    std::set_union(s.selection.begin(), s.selection.end(), s.extras.begin(), s.extras.end(),
-                   std::back_inserter(chosen));
-    for (uint32_t b : chosen) KVSTAR_RETURN_IF_ERROR(put(b));
+    // The union of selection and extras (both ascending), without a temporary.
+    size_t i = 0, j = 0;
+    while (i < s.selection.size() || j < s.extras.size()) {
+      uint32_t blk;
+      if (j == s.extras.size() || (i < s.selection.size() && s.selection[i] < s.extras[j])) {
+        blk = s.selection[i++];
+      } else if (i == s.selection.size() || s.extras[j] < s.selection[i]) {
+        blk = s.extras[j++];
+      } else {
+        blk = s.selection[i++];
+        ++j;
+      }
+      KVSTAR_RETURN_IF_ERROR(put(blk));
+    }
     for (size_t b = full - k.local_window_sz; b < full; ++b) KVSTAR_RETURN_IF_ERROR(put(b));
   }
   KVSTAR_CHECK(s.tail_slot >= 0, "no tail slot for layer %zu seq %zu", l, seq);
@@ -213,15 +224,38 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
   return ctx.Synchronize(s);
 }
 
-// Not deterministic: one boundary of the incremental schedule for (layer l, sequence b).
-// Never makes the device wait: blocks join the table only once their copy has completed.
+// Not deterministic: the incremental schedule for (layer l, sequence b) in two halves. The
+// boundary half (KvstarStage, device idle, so kept short) joins the blocks whose copies completed
+// and drops what the target no longer wants; the window half (KvstarPlanCopies, run while the
+// step's kernels execute) takes finished retrievals and queues the next copies into free slots.
+// Neither makes the device wait: blocks join a table only once their copy has completed.
+namespace {
+
+// The `count` held blocks (selection and extras) below target_cand_end that the target does not
+// want, lowest score first.
+std::vector<uint32_t> LowestLeaving(const KvstarSeqLayer& s, size_t count) {
+  std::vector<uint32_t> v;
+  auto add = [&](const std::vector<uint32_t>& held) {
+    for (uint32_t blk : held) {
+      if (blk < s.target_cand_end && !s.in_target[blk]) v.push_back(blk);
+    }
+  };
+  add(s.selection);
+  add(s.extras);
+  count = std::min(count, v.size());
+  std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(count), v.end(),
+                    [&](uint32_t a, uint32_t c) {
+                      return s.score[a] != s.score[c] ? s.score[a] < s.score[c] : a < c;
+                    });
+  v.resize(count);
+  return v;
+}
+
+}  // namespace
+
 Status CudaBatch::KvstarStage(size_t l, size_t b) {
-  DeviceContext& ctx = model_.ctx();
-  const KvstarConfig& k = opt_.kvstar;
   Impl& m = *impl_;
   KvstarSeqLayer& s = m.ks[l][b];
-  const size_t R = k.retrieval_stride;
-  const size_t bb = geom_.block_bytes();
   bool changed = false;
   auto drop = [&](uint32_t blk) {
     s.free_slots.push_back(s.slot_of[blk]);
@@ -230,38 +264,39 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
     std::erase(s.extras, blk);
     changed = true;
   };
-  // Held blocks that the target does not want, lowest score first.
-  auto leaving = [&]() {
-    std::vector<uint32_t> v;
-    for (uint32_t blk : s.selection) {
-      if (blk < s.target_cand_end && !std::binary_search(s.target.begin(), s.target.end(), blk)) {
-        v.push_back(blk);
-      }
-    }
-    for (uint32_t blk : s.extras) {
-      if (blk < s.target_cand_end && !std::binary_search(s.target.begin(), s.target.end(), blk)) {
-        v.push_back(blk);
-      }
-    }
-    std::sort(v.begin(), v.end(), [&](uint32_t a, uint32_t c) { return s.score[a] < s.score[c]; });
-    return v;
-  };
   // 1. Copies that completed: the blocks join the selection, each replacing a leaving block.
   if (!s.arriving.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(bool done, s.arrive->Query());
     if (done) {
-      std::vector<uint32_t> out = leaving();
-      for (size_t i = 0; i < s.arriving.size(); ++i) {
-        s.selection.insert(std::upper_bound(s.selection.begin(), s.selection.end(), s.arriving[i]),
-                           s.arriving[i]);
-        if (i < out.size()) drop(out[i]);
+      const std::vector<uint32_t> out = LowestLeaving(s, s.arriving.size());
+      for (uint32_t blk : s.arriving) {
+        s.selection.insert(std::upper_bound(s.selection.begin(), s.selection.end(), blk), blk);
       }
+      for (uint32_t blk : out) drop(blk);
       stats_.swaps += s.arriving.size();
       s.arriving.clear();
       changed = true;
     }
   }
-  // 2. Finished retrievals: the newest becomes the target.
+  // 2. The target is smaller than what is held: drop the surplus at once.
+  if (s.arriving.empty() && s.target_cand_end > 0) {
+    size_t held_scored = 0;
+    for (uint32_t blk : s.selection) held_scored += blk < s.target_cand_end;
+    for (uint32_t blk : s.extras) held_scored += blk < s.target_cand_end;
+    if (held_scored > s.target.size()) {
+      for (uint32_t blk : LowestLeaving(s, held_scored - s.target.size())) drop(blk);
+    }
+  }
+  if (changed) KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  KvstarSeqLayer& s = m.ks[l][b];
+  const size_t R = k.retrieval_stride;
+  // 3. Finished retrievals: the newest becomes the target.
   for (const KvstarPending& p : s.pending) {
     if (p.submitted_step + R == kv_steps_ && !p.handle.Ready()) ++stats_.late_retrievals;
   }
@@ -272,7 +307,10 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
     ++stats_.retrievals;
     stats_.retrieval_ms_total += (NowSeconds() - p.submitted_at) * 1e3;
     const sparse::RetrievalResult& r = p.handle.result();
+    if (s.in_target.size() < max_blocks_) s.in_target.assign(max_blocks_, 0);
+    for (uint32_t blk : s.target) s.in_target[blk] = 0;
     s.target = r.blocks;
+    for (uint32_t blk : s.target) s.in_target[blk] = 1;
     s.target_cand_end = p.cand_end;
     if (s.score.size() < max_blocks_) s.score.assign(max_blocks_, 0.0f);
     // Candidates of a task are the contiguous blocks [init, cand_end).
@@ -280,46 +318,93 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
       s.score[k.init_window_sz + i] = r.candidate_scores[i];
     }
   }
-  // 3. The target is smaller than what is held: drop the surplus at once.
-  if (s.arriving.empty() && s.target_cand_end > 0) {
-    size_t held_scored = 0;
-    for (uint32_t blk : s.selection) held_scored += blk < s.target_cand_end;
-    for (uint32_t blk : s.extras) held_scored += blk < s.target_cand_end;
-    std::vector<uint32_t> out = leaving();
-    for (size_t i = 0; i < out.size() && held_scored > s.target.size(); ++i, --held_scored) {
-      drop(out[i]);
-    }
-    // 4. The next blocks of the target, highest score first, into the free slots (one kept
-    // for the tail).
-    std::vector<uint32_t> missing;
-    for (uint32_t blk : s.target) {
-      if (s.slot_of[blk] < 0) missing.push_back(blk);
-    }
-    std::sort(missing.begin(), missing.end(),
-              [&](uint32_t a, uint32_t c) { return s.score[a] > s.score[c]; });
-    const size_t room = s.free_slots.size() > 1 ? s.free_slots.size() - 1 : 0;
-    missing.resize(std::min(missing.size(), room));
-    if (!missing.empty()) {
-      const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
-      char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
-      for (uint32_t blk : missing) {
-        const int slot = s.free_slots.back();
-        s.free_slots.pop_back();
-        s.slot_of[blk] = slot;
-        KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(arena + static_cast<size_t>(slot) * bb,
-                                                host + blk * bb, bb, ctx.h2d_stream()));
-        stats_.h2d_bytes += bb;
-        ++stats_.blocks_loaded;
+  // 4. The next blocks of the target, highest score first, into free slots (one kept for the
+  // tail). Free slots are in no table of the step now running, so the copies may overlap it.
+  if (!s.arriving.empty() || s.target_cand_end == 0) return Status::Ok();
+  std::vector<uint32_t> missing;
+  for (uint32_t blk : s.target) {
+    if (s.slot_of[blk] < 0) missing.push_back(blk);
+  }
+  const size_t room = s.free_slots.size() > 1 ? s.free_slots.size() - 1 : 0;
+  const size_t n = std::min(missing.size(), room);
+  if (n == 0) return Status::Ok();
+  std::partial_sort(missing.begin(), missing.begin() + static_cast<std::ptrdiff_t>(n),
+                    missing.end(), [&](uint32_t a, uint32_t c) {
+                      return s.score[a] != s.score[c] ? s.score[a] > s.score[c] : a < c;
+                    });
+  missing.resize(n);
+  DeviceContext& ctx = model_.ctx();
+  const size_t bb = geom_.block_bytes();
+  const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
+  char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
+  for (uint32_t blk : missing) {
+    const int slot = s.free_slots.back();
+    s.free_slots.pop_back();
+    s.slot_of[blk] = slot;
+    KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(arena + static_cast<size_t>(slot) * bb, host + blk * bb,
+                                            bb, ctx.h2d_stream()));
+    stats_.h2d_bytes += bb;
+    ++stats_.blocks_loaded;
+  }
+  if (!s.arrive) {
+    KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+    s.arrive = std::make_unique<Event>(std::move(e));
+  }
+  KVSTAR_RETURN_IF_ERROR(s.arrive->Record(ctx.h2d_stream()));
+  s.arriving = std::move(missing);
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarSubmitGroup() {
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch;
+  const size_t R = k.retrieval_stride;
+  const size_t bt = opt_.block_tokens;
+  const size_t q_row = c.q_dim();
+  // The group's steps kv_steps_ - R .. kv_steps_ - 1 wrote ring rows (step % 2R).
+  const size_t first = (kv_steps_ - R) % (2 * R);
+  for (size_t l = 0; l < L; ++l) {
+    for (size_t b = 0; b < B; ++b) {
+      KvstarSeqLayer& s = m.ks[l][b];
+      const std::vector<uint32_t> cands = CandidatesOf(k, lengths_[b] / bt);
+      if (cands.empty()) continue;
+      if (!k.deterministic && s.pending.size() >= 2) {
+        ++stats_.skipped_retrievals;
+        continue;
       }
-      if (!s.arrive) {
-        KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
-        s.arrive = std::make_unique<Event>(std::move(e));
+      sparse::RetrievalTask t;
+      t.reps = s.reps->View();
+      t.num_queries = R;
+      t.q_heads = c.num_heads;
+      t.queries.resize(R * q_row);
+      for (size_t x = 0; x < R; ++x) {
+        const size_t row = (first + x) % (2 * R);
+        const float* src = m.query_ring.as<float>() + ((l * 2 * R + row) * B + b) * q_row;
+        std::memcpy(t.queries.data() + x * q_row, src, q_row * sizeof(float));
       }
-      KVSTAR_RETURN_IF_ERROR(s.arrive->Record(ctx.h2d_stream()));
-      s.arriving = std::move(missing);
+      t.candidates = cands;
+      t.sparse_ratio = k.sparse_ratio;
+      const uint32_t cand_end = cands.back() + 1;
+      s.pending.push_back(KvstarPending{kv_steps_ / R, kv_steps_, NowSeconds(), cand_end,
+                                        m.retriever->Submit(std::move(t))});
     }
   }
-  if (changed) KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarIssueCopies() {
+  if (opt_.kvstar.deterministic) return Status::Ok();
+  Impl& m = *impl_;
+  if (submit_due_) {
+    // The device is writing the other half of the query ring now.
+    submit_due_ = false;
+    KVSTAR_RETURN_IF_ERROR(KvstarSubmitGroup());
+  }
+  for (size_t l = 0; l < m.ks.size(); ++l) {
+    for (size_t b = 0; b < m.ks[l].size(); ++b) KVSTAR_RETURN_IF_ERROR(KvstarPlanCopies(l, b));
+  }
   return Status::Ok();
 }
 
@@ -462,36 +547,23 @@ Status CudaBatch::KvstarAfterStep() {
       s.free_slots.pop_back();
     }
   }
-  for (size_t l = 0; l < L; ++l) {
-    for (size_t b = 0; b < B; ++b) KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
-  }
-  // A complete group: one retrieval task per (layer, sequence).
-  if (kv_steps_ % R == 0) {
-    const size_t q_row = c.q_dim();
+  for (size_t b = 0; b < B; ++b) {
     for (size_t l = 0; l < L; ++l) {
-      for (size_t b = 0; b < B; ++b) {
-        KvstarSeqLayer& s = m.ks[l][b];
-        const std::vector<uint32_t> cands = CandidatesOf(k, lengths_[b] / bt);
-        if (cands.empty()) continue;
-        if (!k.deterministic && s.pending.size() >= 2) {
-          ++stats_.skipped_retrievals;
-          continue;
-        }
-        sparse::RetrievalTask t;
-        t.reps = s.reps->View();
-        t.num_queries = R;
-        t.q_heads = c.num_heads;
-        t.queries.resize(R * q_row);
-        for (size_t x = 0; x < R; ++x) {
-          const float* src = m.query_ring.as<float>() + ((l * R + x) * B + b) * q_row;
-          std::memcpy(t.queries.data() + x * q_row, src, q_row * sizeof(float));
-        }
-        t.candidates = cands;
-        t.sparse_ratio = k.sparse_ratio;
-        const uint32_t cand_end = cands.back() + 1;
-        s.pending.push_back(KvstarPending{kv_steps_ / R, kv_steps_, NowSeconds(), cand_end,
-                                          m.retriever->Submit(std::move(t))});
+      if (lengths_[b] % bt == 0) {
+        KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));  // a new tail block
+      } else {
+        // Same table; the new token is one row further into the tail.
+        ++m.qlast_mirror.as<int64_t>()[l * B + b];
       }
+    }
+  }
+  // A complete group: one retrieval task per (layer, sequence). Deterministic: now (UCM's
+  // timing); otherwise in the next step's window (KvstarIssueCopies), off the device's idle time.
+  if (kv_steps_ % R == 0) {
+    if (k.deterministic) {
+      KVSTAR_RETURN_IF_ERROR(KvstarSubmitGroup());
+    } else {
+      submit_due_ = true;
     }
   }
   KvstarCount();
@@ -510,7 +582,8 @@ void CudaBatch::KvstarCount() {
   for (const auto& row : m.ks) {
     for (size_t b = 0; b < row.size(); ++b) {
       stats_.device_blocks += m.slots_per_seq - row[b].free_slots.size();
-      stats_.candidate_blocks += CandidatesOf(k, lengths_[b] / opt_.block_tokens).size();
+      const size_t full = lengths_[b] / opt_.block_tokens;
+      stats_.candidate_blocks += full > Windows(k) ? full - Windows(k) : 0;
       stats_.selected_blocks += row[b].selection.size() + row[b].extras.size();
     }
   }
