@@ -190,6 +190,11 @@ int RunCudaBench(const CudaBenchFlags& f) {
   std::mt19937 rng(static_cast<uint32_t>(f.seed));
   std::unique_ptr<recompute::KvprProfile> profile;  // offload / kvpr: loaded once
   std::string profile_error;
+  std::string profile_path;
+  // --kvpr-calibrate: recomputation time per step summed over the kvpr runs.
+  double calib_measured_ms = 0, calib_model_ms = 0;
+  double calib_link_measured_ms = 0, calib_link_model_ms = 0;  // offload runs
+  std::string calib_runs;
   std::map<std::pair<size_t, size_t>, double> dense_step_ms;  // (context, batch) -> median
   for (size_t context : *contexts) {
     for (KvMode mode : modes) {
@@ -219,6 +224,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
             profile_error = p.status().ToString();
           } else {
             profile = std::make_unique<recompute::KvprProfile>(p->profile);
+            profile_path = p->path;
           }
         }
         return profile.get();
@@ -368,11 +374,38 @@ int RunCudaBench(const CudaBenchFlags& f) {
         if (mode == KvMode::kDense) dense_step_ms[{context, batch}] = median;
         // The KVPR cost model's prediction for this run (offload = split 0).
         double predicted_ms = 0;
+        nlohmann::json model_terms;
         if ((mode == KvMode::kOffload || mode == KvMode::kKvpr) && get_profile() != nullptr) {
           std::vector<size_t> used = cb.layer_splits();
           if (used.empty()) used = {cb.kvpr_split()};
-          auto pred = recompute::PredictStep(*profile, shape_for(batch), used);
-          if (pred.ok()) predicted_ms = pred->step_ms;
+          const recompute::KvprShape shape = shape_for(batch);
+          auto pred = recompute::PredictStep(*profile, shape, used);
+          if (pred.ok()) {
+            predicted_ms = pred->step_ms;
+            // The model's terms next to the same terms measured with events in this run.
+            const cuda::BatchStats& st = cb.stats();
+            model_terms = {
+                {"link_ms",
+                 {{"model", pred->link_ms},
+                  {"measured", (st.link_ms_total - before.link_ms_total) / steps}}},
+                {"recompute_ms",
+                 {{"model", pred->recompute_ms},
+                  {"measured", (st.recompute_ms_total - before.recompute_ms_total) / steps}}},
+                {"compute_ms", {{"model", pred->compute_ms}}},
+                {"layer_compute_ms", shape.layer_compute_ms},
+                {"recompute_scale", profile->recompute_scale},
+                {"link_scale", profile->link_scale}};
+            if (mode == KvMode::kOffload) {
+              calib_link_measured_ms += (st.link_ms_total - before.link_ms_total) / steps;
+              calib_link_model_ms += pred->link_ms / profile->link_scale;
+            }
+            if (mode == KvMode::kKvpr && pred->recompute_ms > 0) {
+              calib_measured_ms += (st.recompute_ms_total - before.recompute_ms_total) / steps;
+              calib_model_ms += pred->recompute_ms / profile->recompute_scale;
+              calib_runs += (calib_runs.empty() ? "" : ", ") + std::to_string(context) + "x" +
+                            std::to_string(batch);
+            }
+          }
         }
         run.update(
             {{"split", cb.kvpr_split()},
@@ -397,6 +430,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"step_over_bound", mean / bound_ms},
              {"model_predicted_step_ms", predicted_ms},
              {"model_error", predicted_ms > 0 ? (predicted_ms - median) / median : 0.0},
+             {"model_terms_per_step", model_terms},
              {"host_idle_ms_per_step",
               (cb.stats().host_idle_ms_total - before.host_idle_ms_total) / steps},
              {"host_boundary_ms_per_step",
@@ -435,6 +469,34 @@ int RunCudaBench(const CudaBenchFlags& f) {
       }
     }
   }
+  nlohmann::json calibration;
+  if (f.kvpr_calibrate) {
+    if (calib_model_ms <= 0 || profile == nullptr) {
+      return ReportError(FailedPrecondition(
+          "--kvpr-calibrate: no kvpr run recomputed tokens (add kvpr to --modes, with a split > "
+          "0)"));
+    }
+    const double scale = calib_measured_ms / calib_model_ms;
+    // The link from the offload runs (link-bound); without one the link scale is kept.
+    const double link_scale = calib_link_model_ms > 0 ? calib_link_measured_ms / calib_link_model_ms
+                                                      : profile->link_scale;
+    recompute::KvprProfile calibrated = *profile;
+    calibrated.recompute_scale = scale;
+    calibrated.link_scale = link_scale;
+    calibrated.recompute_scale_note =
+        "kvstar bench --kvpr-calibrate on " + model_name + " (context x batch: " + calib_runs + ")";
+    Status st = recompute::SaveProfile(calibrated, profile_path);
+    if (!st.ok()) return ReportError(st);
+    calibration = {{"recompute_scale", scale},
+                   {"link_scale", link_scale},
+                   {"note", calibrated.recompute_scale_note},
+                   {"profile", profile_path}};
+    if (!f.json) {
+      std::printf(
+          "KVPR calibration: measured / modelled recomputation %.3f, link %.3f; saved to %s\n",
+          scale, link_scale, profile_path.c_str());
+    }
+  }
   nlohmann::json out = {{"device", ctx.info().name},
                         {"hbm_budget_bytes", budget},
                         {"limits",
@@ -442,6 +504,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
                           {"device_copy_gbytes_per_second", lim.hbm_gbs},
                           {"bf16_gemm_tflops", lim.gemm_tflops}}},
                         {"runs", runs}};
+  if (!calibration.is_null()) out["kvpr_calibration"] = calibration;
   if (f.json) std::printf("%s\n", out.dump(2).c_str());
   if (!f.plot.empty()) {
     // Decode tokens/s against context, one line per (mode, batch).

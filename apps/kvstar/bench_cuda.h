@@ -22,6 +22,9 @@ struct CudaBenchFlags {
   size_t block_tokens = 128;
   std::string prefill = "random";   // real | random
   std::string kvpr_split = "auto";  // auto | tokens
+  // kvpr: after the runs, store measured / modelled recomputation time in the cached profile
+  // (recompute_scale), for the planner and predictions of later invocations.
+  bool kvpr_calibrate = false;
   uint64_t seed = 1;
   std::string plot;  // PNG path: decode tokens/s vs context per mode
   bool json = false;

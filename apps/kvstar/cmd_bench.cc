@@ -46,6 +46,7 @@ struct BenchFlags {
   std::string contexts;
   std::string prefill = "random";
   std::string kvpr_split = "auto";
+  bool kvpr_calibrate = false;
   std::string plot;
 };
 
@@ -112,6 +113,7 @@ int RunBench(const BenchFlags& f) {
     c.block_tokens = f.engine.block_tokens;
     c.prefill = f.prefill;
     c.kvpr_split = f.kvpr_split;
+    c.kvpr_calibrate = f.kvpr_calibrate;
     c.seed = f.seed;
     c.plot = f.plot;
     c.json = f.json;
@@ -361,6 +363,11 @@ void AddBench(CLI::App& root, int* exit_code) {
   cmd->add_option("--kvpr-split", f->kvpr_split,
                   "cuda, kvpr: tokens recomputed from X per sequence, or 'auto' (the planner, "
                   "from a measured or cached profile)");
+  cmd->add_flag("--kvpr-calibrate", f->kvpr_calibrate,
+                "cuda, kvpr: after the runs, save measured / modelled recomputation time "
+                "(kvpr runs) and link time (offload runs) in the device's cached KVPR profile "
+                "(recompute_scale, link_scale), used by the planner and the model's predictions "
+                "from the next invocation on");
   cmd->add_option("--plot", f->plot, "cuda: write a PNG of decode tokens/s vs context per mode");
   AddEngineFlags(cmd, &f->engine, /*with_threads=*/false);
   cmd->callback([f, exit_code] { *exit_code = RunBench(*f); });

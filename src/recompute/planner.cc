@@ -47,7 +47,7 @@ Status ValidateShape(const KvprShape& s) {
 // Milliseconds to move `bytes` over the H2D link as `copies` copies.
 double LinkMs(const KvprProfile& p, double bytes, size_t copies) {
   if (bytes <= 0) return 0;
-  return D(copies) * p.h2d_latency_us * 1e-3 + bytes / (p.h2d_gbps * 1e9) * 1e3;
+  return (D(copies) * p.h2d_latency_us * 1e-3 + bytes / (p.h2d_gbps * 1e9) * 1e3) * p.link_scale;
 }
 
 double XBytes(const KvprShape& s, size_t l) {
@@ -80,7 +80,7 @@ double RecomputeMs(const KvprProfile& p, const GemmTable& t, const KvprShape& s,
                                : 2.0 * D(s.kv_dim) * (4.0 + D(s.kv_elem_bytes));
     ms += rows * per_row / (p.device_gbps * 1e9) * 1e3;
   }
-  return ms;
+  return ms * p.recompute_scale;
 }
 
 LayerCost CostWithTable(const KvprProfile& p, const GemmTable* table, const KvprShape& s,

@@ -142,6 +142,31 @@ TEST(PlannerTest, BandwidthBoundSplitBalancesLinkAndRecompute) {
   EXPECT_NE(plan->reason.find("recomputed from X"), std::string::npos) << plan->reason;
 }
 
+TEST(PlannerTest, CalibrationScalesMultiplyTheirTermsOnly) {
+  KvprProfile p = Flat(50, 4096, 4096, 150);
+  const KvprShape s = Mha(8, 8192);
+  auto base = LayerCostAt(p, s, 4096);
+  ASSERT_TRUE(base.ok());
+  p.recompute_scale = 1.5;
+  auto scaled = LayerCostAt(p, s, 4096);
+  ASSERT_TRUE(scaled.ok());
+  EXPECT_DOUBLE_EQ(scaled->recompute_ms, 1.5 * base->recompute_ms);
+  EXPECT_DOUBLE_EQ(scaled->x_ms, base->x_ms);
+  EXPECT_DOUBLE_EQ(scaled->kv_ms, base->kv_ms);
+  p.link_scale = 2.0;
+  auto slow_link = LayerCostAt(p, s, 4096);
+  ASSERT_TRUE(slow_link.ok());
+  EXPECT_DOUBLE_EQ(slow_link->x_ms, 2.0 * base->x_ms);
+  EXPECT_DOUBLE_EQ(slow_link->kv_ms, 2.0 * base->kv_ms);
+  EXPECT_DOUBLE_EQ(slow_link->recompute_ms, scaled->recompute_ms);
+  p.link_scale = 1.0;
+  // Slower recomputation moves the balance point to fewer recomputed tokens.
+  auto fast = PlanSplit(Flat(50, 4096, 4096, 150), s, {.granularity = 128, .per_layer = false});
+  auto slow = PlanSplit(p, s, {.granularity = 128, .per_layer = false});
+  ASSERT_TRUE(fast.ok() && slow.ok());
+  EXPECT_LT(slow->split, fast->split);
+}
+
 TEST(PlannerTest, InfiniteGemmRateRecomputesEverything) {
   const KvprProfile p = Flat(50, 4096, 4096, 1e12);
   const KvprShape s = Mha(4, 4096);

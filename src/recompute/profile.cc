@@ -107,6 +107,12 @@ Status ValidateProfile(const KvprProfile& p, std::string_view source) {
   if (!PositiveFinite(p.h2d_gbps)) {
     return InvalidArgument("%s: h2d_gbps must be > 0, got %g", src.c_str(), p.h2d_gbps);
   }
+  for (const double scale : {p.recompute_scale, p.link_scale}) {
+    if (!std::isfinite(scale) || scale < 0.1 || scale > 10) {
+      return InvalidArgument("%s: recompute_scale and link_scale must be in [0.1, 10], got %g",
+                             src.c_str(), scale);
+    }
+  }
   if (!NonNegativeFinite(p.h2d_latency_us) || !NonNegativeFinite(p.device_gbps)) {
     return InvalidArgument("%s: h2d_latency_us (%g) and device_gbps (%g) must be >= 0", src.c_str(),
                            p.h2d_latency_us, p.device_gbps);
@@ -176,6 +182,9 @@ nlohmann::json ProfileToJson(const KvprProfile& p) {
     lc.push_back({{"shape", s.shape}, {"batch", s.batch}, {"seq_len", s.seq_len}, {"ms", s.ms}});
   }
   j["layer_compute"] = lc;
+  j["recompute_scale"] = p.recompute_scale;
+  j["link_scale"] = p.link_scale;
+  j["recompute_scale_note"] = p.recompute_scale_note;
   return j;
 }
 
@@ -231,6 +240,18 @@ StatusOr<KvprProfile> ProfileFromJson(std::string_view text, std::string_view so
       g.points.push_back(gp);
     }
     p.gemm.push_back(std::move(g));
+  }
+  // Optional (older files have neither): 1 and no note.
+  if (j.contains("recompute_scale")) {
+    KVSTAR_RETURN_IF_ERROR(
+        ReadNumber(j, "recompute_scale", src, "top-level", &p.recompute_scale));
+  }
+  if (j.contains("link_scale")) {
+    KVSTAR_RETURN_IF_ERROR(ReadNumber(j, "link_scale", src, "top-level", &p.link_scale));
+  }
+  if (j.contains("recompute_scale_note")) {
+    KVSTAR_RETURN_IF_ERROR(
+        ReadString(j, "recompute_scale_note", src, "top-level", &p.recompute_scale_note));
   }
   auto lc = j.find("layer_compute");
   if (lc != j.end()) {

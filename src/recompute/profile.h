@@ -68,6 +68,14 @@ struct KvprProfile {
 
   std::vector<GemmTable> gemm;  // one table per (hidden, kv_dim) measured
   std::vector<LayerComputeSample> layer_compute;
+  // Measured / modelled recomputation time of the engine's runtime on this device (1 = the
+  // GEMM table and launch costs alone). Set by `kvstar bench --kvpr-calibrate`: sustained
+  // recomputation inside the decode pipeline runs slower than the profiler's short GEMM bursts.
+  double recompute_scale = 1.0;
+  // Measured / modelled H2D link time of the runtime's offload (its many per-sequence copies
+  // next to the device-to-host write-backs, sustained over a step), set the same way.
+  double link_scale = 1.0;
+  std::string recompute_scale_note;  // what the scales were calibrated on; empty when 1
 
   // nullptr when no table of this geometry was measured.
   const GemmTable* FindGemm(size_t hidden, size_t kv_dim) const;

@@ -29,6 +29,9 @@ KvprProfile Sample() {
   t.points = {{64, 20}, {1024, 300}, {65536, 600}};
   p.gemm.push_back(t);
   p.layer_compute.push_back({"llama2-7b", 8, 4096, 0.25});
+  p.recompute_scale = 1.25;
+  p.link_scale = 1.1;
+  p.recompute_scale_note = "llama2-7b batch 8 context 4096";
   return p;
 }
 
@@ -68,6 +71,33 @@ TEST(ProfileTest, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(back->FindLayerCompute("llama2-7b", 8, 2048), nullptr);
   EXPECT_NE(back->FindGemm(4096, 4096), nullptr);
   EXPECT_EQ(back->FindGemm(4096, 1024), nullptr);
+  EXPECT_DOUBLE_EQ(back->recompute_scale, 1.25);
+  EXPECT_DOUBLE_EQ(back->link_scale, 1.1);
+  EXPECT_EQ(back->recompute_scale_note, p.recompute_scale_note);
+}
+
+TEST(ProfileTest, RecomputeScaleIsOptionalAndBounded) {
+  nlohmann::json j = ProfileToJson(Sample());
+  j.erase("recompute_scale");
+  j.erase("link_scale");
+  j.erase("recompute_scale_note");
+  auto old = ProfileFromJson(j.dump(), "older file");
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_DOUBLE_EQ(old->recompute_scale, 1.0);
+  EXPECT_DOUBLE_EQ(old->link_scale, 1.0);
+  EXPECT_TRUE(old->recompute_scale_note.empty());
+  for (double bad : {0.0, -1.0, 50.0}) {
+    j["recompute_scale"] = bad;
+    auto r = ProfileFromJson(j.dump(), "bad");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  }
+  j["recompute_scale"] = 1.0;
+  j["link_scale"] = 0.0;
+  EXPECT_EQ(ProfileFromJson(j.dump(), "bad link").status().code(), StatusCode::kInvalidArgument);
+  j["link_scale"] = 1.0;
+  j["recompute_scale"] = "fast";
+  EXPECT_EQ(ProfileFromJson(j.dump(), "typed").status().code(), StatusCode::kDataLoss);
 }
 
 TEST(ProfileTest, InterpolatesLogLinearAndClampsOutside) {

@@ -222,6 +222,12 @@ Status CudaBatch::Init() {
         events->push_back(std::move(e));
       }
     }
+    for (size_t l = 0; l < c.num_layers; ++l) {
+      for (auto* events : {&m.link_begin, &m.rc_begin, &m.rc_end}) {
+        KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+        events->push_back(std::move(e));
+      }
+    }
     // Mark both staging buffers free (record on an idle stream: completes at once).
     for (int j = 0; j < 2; ++j) KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].Record(ctx.d2h_stream()));
   }
@@ -535,6 +541,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   auto prefetch = [&](size_t l) -> Status {
     const size_t j = l % 2;
     KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].WaitOn(h2d));
+    KVSTAR_RETURN_IF_ERROR(m.link_begin[l].Record(h2d));
     if (kvpr) {
       for (size_t b = 0; b < B; ++b) {
         if (seq_split(l, b) == 0) continue;
@@ -561,6 +568,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     const size_t j = l % 2;
     const LayerWeights& L = model_.layer(l);
     KVSTAR_RETURN_IF_ERROR(m.x_ready[j].WaitOn(s));
+    KVSTAR_RETURN_IF_ERROR(m.rc_begin[l].Record(s));
     for (size_t b = 0; b < B; ++b) {
       void* const* table = m.tables.as<void*>() + (j * B + b) * max_blocks_;
       const size_t split = seq_split(l, b);
@@ -579,7 +587,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
         stats_.recomputed_tokens += rows;
       }
     }
-    return Status::Ok();
+    return m.rc_end[l].Record(s);
   };
 
   AttentionArgs a;
@@ -679,6 +687,23 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarIssueCopies());
   KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
   Stopwatch after;
+  if (staged) {
+    for (size_t l = 0; l < c.num_layers; ++l) {
+      // The link is busy for layer l from its first copy until layer l + 1's first copy
+      // (that includes waiting for a staging buffer); the last layer until its K/V arrived.
+      if (l + 1 < c.num_layers) {
+        KVSTAR_ASSIGN_OR_RETURN(float ms, m.link_begin[l + 1].ElapsedMsSince(m.link_begin[l]));
+        stats_.link_ms_total += ms;
+      } else {
+        KVSTAR_ASSIGN_OR_RETURN(float ms, m.kv_ready[l % 2].ElapsedMsSince(m.link_begin[l]));
+        stats_.link_ms_total += ms;
+      }
+      if (kvpr) {
+        KVSTAR_ASSIGN_OR_RETURN(float ms, m.rc_end[l].ElapsedMsSince(m.rc_begin[l]));
+        stats_.recompute_ms_total += ms;
+      }
+    }
+  }
   std::memcpy(next.data(), m.host_ids.data(), B * 4);
   for (size_t b = 0; b < B; ++b) ++lengths_[b];
   ++stats_.decode_steps;

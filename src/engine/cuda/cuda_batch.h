@@ -85,6 +85,10 @@ struct BatchStats {
   // kernel (kvstar boundary, inputs) and after the final synchronization (kvstar bookkeeping,
   // retrieval submission). Summed over steps, ms.
   double host_idle_ms_total = 0;
+  // offload / kvpr: device time measured with events, summed over steps and layers: the H2D link
+  // per layer (from its first copy starting to its K/V arriving) and the K/V recomputation.
+  double link_ms_total = 0;
+  double recompute_ms_total = 0;
   double host_boundary_ms_total = 0;  // kvstar: of which the boundary (selection bookkeeping)
   double host_after_ms_total = 0;     // kvstar: of which the after-step part (tails, tasks)
   size_t device_blocks = 0;       // blocks resident in HBM now (all layers and sequences)

@@ -80,6 +80,9 @@ struct CudaBatch::Impl {
   // Events: X / KV of staging buffer j arrived; attention over staging j done; write-back of
   // staging j done (implies the attention before it finished).
   std::vector<Event> x_ready, kv_ready, attn_done, staging_wb;
+  // offload / kvpr, per layer of the last step: link busy (first copy queued to KV arrived;
+  // includes any wait for the staging buffer) and recomputation on the compute stream.
+  std::vector<Event> link_begin, rc_begin, rc_end;
 };
 
 }  // namespace kvstar::cuda
