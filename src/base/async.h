@@ -20,8 +20,9 @@ class Completion {
 
   bool Ready() const { return done_.load(std::memory_order_acquire); }
 
-  // Blocks until finished or the timeout passes. Returns the operation's status, or
-  // DeadlineExceeded if it is still running. A negative timeout waits forever.
+  // Blocks until finished or the timeout passes (polling for up to kSpinBeforeSleep first).
+  // Returns the operation's status, or DeadlineExceeded if it is still running. A negative
+  // timeout waits forever.
   Status Wait(std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) const;
 
   // Requests cancellation; the producer observes it through CancelRequested().
@@ -35,6 +36,8 @@ class Completion {
   Status status() const;
 
   Clock::time_point finish_time() const;
+
+  static constexpr std::chrono::microseconds kSpinBeforeSleep{30};
 
  private:
   mutable std::mutex mu_;
