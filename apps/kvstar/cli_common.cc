@@ -216,12 +216,16 @@ nlohmann::json KvReportJson(const EngineOptions& o, const GenerateResult& r) {
     j["sync_retrievals"] = s.sync_retrievals;
     j["swaps"] = s.swaps;
     j["late_swaps"] = s.late_swaps;
-    j["retrieval_ms_mean"] = s.retrievals ? s.retrieval_ms_total / s.retrievals : 0.0;
+    // Means and shares are over the asynchronous retrievals (the first selection and the
+    // sync_steps re-selections run inside a step by design: sync_retrievals, sync_wait_ms).
+    j["retrieval_ms_mean"] =
+        s.async_retrievals ? s.retrieval_ms_total / static_cast<double>(s.async_retrievals) : 0.0;
     j["decode_wait_ms"] = s.decode_wait_ms;
-    // Retrieval time the decode thread did not wait for, over all retrieval time.
-    j["retrieval_hidden_share"] = s.retrieval_ms_total > 0
-                                      ? std::max(0.0, 1.0 - s.decode_wait_ms / s.retrieval_ms_total)
-                                      : 1.0;
+    j["sync_wait_ms"] = s.sync_wait_ms;
+    // Asynchronous retrieval time the decode thread did not wait for, over all of it.
+    const double async_wait = std::max(0.0, s.decode_wait_ms - s.sync_wait_ms);
+    j["retrieval_hidden_share"] =
+        s.retrieval_ms_total > 0 ? std::max(0.0, 1.0 - async_wait / s.retrieval_ms_total) : 1.0;
     j["decode_wait_share"] = decode_ms > 0 ? s.decode_wait_ms / decode_ms : 0.0;
     j["prefix_reused_tokens"] = s.prefix_reused_tokens;
   }

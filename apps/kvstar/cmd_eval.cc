@@ -114,7 +114,8 @@ int RunEvalCommand(const EvalFlags& f) {
     // KV statistics summed over the samples (device bytes: the largest seen).
     size_t device_max = 0, loaded = 0, steps = 0, late = 0, swaps = 0;
     double retrieval_ms = 0, wait_ms = 0;
-    size_t retrievals = 0;
+    size_t retrievals = 0, async_retrievals = 0;
+    double sync_wait_ms = 0;
     for (const auto& r : kv_reports) {
       device_max = std::max(device_max, r.kv.device_bytes);
       loaded += r.kv.bytes_loaded;
@@ -124,12 +125,16 @@ int RunEvalCommand(const EvalFlags& f) {
       retrieval_ms += r.kv.retrieval_ms_total;
       wait_ms += r.kv.decode_wait_ms;
       retrievals += r.kv.retrievals;
+      async_retrievals += r.kv.async_retrievals;
+      sync_wait_ms += r.kv.sync_wait_ms;
     }
     j["kv"] = {{"device_bytes_max", device_max},
                {"bytes_loaded_per_step", steps ? static_cast<double>(loaded) / steps : 0.0},
                {"retrievals", retrievals},
-               {"retrieval_ms_mean", retrievals ? retrieval_ms / retrievals : 0.0},
+               {"retrieval_ms_mean",
+                async_retrievals ? retrieval_ms / static_cast<double>(async_retrievals) : 0.0},
                {"decode_wait_ms", wait_ms},
+               {"sync_wait_ms", sync_wait_ms},
                {"swaps", swaps},
                {"late_swaps", late}};
     Status s = WriteStringToFile(f.json_file, DumpJson(j) + "\n");

@@ -182,6 +182,10 @@ TEST(KvstarTest, SyncStepsReselectWithTheStepsOwnQuery) {
     EXPECT_EQ(sync, 3 * layers);
     EXPECT_EQ(result->kv.sync_retrievals, 3 * layers);
     EXPECT_GT(result->kv.decode_wait_ms, 0.0);
+    EXPECT_GT(result->kv.sync_wait_ms, 0.0);
+    EXPECT_LE(result->kv.sync_wait_ms, result->kv.decode_wait_ms);
+    EXPECT_EQ(result->kv.retrievals,
+              result->kv.async_retrievals + result->kv.sync_retrievals + layers);  // + group 0
   }
 }
 

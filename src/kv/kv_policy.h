@@ -30,7 +30,8 @@ struct KvStats {
   // Sparse policies (kvstar); zero otherwise.
   size_t candidate_blocks = 0;     // blocks that could be selected now (all layers)
   size_t selected_blocks = 0;      // blocks in the active selections (all layers)
-  size_t retrievals = 0;           // retrieval tasks completed
+  size_t retrievals = 0;           // retrieval tasks completed (sync_retrievals included)
+  size_t async_retrievals = 0;     // of which scheduled asynchronously (retrieval_ms_total's)
   size_t sync_retrievals = 0;      // retrievals a decode step waited for (sync_steps)
   size_t skipped_retrievals = 0;   // groups not retrieved because the previous one was running
   size_t swaps = 0;                // selections applied
@@ -38,6 +39,7 @@ struct KvStats {
   size_t blocks_loaded = 0;
   double retrieval_ms_total = 0;   // submit -> observed done, summed
   double decode_wait_ms = 0;       // time the decode thread waited for retrieval or loads
+  double sync_wait_ms = 0;         // of which in sync_steps re-selections (waited by design)
   size_t prefix_reused_tokens = 0; // prompt tokens whose KV came from the store
 };
 

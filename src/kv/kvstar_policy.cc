@@ -446,6 +446,7 @@ Status KvstarPolicy::TakeRetrieval(LayerState& L, int layer) {
   Status s = L.retrieval.Wait();
   stats_.retrieval_ms_total += (NowSeconds() - L.retrieval_start) * 1e3;
   stats_.retrievals++;
+  stats_.async_retrievals++;
   if (!s.ok()) {
     L.retrieval = sparse::RetrievalHandle();
     return s.WithContext("KVstar retrieval for layer " + std::to_string(layer));
@@ -581,7 +582,9 @@ Status KvstarPolicy::SyncReselect(LayerState& L, int layer, const float* q) {
   L.load_cand_end = Candidates(L).back() + 1;
   KVSTAR_RETURN_IF_ERROR(IssueLoad(L, layer, std::move(sel)));
   if (L.load_pending) KVSTAR_RETURN_IF_ERROR(FinishLoad(L, layer));
-  stats_.decode_wait_ms += wait.Millis();
+  const double ms = wait.Millis();
+  stats_.decode_wait_ms += ms;
+  stats_.sync_wait_ms += ms;
   return Status::Ok();
 }
 

@@ -42,6 +42,7 @@ StatusOr<GenerateResult> CudaGenerate(CudaModel& model, BatchOptions options,
     result.kv.candidate_blocks = s.candidate_blocks;
     result.kv.selected_blocks = s.selected_blocks;
     result.kv.retrievals = s.retrievals;
+    result.kv.async_retrievals = s.retrievals;  // CUDA has no sync_steps
     result.kv.skipped_retrievals = s.skipped_retrievals;
     result.kv.swaps = s.swaps;
     result.kv.late_swaps = s.late_retrievals;
