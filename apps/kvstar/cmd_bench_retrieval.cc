@@ -39,6 +39,7 @@ struct RetrievalFlags {
   std::string simd = "best";
   bool per_kv_head = false;
   bool pin = false;
+  size_t min_segments = sparse::RetrieverOptions{}.min_segments;
   bool json = false;
 };
 
@@ -197,7 +198,9 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                    {"vectors_per_block", vectors},
                    {"queries", f.queries},
                    {"sparse_ratio", f.sparse_ratio},
-                   {"select_per_kv_head", f.per_kv_head}};
+                   {"select_per_kv_head", f.per_kv_head},
+                   {"min_segments", f.min_segments},
+                   {"pinned", f.pin}};
   nlohmann::json bw = nlohmann::json::object();
   for (size_t t : *threads) {
     bw[std::to_string(t)] = MeasureReadBandwidth(static_cast<int>(t)) / 1e9;
@@ -230,7 +233,9 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         for (size_t b = 0; b < nb; ++b) task.candidates.push_back(static_cast<uint32_t>(b));
         double single_median = 0;
         for (size_t t : *threads) {
-          sparse::Retriever retriever({.num_threads = static_cast<int>(t), .pin_to_cores = f.pin});
+          sparse::Retriever retriever({.num_threads = static_cast<int>(t),
+                                       .pin_to_cores = f.pin,
+                                       .min_segments = f.min_segments});
           std::vector<double> ms;
           Stopwatch total;
           const double cpu0 = ProcessCpuSeconds();
@@ -324,6 +329,9 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
       ->capture_default_str();
   cmd->add_flag("--per-kv-head", flags->per_kv_head, "One top-k per KV head");
   cmd->add_flag("--pin", flags->pin, "Pin retriever threads to cores 0..threads-1");
+  cmd->add_option("--min-segments", flags->min_segments,
+                  "Fewest segments of 32 candidates per part when a task is split over threads")
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of a table");
   cmd->callback([flags, exit_code] { *exit_code = RunBenchRetrieval(*flags); });
 }

@@ -94,9 +94,10 @@ struct RetrieverOptions {
   bool pin_to_cores = false;  // pin worker i to core first_core + i
   int first_core = 0;
   // A task is split over at most this many threads (0: all); each part gets >= min_segments
-  // segments of kSegmentBlocks candidates.
+  // segments of kSegmentBlocks candidates. 1: a 250-block task (8 segments) can use 8 threads
+  // (measured on 16 cores: 0.67 ms at 8 threads against 1.11 ms with 2 segments per part).
   int max_split = 0;
-  size_t min_segments = 2;
+  size_t min_segments = 1;
 };
 
 class Retriever {
