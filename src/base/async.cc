@@ -1,18 +1,8 @@
 #include "base/async.h"
 
+#include "base/cpu_relax.h"
+
 namespace kvstar {
-
-namespace {
-
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-}  // namespace
 
 Status Completion::Wait(std::chrono::milliseconds timeout) const {
   // Poll briefly before sleeping: short operations (a DRAM block copy, a small retrieval) finish

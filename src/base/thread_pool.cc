@@ -9,18 +9,11 @@
 #include <memory>
 
 #include "base/check.h"
+#include "base/cpu_relax.h"
 
 namespace kvstar {
 namespace {
 thread_local bool tls_in_parallel_for = false;
-
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 }  // namespace
 
 int ThreadPool::HardwareThreads() {

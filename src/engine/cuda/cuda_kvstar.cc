@@ -56,6 +56,10 @@ Status CudaBatch::KvstarInit() {
         "kvstar on CUDA implements UCM's scoring (first_selection representations, vote sum, "
         "softmax_scope candidates); the other options are CPU-only");
   }
+  if (k.sync_steps != 0) {
+    return Unimplemented("kvstar on CUDA has no sync_steps (got %zu); it is CPU-only",
+                         k.sync_steps);
+  }
   DeviceContext& ctx = model_.ctx();
   const ModelConfig& c = model_.config();
   Impl& m = *impl_;
