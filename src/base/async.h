@@ -38,6 +38,7 @@ class Completion {
   Clock::time_point finish_time() const;
 
   static constexpr std::chrono::microseconds kSpinBeforeSleep{30};
+  static constexpr std::chrono::microseconds kYieldBeforeSleep{300};
 
  private:
   mutable std::mutex mu_;

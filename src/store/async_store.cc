@@ -141,7 +141,13 @@ StoreTask AsyncBlockStore::Submit(std::shared_ptr<TaskState> task) {
   StoreTask handle(task);
   t->FinishIfEmpty();
   if (t->size() == 0) return handle;
-  if (!pool_) {
+  bool run_inline = !pool_;
+  if (!run_inline && inline_bytes_ > 0) {
+    size_t total = 0;
+    for (size_t i = 0; i < t->size() && total <= inline_bytes_; ++i) total += t->item(i).size;
+    run_inline = total <= inline_bytes_;
+  }
+  if (run_inline) {
     for (size_t i = 0; i < t->size(); ++i) RunItem(*t, i);
     return handle;
   }

@@ -136,6 +136,8 @@ class AsyncBlockStore : public BlockStore {
   virtual void FillStats(StoreStats* out) const = 0;
 
   const StoreOptions& options() const { return options_; }
+  // Tasks whose items total at most this many bytes run inline on the submitting thread.
+  void set_inline_bytes(size_t bytes) { inline_bytes_ = bytes; }
   StatsCollector& stats() { return stats_; }
   const StatsCollector& stats() const { return stats_; }
 
@@ -148,6 +150,7 @@ class AsyncBlockStore : public BlockStore {
   void RunItem(TaskState& task, size_t i);
 
   StoreOptions options_;
+  size_t inline_bytes_ = 0;
   StatsCollector stats_;
   std::unique_ptr<ThreadPool> pool_;
 };

@@ -74,6 +74,14 @@ struct StoreOptions {
   // and LRU list, so loads of different blocks on many I/O threads rarely contend. 1 gives one
   // strict LRU order over the whole store.
   int dram_shards = 16;
+  // DramStore: a Dump or Load whose items total at most this many bytes runs on the submitting
+  // thread and returns with the task already Ready; 0: every task goes to the I/O threads.
+  // kDramInlineAuto: 256 KiB on machines with at most 4 hardware threads, else 0. Measured
+  // (docs/BENCHMARKS.md): with 2 cores, handing a 64 KiB copy to an I/O thread costs more than the
+  // copy (loads at 0.4 of memcpy, inline 0.9); with 16 cores the hand-off is cheap and parallel
+  // copies of many small tasks are 2-5x faster than copying them one by one on the caller.
+  static constexpr size_t kDramInlineAuto = ~size_t{0};
+  size_t dram_inline_bytes = kDramInlineAuto;
   // FileStore: bytes on disk (headers included); 0 = unlimited. LRU eviction by last use in this
   // process (at open, by file modification time).
   size_t file_capacity_bytes = 0;

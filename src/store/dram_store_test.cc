@@ -32,10 +32,13 @@ class CountingAllocator final : public HostAllocator {
   bool fail = false;
 };
 
+// inline_bytes defaults to 0 so that these tests exercise the I/O threads; InlineTasks covers the
+// inline path.
 std::unique_ptr<DramStore> MakeStore(size_t capacity, HostAllocator* alloc = nullptr,
-                                     int threads = 2) {
+                                     int threads = 2, size_t inline_bytes = 0) {
   StoreOptions o;
   o.dram_capacity_bytes = capacity;
+  o.dram_inline_bytes = inline_bytes;
   o.allocator = alloc;
   o.io_threads = threads;
   o.max_entry_bytes = 1 << 20;
@@ -77,6 +80,39 @@ TEST(DramStoreTest, RoundTripAndStats) {
   EXPECT_EQ(s.entries, 2u);
   EXPECT_EQ(s.load_latency.count, 2u);
   EXPECT_GT(s.load_latency.PercentileUs(0.5), 0.0);
+}
+
+TEST(DramStoreTest, SmallTasksRunInlineAndLargeOnesOnTheIoThreads) {
+  auto store = MakeStore(1 << 20, nullptr, /*threads=*/1, /*inline_bytes=*/8192);
+  const auto da = Pattern(TestId(1), 4096), db = Pattern(TestId(2), 4096);
+  const DumpItem dumps[] = {{TestId(1), da.data(), da.size()}, {TestId(2), db.data(), db.size()}};
+  StoreTask d = store->Dump(dumps);  // 8192 bytes: inline
+  EXPECT_TRUE(d.Ready());
+  ASSERT_TRUE(d.Wait().ok());
+  std::vector<uint8_t> ra(4096), rb(4096);
+  LoadItem loads[] = {{TestId(1), ra.data(), ra.size()}, {TestId(2), rb.data(), rb.size()}};
+  StoreTask l = store->Load(loads);  // capacities total 8192: inline
+  EXPECT_TRUE(l.Ready());
+  ASSERT_TRUE(l.Wait().ok());
+  EXPECT_EQ(ra, da);
+  EXPECT_EQ(rb, db);
+  // A missing id inline is the same per-item failure as on the I/O threads.
+  std::vector<uint8_t> rc(100);
+  const LoadItem missing{TestId(3), rc.data(), rc.size()};
+  StoreTask m = store->Load({&missing, 1});
+  EXPECT_TRUE(m.Ready());
+  EXPECT_EQ(m.Wait().code(), StatusCode::kNotFound);
+
+  // One byte more than the limit goes to the I/O thread, with the same result.
+  std::vector<uint8_t> big(8193);
+  const LoadItem over{TestId(1), big.data(), big.size()};
+  StoreTask queued = store->Load({&over, 1});
+  ASSERT_TRUE(queued.Wait().ok());
+  EXPECT_EQ(queued.item_bytes(0), 4096u);
+  EXPECT_EQ(0, std::memcmp(big.data(), da.data(), da.size()));
+  const StoreStats s = store->Stats();
+  EXPECT_EQ(s.load_blocks, 3u);
+  EXPECT_EQ(s.misses, 1u);
 }
 
 TEST(DramStoreTest, PartialFailureNamesTheFailedIds) {

@@ -7,6 +7,8 @@
 #include <limits>
 #include <utility>
 
+#include "base/thread_pool.h"
+
 namespace kvstar {
 
 struct DramStore::Entry {
@@ -113,7 +115,13 @@ DramStore::DramStore(const StoreOptions& options)
       capacity_(options.dram_capacity_bytes),
       shard_bits_(std::bit_width(std::bit_ceil(static_cast<unsigned>(options.dram_shards))) - 1),
       shards_(std::make_unique<Shard[]>(size_t{1} << shard_bits_)),
-      oldest_use_(std::make_unique<OldestUse[]>(size_t{1} << shard_bits_)) {}
+      oldest_use_(std::make_unique<OldestUse[]>(size_t{1} << shard_bits_)) {
+  size_t inline_bytes = options.dram_inline_bytes;
+  if (inline_bytes == StoreOptions::kDramInlineAuto) {
+    inline_bytes = ThreadPool::HardwareThreads() <= 4 ? size_t{256} << 10 : 0;
+  }
+  set_inline_bytes(inline_bytes);
+}
 
 DramStore::~DramStore() {
   StopIo();
