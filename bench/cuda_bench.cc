@@ -45,6 +45,8 @@ void BM_DecodeAttention(benchmark::State& state) {
   const size_t tokens = static_cast<size_t>(state.range(0));
   const size_t seqs = static_cast<size_t>(state.range(1));
   const size_t split_hint = static_cast<size_t>(state.range(2));  // 0: the plan chooses
+  const AttentionKernelChoice kernel =
+      state.range(3) == 0 ? AttentionKernelChoice::kAuto : AttentionKernelChoice::kTiled;
   const KvGeometry geom{.kv_heads = 8, .head_dim = 128, .block_tokens = 128, .dtype = DType::kBF16};
   const size_t q_heads = 32;
   const size_t blocks_per_seq = (tokens + geom.block_tokens - 1) / geom.block_tokens;
@@ -89,7 +91,7 @@ void BM_DecodeAttention(benchmark::State& state) {
   args.num_tokens = tokens;
   args.scale = 0.088f;
   args.out = dout->as<float>();
-  auto plan = PlanAttention(args, g_ctx->info().sm_count, split_hint);
+  auto plan = PlanAttention(args, g_ctx->info().sm_count, split_hint, kernel);
   if (!plan.ok()) return Fail(state, plan.status());
   auto ws = DeviceBuffer::Allocate(plan->workspace_bytes);
   if (!ws.ok()) return Fail(state, ws.status());
@@ -112,17 +114,21 @@ void BM_DecodeAttention(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(gbs / 1e9, benchmark::Counter::kIsRate);
   state.counters["kv_MiB"] = static_cast<double>(kv_bytes) / (1 << 20);
   state.counters["splits"] = static_cast<double>(plan->num_splits);
+  state.counters["decode_kernel"] = plan->decode_kernel ? 1 : 0;
   // frac_copy = (KV bytes read / s) / (device copy bytes read + written / s).
   state.counters["frac_copy"] =
       benchmark::Counter(gbs / 1e9 / g_copy_gbs, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DecodeAttention)
-    ->ArgNames({"tokens", "seqs", "split"})
-    ->ArgsProduct({{4096, 32768, 131072}, {1, 4}, {0}})
-    ->Args({32768, 1, 256})
-    ->Args({32768, 1, 1024})
-    ->Args({131072, 1, 1024})
-    ->Args({131072, 1, 4096})
+    ->ArgNames({"tokens", "seqs", "split", "tiled"})
+    ->ArgsProduct({{4096, 32768, 131072}, {1, 4}, {0}, {0, 1}})
+    ->Args({32768, 16, 0, 0})
+    ->Args({32768, 16, 0, 1})
+    ->Args({32768, 1, 256, 0})
+    ->Args({32768, 1, 1024, 0})
+    ->Args({32768, 1, 2048, 0})
+    ->Args({131072, 1, 1024, 0})
+    ->Args({131072, 1, 4096, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -414,25 +414,338 @@ __global__ void __launch_bounds__(kThreads, 2) AttentionKernel(const KernelParam
 }
 
 // out row = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s over the pieces that saw tokens.
-__global__ void MergeKernel(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
-                            int num_splits, int head_dim, float* __restrict__ out) {
+// One CTA per (query, head): kMergeThreads / head_dim groups of threads each sum every groups-th
+// piece (loads of many pieces in flight at once: the pieces are read once, and a serial loop over
+// 64 pieces was latency-bound), then the groups are added through shared memory.
+constexpr int kMergeThreads = 512;
+
+__global__ void __launch_bounds__(kMergeThreads)
+    MergeKernel(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
+                int num_splits, int head_dim, float* __restrict__ out) {
+  __shared__ float red[kMergeThreads];
+  __shared__ float warp_val[kMergeThreads / 32];
+  // Launched as a programmatic dependent of the attention kernel (its launch overlaps that
+  // kernel's tail): wait here until the partials are complete and visible.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int warp = tid / 32;
   const size_t oh = blockIdx.x;
   const float* ml = part_ml + oh * num_splits * 2;
-  float mx = -INFINITY;
-  for (int s = 0; s < num_splits; ++s) {
-    if (ml[2 * s + 1] > 0.0f) mx = fmaxf(mx, ml[2 * s]);
-  }
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float total = 0.0f;
-    float a = 0.0f;
-    for (int s = 0; s < num_splits; ++s) {
-      if (!(ml[2 * s + 1] > 0.0f)) continue;
-      const float w = expf(ml[2 * s] - mx);
-      total += w * ml[2 * s + 1];
-      a += w * part_acc[(oh * num_splits + s) * head_dim + d];
+  auto block_reduce = [&](float v, bool is_max) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float x = __shfl_xor_sync(0xffffffffu, v, o);
+      v = is_max ? fmaxf(v, x) : v + x;
     }
-    out[oh * head_dim + d] = a / total;
+    if (lane == 0) warp_val[warp] = v;
+    __syncthreads();
+    v = warp_val[0];
+    for (int w = 1; w < kMergeThreads / 32; ++w)
+      v = is_max ? fmaxf(v, warp_val[w]) : v + warp_val[w];
+    __syncthreads();  // warp_val is reused by the next reduction
+    return v;
+  };
+  float mx = -INFINITY;
+  for (int sp = tid; sp < num_splits; sp += kMergeThreads) {
+    if (ml[2 * sp + 1] > 0.0f) mx = fmaxf(mx, ml[2 * sp]);
   }
+  mx = block_reduce(mx, true);
+  float total = 0.0f;
+  for (int sp = tid; sp < num_splits; sp += kMergeThreads) {
+    if (ml[2 * sp + 1] > 0.0f) total += expf(ml[2 * sp] - mx) * ml[2 * sp + 1];
+  }
+  total = block_reduce(total, false);
+
+  const int groups = kMergeThreads / head_dim;
+  const int gi = tid / head_dim;
+  const int d = tid % head_dim;
+  if (gi < groups) {
+    float a = 0.0f;
+    const float* acc = part_acc + oh * num_splits * head_dim + d;
+#pragma unroll 8
+    for (int sp = gi; sp < num_splits; sp += groups) {
+      const float l = ml[2 * sp + 1];
+      const float w = l > 0.0f ? expf(ml[2 * sp] - mx) : 0.0f;
+      const float v = acc[static_cast<size_t>(sp) * head_dim];
+      a += l > 0.0f ? w * v : 0.0f;
+    }
+    red[gi * head_dim + d] = a;
+  }
+  __syncthreads();
+  if (tid < head_dim) {
+    float a = 0.0f;
+    for (int g = 0; g < groups; ++g) a += red[g * head_dim + tid];
+    out[oh * head_dim + tid] = a / total;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode kernel: one query (of one sequence) per CTA, all query heads of one KV head (G <= 8),
+// bf16 K/V, head_dim 64 or 128. A token's K (or V) row is kLanesPerTok lanes x 16 B; a warp
+// loads kTokPerLoad tokens per instruction and kUnroll such loads of K and of V before using any,
+// straight from global memory into registers. Each group of kLanesPerTok lanes keeps its own
+// online softmax over the tokens it loaded; groups are merged with shuffles and warps through
+// shared memory once, at the end. No shared-memory tiles and no barriers in the loop: memory
+// parallelism comes from the many resident warps (the tiled kernel is latency-bound at two CTAs
+// per SM, see docs/BENCHMARKS.md).
+constexpr int kDecThreads = 128;
+constexpr int kDecWarps = kDecThreads / 32;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+template <int D, int G>
+struct DecCfg {
+  static constexpr int kLanesPerTok = D / 8;  // 16 B = 8 bf16 per lane
+  static constexpr int kTokPerLoad = 32 / kLanesPerTok;
+  static constexpr int kUnroll = G <= 4 ? 4 : 2;
+  static constexpr int kTokPerIter = kTokPerLoad * kUnroll;  // per warp and iteration
+  static constexpr int kSmemBytes = kDecWarps * G * (D + 2) * 4;
+};
+
+// 16 B of K/V read once: no L1 allocation, L2 fetches 256 B (the rest of the row and the next).
+__device__ __forceinline__ uint4 LoadStream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void Bf16x8ToF32(const uint4 v, float* f) {
+  const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+template <int D, int G>
+__global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p) {
+  using C = DecCfg<D, G>;
+  constexpr int kL = C::kLanesPerTok;
+  constexpr int kU = C::kUnroll;
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* acc_s = reinterpret_cast<float*>(smem);  // [kDecWarps][G][D]
+  float* m_s = acc_s + kDecWarps * G * D;         // [kDecWarps][G], log2 units
+  float* l_s = m_s + kDecWarps * G;               // [kDecWarps][G]
+
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int sub = lane % kL;  // dims sub * 8 .. sub * 8 + 7
+  const int grp = lane / kL;  // token within a load
+  const int i = blockIdx.x;
+  const int g = blockIdx.y;
+  const int split = blockIdx.z;
+  const int nh = p.group;  // <= G
+  const int t_begin = split * p.split_tokens;
+  const int split_end = min(t_begin + p.split_tokens, p.num_tokens);
+  const int64_t last = p.q_last[i];
+  const int limit = static_cast<int>(last + 1 < split_end ? last + 1 : split_end);
+
+  // q pre-scaled by scale * log2(e): scores are in log2 units, exponentials are exp2.
+  float qf[G][8];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qf[h][e] = 0.0f;
+    if (h < nh) {
+      const float* qrow =
+          p.q + (static_cast<size_t>(i) * p.q_heads + g * p.group + h) * D + sub * 8;
+      const float sc = p.scale * kLog2e;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) qf[h][e] = qrow[e] * sc;  // once per CTA: no alignment needed
+    }
+  }
+  float m[G], l[G], acc[G][8];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
+  }
+
+  const unsigned long long* table = reinterpret_cast<const unsigned long long*>(
+      p.blocks + (p.blocks_stride ? p.blocks_stride * static_cast<size_t>(i) : 0));
+  const size_t head_off = (static_cast<size_t>(g) * p.block_tokens * D + sub * 8) * 2;  // bytes
+  const size_t v_off = static_cast<size_t>(p.kv_heads) * p.block_tokens * D * 2;
+
+  for (int base = t_begin + warp * C::kTokPerIter; base < limit;
+       base += kDecWarps * C::kTokPerIter) {
+    uint4 kc[kU], vc[kU];
+    bool ok[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int t = base + u * C::kTokPerLoad + grp;
+      ok[u] = t < limit;
+      kc[u] = vc[u] = make_uint4(0, 0, 0, 0);
+      if (ok[u]) {
+        const int blk = t / p.block_tokens;
+        const int row = t - blk * p.block_tokens;
+        const unsigned char* kp = reinterpret_cast<const unsigned char*>(__ldg(table + blk)) +
+                                  head_off + static_cast<size_t>(row) * D * 2;
+        kc[u] = LoadStream16(kp);
+        vc[u] = LoadStream16(kp + v_off);
+      }
+    }
+    float s[G][kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      float kf[8];
+      Bf16x8ToF32(kc[u], kf);
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dot = fmaf(qf[h][e], kf[e], dot);
+#pragma unroll
+        for (int o = kL / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        s[h][u] = ok[u] ? dot : -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      if (h >= nh) {  // padding head: adds nothing
+#pragma unroll
+        for (int u = 0; u < kU; ++u) s[h][u] = 0.0f;
+        continue;
+      }
+      float mx = s[h][0];
+#pragma unroll
+      for (int u = 1; u < kU; ++u) mx = fmaxf(mx, s[h][u]);
+      const float m_new = fmaxf(m[h], mx);
+      if (m_new == -INFINITY) {  // this lane group has seen no token yet
+#pragma unroll
+        for (int u = 0; u < kU; ++u) s[h][u] = 0.0f;
+        continue;
+      }
+      const float alpha = exp2f(m[h] - m_new);  // 0 when m = -inf
+      float sum = 0.0f;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        s[h][u] = exp2f(s[h][u] - m_new);  // 0 for masked tokens
+        sum += s[h][u];
+      }
+      l[h] = l[h] * alpha + sum;
+      m[h] = m_new;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] *= alpha;
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      float vf[8];
+      Bf16x8ToF32(vc[u], vf);
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[h][e] = fmaf(s[h][u], vf[e], acc[h][e]);
+      }
+    }
+  }
+
+  // Merge the lane groups of the warp (butterfly over the group bits of the lane index).
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+#pragma unroll
+    for (int o = kL; o < 32; o <<= 1) {
+      const float mo = __shfl_xor_sync(0xffffffffu, m[h], o);
+      const float lo = __shfl_xor_sync(0xffffffffu, l[h], o);
+      const float mm = fmaxf(m[h], mo);
+      const float a = mm == -INFINITY ? 0.0f : exp2f(m[h] - mm);
+      const float b = mm == -INFINITY ? 0.0f : exp2f(mo - mm);
+      l[h] = l[h] * a + lo * b;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float ao = __shfl_xor_sync(0xffffffffu, acc[h][e], o);
+        acc[h][e] = acc[h][e] * a + ao * b;
+      }
+      m[h] = mm;
+    }
+  }
+  if (grp == 0) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc_s[(warp * G + h) * D + sub * 8 + e] = acc[h][e];
+      if (sub == 0) {
+        m_s[warp * G + h] = m[h];
+        l_s[warp * G + h] = l[h];
+      }
+    }
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < nh * D; idx += kDecThreads) {
+    const int h = idx / D;
+    const int d = idx % D;
+    float mm = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; ++w) mm = fmaxf(mm, m_s[w * G + h]);
+    float a = 0.0f, total = 0.0f;
+    if (mm != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kDecWarps; ++w) {
+        const float f = exp2f(m_s[w * G + h] - mm);
+        a += f * acc_s[(w * G + h) * D + d];
+        total += f * l_s[w * G + h];
+      }
+    }
+    const size_t oh = static_cast<size_t>(i) * p.q_heads + g * p.group + h;
+    if (p.num_splits == 1) {
+      p.out[oh * D + d] = a / total;
+    } else {
+      const size_t slot = oh * p.num_splits + split;
+      p.part_acc[slot * D + d] = a;
+      if (d == 0) {
+        p.part_ml[2 * slot] = mm * kLn2;  // natural-log units, as the tiled kernel and the merge
+        p.part_ml[2 * slot + 1] = total;
+      }
+    }
+  }
+}
+
+template <int D, int G>
+Status LaunchDecode(const KernelParams& kp, const AttentionPlan& plan, size_t n, size_t kv_heads,
+                    cudaStream_t stream) {
+  constexpr int kSmem = DecCfg<D, G>::kSmemBytes;
+  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(kv_heads),
+                  static_cast<unsigned>(plan.num_splits));
+  DecodeKernel<D, G><<<grid, kDecThreads, kSmem, stream>>>(kp);
+  return internal::LaunchStatus("DecodeKernel");
+}
+
+template <int D>
+Status LaunchDecodeForGroup(size_t group, const KernelParams& kp, const AttentionPlan& plan,
+                            size_t n, size_t kv_heads, cudaStream_t stream) {
+  if (group <= 1) return LaunchDecode<D, 1>(kp, plan, n, kv_heads, stream);
+  if (group <= 2) return LaunchDecode<D, 2>(kp, plan, n, kv_heads, stream);
+  if (group <= 4) return LaunchDecode<D, 4>(kp, plan, n, kv_heads, stream);
+  return LaunchDecode<D, 8>(kp, plan, n, kv_heads, stream);
+}
+
+template <int D, int G>
+int DecodeOccupancyOf() {
+  int ctas = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, DecodeKernel<D, G>, kDecThreads,
+                                                    DecCfg<D, G>::kSmemBytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 4;
+  }
+  return std::max(ctas, 1);
+}
+
+template <int D>
+int DecodeOccupancyForGroup(size_t group) {
+  if (group <= 1) return DecodeOccupancyOf<D, 1>();
+  if (group <= 2) return DecodeOccupancyOf<D, 2>();
+  if (group <= 4) return DecodeOccupancyOf<D, 4>();
+  return DecodeOccupancyOf<D, 8>();
+}
+
+bool DecodeKernelApplies(const AttentionArgs& a, size_t group) {
+  return a.geom.dtype == DType::kBF16 && (a.geom.head_dim == 64 || a.geom.head_dim == 128) &&
+         group <= 8 && (a.blocks_stride != 0 || a.n == 1);
 }
 
 template <typename T, int D>
@@ -491,7 +804,7 @@ size_t TileFor(DType dtype) {
 }  // namespace
 
 StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
-                                      size_t split_tokens_hint) {
+                                      size_t split_tokens_hint, AttentionKernelChoice kernel) {
   const KvGeometry& geom = a.geom;
   if (geom.kv_heads == 0 || a.q_heads == 0 || a.q_heads % geom.kv_heads != 0) {
     return InvalidArgument("q_heads=%zu is not a positive multiple of kv_heads=%zu", a.q_heads,
@@ -512,9 +825,12 @@ StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
                            a.num_tokens, a.n);
   }
   AttentionPlan plan;
+  plan.decode_kernel = kernel == AttentionKernelChoice::kAuto && DecodeKernelApplies(a, group);
   plan.heads_per_cta = std::min<size_t>(group, kRows);
   plan.head_chunks = (group + plan.heads_per_cta - 1) / plan.heads_per_cta;
-  plan.queries_per_cta = a.blocks_stride == 0 ? std::max<size_t>(1, kRows / plan.heads_per_cta) : 1;
+  plan.queries_per_cta = a.blocks_stride == 0 && !plan.decode_kernel
+                             ? std::max<size_t>(1, kRows / plan.heads_per_cta)
+                             : 1;
   const size_t tile = TileFor(geom.dtype);
   const size_t base_ctas =
       (a.n + plan.queries_per_cta - 1) / plan.queries_per_cta * geom.kv_heads * plan.head_chunks;
@@ -525,8 +841,11 @@ StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
     // One full wave of resident CTAs when the shapes alone give fewer: more pieces each pay a
     // pipeline fill and a partial write, and a second, partial wave leaves SMs idle. Never
     // pieces shorter than kMinSplitTokens.
+    const int resident = !plan.decode_kernel   ? ResidentCtasPerSm(geom)
+                         : geom.head_dim == 64 ? DecodeOccupancyForGroup<64>(group)
+                                               : DecodeOccupancyForGroup<128>(group);
     const size_t target =
-        static_cast<size_t>(ResidentCtasPerSm(geom)) * static_cast<size_t>(std::max(sm_count, 1));
+        static_cast<size_t>(resident) * static_cast<size_t>(std::max(sm_count, 1));
     if (base_ctas < target) {
       const size_t pieces = std::max<size_t>(1, target / base_ctas);
       split = std::max(kMinSplitTokens, (a.num_tokens + pieces - 1) / pieces);
@@ -570,26 +889,46 @@ Status RunAttention(CudaStream* stream, const AttentionArgs& a, const AttentionP
   kp.scale = a.scale;
   const cudaStream_t s = AsCuda(stream);
   const bool bf16 = a.geom.dtype == DType::kBF16;
-  switch (a.geom.head_dim) {
-    case 64:
-      KVSTAR_RETURN_IF_ERROR(LaunchForDim<64>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
-      break;
-    case 80:
-      KVSTAR_RETURN_IF_ERROR(LaunchForDim<80>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
-      break;
-    case 96:
-      KVSTAR_RETURN_IF_ERROR(LaunchForDim<96>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
-      break;
-    case 128:
-      KVSTAR_RETURN_IF_ERROR(LaunchForDim<128>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
-      break;
-    default:
-      return Unimplemented("CUDA attention: head_dim %zu", a.geom.head_dim);
+  if (plan.decode_kernel) {
+    const size_t group = a.q_heads / a.geom.kv_heads;
+    if (a.geom.head_dim == 64) {
+      KVSTAR_RETURN_IF_ERROR(LaunchDecodeForGroup<64>(group, kp, plan, a.n, a.geom.kv_heads, s));
+    } else {
+      KVSTAR_RETURN_IF_ERROR(LaunchDecodeForGroup<128>(group, kp, plan, a.n, a.geom.kv_heads, s));
+    }
+  } else {
+    switch (a.geom.head_dim) {
+      case 64:
+        KVSTAR_RETURN_IF_ERROR(LaunchForDim<64>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
+        break;
+      case 80:
+        KVSTAR_RETURN_IF_ERROR(LaunchForDim<80>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
+        break;
+      case 96:
+        KVSTAR_RETURN_IF_ERROR(LaunchForDim<96>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
+        break;
+      case 128:
+        KVSTAR_RETURN_IF_ERROR(LaunchForDim<128>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
+        break;
+      default:
+        return Unimplemented("CUDA attention: head_dim %zu", a.geom.head_dim);
+    }
   }
   if (plan.num_splits > 1) {
-    MergeKernel<<<static_cast<unsigned>(a.n * a.q_heads), 128, 0, s>>>(
-        kp.part_acc, kp.part_ml, kp.num_splits, static_cast<int>(a.geom.head_dim), a.out);
-    KVSTAR_RETURN_IF_ERROR(internal::LaunchStatus("MergeKernel"));
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(a.n * a.q_heads));
+    cfg.blockDim = dim3(kMergeThreads);
+    cfg.stream = s;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    const float* part_acc = kp.part_acc;
+    const float* part_ml = kp.part_ml;
+    KVSTAR_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, MergeKernel, part_acc, part_ml,
+                                                   kp.num_splits, static_cast<int>(a.geom.head_dim),
+                                                   a.out));
   }
   return Status::Ok();
 }

@@ -44,7 +44,14 @@ struct Case {
   size_t n;
   bool causal;            // q_last[i] = num_tokens - n + i; else every query sees all tokens
   size_t split_hint = 0;  // 0: the plan chooses
+  AttentionKernelChoice kernel = AttentionKernelChoice::kAuto;
 };
+
+// Whether the plan should pick the decode kernel for this case.
+bool DecodeKernelExpected(const Case& c) {
+  return c.kernel == AttentionKernelChoice::kAuto && c.dtype == DType::kBF16 &&
+         (c.head_dim == 64 || c.head_dim == 128) && c.group <= 8 && c.n == 1;
+}
 
 // One sequence's KV blocks, on the host and on the device (device blocks in shuffled order).
 struct Sequence {
@@ -117,9 +124,10 @@ class CudaAttentionTest : public CudaTest {
     args.num_tokens = c.num_tokens;
     args.scale = scale;
     args.out = dout.as<float>();
-    auto plan = PlanAttention(args, ctx_->info().sm_count, c.split_hint);
+    auto plan = PlanAttention(args, ctx_->info().sm_count, c.split_hint, c.kernel);
     EXPECT_TRUE(plan.ok()) << plan.status().ToString();
     if (!plan.ok()) return INFINITY;
+    EXPECT_EQ(plan->decode_kernel, DecodeKernelExpected(c));
     if (c.split_hint > 0 && c.split_hint < c.num_tokens) {
       EXPECT_GT(plan->num_splits, 1u);
     }
@@ -134,12 +142,36 @@ class CudaAttentionTest : public CudaTest {
 };
 
 TEST_F(CudaAttentionTest, DecodeHeadDimsGroupsAndDTypes) {
-  for (DType dt : {DType::kBF16, DType::kF32}) {
-    for (size_t hd : {64, 80, 96, 128}) {
-      for (size_t group : {1, 2, 3, 4, 5, 6, 7, 8}) {
-        const Case c{hd, dt, 2, group, 128, 777 + 31 * group, 1, true};
-        SCOPED_TRACE(::testing::Message() << DTypeName(dt) << " hd=" << hd << " g=" << group);
-        EXPECT_LE(RunCase(c), kF32Tol);
+  for (AttentionKernelChoice k : {AttentionKernelChoice::kAuto, AttentionKernelChoice::kTiled}) {
+    for (DType dt : {DType::kBF16, DType::kF32}) {
+      for (size_t hd : {64, 80, 96, 128}) {
+        for (size_t group : {1, 2, 3, 4, 5, 6, 7, 8}) {
+          Case c{hd, dt, 2, group, 128, 777 + 31 * group, 1, true};
+          c.kernel = k;
+          SCOPED_TRACE(::testing::Message() << DTypeName(dt) << " hd=" << hd << " g=" << group
+                                            << " tiled=" << (k == AttentionKernelChoice::kTiled));
+          EXPECT_LE(RunCase(c), kF32Tol);
+        }
+      }
+    }
+  }
+}
+
+// The decode kernel reads each token's block through the table per lane: block sizes that are
+// not multiples of its loads, sequences shorter than one load, and forced pieces that end inside
+// a block.
+TEST_F(CudaAttentionTest, DecodeKernelOddBlocksShortSequencesAndPieces) {
+  for (size_t hd : {64, 128}) {
+    for (size_t bt : {1, 16, 48, 200}) {
+      for (size_t tokens : {1, 3, 17, 1000}) {
+        for (size_t group : {1, 4, 5}) {
+          SCOPED_TRACE(::testing::Message()
+                       << "hd=" << hd << " bt=" << bt << " tokens=" << tokens << " g=" << group);
+          EXPECT_LE(RunCase({hd, DType::kBF16, 3, group, bt, tokens, 1, true}), kF32Tol);
+          if (tokens > 64) {
+            EXPECT_LE(RunCase({hd, DType::kBF16, 3, group, bt, tokens, 1, true, 64}), kF32Tol);
+          }
+        }
       }
     }
   }
@@ -182,7 +214,10 @@ TEST_F(CudaAttentionTest, LongDecodeAutoSplit) {
 // Decode of several sequences of different lengths in one call (blocks_stride > 0), each against
 // the CPU op on its own table.
 TEST_F(CudaAttentionTest, BatchedDecodeOverSeveralTables) {
-  for (DType dt : {DType::kBF16, DType::kF32}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const DType dt = variant == 2 ? DType::kF32 : DType::kBF16;
+    const AttentionKernelChoice kernel =
+        variant == 1 ? AttentionKernelChoice::kTiled : AttentionKernelChoice::kAuto;
     const KvGeometry geom{.kv_heads = 4, .head_dim = 128, .block_tokens = 128, .dtype = dt};
     const size_t group = 4;
     const size_t q_heads = geom.kv_heads * group;
@@ -219,13 +254,14 @@ TEST_F(CudaAttentionTest, BatchedDecodeOverSeveralTables) {
     args.num_tokens = 5000;
     args.scale = scale;
     args.out = dout.as<float>();
-    auto plan = PlanAttention(args, ctx_->info().sm_count);
+    auto plan = PlanAttention(args, ctx_->info().sm_count, 0, kernel);
     ASSERT_TRUE(plan.ok()) << plan.status().ToString();
     EXPECT_GT(plan->num_splits, 1u);
+    EXPECT_EQ(plan->decode_kernel, variant == 0);
     auto ws = DeviceBuffer::Allocate(plan->workspace_bytes);
     ASSERT_TRUE(ws.ok());
     ASSERT_TRUE(RunAttention(stream_, args, *plan, ws->data()).ok());
-    EXPECT_LE(RelErr(Download<float>(dout, q.size()), ref), kF32Tol) << DTypeName(dt);
+    EXPECT_LE(RelErr(Download<float>(dout, q.size()), ref), kF32Tol) << "variant " << variant;
   }
 }
 

@@ -119,13 +119,22 @@ struct AttentionPlan {
   size_t split_tokens = 0;     // tokens per sequence piece (multiple of the K/V tile)
   size_t num_splits = 1;       // pieces merged by log-sum-exp when > 1
   size_t workspace_bytes = 0;  // device scratch for the pieces' partial results
+  // The decode kernel (one query per CTA, bf16 KV, head_dim 64 or 128, group <= 8): warps stream
+  // K/V straight into registers, no shared-memory tiles. Otherwise the tiled kernel.
+  bool decode_kernel = false;
+};
+
+enum class AttentionKernelChoice {
+  kAuto,   // the decode kernel where it applies, else the tiled one
+  kTiled,  // always the tiled kernel (for comparisons)
 };
 
 // sm_count: DeviceInfo::sm_count; with the kernel's occupancy on the current device it decides
 // how finely a long decode is split (one wave of resident CTAs). split_tokens_hint: 0 = choose;
 // otherwise the piece length (rounded up to the tile), for tests and benchmarks.
 StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& args, int sm_count,
-                                      size_t split_tokens_hint = 0);
+                                      size_t split_tokens_hint = 0,
+                                      AttentionKernelChoice kernel = AttentionKernelChoice::kAuto);
 
 // Runs the plan: the split kernel then, when num_splits > 1, the merge kernel. workspace: device,
 // at least plan.workspace_bytes (may be null when 0).
