@@ -107,14 +107,16 @@ __device__ __forceinline__ void ChunkToF32(const float* src, float* dst) {
   dst[2] = v.z;
   dst[3] = v.w;
 }
-__device__ __forceinline__ void ChunkToF32(const __nv_bfloat16* src, float* dst) {
-  const uint4 v = *reinterpret_cast<const uint4*>(src);
+__device__ __forceinline__ void Bf16x8ToF32(const uint4 v, float* f) {
   const unsigned w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    dst[2 * i] = __uint_as_float(w[i] << 16);
-    dst[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
   }
+}
+__device__ __forceinline__ void ChunkToF32(const __nv_bfloat16* src, float* dst) {
+  Bf16x8ToF32(*reinterpret_cast<const uint4*>(src), dst);
 }
 
 __device__ __forceinline__ float2 PairToF32(const float* src) {
@@ -512,15 +514,6 @@ __device__ __forceinline__ uint4 LoadStream16(const void* p) {
   return v;
 }
 
-__device__ __forceinline__ void Bf16x8ToF32(const uint4 v, float* f) {
-  const unsigned w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
 template <int D, int G>
 __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p) {
   using C = DecCfg<D, G>;
@@ -572,10 +565,9 @@ __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p
   const size_t head_off = (static_cast<size_t>(g) * p.block_tokens * D + sub * 8) * 2;  // bytes
   const size_t v_off = static_cast<size_t>(p.kv_heads) * p.block_tokens * D * 2;
 
-  for (int base = t_begin + warp * C::kTokPerIter; base < limit;
-       base += kDecWarps * C::kTokPerIter) {
-    uint4 kc[kU], vc[kU];
-    bool ok[kU];
+  // Loads of the warp's next group are issued before the current one is used (two groups in
+  // flight per warp), so the arithmetic of one overlaps the memory latency of the next.
+  auto load_group = [&](int base, uint4* kc, uint4* vc, bool* ok) {
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int t = base + u * C::kTokPerLoad + grp;
@@ -590,6 +582,15 @@ __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p
         vc[u] = LoadStream16(kp + v_off);
       }
     }
+  };
+  constexpr int kStep = kDecWarps * C::kTokPerIter;
+  uint4 kc[kU], vc[kU];
+  bool ok[kU];
+  load_group(t_begin + warp * C::kTokPerIter, kc, vc, ok);
+  for (int base = t_begin + warp * C::kTokPerIter; base < limit; base += kStep) {
+    uint4 kn[kU], vn[kU];
+    bool okn[kU];
+    load_group(base + kStep, kn, vn, okn);  // all predicated off past the limit
     float s[G][kU];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
@@ -642,6 +643,12 @@ __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[h][e] = fmaf(s[h][u], vf[e], acc[h][e]);
       }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      kc[u] = kn[u];
+      vc[u] = vn[u];
+      ok[u] = okn[u];
     }
   }
 
@@ -851,7 +858,10 @@ StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
       split = std::max(kMinSplitTokens, (a.num_tokens + pieces - 1) / pieces);
     }
   }
-  plan.split_tokens = (split + tile - 1) / tile * tile;
+  // The tiled kernel walks whole tiles; the decode kernel bounds every lane's token, so its pieces
+  // only need a multiple of one pass of its warps (32 tokens), which lets them fill the wave.
+  const size_t grain = plan.decode_kernel ? 32 : tile;
+  plan.split_tokens = (split + grain - 1) / grain * grain;
   plan.num_splits = (a.num_tokens + plan.split_tokens - 1) / plan.split_tokens;
   if (plan.num_splits > 65535) return InvalidArgument("%zu sequence pieces", plan.num_splits);
   if (plan.num_splits > 1) {

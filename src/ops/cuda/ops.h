@@ -116,7 +116,7 @@ struct AttentionPlan {
   size_t queries_per_cta = 1;  // consecutive queries sharing the K/V tiles of one CTA
   size_t heads_per_cta = 1;    // query heads of one KV head handled together (<= 8)
   size_t head_chunks = 1;      // ceil(group / heads_per_cta)
-  size_t split_tokens = 0;     // tokens per sequence piece (multiple of the K/V tile)
+  size_t split_tokens = 0;     // tokens per piece (tiled: multiple of the K/V tile; decode: of 32)
   size_t num_splits = 1;       // pieces merged by log-sum-exp when > 1
   size_t workspace_bytes = 0;  // device scratch for the pieces' partial results
   // The decode kernel (one query per CTA, bf16 KV, head_dim 64 or 128, group <= 8): warps stream
