@@ -571,7 +571,10 @@ Status KvstarPolicy::SyncReselect(LayerState& L, int layer, const float* q) {
   if (L.retrieval.valid()) KVSTAR_RETURN_IF_ERROR(TakeRetrieval(L, layer));
   if (L.load_pending) KVSTAR_RETURN_IF_ERROR(FinishLoad(L, layer));
   sparse::RetrievalTask task = MakeTask(L, q, 1);
-  sparse::RetrievalHandle h = res_.retriever->Submit(task);
+  // This thread would only wait: it scores part of the task itself, and the compute pool (idle
+  // until this layer's attention) scores the rest.
+  sparse::RetrievalHandle h = res_.compute != nullptr ? res_.retriever->RunWith(task, res_.compute)
+                                                      : res_.retriever->Submit(task);
   Status s = h.Wait();
   stats_.retrievals++;
   stats_.sync_retrievals++;

@@ -385,4 +385,19 @@ RetrievalHandle Retriever::Submit(RetrievalTask task) {
   return h;
 }
 
+RetrievalHandle Retriever::RunWith(RetrievalTask task, ThreadPool* helpers) {
+  KVSTAR_CHECK(helpers != nullptr, "RunWith needs a helper pool");
+  auto st = std::make_shared<RetrievalState>();
+  st->task = std::move(task);
+  st->shutdown = shutdown_;
+  st->pool = helpers;
+  size_t max_parts = static_cast<size_t>(helpers->num_workers()) + 1;
+  if (options_.max_split > 0)
+    max_parts = std::min(max_parts, static_cast<size_t>(options_.max_split));
+  RunTask(st, max_parts, options_.min_segments);
+  RetrievalHandle h;
+  h.state_ = std::move(st);
+  return h;
+}
+
 }  // namespace kvstar::sparse

@@ -115,6 +115,11 @@ class Retriever {
 
   // Returns at once; validation errors are reported through the handle.
   RetrievalHandle Submit(RetrievalTask task);
+  // For a caller that would only wait for the result: runs the first part of the task on the
+  // calling thread and the other parts on `helpers`' workers (e.g. the compute pool, idle while
+  // its caller waits), then returns the handle (Wait() for the parts still running). A task
+  // splits into at most helpers->num_workers() + 1 parts (max_split and min_segments apply).
+  RetrievalHandle RunWith(RetrievalTask task, ThreadPool* helpers);
   // Threads available to one task.
   int parallelism() const;
 

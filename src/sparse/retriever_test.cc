@@ -360,6 +360,17 @@ TEST(Retriever, SplitAcrossThreadsEqualsUnsplit) {
       EXPECT_EQ(h.result().candidate_scores, unsplit->candidate_scores) << threads;
       EXPECT_EQ(h.result().head_blocks, unsplit->head_blocks) << threads;
     }
+    // RunWith: part 0 on this thread, the others on a helper pool's workers.
+    for (int threads : {1, 2, 4}) {
+      ThreadPool helpers(threads);  // threads - 1 workers
+      Retriever retriever(RetrieverOptions{.num_threads = 1, .min_segments = 1});
+      RetrievalHandle h = retriever.RunWith(t, &helpers);
+      ASSERT_TRUE(h.Wait().ok());
+      EXPECT_EQ(h.result().blocks, unsplit->blocks) << threads;
+      EXPECT_EQ(h.result().scores, unsplit->scores) << threads;
+      EXPECT_EQ(h.result().candidate_scores, unsplit->candidate_scores) << threads;
+      EXPECT_EQ(h.result().head_blocks, unsplit->head_blocks) << threads;
+    }
   }
 }
 
