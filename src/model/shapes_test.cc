@@ -7,7 +7,7 @@ namespace {
 
 TEST(ShapesTest, AllNamedShapesAreValid) {
   const auto names = NamedShapeList();
-  ASSERT_EQ(names.size(), 6u);
+  ASSERT_EQ(names.size(), 7u);
   for (const std::string& name : names) {
     auto c = NamedShape(name);
     ASSERT_TRUE(c.ok()) << name << ": " << c.status().ToString();
@@ -27,6 +27,10 @@ TEST(ShapesTest, ParameterCountsOfRealModels) {
   const size_t small = NamedShape("qwen2-100m")->num_parameters();
   EXPECT_GT(small, 90'000'000u);
   EXPECT_LT(small, 110'000'000u);
+  // llama2.c's stories110M has 110M parameters with tied embeddings; untied here (+24.6M).
+  const size_t mha = NamedShape("llama-mha-110m")->num_parameters();
+  EXPECT_GT(mha, 120'000'000u);
+  EXPECT_LT(mha, 140'000'000u);
 }
 
 TEST(ShapesTest, KeyFields) {
@@ -43,6 +47,10 @@ TEST(ShapesTest, KeyFields) {
   EXPECT_TRUE(l2->rope_scaling.type.empty());
   auto s = NamedShape("qwen2-100m");
   EXPECT_TRUE(s->tie_word_embeddings);
+  auto m = NamedShape("llama-mha-110m");
+  EXPECT_EQ(m->group_size(), 1u);
+  EXPECT_EQ(m->kv_bytes_per_token(DType::kBF16), 36864u);  // 12 layers x 2 x 12 heads x 64 x 2 B
+  EXPECT_EQ(m->max_position_embeddings, 131072);
 }
 
 TEST(ShapesTest, UnknownName) {
