@@ -198,6 +198,7 @@ Status CudaBatch::Init() {
   const size_t per_seq = kvstar ? KvstarSlotsPerSeq(opt_) : max_blocks_;
   m.kv.resize(num_kv);
   for (auto& buf : m.kv) KVSTAR_RETURN_IF_ERROR(alloc(buf, B * per_seq * bb));
+  if (kvstar) KVSTAR_RETURN_IF_ERROR(alloc(m.q_layers, c.num_layers * B * c.q_dim() * 4));
   {
     std::vector<void*> table(num_kv * B * per_seq);
     for (size_t t = 0; t < num_kv; ++t) {
@@ -621,25 +622,21 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     if (staged && l + 1 < c.num_layers) KVSTAR_RETURN_IF_ERROR(prefetch(l + 1));
     if (kvpr) KVSTAR_RETURN_IF_ERROR(recompute(l));
     KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.input_norm, B, hidden, c.rms_norm_eps, xn));
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.q, L.q_bias, xn, B, m.q.as<float>(), ws));
+    float* q = kvstar ? m.q_layers.as<float>() + l * B * c.q_dim() : m.q.as<float>();
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.q, L.q_bias, xn, B, q, ws));
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.k, L.k_bias, xn, B, m.k.as<float>(), ws));
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.v, L.v_bias, xn, B, m.v.as<float>(), ws));
-    KVSTAR_RETURN_IF_ERROR(
-        ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_heads, m.q.as<float>()));
+    KVSTAR_RETURN_IF_ERROR(ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_heads, q));
     KVSTAR_RETURN_IF_ERROR(
         ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_kv_heads, m.k.as<float>()));
     const size_t table_index = staged ? j : l;
     void* const* table = m.tables.as<void*>() + table_index * B * row_stride;
     if (staged) KVSTAR_RETURN_IF_ERROR(m.kv_ready[j].WaitOn(s));
     if (kvstar) {
-      // The group's queries to the host for retrieval; this layer's delta copies before its
-      // attention (earlier layers ran while they streamed).
-      const size_t R = opt_.kvstar.retrieval_stride;
-      float* ring = m.query_ring.as<float>() + ((l * 2 * R + kv_steps_ % (2 * R)) * B) * c.q_dim();
-      KVSTAR_RETURN_IF_ERROR(
-          ctx.CopyToHost(ring, m.q.as<float>(), B * c.q_dim() * sizeof(float), s));
+      // This layer's delta copies before its attention (earlier layers ran while they streamed).
       if (m.load_pending[l]) KVSTAR_RETURN_IF_ERROR(m.load_done[l].WaitOn(s));
       a.q_last = m.qlast_dev.as<int64_t>() + l * B;
+      a.q = q;
     }
     for (size_t b = 0; b < B; ++b) {
       const size_t row =
@@ -673,6 +670,15 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), B * c.intermediate_size, gate));
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws));
     KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, B * hidden, x));
+  }
+  if (kvstar) {
+    // The step's queries of every layer to the host ring (row step % 2R of each layer) for
+    // retrieval, in one copy; the host reads them after the step has finished.
+    const size_t R = opt_.kvstar.retrieval_stride;
+    const size_t row_bytes = B * c.q_dim() * sizeof(float);
+    float* ring = m.query_ring.as<float>() + (kv_steps_ % (2 * R)) * B * c.q_dim();
+    KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost2D(ring, 2 * R * row_bytes, m.q_layers.data(), row_bytes,
+                                            row_bytes, c.num_layers, s));
   }
   KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, model_.final_norm(), B, hidden, c.rms_norm_eps, xn));
   float* lg = m.logits.as<float>();

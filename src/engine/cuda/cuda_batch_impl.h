@@ -37,7 +37,7 @@ struct KvstarSeqLayer {
   // each replacing the lowest-scoring held block that left the target.
   std::vector<uint32_t> target;
   uint32_t target_cand_end = 0;
-  std::vector<float> score;  // [block]
+  std::vector<float> score;        // [block]
   std::vector<uint8_t> in_target;  // [block] 1 when the block is in `target`
   std::vector<uint32_t> arriving;
   std::unique_ptr<Event> arrive;
@@ -50,6 +50,9 @@ struct CudaBatch::Impl {
   std::vector<std::vector<KvstarSeqLayer>> ks;
   PinnedHostBuffer table_mirror, qlast_mirror, query_ring;
   DeviceBuffer qlast_dev;
+  // Decode queries of every layer of the step [layer][seq][q_dim]: copied to the query ring once
+  // per step (one copy per layer stalled the compute stream 32 times a step).
+  DeviceBuffer q_layers;
   std::vector<Event> load_done;  // [layer] delta loads of this step
   std::vector<bool> load_pending;
   std::unique_ptr<sparse::Retriever> retriever;

@@ -298,6 +298,14 @@ Status DeviceContext::CopyToHost(void* dst_host, const void* src_device, size_t 
       "cudaMemcpyAsync(device to host)");
 }
 
+Status DeviceContext::CopyToHost2D(void* dst_host, size_t dst_pitch, const void* src_device,
+                                   size_t src_pitch, size_t width, size_t rows,
+                                   CudaStream* stream) const {
+  return internal::CudaStatus(cudaMemcpy2DAsync(dst_host, dst_pitch, src_device, src_pitch, width,
+                                                rows, cudaMemcpyDeviceToHost, AsCuda(stream)),
+                              "cudaMemcpy2DAsync(device to host)");
+}
+
 Status DeviceContext::CopyOnDevice(void* dst_device, const void* src_device, size_t bytes,
                                    CudaStream* stream) const {
   return internal::CudaStatus(

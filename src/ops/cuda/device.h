@@ -181,6 +181,9 @@ class DeviceContext {
   Status CopyToDevice(void* dst_device, const void* src_host, size_t bytes,
                       CudaStream* stream) const;
   Status CopyToHost(void* dst_host, const void* src_device, size_t bytes, CudaStream* stream) const;
+  // `rows` rows of `width` bytes, src_pitch / dst_pitch bytes apart, in one copy.
+  Status CopyToHost2D(void* dst_host, size_t dst_pitch, const void* src_device, size_t src_pitch,
+                      size_t width, size_t rows, CudaStream* stream) const;
   Status CopyOnDevice(void* dst_device, const void* src_device, size_t bytes,
                       CudaStream* stream) const;
   Status Memset(void* dst_device, int byte, size_t bytes, CudaStream* stream) const;
