@@ -253,6 +253,7 @@ struct RetrievalState {
   ThreadPool* pool = nullptr;
   size_t parts = 0;
   std::atomic<size_t> remaining{0};
+  std::atomic<size_t> next_segment{0};  // segments are claimed one at a time by the parts
   std::mutex error_mu;
   Status error;
   std::atomic<bool> failed{false};
@@ -295,13 +296,19 @@ void FinishTask(const std::shared_ptr<RetrievalState>& st) {
   st->completion.Finish(Status::Ok());
 }
 
-void RunPart(const std::shared_ptr<RetrievalState>& st, size_t part) {
-  if (!st->Stopped()) {
-    const size_t n = st->plan.segments;
-    const size_t s0 = n * part / st->parts;
-    const size_t s1 = n * (part + 1) / st->parts;
-    Status s = RunSegments(st->task, st->plan, s0, s1, [&] { return st->Stopped(); });
-    if (!s.ok()) st->Fail(std::move(s));
+// Every part claims segments from a shared counter until none is left, so a part that starts
+// late (its thread was asleep or busy) or runs slowly takes fewer, and the others more. Each
+// segment's partial results have their own place in the plan and are combined in segment order,
+// so the result does not depend on which part computed which segment.
+void RunPart(const std::shared_ptr<RetrievalState>& st) {
+  const size_t n = st->plan.segments;
+  for (size_t seg;
+       !st->Stopped() && (seg = st->next_segment.fetch_add(1, std::memory_order_relaxed)) < n;) {
+    Status s = RunSegments(st->task, st->plan, seg, seg + 1, [&] { return st->Stopped(); });
+    if (!s.ok()) {
+      st->Fail(std::move(s));
+      break;
+    }
   }
   if (st->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) FinishTask(st);
 }
@@ -319,10 +326,8 @@ void RunTask(const std::shared_ptr<RetrievalState>& st, size_t max_parts, size_t
   const size_t by_size = std::max<size_t>(1, st->plan.segments / std::max<size_t>(1, min_segments));
   st->parts = std::max<size_t>(1, std::min(max_parts, by_size));
   st->remaining.store(st->parts);
-  for (size_t p = 1; p < st->parts; ++p) {
-    st->pool->Submit([st, p] { RunPart(st, p); });
-  }
-  RunPart(st, 0);
+  for (size_t p = 1; p < st->parts; ++p) st->pool->Submit([st] { RunPart(st); });
+  RunPart(st);
 }
 
 }  // namespace
