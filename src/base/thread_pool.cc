@@ -58,17 +58,19 @@ void ThreadPool::Submit(std::function<void()> fn) {
     queue_.push_back(std::move(fn));
     queued_.fetch_add(1, std::memory_order_release);
   }
-  cv_.notify_one();
+  if (queued_.load() > spinning_.load()) cv_.notify_one();
 }
 
 void ThreadPool::WorkerLoop(int index) {
   for (;;) {
     // Spin a little before sleeping: ParallelFor calls come in bursts (several per layer of a
     // decode step) and waking a sleeping thread costs tens of microseconds each time.
+    spinning_.fetch_add(1);
     for (int spin = 0; spin < kSpinIterations && queued_.load(std::memory_order_acquire) == 0;
          ++spin) {
       CpuRelax();
     }
+    spinning_.fetch_sub(1);
     std::function<void()> fn;
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -124,7 +126,7 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t, size_t, 
     for (size_t p = 1; p < parts; ++p) queue_.push_front(run_chunks);
     queued_.fetch_add(parts - 1, std::memory_order_release);
   }
-  cv_.notify_all();
+  if (queued_.load() > spinning_.load()) cv_.notify_all();
   run_chunks();
   std::unique_lock<std::mutex> lock(shared->mu);
   shared->cv.wait(lock, [&] { return shared->done.load() == parts; });

@@ -55,6 +55,9 @@ class ThreadPool {
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
   std::atomic<size_t> queued_{0};  // queue_.size(), readable without the lock
+  // Workers in their spin loop: each checks the queue under the lock before it sleeps, so a
+  // submitter wakes a sleeping worker (a futex call) only when more tasks wait than workers spin.
+  std::atomic<size_t> spinning_{0};
   static constexpr int kSpinIterations = 4000;
   bool single_threaded_parallel_for_ = false;
 };
