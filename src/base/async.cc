@@ -1,5 +1,6 @@
 #include "base/async.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "base/cpu_relax.h"
@@ -7,10 +8,13 @@
 namespace kvstar {
 
 Status Completion::Wait(std::chrono::milliseconds timeout) const {
+  // The timeout counts from here, polling included.
+  const auto deadline = Clock::now() + timeout;
   // Poll briefly before sleeping: short operations (a DRAM block copy, a small retrieval) finish
   // in a few microseconds, less than it takes to wake a sleeping thread.
   if (!Ready() && timeout.count() != 0) {
-    const auto until = Clock::now() + kSpinBeforeSleep;
+    auto until = Clock::now() + kSpinBeforeSleep;
+    if (timeout.count() > 0) until = std::min(until, deadline);
     for (int i = 0; !Ready(); ++i) {
       CpuRelax();
       if ((i & 63) == 63 && Clock::now() >= until) break;
@@ -18,17 +22,18 @@ Status Completion::Wait(std::chrono::milliseconds timeout) const {
     // Then yield for a while: a copy of a megabyte takes ~60 us, and waking from the condition
     // variable costs tens of microseconds on some VMs. Yielding leaves the core to any thread
     // that has work.
-    const auto yield_until = Clock::now() + kYieldBeforeSleep;
+    until = Clock::now() + kYieldBeforeSleep;
+    if (timeout.count() > 0) until = std::min(until, deadline);
     for (int i = 0; !Ready(); ++i) {
       std::this_thread::yield();
-      if ((i & 7) == 7 && Clock::now() >= yield_until) break;
+      if ((i & 7) == 7 && Clock::now() >= until) break;
     }
   }
   std::unique_lock<std::mutex> lock(mu_);
   auto is_done = [this] { return done_.load(std::memory_order_acquire); };
   if (timeout.count() < 0) {
     cv_.wait(lock, is_done);
-  } else if (!cv_.wait_for(lock, timeout, is_done)) {
+  } else if (!cv_.wait_until(lock, deadline, is_done)) {
     return DeadlineExceeded("operation still running after %lld ms",
                             static_cast<long long>(timeout.count()));
   }

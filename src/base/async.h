@@ -20,7 +20,8 @@ class Completion {
 
   bool Ready() const { return done_.load(std::memory_order_acquire); }
 
-  // Blocks until finished or the timeout passes (polling for up to kSpinBeforeSleep first).
+  // Blocks until finished or the timeout passes: spins up to kSpinBeforeSleep, yields up to
+  // kYieldBeforeSleep, then sleeps; the timeout counts from the call, polling included.
   // Returns the operation's status, or DeadlineExceeded if it is still running. A negative
   // timeout waits forever.
   Status Wait(std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) const;

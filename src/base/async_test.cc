@@ -19,6 +19,18 @@ TEST(CompletionTest, WaitTimesOutThenSucceeds) {
   EXPECT_EQ(c->status().message(), "disk on fire");
 }
 
+// Short and zero timeouts on an operation that never finishes: DeadlineExceeded, after at least
+// the timeout and within a bound a loaded machine keeps.
+TEST(CompletionTest, TimeoutIncludesThePolling) {
+  Completion c;
+  const auto t0 = Completion::Clock::now();
+  EXPECT_EQ(c.Wait(std::chrono::milliseconds(0)).code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(c.Wait(std::chrono::milliseconds(1)).code(), StatusCode::kDeadlineExceeded);
+  const auto elapsed = Completion::Clock::now() - t0;
+  EXPECT_GE(elapsed, std::chrono::milliseconds(1));
+  EXPECT_LT(elapsed, std::chrono::milliseconds(200));
+}
+
 TEST(CompletionTest, CancelIsObservable) {
   Completion c;
   EXPECT_FALSE(c.CancelRequested());
