@@ -436,7 +436,10 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"host_boundary_ms_per_step",
               (cb.stats().host_boundary_ms_total - before.host_boundary_ms_total) / steps},
              {"host_after_ms_per_step",
-              (cb.stats().host_after_ms_total - before.host_after_ms_total) / steps}});
+              (cb.stats().host_after_ms_total - before.host_after_ms_total) / steps},
+             {"host_window_ms_per_step",
+              (cb.stats().host_window_ms_total - before.host_window_ms_total) / steps},
+             {"host_window_ms_max", cb.stats().host_window_ms_max}});
         if (mode == KvMode::kKvstar) {
           const cuda::BatchStats& st = cb.stats();
           const double applied = static_cast<double>(st.retrievals - before.retrievals);

@@ -647,6 +647,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     }
     a.blocks = table;
     KVSTAR_RETURN_IF_ERROR(RunAttention(s, a, plan, m.attn_ws.data()));
+    if (kvstar && !m.attn_read.empty()) KVSTAR_RETURN_IF_ERROR(m.attn_read[l].Record(s));
     if (staged) {
       // The block that received the new token goes back to the host; staging j is free for
       // layer l + 2 once this copy is done.
@@ -690,7 +691,13 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(logits, lg, B * c.vocab_size * 4, s));
     stats_.d2h_bytes += B * c.vocab_size * 4;
   }
-  if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarIssueCopies());
+  if (kvstar) {
+    Stopwatch window;
+    KVSTAR_RETURN_IF_ERROR(KvstarIssueCopies());
+    const double ms = window.Millis();
+    stats_.host_window_ms_total += ms;
+    stats_.host_window_ms_max = std::max(stats_.host_window_ms_max, ms);
+  }
   KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
   Stopwatch after;
   if (staged) {

@@ -64,7 +64,7 @@ struct BatchOptions {
   // empty. Each is rounded down to block_tokens and clipped to the prompt.
   std::vector<size_t> kvpr_layer_splits;
   // kvstar: the settings (UCM names; select_per_kv_head and first_selection "exact" are CPU
-  // only) and the CPU threads that score blocks (0: hardware threads - 1).
+  // only) and the CPU threads that score blocks (0: hardware threads - 3, at least 1).
   KvstarConfig kvstar;
   int retrieval_threads = 0;
 };
@@ -91,6 +91,10 @@ struct BatchStats {
   double recompute_ms_total = 0;
   double host_boundary_ms_total = 0;  // kvstar: of which the boundary (selection bookkeeping)
   double host_after_ms_total = 0;     // kvstar: of which the after-step part (tails, tasks)
+  // kvstar: host time in the step's window (retrieval submission, staging, copies), while the
+  // device runs the step; a window longer than the step's kernels leaves the device idle.
+  double host_window_ms_total = 0;
+  double host_window_ms_max = 0;
   size_t device_blocks = 0;       // blocks resident in HBM now (all layers and sequences)
   size_t candidate_blocks = 0;    // candidates now (all layers and sequences)
   size_t selected_blocks = 0;     // selected now, with candidates held until the next selection
@@ -148,8 +152,9 @@ class CudaBatch {
   Status KvstarBoundary();
   Status KvstarStage(size_t layer, size_t seq);
   Status KvstarPlanCopies(size_t layer, size_t seq);
-  // Not deterministic: KvstarPlanCopies for every (layer, sequence), called once the step's
-  // kernels are queued so that this host work overlaps the step instead of preceding it.
+  // Not deterministic: KvstarStage and KvstarPlanCopies for every (layer, sequence) and one batch
+  // of copies per layer, called once the step's kernels are queued so that this host work
+  // overlaps the step instead of preceding it.
   Status KvstarIssueCopies();
   // One retrieval task per (layer, sequence) for the group that ended at step kv_steps_.
   Status KvstarSubmitGroup();

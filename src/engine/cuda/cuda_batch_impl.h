@@ -41,6 +41,10 @@ struct KvstarSeqLayer {
   std::vector<uint8_t> in_target;  // [block] 1 when the block is in `target`
   std::vector<uint32_t> arriving;
   std::unique_ptr<Event> arrive;
+  // Not deterministic: the front `retired` entries of free_slots were dropped from the table in
+  // this step's window while the step may still read them; a copy into one of them waits for
+  // this layer's attention (event attn_read[layer]). Zero again once the step has finished.
+  size_t retired = 0;
 };
 
 struct CudaBatch::Impl {
@@ -55,6 +59,16 @@ struct CudaBatch::Impl {
   DeviceBuffer q_layers;
   std::vector<Event> load_done;  // [layer] delta loads of this step
   std::vector<bool> load_pending;
+  // Not deterministic: [layer] recorded after the layer's attention (its slots are read), and
+  // once after the step's table and q_last copies (the mirrors may be rewritten).
+  std::vector<Event> attn_read;
+  std::unique_ptr<Event> mirrors_sent;
+  // Not deterministic: one layer's delta copies, queued in one batch (and whether they wait for
+  // the layer's attention).
+  std::vector<void*> copy_dst;
+  std::vector<const void*> copy_src;
+  std::vector<size_t> copy_bytes;
+  bool copy_wait = false;
   std::unique_ptr<sparse::Retriever> retriever;
   size_t slots_per_seq = 0;
 

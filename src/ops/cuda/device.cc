@@ -291,6 +291,20 @@ Status DeviceContext::CopyToDevice(void* dst_device, const void* src_host, size_
       "cudaMemcpyAsync(host to device)");
 }
 
+Status DeviceContext::CopyBatchToDevice(void* const* dst_device, const void* const* src_host,
+                                        const size_t* bytes, size_t count,
+                                        CudaStream* stream) const {
+  if (count == 0) return Status::Ok();
+  if (count == 1) return CopyToDevice(dst_device[0], src_host[0], bytes[0], stream);
+  cudaMemcpyAttributes attr{};
+  attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+  attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+  size_t attr_index = 0;
+  return internal::CudaStatus(cudaMemcpyBatchAsync(dst_device, src_host, bytes, count, &attr,
+                                                   &attr_index, 1, AsCuda(stream)),
+                              "cudaMemcpyBatchAsync(host to device)");
+}
+
 Status DeviceContext::CopyToHost(void* dst_host, const void* src_device, size_t bytes,
                                  CudaStream* stream) const {
   return internal::CudaStatus(

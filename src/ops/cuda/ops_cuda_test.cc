@@ -88,6 +88,52 @@ TEST_F(CudaOpsTest, DeviceInfoAndCopiesAcrossStreamsWithEvents) {
   for (size_t i = 0; i < count; ++i) ASSERT_EQ(out[i], src[i] + src[i]) << "at " << i;
 }
 
+TEST_F(CudaOpsTest, BatchCopyToDevicePlacesEveryPiece) {
+  // Pieces of odd sizes from a pinned buffer to scattered, shuffled places of a poisoned buffer.
+  const size_t pieces = 300, piece_max = 70000;
+  std::vector<size_t> sizes(pieces), src_off(pieces), dst_off(pieces);
+  size_t total = 0;
+  for (size_t i = 0; i < pieces; ++i) {
+    sizes[i] = 1 + rng_() % piece_max;
+    src_off[i] = total;
+    total += sizes[i];
+  }
+  std::vector<size_t> order(pieces);
+  for (size_t i = 0; i < pieces; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng_);
+  size_t at = 0;
+  for (size_t i : order) {
+    dst_off[i] = at;
+    at += sizes[i];
+  }
+  auto pinned = PinnedHostBuffer::Allocate(total);
+  ASSERT_TRUE(pinned.ok());
+  for (size_t i = 0; i < total; ++i) pinned->as<uint8_t>()[i] = static_cast<uint8_t>(rng_());
+  DeviceBuffer dev = Poisoned(total);
+  std::vector<void*> dst(pieces);
+  std::vector<const void*> src(pieces);
+  for (size_t i = 0; i < pieces; ++i) {
+    dst[i] = dev.as<char>() + dst_off[i];
+    src[i] = pinned->as<char>() + src_off[i];
+  }
+  ASSERT_TRUE(ctx_->Synchronize(stream_).ok());
+  for (size_t count : {size_t{1}, pieces}) {
+    ASSERT_TRUE(
+        ctx_->CopyBatchToDevice(dst.data(), src.data(), sizes.data(), count, ctx_->h2d_stream())
+            .ok());
+  }
+  ASSERT_TRUE(
+      ctx_->CopyBatchToDevice(dst.data(), src.data(), sizes.data(), 0, ctx_->h2d_stream()).ok());
+  ASSERT_TRUE(ctx_->Synchronize(ctx_->h2d_stream()).ok());
+  std::vector<uint8_t> back(total);
+  ASSERT_TRUE(ctx_->CopyToHost(back.data(), dev.data(), total, stream_).ok());
+  ASSERT_TRUE(ctx_->Synchronize(stream_).ok());
+  for (size_t i = 0; i < pieces; ++i) {
+    ASSERT_EQ(std::memcmp(back.data() + dst_off[i], pinned->as<char>() + src_off[i], sizes[i]), 0)
+        << "piece " << i << " of " << sizes[i] << " bytes";
+  }
+}
+
 TEST_F(CudaOpsTest, DeviceBufferAllocationFailureIsAStatus) {
   auto huge = DeviceBuffer::Allocate(size_t{1} << 50);
   EXPECT_FALSE(huge.ok());
