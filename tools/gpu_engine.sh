@@ -77,7 +77,7 @@ $K bench --device cuda --shape llama3-8b --contexts 8K,32K,64K,130944 --cuda-bat
   --modes dense,kvstar --decode-steps 32 --retrieval-threads $r \
   --plot "$out/kvstar_llama3_8b_b1.png" --json >"$out/kvstar_b1.json" || status=1
 $K bench --device cuda --shape llama3-8b --contexts 32K --cuda-batch max --modes dense,kvstar \
-  --decode-steps 16 --retrieval-threads $r --json >"$out/kvstar_max.json" || status=1
+  --decode-steps 32 --retrieval-threads 13 --json >"$out/kvstar_max.json" || status=1
 $K bench --device cuda --shape llama3-8b --contexts 130944 --cuda-batch 1 --modes offload \
   --decode-steps 16 --json >"$out/offload_128k.json" || status=1
 $K bench --device cuda --shape llama2-7b-32k --contexts 2K,4K,8K,16K --cuda-batch 8 \
