@@ -439,7 +439,14 @@ int RunCudaBench(const CudaBenchFlags& f) {
               (cb.stats().host_after_ms_total - before.host_after_ms_total) / steps},
              {"host_window_ms_per_step",
               (cb.stats().host_window_ms_total - before.host_window_ms_total) / steps},
-             {"host_window_ms_max", cb.stats().host_window_ms_max}});
+             {"host_window_ms_max", cb.stats().host_window_ms_max},
+             {"window_split_ms_per_step",
+              {{"submit",
+                (cb.stats().window_submit_ms_total - before.window_submit_ms_total) / steps},
+               {"stage", (cb.stats().window_stage_ms_total - before.window_stage_ms_total) / steps},
+               {"plan", (cb.stats().window_plan_ms_total - before.window_plan_ms_total) / steps},
+               {"issue",
+                (cb.stats().window_issue_ms_total - before.window_issue_ms_total) / steps}}}});
         if (mode == KvMode::kKvstar) {
           const cuda::BatchStats& st = cb.stats();
           const double applied = static_cast<double>(st.retrievals - before.retrievals);

@@ -95,6 +95,12 @@ struct BatchStats {
   // device runs the step; a window longer than the step's kernels leaves the device idle.
   double host_window_ms_total = 0;
   double host_window_ms_max = 0;
+  // Of the window: retrieval submission, staging (joins and drops, tables), planning (finished
+  // retrievals, choice of the next copies) and issuing the batched copies and their events.
+  double window_submit_ms_total = 0;
+  double window_stage_ms_total = 0;
+  double window_plan_ms_total = 0;
+  double window_issue_ms_total = 0;
   size_t device_blocks = 0;       // blocks resident in HBM now (all layers and sequences)
   size_t candidate_blocks = 0;    // candidates now (all layers and sequences)
   size_t selected_blocks = 0;     // selected now, with candidates held until the next selection

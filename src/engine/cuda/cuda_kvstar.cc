@@ -417,7 +417,9 @@ Status CudaBatch::KvstarIssueCopies() {
   if (submit_due_) {
     // The device is writing the other half of the query ring now.
     submit_due_ = false;
+    Stopwatch submit;
     KVSTAR_RETURN_IF_ERROR(KvstarSubmitGroup());
+    stats_.window_submit_ms_total += submit.Millis();
   }
   // The step's tables left the mirrors long ago (they were queued before its first kernel).
   KVSTAR_RETURN_IF_ERROR(m.mirrors_sent->Synchronize());
@@ -430,12 +432,17 @@ Status CudaBatch::KvstarIssueCopies() {
     m.copy_wait = false;
     planned.clear();
     for (size_t b = 0; b < m.ks[l].size(); ++b) {
+      Stopwatch stage;
       KVSTAR_RETURN_IF_ERROR(KvstarStage(l, b));
+      stats_.window_stage_ms_total += stage.Millis();
+      Stopwatch plan;
       const size_t queued = m.copy_dst.size();
       KVSTAR_RETURN_IF_ERROR(KvstarPlanCopies(l, b));
       if (m.copy_dst.size() > queued) planned.push_back(b);
+      stats_.window_plan_ms_total += plan.Millis();
     }
     if (planned.empty()) continue;
+    Stopwatch issue;
     // The layer's copies of every sequence in one call, then each sequence's arrival event.
     if (m.copy_wait) KVSTAR_RETURN_IF_ERROR(m.attn_read[l].WaitOn(ctx.h2d_stream()));
     KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(m.copy_dst.data(), m.copy_src.data(),
@@ -449,6 +456,7 @@ Status CudaBatch::KvstarIssueCopies() {
       }
       KVSTAR_RETURN_IF_ERROR(s.arrive->Record(ctx.h2d_stream()));
     }
+    stats_.window_issue_ms_total += issue.Millis();
   }
   return Status::Ok();
 }
