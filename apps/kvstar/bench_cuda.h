@@ -29,7 +29,7 @@ struct CudaBenchFlags {
   std::string plot;  // PNG path: decode tokens/s vs context per mode
   bool json = false;
   KvstarConfig kvstar;        // kvstar mode settings (--kvstar-config and the UCM-named flags)
-  int retrieval_threads = 0;  // 0: hardware threads - 1
+  int retrieval_threads = 0;  // 0: hardware threads - 3 (CudaBatch's default)
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

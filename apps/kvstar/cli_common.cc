@@ -51,7 +51,7 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
   cmd->add_option("--block-tokens", f->block_tokens,
                   "Tokens per KV block (multiple of 8): the unit of storage and retrieval");
   cmd->add_option("--prefill-chunk", f->prefill_chunk, "Prompt tokens per prefill forward pass")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeastOne());
   cmd->add_option("--device-kv-budget", f->device_kv_budget,
                   "Bytes of device memory for KV blocks, e.g. 2G (default: the model's whole "
                   "context, at most 4G)");
@@ -72,9 +72,12 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
       ->group(group);
   cmd->add_option("--store-dram", f->store_dram, "DRAM store capacity, e.g. 8G (default 4G)")
       ->group(group);
-  cmd->add_option("--retrieval-threads", f->retrieval_threads, "CPU threads that score blocks")
-      ->check(CLI::PositiveNumber)
-      ->group(group);
+  f->retrieval_threads_flag =
+      cmd->add_option("--retrieval-threads", f->retrieval_threads,
+                      "CPU threads that score blocks (default 1; with --device cuda all "
+                      "hardware threads but three)")
+          ->check(CLI::Range(1, 4096))
+          ->group(group);
   cmd->add_option("--kvstar-config", f->kvstar_config,
                   "JSON file of KVstar settings with UCM's keys; the flags below override it")
       ->check(CLI::ExistingFile)
@@ -244,6 +247,15 @@ void AddDeviceFlag(CLI::App* cmd, std::string* device) {
       ->check(CLI::IsMember({"cpu", "cuda"}));
 }
 
+const CLI::Validator& AtLeastOne() {
+  static const CLI::Range range(int64_t{1}, int64_t{1} << 40);
+  return range;
+}
+
+bool RetrievalThreadsGiven(const EngineFlags& flags) {
+  return flags.retrieval_threads_flag != nullptr && flags.retrieval_threads_flag->count() > 0;
+}
+
 StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
                                                   const std::string& device, std::string* mode) {
   const bool cuda = device == "cuda";
@@ -256,6 +268,7 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
   EngineFlags cpu = flags;
   if (cuda) cpu.mode = "dense";
   KVSTAR_ASSIGN_OR_RETURN(EngineOptions o, FinishEngineOptions(cpu));
+  if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;
 }

@@ -27,12 +27,18 @@ struct EngineFlags {
   std::string store = "dram";
   std::string store_dram;
   int retrieval_threads = 1;
-  KvstarConfig kvstar;                     // values of the individual flags
-  std::vector<CLI::Option*> kvstar_flags;  // to know which were given
+  CLI::Option* retrieval_threads_flag = nullptr;  // given? (--device cuda defaults otherwise)
+  KvstarConfig kvstar;                            // values of the individual flags
+  std::vector<CLI::Option*> kvstar_flags;         // to know which were given
 };
 // with_threads = false when the command has its own --threads (bench: a list).
 void AddEngineFlags(CLI::App* cmd, EngineFlags* flags, bool with_threads = true);
 StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& flags);
+// Validator of counts (tokens, steps, threads): 1 .. 2^40, with a message that says so.
+const CLI::Validator& AtLeastOne();
+
+// Whether --retrieval-threads was on the command line.
+bool RetrievalThreadsGiven(const EngineFlags& flags);
 
 // --device for generate / eval: cpu, or cuda (CUDA builds).
 void AddDeviceFlag(CLI::App* cmd, std::string* device);

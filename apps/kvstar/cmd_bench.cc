@@ -120,7 +120,8 @@ int RunBench(const BenchFlags& f) {
     auto eo = FinishEngineOptions(f.engine);
     if (!eo.ok()) return ReportError(eo.status());
     c.kvstar = eo->kvstar;
-    c.retrieval_threads = eo->retrieval_threads;
+    // Not given: the CUDA engine's default (all hardware threads but three).
+    c.retrieval_threads = RetrievalThreadsGiven(f.engine) ? eo->retrieval_threads : 0;
     return RunCudaBench(c);
 #else
     return ReportError(InvalidArgument(
@@ -333,10 +334,8 @@ void AddBench(CLI::App& root, int* exit_code) {
                     ->check(CLI::ExistingDirectory);
   shape->excludes(model);
   cmd->add_option("--threads", f->threads, "Comma-separated thread counts to run, e.g. 1,2");
-  cmd->add_option("--context", f->context, "Prompt tokens before decoding")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--decode-steps", f->decode_steps, "Decode steps timed")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--context", f->context, "Prompt tokens before decoding")->check(AtLeastOne());
+  cmd->add_option("--decode-steps", f->decode_steps, "Decode steps timed")->check(AtLeastOne());
   cmd->add_option("--weight-dtype", f->weight_dtype, "Weight type of random shapes")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
   cmd->add_option("--modes", f->modes,

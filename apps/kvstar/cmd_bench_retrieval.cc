@@ -15,6 +15,7 @@
 
 #include "base/aligned_buffer.h"
 #include "base/timer.h"
+#include "cli_common.h"
 #include "command.h"
 #include "hwy/targets.h"
 #include "sparse/block_representations.h"
@@ -331,7 +332,7 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
   cmd->add_flag("--pin", flags->pin, "Pin retriever threads to cores 0..threads-1");
   cmd->add_option("--min-segments", flags->min_segments,
                   "Fewest segments of 32 candidates per part when a task is split over threads")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeastOne());
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of a table");
   cmd->callback([flags, exit_code] { *exit_code = RunBenchRetrieval(*flags); });
 }

@@ -218,7 +218,7 @@ void AddTask(CLI::App& root, int* exit_code) {
       ->required()
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--task", f->task, "Task name (see kvstar eval --help)");
-  cmd->add_option("--length", f->length, "Prompt length in tokens")->check(CLI::PositiveNumber);
+  cmd->add_option("--length", f->length, "Prompt length in tokens")->check(AtLeastOne());
   cmd->add_option("--seed", f->seed, "Seed");
   cmd->add_option("--index", f->index, "Sample index (the needle depth is index / (samples - 1))");
   cmd->add_option("--samples", f->samples, "Number of samples the depth is spread over");
