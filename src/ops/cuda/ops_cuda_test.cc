@@ -117,13 +117,19 @@ TEST_F(CudaOpsTest, BatchCopyToDevicePlacesEveryPiece) {
     src[i] = pinned->as<char>() + src_off[i];
   }
   ASSERT_TRUE(ctx_->Synchronize(stream_).ok());
-  for (size_t count : {size_t{1}, pieces}) {
-    ASSERT_TRUE(
-        ctx_->CopyBatchToDevice(dst.data(), src.data(), sizes.data(), count, ctx_->h2d_stream())
-            .ok());
-  }
+  // One piece (the plain-copy path) first, checked on its own; then none; then all of them.
+  ASSERT_TRUE(
+      ctx_->CopyBatchToDevice(dst.data(), src.data(), sizes.data(), 1, ctx_->h2d_stream()).ok());
   ASSERT_TRUE(
       ctx_->CopyBatchToDevice(dst.data(), src.data(), sizes.data(), 0, ctx_->h2d_stream()).ok());
+  ASSERT_TRUE(ctx_->Synchronize(ctx_->h2d_stream()).ok());
+  std::vector<uint8_t> first(sizes[0]);
+  ASSERT_TRUE(ctx_->CopyToHost(first.data(), dst[0], sizes[0], stream_).ok());
+  ASSERT_TRUE(ctx_->Synchronize(stream_).ok());
+  ASSERT_EQ(std::memcmp(first.data(), src[0], sizes[0]), 0) << "single piece";
+  ASSERT_TRUE(
+      ctx_->CopyBatchToDevice(dst.data(), src.data(), sizes.data(), pieces, ctx_->h2d_stream())
+          .ok());
   ASSERT_TRUE(ctx_->Synchronize(ctx_->h2d_stream()).ok());
   std::vector<uint8_t> back(total);
   ASSERT_TRUE(ctx_->CopyToHost(back.data(), dev.data(), total, stream_).ok());
