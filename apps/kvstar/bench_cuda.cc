@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "base/plot.h"
@@ -215,6 +216,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.prefill_chunk = 1024;
       o.kvstar = f.kvstar;
       o.retrieval_threads = f.retrieval_threads;
+      o.gpu_scoring = f.gpu_scoring;
       // kvpr: the planner's split for this shape (from a measured profile), or the flag.
       std::string split_reason;
       auto get_profile = [&]() -> const recompute::KvprProfile* {
@@ -453,6 +455,20 @@ int RunCudaBench(const CudaBenchFlags& f) {
           const double late = static_cast<double>(st.late_retrievals - before.late_retrievals);
           run["kvstar"] = {
               {"config", nlohmann::json::parse(f.kvstar.ToJson())},
+              {"retrieval_device", f.gpu_scoring ? "gpu" : "cpu"},
+              {"retrieval_threads",
+               f.gpu_scoring
+                   ? 0
+                   : (f.retrieval_threads > 0
+                          ? f.retrieval_threads
+                          : std::max(1,
+                                     static_cast<int>(std::thread::hardware_concurrency()) - 3))},
+              {"gpu_score_groups", st.gpu_score_groups - before.gpu_score_groups},
+              {"gpu_score_ms_per_group",
+               st.gpu_score_groups > before.gpu_score_groups
+                   ? (st.gpu_score_ms_total - before.gpu_score_ms_total) /
+                         static_cast<double>(st.gpu_score_groups - before.gpu_score_groups)
+                   : 0.0},
               {"retrievals_applied", st.retrievals - before.retrievals},
               {"late_retrievals", st.late_retrievals - before.late_retrievals},
               {"skipped_retrievals", st.skipped_retrievals - before.skipped_retrievals},

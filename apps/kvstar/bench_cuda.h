@@ -30,6 +30,7 @@ struct CudaBenchFlags {
   bool json = false;
   KvstarConfig kvstar;        // kvstar mode settings (--kvstar-config and the UCM-named flags)
   int retrieval_threads = 0;  // 0: hardware threads - 3 (CudaBatch's default)
+  bool gpu_scoring = false;   // kvstar: score blocks on the GPU (--retrieval-device gpu)
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

@@ -78,6 +78,12 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                       "hardware threads but three)")
           ->check(CLI::Range(1, 4096))
           ->group(group);
+  cmd->add_option("--retrieval-device", f->retrieval_device,
+                  "Where blocks are scored: cpu (CPU threads; default) or gpu (with --device "
+                  "cuda: the representations also live in HBM and the scoring kernels run on a "
+                  "low-priority stream; for batches whose retrieval the CPU cannot keep up with)")
+      ->check(CLI::IsMember({"cpu", "gpu"}))
+      ->group(group);
   cmd->add_option("--kvstar-config", f->kvstar_config,
                   "JSON file of KVstar settings with UCM's keys; the flags below override it")
       ->check(CLI::ExistingFile)
@@ -153,6 +159,11 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
   }
   o.store = f.store;
   o.retrieval_threads = f.retrieval_threads;
+  if (f.retrieval_device == "gpu") {
+    return InvalidArgument(
+        "--retrieval-device gpu needs --device cuda (the CPU engine scores "
+        "blocks on CPU threads)");
+  }
   if (!f.store_dram.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(o.store_dram_bytes, ParseBytes(f.store_dram, "--store-dram"));
   }
@@ -266,8 +277,12 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
   }
 #endif
   EngineFlags cpu = flags;
-  if (cuda) cpu.mode = "dense";
+  if (cuda) {
+    cpu.mode = "dense";
+    cpu.retrieval_device = "cpu";
+  }
   KVSTAR_ASSIGN_OR_RETURN(EngineOptions o, FinishEngineOptions(cpu));
+  o.gpu_scoring = cuda && flags.retrieval_device == "gpu";
   if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;

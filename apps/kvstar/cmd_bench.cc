@@ -117,9 +117,12 @@ int RunBench(const BenchFlags& f) {
     c.seed = f.seed;
     c.plot = f.plot;
     c.json = f.json;
-    auto eo = FinishEngineOptions(f.engine);
+    EngineFlags engine = f.engine;
+    engine.retrieval_device = "cpu";  // checked by the CPU engine's options otherwise
+    auto eo = FinishEngineOptions(engine);
     if (!eo.ok()) return ReportError(eo.status());
     c.kvstar = eo->kvstar;
+    c.gpu_scoring = f.engine.retrieval_device == "gpu";
     // Not given: the CUDA engine's default (all hardware threads but three).
     c.retrieval_threads = RetrievalThreadsGiven(f.engine) ? eo->retrieval_threads : 0;
     return RunCudaBench(c);

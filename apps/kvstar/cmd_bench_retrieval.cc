@@ -21,6 +21,9 @@
 #include "sparse/block_representations.h"
 #include "sparse/retriever.h"
 #include "sparse/score_kernels.h"
+#ifdef KVSTAR_HAVE_CUDA
+#include "bench_retrieval_cuda.h"
+#endif
 
 namespace kvstar::cli {
 namespace {
@@ -42,6 +45,8 @@ struct RetrievalFlags {
   bool pin = false;
   size_t min_segments = sparse::RetrieverOptions{}.min_segments;
   bool json = false;
+  std::string device = "cpu";  // cpu | cuda (ScoreBlocks, CUDA builds)
+  size_t gpu_tasks = 32;       // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
 };
 
 StatusOr<std::vector<size_t>> ParseList(const std::string& text, const char* flag) {
@@ -187,6 +192,18 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                         "--block-tokens and --queries >= 1"));
   }
   if (Status s = RestrictSimd(f.simd); !s.ok()) return fail(s);
+  const bool gpu = f.device == "cuda";
+#ifndef KVSTAR_HAVE_CUDA
+  if (gpu) {
+    return fail(InvalidArgument(
+        "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)"));
+  }
+#endif
+  if (gpu && f.per_kv_head) {
+    return fail(
+        InvalidArgument("--device cuda scores one selection per layer; drop "
+                        "--per-kv-head"));
+  }
   const size_t vectors = f.block_tokens / f.merge;
   nlohmann::json out;
   out["machine"] = {{"hardware_threads", std::thread::hardware_concurrency()},
@@ -203,11 +220,32 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                    {"min_segments", f.min_segments},
                    {"pinned", f.pin}};
   nlohmann::json bw = nlohmann::json::object();
-  for (size_t t : *threads) {
-    bw[std::to_string(t)] = MeasureReadBandwidth(static_cast<int>(t)) / 1e9;
+  double gemm_tflops = 0, copy_gbps = 0;  // --device cuda: this GPU's limits
+  if (gpu) {
+#ifdef KVSTAR_HAVE_CUDA
+    auto limits = MeasureGpuLimits();
+    if (!limits.ok()) return fail(limits.status());
+    gemm_tflops = limits->first;
+    copy_gbps = limits->second;
+#endif
+    out["gpu_f32_gemm_tflops"] = gemm_tflops;
+    out["gpu_copy_gbps"] = copy_gbps;
+    out["config"]["device"] = "cuda";
+    out["config"]["tasks_per_call"] = f.gpu_tasks;
+    if (!f.json) {
+      std::printf(
+          "GPU limits measured now: f32 GEMM %.1f TFLOP/s, device copy %.0f GB/s\n%7s "
+          "%4s %4s %6s %10s %10s %9s %10s %12s %6s %9s %6s %9s\n",
+          gemm_tflops, copy_gbps, "blocks", "H", "h", "tasks", "call_ms", "p99_ms", "task_ms",
+          "Mvec/s", "GFLOP/s", "%gemm", "rep_GB/s", "%copy", "rel_err");
+    }
+  } else {
+    for (size_t t : *threads) {
+      bw[std::to_string(t)] = MeasureReadBandwidth(static_cast<int>(t)) / 1e9;
+    }
+    out["memory_read_gbps"] = bw;
   }
-  out["memory_read_gbps"] = bw;
-  if (!f.json) {
+  if (!f.json && !gpu) {
     std::printf("SIMD target %s; load average %.1f; memory read bandwidth:",
                 sparse::kernels::CurrentTargetName(), LoadAverage());
     for (size_t t : *threads)
@@ -232,6 +270,46 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         task.sparse_ratio = f.sparse_ratio;
         task.options.select_per_kv_head = f.per_kv_head;
         for (size_t b = 0; b < nb; ++b) task.candidates.push_back(static_cast<uint32_t>(b));
+        const double vecs = double(nb) * double(vectors) * double(kvh);
+        const double flops = 2.0 * double(nb) * double(vectors) * double(qh) * double(f.queries) *
+                             double(f.d_pruned);
+        const double bytes = double(nb) * double(layer->reps->block_bytes());
+        if (gpu) {
+#ifdef KVSTAR_HAVE_CUDA
+          auto g =
+              TimeGpuScoring(task.reps, task.queries, f.queries, qh, f.gpu_tasks, f.min_seconds);
+          if (!g.ok()) return fail(g.status());
+          const double call = Percentile(g->call_ms, 0.5);
+          const double n = static_cast<double>(f.gpu_tasks);
+          const double gflops = n * flops / (call * 1e-3) / 1e9;
+          const double rep_gbps = n * bytes / (call * 1e-3) / 1e9;
+          runs.push_back({{"blocks", nb},
+                          {"q_heads", qh},
+                          {"kv_heads", kvh},
+                          {"device", g->device},
+                          {"tasks_per_call", f.gpu_tasks},
+                          {"iterations", g->call_ms.size()},
+                          {"median_ms_per_call", call},
+                          {"p99_ms_per_call", Percentile(g->call_ms, 0.99)},
+                          {"ms_per_task", call / n},
+                          {"vectors_per_s", n * vecs / (call * 1e-3)},
+                          {"gflops", gflops},
+                          {"fraction_of_f32_gemm", gflops / (gemm_tflops * 1e3)},
+                          {"rep_bytes_per_task", bytes},
+                          {"rep_gbps", rep_gbps},
+                          {"fraction_of_copy_bw", rep_gbps / copy_gbps},
+                          {"max_rel_err_vs_cpu", g->max_rel_err}});
+          if (!f.json) {
+            std::printf(
+                "%7zu %4zu %4zu %6zu %10.3f %10.3f %9.4f %10.1f %12.1f %5.1f%% %9.1f "
+                "%5.1f%% %9.1e\n",
+                nb, qh, kvh, f.gpu_tasks, call, Percentile(g->call_ms, 0.99), call / n,
+                n * vecs / (call * 1e-3) / 1e6, gflops, 100 * gflops / (gemm_tflops * 1e3),
+                rep_gbps, 100 * rep_gbps / copy_gbps, g->max_rel_err);
+          }
+#endif
+          continue;
+        }
         double single_median = 0;
         for (size_t t : *threads) {
           sparse::Retriever retriever({.num_threads = static_cast<int>(t),
@@ -254,10 +332,6 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
           const double cpu_ms = (ProcessCpuSeconds() - cpu0) * 1e3 / double(ms.size() + 2);
           const double median = Percentile(ms, 0.5);
           if (t == threads->front()) single_median = median * static_cast<double>(t);
-          const double vecs = double(nb) * double(vectors) * double(kvh);
-          const double flops = 2.0 * double(nb) * double(vectors) * double(qh) * double(f.queries) *
-                               double(f.d_pruned);
-          const double bytes = double(nb) * double(layer->reps->block_bytes());
           const double rep_gbps = bytes / (median * 1e-3) / 1e9;
           const double mem = bw[std::to_string(t)].get<double>();
           const double scaling = single_median / median;
@@ -296,7 +370,8 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
   auto flags = std::make_shared<RetrievalFlags>();
   auto* cmd = root.add_subcommand(
       "bench-retrieval",
-      "Benchmark KVstar retrieval (block scoring, soft vote, top-k) on the CPU.\n"
+      "Benchmark KVstar retrieval (block scoring, soft vote, top-k) on the CPU (or the block\n"
+      "scoring on the GPU with --device cuda).\n"
       "Builds random fp16 block representations in memory, runs whole retrieval tasks through a\n"
       "Retriever with each --threads count and reports latency per task (median, p99), merged\n"
       "vectors scored per second, GFLOP/s, and representation bytes read per second next to the\n"
@@ -333,6 +408,16 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
   cmd->add_option("--min-segments", flags->min_segments,
                   "Fewest segments of 32 candidates per part when a task is split over threads")
       ->check(AtLeastOne());
+  cmd->add_option("--device", flags->device,
+                  "cpu (Retriever threads) or cuda (the GPU scoring kernels of --retrieval-device "
+                  "gpu, against this GPU's f32 GEMM rate and copy bandwidth measured in the run)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--gpu-tasks", flags->gpu_tasks,
+                  "--device cuda: tasks per call, each with its own copy of the "
+                  "representations (e.g. 32 layers x batch)")
+      ->check(AtLeastOne())
+      ->capture_default_str();
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of a table");
   cmd->callback([flags, exit_code] { *exit_code = RunBenchRetrieval(*flags); });
 }

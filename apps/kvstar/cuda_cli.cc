@@ -73,6 +73,7 @@ StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
   r->base_.prefill_chunk = std::max<size_t>(options.prefill_chunk, 1);
   r->base_.kvstar = options.kvstar;
   r->base_.retrieval_threads = options.retrieval_threads;
+  r->base_.gpu_scoring = options.gpu_scoring;
   r->eos_ = engine.eos_ids();
   return std::unique_ptr<CudaRunner>(std::move(r));
 }

@@ -36,6 +36,8 @@ struct EngineOptions {
   std::string store = "dram";   // dram | file:PATH | tiered:PATH
   size_t store_dram_bytes = 0;  // DRAM tier capacity; 0 = 4 GiB
   int retrieval_threads = 1;    // CPU threads scoring blocks
+  // The CUDA engine only (--device cuda): blocks are scored on the GPU instead of CPU threads.
+  bool gpu_scoring = false;
 };
 
 Status ValidateEngineOptions(const EngineOptions& o);

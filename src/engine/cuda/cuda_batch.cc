@@ -84,6 +84,8 @@ size_t CudaBatch::EstimateDeviceBytes(const ModelConfig& c, const BatchOptions& 
     bytes += c.num_layers * blocks * bb;
   } else if (o.mode == KvMode::kKvstar) {
     bytes += c.num_layers * o.batch * KvstarSlotsPerSeq(o) * bb + c.num_layers * o.batch * 8;
+    bytes += o.gpu_scoring ? KvstarGpuScoringBytes(c, o)
+                           : c.num_layers * o.batch * c.q_dim() * 4;  // q_layers
   } else {
     bytes += 2 * blocks * bb;
   }
@@ -198,7 +200,11 @@ Status CudaBatch::Init() {
   const size_t per_seq = kvstar ? KvstarSlotsPerSeq(opt_) : max_blocks_;
   m.kv.resize(num_kv);
   for (auto& buf : m.kv) KVSTAR_RETURN_IF_ERROR(alloc(buf, B * per_seq * bb));
-  if (kvstar) KVSTAR_RETURN_IF_ERROR(alloc(m.q_layers, c.num_layers * B * c.q_dim() * 4));
+  // kvstar, CPU scoring: the step's queries, copied to the host ring once per step (with GPU
+  // scoring they go straight into the device ring).
+  if (kvstar && !opt_.gpu_scoring) {
+    KVSTAR_RETURN_IF_ERROR(alloc(m.q_layers, c.num_layers * B * c.q_dim() * 4));
+  }
   {
     std::vector<void*> table(num_kv * B * per_seq);
     for (size_t t = 0; t < num_kv; ++t) {
@@ -622,7 +628,15 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     if (staged && l + 1 < c.num_layers) KVSTAR_RETURN_IF_ERROR(prefetch(l + 1));
     if (kvpr) KVSTAR_RETURN_IF_ERROR(recompute(l));
     KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.input_norm, B, hidden, c.rms_norm_eps, xn));
-    float* q = kvstar ? m.q_layers.as<float>() + l * B * c.q_dim() : m.q.as<float>();
+    float* q = m.q.as<float>();
+    if (kvstar) {
+      // GPU scoring: row kv_steps_ % 2R of the device ring; otherwise the step's query buffer.
+      q = opt_.gpu_scoring
+              ? m.q_ring_dev.as<float>() +
+                    ((kv_steps_ % (2 * opt_.kvstar.retrieval_stride)) * c.num_layers + l) * B *
+                        c.q_dim()
+              : m.q_layers.as<float>() + l * B * c.q_dim();
+    }
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.q, L.q_bias, xn, B, q, ws));
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.k, L.k_bias, xn, B, m.k.as<float>(), ws));
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.v, L.v_bias, xn, B, m.v.as<float>(), ws));
@@ -672,7 +686,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws));
     KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, B * hidden, x));
   }
-  if (kvstar) {
+  if (kvstar && !opt_.gpu_scoring) {
     // The step's queries of every layer to the host ring (row step % 2R of each layer) for
     // retrieval, in one copy; the host reads them after the step has finished.
     const size_t R = opt_.kvstar.retrieval_stride;

@@ -44,7 +44,14 @@
 #include "ops/cuda/device.h"
 #include "ops/cuda/ops.h"
 
+namespace kvstar::sparse {
+struct RetrievalResult;
+}
+
 namespace kvstar::cuda {
+
+struct KvstarPending;
+struct KvstarGpuGroup;
 
 enum class KvMode { kDense, kOffload, kKvpr, kKvstar };
 StatusOr<KvMode> ParseKvMode(std::string_view name);
@@ -67,6 +74,11 @@ struct BatchOptions {
   // only) and the CPU threads that score blocks (0: hardware threads - 3, at least 1).
   KvstarConfig kvstar;
   int retrieval_threads = 0;
+  // kvstar: score the block representations on the GPU instead of CPU threads. The
+  // representations (about d_pruned / head_dim / merge / 2 of the KV) then live in HBM too, the
+  // queries never leave the device, and the scores of each group come back for the host's
+  // top-k. Scoring runs on the background (lowest priority) stream.
+  bool gpu_scoring = false;
 };
 
 struct BatchStats {
@@ -101,9 +113,12 @@ struct BatchStats {
   double window_stage_ms_total = 0;
   double window_plan_ms_total = 0;
   double window_issue_ms_total = 0;
-  size_t device_blocks = 0;       // blocks resident in HBM now (all layers and sequences)
-  size_t candidate_blocks = 0;    // candidates now (all layers and sequences)
-  size_t selected_blocks = 0;     // selected now, with candidates held until the next selection
+  // kvstar with gpu_scoring: groups scored and their device time (events around the kernels).
+  size_t gpu_score_groups = 0;
+  double gpu_score_ms_total = 0;
+  size_t device_blocks = 0;     // blocks resident in HBM now (all layers and sequences)
+  size_t candidate_blocks = 0;  // candidates now (all layers and sequences)
+  size_t selected_blocks = 0;   // selected now, with candidates held until the next selection
 };
 
 class CudaBatch {
@@ -151,6 +166,7 @@ class CudaBatch {
   // kvstar (cuda_kvstar.cc).
   static size_t KvstarSlotsPerSeq(const BatchOptions& o);
   Status KvstarInit();
+  Status KvstarInitGpuScoring();
   // After sequence `seq`'s context is in host memory: representations, the first selection from
   // `group0` ([nq][q_heads * head_dim] per layer), the resident blocks copied to their slots.
   Status KvstarSetupSequence(size_t seq, const std::vector<std::vector<float>>& group0, size_t nq);
@@ -164,11 +180,20 @@ class CudaBatch {
   Status KvstarIssueCopies();
   // One retrieval task per (layer, sequence) for the group that ended at step kv_steps_.
   Status KvstarSubmitGroup();
+  // gpu_scoring: KvstarSubmitGroup's work on the device: tasks, kernels, the scores' copy home.
+  Status KvstarScoreGroupOnDevice();
+  // gpu_scoring: turns the scores of completed groups into results (host top-k). Groups up to
+  // and including `wait_for` (when not null) are waited for; later ones only if already done.
+  Status KvstarHarvest(const KvstarGpuGroup* wait_for);
+  bool KvstarReady(const KvstarPending& p) const;
+  Status KvstarWait(KvstarPending& p);
+  static const sparse::RetrievalResult& KvstarResult(const KvstarPending& p);
+  static size_t KvstarGpuScoringBytes(const ModelConfig& config, const BatchOptions& options);
   // After a step: full tail blocks become local / candidates; a complete group is submitted.
   Status KvstarAfterStep();
   Status KvstarRebuildTable(size_t layer, size_t seq);
-  void KvstarCount();    // device / candidate / selected block counts into stats_
-  size_t kv_steps_ = 0;  // kvstar: decode steps done
+  void KvstarCount();        // device / candidate / selected block counts into stats_
+  size_t kv_steps_ = 0;      // kvstar: decode steps done
   bool submit_due_ = false;  // kvstar: a complete group waits for the next step's window
 
   CudaModel& model_;

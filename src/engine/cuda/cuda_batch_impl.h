@@ -11,13 +11,24 @@
 
 namespace kvstar::cuda {
 
+// kvstar with gpu_scoring: one group's scoring on the device, for every (layer, sequence).
+struct KvstarGpuGroup {
+  size_t group = 0;
+  size_t half = 0;  // of the query ring, the pinned scores and the task mirror: (group - 1) % 2
+  bool harvested = false;
+  std::vector<uint32_t> cand_end;                // [layer * batch + seq]; 0: no task
+  std::vector<sparse::RetrievalResult> results;  // [layer * batch + seq], once harvested
+};
+
 // kvstar: a retrieval submitted and not yet applied.
 struct KvstarPending {
-  size_t group = 0;           // decode steps (group - 1) R + 1 .. group R
-  size_t submitted_step = 0;  // kv_steps_ when submitted
-  double submitted_at = 0;    // NowSeconds()
-  uint32_t cand_end = 0;      // candidates of the task were blocks below this
-  sparse::RetrievalHandle handle;
+  size_t group = 0;                     // decode steps (group - 1) R + 1 .. group R
+  size_t submitted_step = 0;            // kv_steps_ when submitted
+  double submitted_at = 0;              // NowSeconds()
+  uint32_t cand_end = 0;                // candidates of the task were blocks below this
+  sparse::RetrievalHandle handle;       // CPU scoring
+  std::shared_ptr<KvstarGpuGroup> gpu;  // GPU scoring: the group, and this task's index in it
+  size_t gpu_index = 0;
 };
 
 // kvstar mode, one (layer, sequence): which blocks are on the device and where.
@@ -71,6 +82,19 @@ struct CudaBatch::Impl {
   bool copy_wait = false;
   std::unique_ptr<sparse::Retriever> retriever;
   size_t slots_per_seq = 0;
+  // kvstar with gpu_scoring: representations [layer][seq][max_blocks][rep_elems] (f16) and
+  // channels [layer][seq][kv_heads][d_pruned] (u16) in HBM; the query ring
+  // [2 R][layer][seq][q_dim] f32 that the Q projections write into (half h: rows h R .. h R +
+  // R - 1); scores [layer][seq][max_blocks] and their pinned copy per half; task descriptors
+  // (pinned mirror and device, per half); scratch for score_layers layers per ScoreBlocks call;
+  // pinned staging of the representations of blocks made by decoding. Events per half: scoring
+  // began and ended (the ring half may be rewritten once it ended).
+  DeviceBuffer reps_dev, chan_dev, q_ring_dev, scores_dev, score_tasks_dev, score_ws;
+  PinnedHostBuffer scores_host, score_tasks_host, rep_stage;
+  std::vector<Event> score_begin, score_done, tasks_sent;
+  std::unique_ptr<Event> rep_stage_sent;
+  std::shared_ptr<KvstarGpuGroup> gpu_group[2];  // latest group of each half
+  size_t rep_elems = 0, d_pruned = 0, score_layers = 1;
 
   // Activations [rows][...] f32.
   DeviceBuffer x, xn, q, k, v, attn, proj, gate, up;

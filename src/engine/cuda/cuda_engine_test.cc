@@ -77,6 +77,7 @@ class CudaEngineTest : public ::testing::Test {
     BatchOptions o;
     o.kvstar = kvstar;
     o.retrieval_threads = 2;
+    o.gpu_scoring = gpu_scoring_;
     o.mode = mode;
     o.batch = batch;
     o.max_tokens = max_tokens;
@@ -89,6 +90,7 @@ class CudaEngineTest : public ::testing::Test {
     return b.ok() ? std::move(*b) : nullptr;
   }
 
+  bool gpu_scoring_ = false;  // kvstar batches made by MakeBatch score on the GPU
   std::unique_ptr<DeviceContext> ctx_;
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;
@@ -312,7 +314,9 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
   auto dense = MakeBatch(KvMode::kDense, 2, cap, DType::kBF16, 32);
   ASSERT_NE(dense, nullptr);
   const RunOut ref = Decode(*dense, prompts, steps, vocab);
-  for (bool deterministic : {true, false}) {
+  for (int run = 0; run < 4; ++run) {
+    const bool deterministic = run % 2 == 0;
+    gpu_scoring_ = run >= 2;
     KvstarConfig k;
     k.sparse_ratio = 1.0;
     k.retrieval_stride = 4;
@@ -320,17 +324,22 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
     auto kv = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, 32, 0, 64, k);
     ASSERT_NE(kv, nullptr);
     const RunOut r = Decode(*kv, prompts, steps, vocab);
-    EXPECT_EQ(r.tokens, ref.tokens) << "deterministic " << deterministic;
+    EXPECT_EQ(r.tokens, ref.tokens) << "deterministic " << deterministic << " gpu " << gpu_scoring_;
     EXPECT_EQ(RowError(r.last_logits.data(), ref.last_logits.data(), 2 * vocab), 0.0);
     EXPECT_GT(r.stats.retrievals, 0u);
     EXPECT_EQ(r.stats.selected_blocks, r.stats.candidate_blocks);
+    EXPECT_EQ(r.stats.gpu_score_groups > 0, gpu_scoring_);
   }
 }
 
 // kvstar at ratio 0.25: HBM holds windows + tail + the selection per layer and sequence; the
 // selection changes through delta copies; greedy tokens stay mostly those of dense.
 TEST_F(CudaEngineTest, KvstarSparseKeepsTheBudget) {
-  for (bool deterministic : {true, false}) {
+  for (int run = 0; run < 4; ++run) {
+    const bool deterministic = run % 2 == 0;
+    gpu_scoring_ = run >= 2;
+    SCOPED_TRACE(std::string("deterministic ") + (deterministic ? "yes" : "no") + ", scoring on " +
+                 (gpu_scoring_ ? "GPU" : "CPU"));
     LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
     const auto prompts = DemoPrompts(config_.vocab_size);
     const size_t vocab = model_->config().vocab_size;
@@ -469,6 +478,58 @@ TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
 }
 
 // The CUDA prefill logits of the demo model agree with the CPU engine's.
+// GPU scoring (deterministic) selects the blocks that CPU scoring selects on the same device
+// queries and keys, step by step; only near-ties of f32 summation order may differ.
+TEST_F(CudaEngineTest, KvstarGpuScoringSelectsTheBlocksOfCpuScoring) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const auto prompts = DemoPrompts(config_.vocab_size);
+  const size_t steps = 41, bt = 16;
+  const size_t cap = prompts[0].size() + steps + 8;
+  KvstarConfig k;
+  k.retrieval_stride = 4;
+  k.deterministic = true;
+  gpu_scoring_ = false;
+  auto cpu = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
+  gpu_scoring_ = true;
+  auto gpu = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_NE(gpu, nullptr);
+  std::vector<int32_t> cur(2), next_cpu(2), next_gpu(2);
+  std::vector<float> logits(config_.vocab_size);
+  for (size_t b = 0; b < 2; ++b) {
+    ASSERT_TRUE(cpu->Prefill(b, prompts[b], logits.data()).ok());
+    ASSERT_TRUE(gpu->Prefill(b, prompts[b], nullptr).ok());
+    cur[b] = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  size_t agree = 0, total = 0, equal = 0, compared = 0;
+  for (size_t step = 0; step < steps; ++step) {
+    ASSERT_TRUE(cpu->Step(cur, next_cpu).ok());
+    ASSERT_TRUE(gpu->Step(cur, next_gpu).ok());
+    for (size_t l = 0; l < config_.num_layers; ++l) {
+      for (size_t b = 0; b < 2; ++b) {
+        const auto a = cpu->kvstar_selection(l, b);
+        const auto g = gpu->kvstar_selection(l, b);
+        std::vector<uint32_t> both;
+        std::set_intersection(a.begin(), a.end(), g.begin(), g.end(), std::back_inserter(both));
+        agree += both.size();
+        total += std::max(a.size(), g.size());
+        equal += a == g;
+        ++compared;
+      }
+    }
+    cur = next_cpu;  // both continue from the same tokens
+  }
+  const BatchStats& st = gpu->stats();
+  EXPECT_GT(st.gpu_score_groups, 0u);
+  EXPECT_EQ(st.retrievals, cpu->stats().retrievals);
+  EXPECT_EQ(st.late_retrievals, 0u);
+  ASSERT_GT(total, 0u);
+  const double overlap = static_cast<double>(agree) / static_cast<double>(total);
+  std::printf("GPU vs CPU scoring: selection overlap %.4f, identical selections %zu of %zu\n",
+              overlap, equal, compared);
+  EXPECT_GE(overlap, 0.99);
+}
+
 TEST_F(CudaEngineTest, PrefillMatchesCpuEngine) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
   const auto prompts = DemoPrompts(config_.vocab_size);

@@ -28,7 +28,45 @@ std::vector<uint32_t> CandidatesOf(const KvstarConfig& k, size_t full) {
   return c;
 }
 
+// GPU scoring: ScoreBlocks' shapes for `tasks` tasks of this batch (device pointers unset).
+BlockScoreArgs ScoreArgsFor(const ModelConfig& c, const BatchOptions& o, size_t d_pruned,
+                            size_t tasks) {
+  BlockScoreArgs a;
+  a.num_tasks = tasks;
+  a.max_candidates = (o.max_tokens + o.block_tokens - 1) / o.block_tokens;
+  a.num_queries = o.kvstar.retrieval_stride;
+  a.query_stride = c.num_layers * o.batch * c.q_dim();  // one ring row
+  a.q_heads = c.num_heads;
+  a.kv_heads = c.num_kv_heads;
+  a.head_dim = c.head_dim;
+  a.d_pruned = d_pruned;
+  a.vectors_per_block = o.block_tokens / o.kvstar.blk_repre_inner_token_merge;
+  a.dtype = DType::kF16;  // sparse::RepresentationOptions' default
+  a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  return a;
+}
+
+// GPU scoring: layers per ScoreBlocks call, so that the scratch stays within 64 MiB.
+size_t ScoreLayersPerCall(const ModelConfig& c, const BatchOptions& o, size_t d_pruned) {
+  const size_t per_layer = BlockScoreWorkspaceBytes(ScoreArgsFor(c, o, d_pruned, o.batch));
+  return std::clamp<size_t>((size_t{64} << 20) / std::max<size_t>(per_layer, 1), 1, c.num_layers);
+}
+
 }  // namespace
+
+size_t CudaBatch::KvstarGpuScoringBytes(const ModelConfig& c, const BatchOptions& o) {
+  auto dp = sparse::PrunedDim(c.head_dim, o.kvstar.blk_repre_dim_prune_ratio);
+  const size_t d_pruned = dp.ok() ? *dp : c.head_dim;
+  const BlockScoreArgs a = ScoreArgsFor(c, o, d_pruned, o.batch);
+  const size_t tasks = c.num_layers * o.batch;
+  const size_t rep_elems = a.vectors_per_block * c.num_kv_heads * d_pruned;
+  return tasks * a.max_candidates * rep_elems * 2     // representations
+         + tasks * c.num_kv_heads * d_pruned * 2      // channels
+         + 2 * a.num_queries * tasks * c.q_dim() * 4  // query ring
+         + tasks * a.max_candidates * 4               // scores
+         + 2 * tasks * sizeof(BlockScoreTask)         // task descriptors
+         + ScoreLayersPerCall(c, o, d_pruned) * BlockScoreWorkspaceBytes(a);
+}
 
 size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o) {
   const size_t full_max = o.max_tokens / o.block_tokens;
@@ -76,9 +114,12 @@ Status CudaBatch::KvstarInit() {
   KVSTAR_ASSIGN_OR_RETURN(m.table_mirror,
                           PinnedHostBuffer::Allocate(L * B * m.slots_per_seq * sizeof(void*)));
   KVSTAR_ASSIGN_OR_RETURN(m.qlast_mirror, PinnedHostBuffer::Allocate(L * B * 8));
-  // Two groups of queries: one being filled by the device while the other is submitted.
-  KVSTAR_ASSIGN_OR_RETURN(m.query_ring, PinnedHostBuffer::Allocate(L * 2 * k.retrieval_stride * B *
-                                                                   c.q_dim() * sizeof(float)));
+  if (!opt_.gpu_scoring) {
+    // Two groups of queries: one being filled by the device while the other is submitted.
+    KVSTAR_ASSIGN_OR_RETURN(
+        m.query_ring,
+        PinnedHostBuffer::Allocate(L * 2 * k.retrieval_stride * B * c.q_dim() * sizeof(float)));
+  }
   KVSTAR_ASSIGN_OR_RETURN(m.qlast_dev, DeviceBuffer::Allocate(L * B * 8));
   device_bytes_ += L * B * 8;
   std::memset(m.table_mirror.data(), 0, m.table_mirror.bytes());
@@ -95,6 +136,7 @@ Status CudaBatch::KvstarInit() {
     KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
     m.mirrors_sent = std::make_unique<Event>(std::move(e));
   }
+  if (opt_.gpu_scoring) return KvstarInitGpuScoring();
   sparse::RetrieverOptions ro;
   // Default: all cores but three, kept for the decode thread, the driver's threads and the
   // copies (at batch 22 on the 16-core H100 host, 13 threads gave more tokens/s than 15).
@@ -104,6 +146,56 @@ Status CudaBatch::KvstarInit() {
   m.retriever = std::make_unique<sparse::Retriever>(ro);
   (void)ctx;
   return Status::Ok();
+}
+
+Status CudaBatch::KvstarInitGpuScoring() {
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch, R = k.retrieval_stride;
+  if (R > 64) {
+    return InvalidArgument(
+        "kvstar GPU scoring takes at most 64 queries per group; "
+        "retrieval_stride is %zu",
+        R);
+  }
+  KVSTAR_ASSIGN_OR_RETURN(m.d_pruned, sparse::PrunedDim(c.head_dim, k.blk_repre_dim_prune_ratio));
+  const BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, B);
+  m.rep_elems = a.vectors_per_block * c.num_kv_heads * m.d_pruned;
+  m.score_layers = ScoreLayersPerCall(c, opt_, m.d_pruned);
+  const size_t tasks = L * B;
+  auto alloc = [&](DeviceBuffer& buf, size_t bytes) -> Status {
+    KVSTAR_ASSIGN_OR_RETURN(buf, DeviceBuffer::Allocate(bytes));
+    device_bytes_ += bytes;
+    return Status::Ok();
+  };
+  KVSTAR_RETURN_IF_ERROR(alloc(m.reps_dev, tasks * max_blocks_ * m.rep_elems * 2));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.chan_dev, tasks * c.num_kv_heads * m.d_pruned * 2));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.q_ring_dev, 2 * R * tasks * c.q_dim() * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.scores_dev, tasks * max_blocks_ * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.score_tasks_dev, 2 * tasks * sizeof(BlockScoreTask)));
+  BlockScoreArgs call = a;
+  call.num_tasks = m.score_layers * B;
+  KVSTAR_RETURN_IF_ERROR(alloc(m.score_ws, BlockScoreWorkspaceBytes(call)));
+  KVSTAR_ASSIGN_OR_RETURN(m.scores_host, PinnedHostBuffer::Allocate(2 * tasks * max_blocks_ * 4));
+  KVSTAR_ASSIGN_OR_RETURN(m.score_tasks_host,
+                          PinnedHostBuffer::Allocate(2 * tasks * sizeof(BlockScoreTask)));
+  KVSTAR_ASSIGN_OR_RETURN(m.rep_stage, PinnedHostBuffer::Allocate(tasks * m.rep_elems * 2));
+  for (auto* events : {&m.score_begin, &m.score_done, &m.tasks_sent}) {
+    for (int h = 0; h < 2; ++h) {
+      KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+      events->push_back(std::move(e));
+    }
+  }
+  KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+  m.rep_stage_sent = std::make_unique<Event>(std::move(e));
+  // Nothing recorded yet: record on the idle background stream so that first waits pass.
+  DeviceContext& ctx = model_.ctx();
+  for (int h = 0; h < 2; ++h) {
+    KVSTAR_RETURN_IF_ERROR(m.score_done[h].Record(ctx.background_stream()));
+    KVSTAR_RETURN_IF_ERROR(m.tasks_sent[h].Record(ctx.background_stream()));
+  }
+  return m.rep_stage_sent->Record(ctx.background_stream());
 }
 
 Status CudaBatch::KvstarRebuildTable(size_t l, size_t seq) {
@@ -233,6 +325,26 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
       stats_.h2d_bytes += bb;
     }
     KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, seq));
+    if (opt_.gpu_scoring) {
+      // The representations and channels of this (layer, sequence) into HBM.
+      const sparse::RepresentationView v = st.reps->View();
+      KVSTAR_CHECK(v.block_elements() == m.rep_elems,
+                   "representation block of %zu elements, %zu "
+                   "expected",
+                   v.block_elements(), m.rep_elems);
+      const size_t task = l * opt_.batch + seq;
+      std::vector<uint16_t> flat(v.num_blocks() * m.rep_elems);
+      for (size_t b = 0; b < v.num_blocks(); ++b) {
+        std::memcpy(flat.data() + b * m.rep_elems, v.block(b), m.rep_elems * 2);
+      }
+      const std::vector<uint16_t>& chan = v.channels().channels;
+      KVSTAR_RETURN_IF_ERROR(
+          ctx.CopyToDevice(m.reps_dev.as<char>() + task * max_blocks_ * m.rep_elems * 2,
+                           flat.data(), flat.size() * 2, s));
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.chan_dev.as<uint16_t>() + task * chan.size(),
+                                              chan.data(), chan.size() * 2, s));
+      KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));  // `flat` is freed next
+    }
   }
   KvstarCount();
   return ctx.Synchronize(s);
@@ -317,15 +429,15 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
   const size_t R = k.retrieval_stride;
   // 3. Finished retrievals: the newest becomes the target.
   for (const KvstarPending& p : s.pending) {
-    if (p.submitted_step + R == kv_steps_ && !p.handle.Ready()) ++stats_.late_retrievals;
+    if (p.submitted_step + R == kv_steps_ && !KvstarReady(p)) ++stats_.late_retrievals;
   }
-  while (!s.pending.empty() && s.pending.front().handle.Ready()) {
+  while (!s.pending.empty() && KvstarReady(s.pending.front())) {
     KvstarPending p = std::move(s.pending.front());
     s.pending.pop_front();
-    KVSTAR_RETURN_IF_ERROR(p.handle.Wait());
+    KVSTAR_RETURN_IF_ERROR(KvstarWait(p));
     ++stats_.retrievals;
     stats_.retrieval_ms_total += (NowSeconds() - p.submitted_at) * 1e3;
-    const sparse::RetrievalResult& r = p.handle.result();
+    const sparse::RetrievalResult& r = KvstarResult(p);
     if (s.in_target.size() < max_blocks_) s.in_target.assign(max_blocks_, 0);
     for (uint32_t blk : s.target) s.in_target[blk] = 0;
     s.target = r.blocks;
@@ -373,6 +485,7 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
 }
 
 Status CudaBatch::KvstarSubmitGroup() {
+  if (opt_.gpu_scoring) return KvstarScoreGroupOnDevice();
   const ModelConfig& c = model_.config();
   const KvstarConfig& k = opt_.kvstar;
   Impl& m = *impl_;
@@ -420,6 +533,11 @@ Status CudaBatch::KvstarIssueCopies() {
     Stopwatch submit;
     KVSTAR_RETURN_IF_ERROR(KvstarSubmitGroup());
     stats_.window_submit_ms_total += submit.Millis();
+  }
+  if (opt_.gpu_scoring) {
+    Stopwatch harvest;
+    KVSTAR_RETURN_IF_ERROR(KvstarHarvest(nullptr));
+    stats_.window_plan_ms_total += harvest.Millis();
   }
   // The step's tables left the mirrors long ago (they were queued before its first kernel).
   KVSTAR_RETURN_IF_ERROR(m.mirrors_sent->Synchronize());
@@ -471,6 +589,10 @@ Status CudaBatch::KvstarBoundary() {
   const size_t R = k.retrieval_stride;
   const size_t step = kv_steps_ + 1;  // the step about to run
   std::fill(m.load_pending.begin(), m.load_pending.end(), false);
+  if (opt_.gpu_scoring && kv_steps_ % R == 0) {
+    // This step starts rewriting a half of the device query ring: after the scoring that read it.
+    KVSTAR_RETURN_IF_ERROR(m.score_done[(kv_steps_ / R) % 2].WaitOn(ctx.compute_stream()));
+  }
   // Deterministic (UCM's timing): at step kR + 1 the result of group k - 1 is applied, waiting
   // for it if needed. Otherwise the tables were staged in the previous step's window.
   for (size_t l = 0; k.deterministic && l < L; ++l) {
@@ -483,10 +605,10 @@ Status CudaBatch::KvstarBoundary() {
         s.pending.pop_front();
       }
       if (!take) continue;
-      KVSTAR_RETURN_IF_ERROR(take->handle.Wait());
+      KVSTAR_RETURN_IF_ERROR(KvstarWait(*take));
       ++stats_.retrievals;
       stats_.retrieval_ms_total += (NowSeconds() - take->submitted_at) * 1e3;
-      const std::vector<uint32_t>& next = take->handle.result().blocks;
+      const std::vector<uint32_t>& next = KvstarResult(*take).blocks;
       std::vector<uint32_t> held, out, in;
       std::set_union(s.selection.begin(), s.selection.end(), s.extras.begin(), s.extras.end(),
                      std::back_inserter(held));
@@ -571,6 +693,12 @@ Status CudaBatch::KvstarAfterStep() {
     copied = true;
   }
   if (copied) KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(ctx.compute_stream()));
+  // GPU scoring: the new blocks' representations go to HBM through the pinned stage, on the
+  // background stream (ahead of any scoring that reads them).
+  std::vector<void*> rep_dst;
+  std::vector<const void*> rep_src;
+  std::vector<size_t> rep_bytes;
+  if (opt_.gpu_scoring && copied) KVSTAR_RETURN_IF_ERROR(m.rep_stage_sent->Synchronize());
   for (size_t b = 0; b < B; ++b) {
     if (lengths_[b] % bt != 0) continue;
     const size_t full = lengths_[b] / bt;
@@ -580,6 +708,14 @@ Status CudaBatch::KvstarAfterStep() {
       s.slot_of[blk] = s.tail_slot;
       KVSTAR_RETURN_IF_ERROR(
           s.reps->Append(m.host_kv[l].as<char>() + (b * max_blocks_ + blk) * bb, geom_));
+      if (opt_.gpu_scoring) {
+        const size_t task = l * B + b;
+        uint16_t* stage = m.rep_stage.as<uint16_t>() + task * m.rep_elems;
+        std::memcpy(stage, s.reps->View().block(blk), m.rep_elems * 2);
+        rep_dst.push_back(m.reps_dev.as<char>() + (task * max_blocks_ + blk) * m.rep_elems * 2);
+        rep_src.push_back(stage);
+        rep_bytes.push_back(m.rep_elems * 2);
+      }
       // The block that left the local window is a candidate now: off the device unless chosen.
       if (full > Windows(k)) {
         const size_t left = full - k.local_window_sz - 1;
@@ -599,6 +735,11 @@ Status CudaBatch::KvstarAfterStep() {
       s.tail_slot = s.free_slots.back();
       s.free_slots.pop_back();
     }
+  }
+  if (!rep_dst.empty()) {
+    KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(rep_dst.data(), rep_src.data(), rep_bytes.data(),
+                                                 rep_dst.size(), ctx.background_stream()));
+    KVSTAR_RETURN_IF_ERROR(m.rep_stage_sent->Record(ctx.background_stream()));
   }
   for (size_t b = 0; b < B; ++b) {
     for (size_t l = 0; l < L; ++l) {
@@ -621,6 +762,140 @@ Status CudaBatch::KvstarAfterStep() {
   }
   KvstarCount();
   return Status::Ok();
+}
+
+Status CudaBatch::KvstarScoreGroupOnDevice() {
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch, R = k.retrieval_stride;
+  const size_t bt = opt_.block_tokens;
+  const size_t group = kv_steps_ / R;
+  const size_t half = (group - 1) % 2;  // of the ring rows this group's steps wrote
+  CudaStream* bg = ctx.background_stream();
+  // The half's previous group must be results by now: its pinned scores are overwritten.
+  if (m.gpu_group[half] && !m.gpu_group[half]->harvested) {
+    KVSTAR_RETURN_IF_ERROR(KvstarHarvest(k.deterministic ? m.gpu_group[half].get() : nullptr));
+    if (!m.gpu_group[half]->harvested) {
+      // Scoring is more than R steps behind: this group is skipped, as on the CPU path.
+      for (size_t l = 0; l < L; ++l) {
+        for (size_t b = 0; b < B; ++b) {
+          stats_.skipped_retrievals += lengths_[b] / bt > Windows(k);
+        }
+      }
+      return Status::Ok();
+    }
+  }
+  auto g = std::make_shared<KvstarGpuGroup>();
+  g->group = group;
+  g->half = half;
+  g->cand_end.assign(L * B, 0);
+  g->results.resize(L * B);
+  // The mirror half was last sent two groups ago; its copy has surely completed.
+  KVSTAR_RETURN_IF_ERROR(m.tasks_sent[half].Synchronize());
+  BlockScoreTask* tasks = m.score_tasks_host.as<BlockScoreTask>() + half * L * B;
+  const float* ring = m.q_ring_dev.as<float>() + half * R * L * B * c.q_dim();
+  size_t submitted = 0;
+  for (size_t l = 0; l < L; ++l) {
+    for (size_t b = 0; b < B; ++b) {
+      const size_t i = l * B + b;
+      BlockScoreTask& t = tasks[i];
+      t = BlockScoreTask{};
+      t.reps = m.reps_dev.as<char>() + i * max_blocks_ * m.rep_elems * 2;
+      t.channels = m.chan_dev.as<uint16_t>() + i * c.num_kv_heads * m.d_pruned;
+      t.queries = ring + i * c.q_dim();
+      t.scores = m.scores_dev.as<float>() + i * max_blocks_;
+      const size_t full = lengths_[b] / bt;
+      if (full <= Windows(k)) continue;  // no candidates
+      t.cand_begin = static_cast<uint32_t>(k.init_window_sz);
+      t.cand_end = static_cast<uint32_t>(full - k.local_window_sz);
+      g->cand_end[i] = t.cand_end;
+      m.ks[l][b].pending.push_back(
+          KvstarPending{group, kv_steps_, NowSeconds(), t.cand_end, {}, g, i});
+      ++submitted;
+    }
+  }
+  if (submitted == 0) return Status::Ok();
+  BlockScoreTask* dev = m.score_tasks_dev.as<BlockScoreTask>() + half * L * B;
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(dev, tasks, L * B * sizeof(BlockScoreTask), bg));
+  KVSTAR_RETURN_IF_ERROR(m.tasks_sent[half].Record(bg));
+  KVSTAR_RETURN_IF_ERROR(m.score_begin[half].Record(bg));
+  for (size_t l0 = 0; l0 < L; l0 += m.score_layers) {
+    BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, std::min(m.score_layers, L - l0) * B);
+    a.tasks = dev + l0 * B;
+    KVSTAR_RETURN_IF_ERROR(ScoreBlocks(bg, a, m.score_ws.data()));
+  }
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.scores_host.as<float>() + half * L * B * max_blocks_,
+                                        m.scores_dev.data(), L * B * max_blocks_ * 4, bg));
+  stats_.d2h_bytes += L * B * max_blocks_ * 4;
+  KVSTAR_RETURN_IF_ERROR(m.score_done[half].Record(bg));
+  m.gpu_group[half] = std::move(g);
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarHarvest(const KvstarGpuGroup* wait_for) {
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t B = opt_.batch;
+  KvstarGpuGroup* order[2] = {m.gpu_group[0].get(), m.gpu_group[1].get()};
+  if (order[0] != nullptr && order[1] != nullptr && order[1]->group < order[0]->group) {
+    std::swap(order[0], order[1]);
+  }
+  for (KvstarGpuGroup* g : order) {  // the older group first
+    if (g == nullptr || g->harvested) continue;
+    const Event& done = m.score_done[g->half];
+    if (wait_for != nullptr && g->group <= wait_for->group) {
+      KVSTAR_RETURN_IF_ERROR(done.Synchronize());
+    } else {
+      KVSTAR_ASSIGN_OR_RETURN(bool ready, done.Query());
+      if (!ready) break;
+    }
+    KVSTAR_ASSIGN_OR_RETURN(float ms, done.ElapsedMsSince(m.score_begin[g->half]));
+    stats_.gpu_score_ms_total += ms;
+    ++stats_.gpu_score_groups;
+    const float* all = m.scores_host.as<float>() + g->half * g->cand_end.size() * max_blocks_;
+    std::vector<uint32_t> cands;
+    for (size_t i = 0; i < g->cand_end.size(); ++i) {
+      if (g->cand_end[i] == 0) continue;
+      const float* sc = all + i * max_blocks_;
+      const size_t n = g->cand_end[i] - k.init_window_sz;
+      for (size_t j = 0; j < n; ++j) {
+        if (!std::isfinite(sc[j])) {
+          return InvalidArgument(
+              "kvstar: the GPU block scores of layer %zu, sequence %zu are not finite (block "
+              "%zu: %g): NaN or Inf in the queries or keys",
+              i / B, i % B, k.init_window_sz + j, static_cast<double>(sc[j]));
+        }
+      }
+      cands.resize(n);
+      for (size_t j = 0; j < n; ++j) cands[j] = static_cast<uint32_t>(k.init_window_sz + j);
+      sparse::RetrievalResult& r = g->results[i];
+      r.k = sparse::SelectionSize(n, k.sparse_ratio);
+      for (size_t p : sparse::TopKPositions(sc, 1, cands, r.k)) {
+        r.blocks.push_back(cands[p]);
+        r.scores.push_back(sc[p]);
+      }
+      r.candidate_scores.assign(sc, sc + n);
+    }
+    g->harvested = true;
+  }
+  return Status::Ok();
+}
+
+bool CudaBatch::KvstarReady(const KvstarPending& p) const {
+  return p.gpu ? p.gpu->harvested : p.handle.Ready();
+}
+
+Status CudaBatch::KvstarWait(KvstarPending& p) {
+  if (!p.gpu) return p.handle.Wait();
+  if (!p.gpu->harvested) KVSTAR_RETURN_IF_ERROR(KvstarHarvest(p.gpu.get()));
+  KVSTAR_CHECK(p.gpu->harvested, "group %zu not harvested after waiting", p.gpu->group);
+  return Status::Ok();
+}
+
+const sparse::RetrievalResult& CudaBatch::KvstarResult(const KvstarPending& p) {
+  return p.gpu ? p.gpu->results[p.gpu_index] : p.handle.result();
 }
 
 std::vector<uint32_t> CudaBatch::kvstar_selection(size_t layer, size_t seq) const {

@@ -222,12 +222,13 @@ struct DeviceContext::Impl {
   cudaStream_t compute = nullptr;
   cudaStream_t h2d = nullptr;
   cudaStream_t d2h = nullptr;
+  cudaStream_t background = nullptr;
   cublasHandle_t blas = nullptr;
 
   ~Impl() {
     if (cudaSetDevice(info.ordinal) != cudaSuccess) return;
     if (blas != nullptr) cublasDestroy(blas);
-    for (cudaStream_t s : {compute, h2d, d2h}) {
+    for (cudaStream_t s : {compute, h2d, d2h, background}) {
       if (s != nullptr) cudaStreamDestroy(s);
     }
   }
@@ -259,6 +260,12 @@ StatusOr<std::unique_ptr<DeviceContext>> DeviceContext::Create(int device) {
   for (cudaStream_t* s : {&impl->compute, &impl->h2d, &impl->d2h}) {
     KVSTAR_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking));
   }
+  // The background stream at the lowest priority (the largest number): the scheduler starts
+  // its CTAs only where the other streams leave room.
+  int least = 0, greatest = 0;
+  KVSTAR_CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  KVSTAR_CUDA_RETURN_IF_ERROR(
+      cudaStreamCreateWithPriority(&impl->background, cudaStreamNonBlocking, least));
   const cublasStatus_t bs = cublasCreate(&impl->blas);
   if (bs != CUBLAS_STATUS_SUCCESS) {
     return Internal("cublasCreate: %s", cublasGetStatusString(bs));
@@ -275,6 +282,7 @@ Status DeviceContext::Activate() const {
 CudaStream* DeviceContext::compute_stream() const { return FromCuda(impl_->compute); }
 CudaStream* DeviceContext::h2d_stream() const { return FromCuda(impl_->h2d); }
 CudaStream* DeviceContext::d2h_stream() const { return FromCuda(impl_->d2h); }
+CudaStream* DeviceContext::background_stream() const { return FromCuda(impl_->background); }
 
 Status DeviceContext::Synchronize(CudaStream* stream) const {
   return internal::CudaStatus(cudaStreamSynchronize(AsCuda(stream)), "cudaStreamSynchronize");

@@ -172,6 +172,9 @@ class DeviceContext {
   CudaStream* compute_stream() const;
   CudaStream* h2d_stream() const;
   CudaStream* d2h_stream() const;
+  // Lowest priority: background kernels (kvstar's block scoring) that should take only the SMs
+  // the compute stream leaves idle.
+  CudaStream* background_stream() const;
 
   Status Synchronize(CudaStream* stream) const;
   Status SynchronizeDevice() const;

@@ -146,6 +146,47 @@ Status RunAttention(CudaStream* stream, const AttentionArgs& args, const Attenti
 Status FillRandom(CudaStream* stream, void* dst, size_t count, DType dtype, float scale,
                   uint32_t seed);
 
+// ---- KVstar block scoring -------------------------------------------------------------------
+
+// One scoring task: the candidate blocks [cand_begin, cand_end) of one (layer, sequence), scored
+// as sparse::RunRetrieval scores them (per query and query head, softmax over every candidate
+// merged vector of q.k * scale on the head's kept channels; a block's score is the sum of its
+// vectors' probabilities over queries and heads). All pointers are device memory.
+struct BlockScoreTask {
+  const void* reps = nullptr;          // [blocks][vectors_per_block][kv_heads][d_pruned] f16/bf16
+  const uint16_t* channels = nullptr;  // [kv_heads][d_pruned] kept channels, each < head_dim
+  const float* queries = nullptr;      // query x at queries + x * query_stride: [q_heads][head_dim]
+  float* scores = nullptr;             // [cand_end - cand_begin] out
+  uint32_t cand_begin = 0;
+  uint32_t cand_end = 0;  // cand_end == cand_begin: nothing to score (scores untouched)
+};
+
+struct BlockScoreArgs {
+  const BlockScoreTask* tasks = nullptr;  // device array [num_tasks]
+  size_t num_tasks = 0;
+  size_t max_candidates = 0;  // >= cand_end - cand_begin of every task (sizes grid, workspace)
+  size_t num_queries = 0;     // x, 1 .. 64
+  size_t query_stride = 0;    // floats between consecutive queries of a task
+  size_t q_heads = 0;         // a multiple of kv_heads
+  size_t kv_heads = 0;
+  size_t head_dim = 0;
+  size_t d_pruned = 0;  // 1 .. head_dim, any value
+  size_t vectors_per_block = 0;
+  DType dtype = DType::kF16;  // of the representations: kF16 or kBF16
+  float scale = 1.0f;         // 1 / sqrt(head_dim), or 1 for the reference's unscaled softmax
+};
+
+// Device scratch bytes for ScoreBlocks with these shapes (per task: two floats per (query head,
+// query, candidate) and two per (query head, query)).
+size_t BlockScoreWorkspaceBytes(const BlockScoreArgs& args);
+
+// Scores every task (three kernels: per-block partial softmax terms, per-query normalisers,
+// block sums). f32 arithmetic; scores are NaN / Inf when queries or representations hold NaN /
+// Inf, for the caller to report. InvalidArgument on bad shapes (including x * group * d_pruned
+// over 12288 with x * group rounded up to 16 and d_pruned to 8: the queries kept in shared
+// memory).
+Status ScoreBlocks(CudaStream* stream, const BlockScoreArgs& args, void* workspace);
+
 // ---- Physical limits for benchmarks ----------------------------------------------------------
 
 // GB/s (1e9 B/s) of pinned host -> device copies of `bytes` on the h2d stream; median of reps.

@@ -1,0 +1,231 @@
+// ScoreBlocks (KVstar block scoring on the device) against the CPU scorer (sparse::RunRetrieval)
+// and the float64 reference, on random shapes. Skips itself without a CUDA device.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "ops/cuda/cuda_test_util.h"
+#include "ops/cuda/ops.h"
+#include "sparse/retrieval_reference.h"
+#include "sparse/retriever.h"
+
+namespace kvstar::cuda {
+namespace {
+
+using sparse::RetrievalTask;
+using sparse::testing::CompareSelection;
+using sparse::testing::RandomLayerSpec;
+using sparse::testing::RandomQueries;
+using sparse::testing::RandomRepresentations;
+using sparse::testing::ReferenceScores;
+using testing::CudaTest;
+
+// One (layer, sequence) on the device: its representations, channels and queries.
+struct DeviceLayer {
+  std::unique_ptr<sparse::BlockRepresentations> reps;
+  RetrievalTask task;  // the CPU task: candidates [begin, end)
+  DeviceBuffer reps_dev, channels_dev, queries_dev, scores_dev;
+};
+
+class ScoreBlocksTest : public CudaTest {
+ protected:
+  DeviceLayer Make(const RandomLayerSpec& spec, size_t x, size_t group, uint32_t begin,
+                   uint32_t end) {
+    DeviceLayer d;
+    d.reps = RandomRepresentations(spec, rng_);
+    const sparse::RepresentationView view = d.reps->View();
+    d.task.reps = view;
+    d.task.num_queries = x;
+    d.task.q_heads = spec.kv_heads * group;
+    d.task.queries = RandomQueries(x, d.task.q_heads, spec.head_dim, 1.0f, rng_);
+    for (uint32_t b = begin; b < end; ++b) d.task.candidates.push_back(b);
+    d.task.sparse_ratio = 0.25;
+    std::vector<uint16_t> flat;
+    for (size_t b = 0; b < view.num_blocks(); ++b) {
+      flat.insert(flat.end(), view.block(b), view.block(b) + view.block_elements());
+    }
+    d.reps_dev = Upload(flat);
+    d.channels_dev = Upload(view.channels().channels);
+    d.queries_dev = Upload(d.task.queries);
+    d.scores_dev = Poisoned(std::max<size_t>(end - begin, 1) * sizeof(float));
+    return d;
+  }
+
+  BlockScoreArgs ArgsFor(const DeviceLayer& d, size_t max_candidates) const {
+    const sparse::RepresentationView& v = d.task.reps;
+    BlockScoreArgs a;
+    a.max_candidates = max_candidates;
+    a.num_queries = d.task.num_queries;
+    a.query_stride = d.task.q_heads * v.head_dim();
+    a.q_heads = d.task.q_heads;
+    a.kv_heads = v.kv_heads();
+    a.head_dim = v.head_dim();
+    a.d_pruned = v.d_pruned();
+    a.vectors_per_block = v.vectors_per_block();
+    a.dtype = v.dtype();
+    a.scale = 1.0f / std::sqrt(static_cast<float>(v.head_dim()));
+    return a;
+  }
+
+  static BlockScoreTask TaskFor(const DeviceLayer& d) {
+    BlockScoreTask t;
+    t.reps = d.reps_dev.data();
+    t.channels = d.channels_dev.as<uint16_t>();
+    t.queries = d.queries_dev.as<float>();
+    t.scores = d.scores_dev.as<float>();
+    t.cand_begin = d.task.candidates.empty() ? 0 : d.task.candidates.front();
+    t.cand_end = d.task.candidates.empty() ? 0 : d.task.candidates.back() + 1;
+    return t;
+  }
+
+  // Runs the tasks of `layers` in one call; returns each one's scores.
+  std::vector<std::vector<float>> Run(const std::vector<DeviceLayer*>& layers, BlockScoreArgs a) {
+    std::vector<BlockScoreTask> tasks;
+    for (const DeviceLayer* d : layers) tasks.push_back(TaskFor(*d));
+    DeviceBuffer tasks_dev = UploadBytes(tasks.data(), tasks.size() * sizeof(BlockScoreTask));
+    a.tasks = tasks_dev.as<BlockScoreTask>();
+    a.num_tasks = tasks.size();
+    DeviceBuffer ws = Poisoned(std::max<size_t>(BlockScoreWorkspaceBytes(a), 4));
+    const Status st = ScoreBlocks(stream_, a, ws.data());
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    std::vector<std::vector<float>> out;
+    for (const DeviceLayer* d : layers) {
+      out.push_back(Download<float>(d->scores_dev, d->task.candidates.size()));
+    }
+    return out;
+  }
+
+  std::mt19937_64 rng_{20261123};
+};
+
+TEST_F(ScoreBlocksTest, MatchesCpuScorerAndReferenceOnRandomShapes) {
+  struct Case {
+    size_t kv_heads, group, head_dim;
+    double prune;
+    size_t merge, blocks, x;
+    DType dtype;
+  };
+  // d_pruned: 16, 13 (odd), 20, 32, 128 (no pruning), 7.
+  const Case cases[] = {
+      {4, 5, 64, 0.25, 2, 300, 8, DType::kF16},  {1, 8, 64, 0.2, 1, 40, 3, DType::kBF16},
+      {8, 4, 80, 0.25, 4, 517, 16, DType::kF16}, {2, 1, 128, 0.25, 2, 1, 1, DType::kF16},
+      {3, 2, 128, 0.99, 2, 77, 5, DType::kBF16}, {8, 8, 64, 0.11, 2, 2100, 8, DType::kF16},
+  };
+  for (const Case& c : cases) {
+    RandomLayerSpec spec;
+    spec.kv_heads = c.kv_heads;
+    spec.head_dim = c.head_dim;
+    spec.block_tokens = 32;
+    spec.merge = c.merge;
+    spec.blocks = c.blocks;
+    spec.prune_ratio = c.prune;
+    spec.rep_dtype = c.dtype;
+    // Candidates: everything but a first and a last block when there are enough.
+    const uint32_t begin = c.blocks > 3 ? 1 : 0;
+    const uint32_t end = static_cast<uint32_t>(c.blocks > 3 ? c.blocks - 1 : c.blocks);
+    DeviceLayer d = Make(spec, c.x, c.group, begin, end);
+    const std::string name = "kv_heads " + std::to_string(c.kv_heads) + " group " +
+                             std::to_string(c.group) + " d_pruned " +
+                             std::to_string(d.task.reps.d_pruned()) + " blocks " +
+                             std::to_string(c.blocks) + " x " + std::to_string(c.x);
+    const std::vector<float> got = Run({&d}, ArgsFor(d, end - begin))[0];
+    auto cpu = sparse::RunRetrieval(d.task);
+    ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+    EXPECT_LT(testing::RelErr(got, cpu->candidate_scores), 1e-4) << name;
+    // Every probability counted once: the scores sum to x * q_heads.
+    double total = 0;
+    for (float s : got) total += s;
+    EXPECT_NEAR(total, static_cast<double>(c.x * c.kv_heads * c.group), 1e-3 * total) << name;
+    // The selection made from the device's scores is the reference's, up to near-ties.
+    const std::vector<double> ref = ReferenceScores(d.task);
+    const size_t k = sparse::SelectionSize(got.size(), d.task.sparse_ratio);
+    std::vector<uint32_t> picked;
+    for (size_t i : sparse::TopKPositions(got.data(), 1, d.task.candidates, k)) {
+      picked.push_back(d.task.candidates[i]);
+    }
+    const auto cmp = CompareSelection(ref, 1, d.task.candidates, k, picked, 1e-4);
+    EXPECT_EQ(cmp.unexplained, 0u) << name;
+  }
+}
+
+TEST_F(ScoreBlocksTest, SeveralTasksInOneCallAndUnscaledSoftmax) {
+  RandomLayerSpec spec;
+  spec.kv_heads = 2;
+  spec.head_dim = 64;
+  spec.blocks = 120;
+  DeviceLayer a = Make(spec, 4, 3, 1, 110);
+  spec.blocks = 60;
+  DeviceLayer b = Make(spec, 4, 3, 2, 50);
+  DeviceLayer empty = Make(spec, 4, 3, 0, 0);  // no candidates: its scores stay poisoned
+  // One channel index per task: b's differs from a's (other random keys).
+  BlockScoreArgs args = ArgsFor(a, 120);
+  args.query_stride = args.q_heads * args.head_dim;
+  for (bool scaled : {true, false}) {
+    args.scale = scaled ? 1.0f / 8.0f : 1.0f;
+    const auto got = Run({&a, &empty, &b}, args);
+    for (DeviceLayer* d : {&a, &b}) {
+      d->task.options.scale_by_inv_sqrt_head_dim = scaled;
+      auto cpu = sparse::RunRetrieval(d->task);
+      ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+      EXPECT_LT(testing::RelErr(got[d == &a ? 0 : 2], cpu->candidate_scores), 1e-4)
+          << (scaled ? "scaled" : "unscaled");
+    }
+  }
+  const std::vector<float> untouched = Download<float>(empty.scores_dev, 1);
+  EXPECT_TRUE(std::isnan(untouched[0]));
+}
+
+TEST_F(ScoreBlocksTest, NonFiniteQueriesGiveNonFiniteScores) {
+  RandomLayerSpec spec;
+  spec.blocks = 20;
+  DeviceLayer d = Make(spec, 2, 2, 0, 20);
+  // A kept channel of query 1, head 3 (KV head 1): pruned channels are never read.
+  const size_t channel = d.task.reps.channels().head(1)[0];
+  d.task.queries[(1 * 4 + 3) * spec.head_dim + channel] = std::numeric_limits<float>::quiet_NaN();
+  d.queries_dev = Upload(d.task.queries);
+  const std::vector<float> got = Run({&d}, ArgsFor(d, 20))[0];
+  // The NaN reaches every score of its (query head, query): reported, never a silent selection.
+  EXPECT_TRUE(std::any_of(got.begin(), got.end(), [](float s) { return !std::isfinite(s); }));
+}
+
+TEST_F(ScoreBlocksTest, BadShapesAreInvalidArgument) {
+  RandomLayerSpec spec;
+  DeviceLayer d = Make(spec, 2, 2, 0, 10);
+  BlockScoreArgs a = ArgsFor(d, 10);
+  std::vector<BlockScoreTask> tasks{TaskFor(d)};
+  DeviceBuffer tasks_dev = UploadBytes(tasks.data(), sizeof(BlockScoreTask));
+  a.tasks = tasks_dev.as<BlockScoreTask>();
+  a.num_tasks = 1;
+  DeviceBuffer ws = Poisoned(BlockScoreWorkspaceBytes(a));
+  auto expect_invalid = [&](BlockScoreArgs bad, const char* what) {
+    EXPECT_EQ(ScoreBlocks(stream_, bad, ws.data()).code(), StatusCode::kInvalidArgument) << what;
+  };
+  BlockScoreArgs bad = a;
+  bad.q_heads = 3;  // not a multiple of kv_heads 2
+  expect_invalid(bad, "q_heads");
+  bad = a;
+  bad.d_pruned = a.head_dim + 1;
+  expect_invalid(bad, "d_pruned");
+  bad = a;
+  bad.num_queries = 65;
+  expect_invalid(bad, "num_queries");
+  bad = a;
+  bad.dtype = DType::kF32;
+  expect_invalid(bad, "dtype");
+  bad = a;
+  bad.q_heads = 128;
+  bad.num_queries = 64;
+  bad.query_stride = 128 * 64;
+  expect_invalid(bad, "shared memory");
+  EXPECT_EQ(ScoreBlocks(stream_, a, nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ScoreBlocks(stream_, a, ws.data()).ok());
+}
+
+}  // namespace
+}  // namespace kvstar::cuda
