@@ -421,7 +421,7 @@ namespace kvstar::recompute {
 namespace {
 
 // The profile measured on the H100 of the GPU machine (docs/BENCHMARKS.md, "KVPR"): the plans
-// the shapes get from real numbers.
+// the goals' shapes get from real numbers.
 TEST(PlannerMeasuredProfileTest, H100PlansForMhaAndGqa) {
   auto p =
       LoadProfile(std::string(KVSTAR_SOURCE_DIR) + "/src/recompute/testdata/profile_h100.json");
