@@ -491,6 +491,15 @@ int RunCudaBench(const CudaBenchFlags& f) {
           if (!split_reason.empty()) std::printf("         kvpr split: %s\n", split_reason.c_str());
           std::printf("         host time per step with no kernel queued: %.3f ms\n",
                       run["host_idle_ms_per_step"].get<double>());
+          if (mode == KvMode::kKvstar) {
+            const nlohmann::json& kv = run["kvstar"];
+            std::printf(
+                "         retrieval on the %s: %.1f ms from submission to use; tasks applied %zu, "
+                "late %zu, skipped %zu\n",
+                f.gpu_scoring ? "GPU" : "CPU", kv["retrieval_ms_mean"].get<double>(),
+                kv["retrievals_applied"].get<size_t>(), kv["late_retrievals"].get<size_t>(),
+                kv["skipped_retrievals"].get<size_t>());
+          }
         }
       }
     }

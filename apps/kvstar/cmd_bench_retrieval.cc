@@ -44,6 +44,7 @@ struct RetrievalFlags {
   bool per_kv_head = false;
   bool pin = false;
   size_t min_segments = sparse::RetrieverOptions{}.min_segments;
+  size_t segment_blocks = sparse::RetrieverOptions{}.segment_blocks;
   bool json = false;
   std::string device = "cpu";  // cpu | cuda (ScoreBlocks, CUDA builds)
   size_t gpu_tasks = 32;       // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
@@ -218,6 +219,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                    {"sparse_ratio", f.sparse_ratio},
                    {"select_per_kv_head", f.per_kv_head},
                    {"min_segments", f.min_segments},
+                   {"segment_blocks", f.segment_blocks},
                    {"pinned", f.pin}};
   nlohmann::json bw = nlohmann::json::object();
   double gemm_tflops = 0, copy_gbps = 0;  // --device cuda: this GPU's limits
@@ -314,7 +316,8 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         for (size_t t : *threads) {
           sparse::Retriever retriever({.num_threads = static_cast<int>(t),
                                        .pin_to_cores = f.pin,
-                                       .min_segments = f.min_segments});
+                                       .min_segments = f.min_segments,
+                                       .segment_blocks = f.segment_blocks});
           std::vector<double> ms;
           Stopwatch total;
           const double cpu0 = ProcessCpuSeconds();
@@ -405,6 +408,10 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
       ->capture_default_str();
   cmd->add_flag("--per-kv-head", flags->per_kv_head, "One top-k per KV head");
   cmd->add_flag("--pin", flags->pin, "Pin retriever threads to cores 0..threads-1");
+  cmd->add_option("--segment-blocks", flags->segment_blocks,
+                  "Candidates per segment, the unit the threads of one task claim")
+      ->check(AtLeastOne())
+      ->capture_default_str();
   cmd->add_option("--min-segments", flags->min_segments,
                   "Fewest segments of 32 candidates per part when a task is split over threads")
       ->check(AtLeastOne());

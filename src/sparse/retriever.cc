@@ -11,8 +11,6 @@
 namespace kvstar::sparse {
 namespace {
 
-constexpr size_t kSeg = Retriever::kSegmentBlocks;
-
 // Shapes and transposed queries of a validated task.
 struct Plan {
   size_t kv_heads = 0;
@@ -23,6 +21,7 @@ struct Plan {
   size_t qpad = 0;
   size_t row = 0;  // kv_heads * qpad
   size_t candidates = 0;
+  size_t seg = Retriever::kSegmentBlocks;  // candidates per segment
   size_t segments = 0;
   size_t k = 0;
   AlignedBuffer<float> qt;   // [kv_heads][d][qpad]
@@ -74,8 +73,10 @@ Status Validate(const RetrievalTask& t) {
   return Status::Ok();
 }
 
-Status MakePlan(const RetrievalTask& t, Plan* p) {
+Status MakePlan(const RetrievalTask& t, size_t segment_blocks, Plan* p) {
   KVSTAR_RETURN_IF_ERROR(Validate(t));
+  if (segment_blocks == 0) return InvalidArgument("segment_blocks must be >= 1");
+  p->seg = segment_blocks;
   p->kv_heads = t.reps.kv_heads();
   p->d = t.reps.d_pruned();
   p->vectors = t.reps.vectors_per_block();
@@ -85,7 +86,7 @@ Status MakePlan(const RetrievalTask& t, Plan* p) {
   p->qpad = (p->q_lanes + lanes - 1) / lanes * lanes;
   p->row = p->kv_heads * p->qpad;
   p->candidates = t.candidates.size();
-  p->segments = (p->candidates + kSeg - 1) / kSeg;
+  p->segments = (p->candidates + p->seg - 1) / p->seg;
   p->k = SelectionSize(p->candidates, t.sparse_ratio);
   const size_t hd = t.reps.head_dim();
   const float scale =
@@ -125,8 +126,8 @@ Status RunSegments(const RetrievalTask& t, Plan& p, size_t s0, size_t s1, StopFn
   args.rep_scratch = rep_scratch.data();
   args.logit_scratch = logits.data();
   for (size_t s = s0; s < s1; ++s) {
-    const size_t b0 = s * kSeg;
-    const size_t b1 = std::min(p.candidates, b0 + kSeg);
+    const size_t b0 = s * p.seg;
+    const size_t b1 = std::min(p.candidates, b0 + p.seg);
     for (size_t i = b0; i < b1; ++i) {
       if (stop()) return Cancelled("retrieval cancelled");
       args.rep = t.reps.block(t.candidates[i]);
@@ -168,8 +169,8 @@ RetrievalResult Select(const RetrievalTask& t, Plan& p) {
     for (size_t j = 0; j < p.row; ++j) z[j] = (j % p.qpad) < p.q_lanes ? 1.0f / z[j] : 0.0f;
     for (size_t s = 0; s < p.segments; ++s) {
       for (size_t j = 0; j < p.row; ++j) factor[s * p.row + j] *= z[j];
-      const size_t b0 = s * kSeg;
-      const size_t b1 = std::min(p.candidates, b0 + kSeg);
+      const size_t b0 = s * p.seg;
+      const size_t b1 = std::min(p.candidates, b0 + p.seg);
       kernels::WeightedRowSums(p.lse.data() + b0 * p.row, b1 - b0, kvh, p.qpad,
                                factor.data() + s * p.row, head_scores.data() + b0 * kvh);
     }
@@ -237,7 +238,7 @@ std::vector<size_t> TopKPositions(const float* scores, size_t stride,
 
 StatusOr<RetrievalResult> RunRetrieval(const RetrievalTask& task) {
   Plan plan;
-  KVSTAR_RETURN_IF_ERROR(MakePlan(task, &plan));
+  KVSTAR_RETURN_IF_ERROR(MakePlan(task, Retriever::kSegmentBlocks, &plan));
   KVSTAR_RETURN_IF_ERROR(RunSegments(task, plan, 0, plan.segments, [] { return false; }));
   return Select(task, plan);
 }
@@ -313,12 +314,13 @@ void RunPart(const std::shared_ptr<RetrievalState>& st) {
   if (st->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) FinishTask(st);
 }
 
-void RunTask(const std::shared_ptr<RetrievalState>& st, size_t max_parts, size_t min_segments) {
+void RunTask(const std::shared_ptr<RetrievalState>& st, size_t max_parts, size_t min_segments,
+             size_t segment_blocks) {
   if (st->Stopped()) {
     st->completion.Finish(st->CancelStatus());
     return;
   }
-  Status s = MakePlan(st->task, &st->plan);
+  Status s = MakePlan(st->task, segment_blocks, &st->plan);
   if (!s.ok()) {
     st->completion.Finish(std::move(s));
     return;
@@ -384,7 +386,10 @@ RetrievalHandle Retriever::Submit(RetrievalTask task) {
   st->pool = pool_;
   const size_t max_parts = static_cast<size_t>(parallelism());
   const size_t min_segments = options_.min_segments;
-  pool_->Submit([st, max_parts, min_segments] { RunTask(st, max_parts, min_segments); });
+  const size_t segment_blocks = options_.segment_blocks;
+  pool_->Submit([st, max_parts, min_segments, segment_blocks] {
+    RunTask(st, max_parts, min_segments, segment_blocks);
+  });
   RetrievalHandle h;
   h.state_ = std::move(st);
   return h;
@@ -399,7 +404,7 @@ RetrievalHandle Retriever::RunWith(RetrievalTask task, ThreadPool* helpers) {
   size_t max_parts = static_cast<size_t>(helpers->num_workers()) + 1;
   if (options_.max_split > 0)
     max_parts = std::min(max_parts, static_cast<size_t>(options_.max_split));
-  RunTask(st, max_parts, options_.min_segments);
+  RunTask(st, max_parts, options_.min_segments, options_.segment_blocks);
   RetrievalHandle h;
   h.state_ = std::move(st);
   return h;

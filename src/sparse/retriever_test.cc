@@ -374,6 +374,49 @@ TEST(Retriever, SplitAcrossThreadsEqualsUnsplit) {
   }
 }
 
+// Smaller segments: bitwise the same result on any number of threads for a given segment size,
+// and the same selection as the default segments (the f32 summation order changes, the scores
+// only by rounding). Zero is rejected through the handle.
+TEST(Retriever, SegmentSizeChangesOnlyRounding) {
+  std::mt19937_64 rng(12);
+  RandomLayerSpec s{.kv_heads = 2, .head_dim = 64, .blocks = 700, .prune_ratio = 0.25};
+  auto reps = RandomRepresentations(s, rng);
+  RetrievalTask t;
+  t.reps = reps->View();
+  t.num_queries = 3;
+  t.q_heads = 6;
+  t.queries = RandomQueries(3, 6, 64, 1.0f, rng);
+  t.candidates = Candidates(700, rng);
+  auto base = RunRetrieval(t);
+  ASSERT_TRUE(base.ok());
+  const std::vector<double> ref = ReferenceScores(t);
+  for (size_t seg : {1, 7, 8, 64}) {
+    std::vector<float> first;
+    for (int threads : {1, 4}) {
+      Retriever retriever(
+          RetrieverOptions{.num_threads = threads, .min_segments = 1, .segment_blocks = seg});
+      RetrievalHandle h = retriever.Submit(t);
+      ASSERT_TRUE(h.Wait().ok()) << seg;
+      const RetrievalResult& r = h.result();
+      if (first.empty()) {
+        first = r.candidate_scores;
+      } else {
+        EXPECT_EQ(r.candidate_scores, first) << "segment " << seg << ", threads " << threads;
+      }
+      ASSERT_EQ(r.candidate_scores.size(), base->candidate_scores.size());
+      for (size_t i = 0; i < r.candidate_scores.size(); ++i) {
+        ASSERT_NEAR(r.candidate_scores[i], base->candidate_scores[i],
+                    1e-5 * std::fabs(base->candidate_scores[i]) + 1e-9)
+            << "segment " << seg << ", candidate " << i;
+      }
+      const auto cmp = CompareSelection(ref, 1, t.candidates, r.k, r.blocks, 2e-3);
+      EXPECT_EQ(cmp.unexplained, 0u) << seg;
+    }
+  }
+  Retriever zero(RetrieverOptions{.num_threads = 1, .segment_blocks = 0});
+  EXPECT_EQ(zero.Submit(t).Wait().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(Retriever, CancelBeforeAndWhileRunning) {
   ThreadPool pool(2);  // one worker
   Retriever retriever(&pool);

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -550,9 +551,14 @@ TEST_F(CudaEngineTest, GenerateMatchesTransformersInEveryMode) {
   auto text = ReadFileToString(Golden("llama_tiny") + "/golden.json");
   ASSERT_TRUE(text.ok());
   const auto golden = nlohmann::json::parse(*text);
-  for (KvMode mode : {KvMode::kDense, KvMode::kOffload, KvMode::kKvpr, KvMode::kKvstar}) {
+  // The last run: kvstar with GPU scoring.
+  const KvMode modes[] = {KvMode::kDense, KvMode::kOffload, KvMode::kKvpr, KvMode::kKvstar,
+                          KvMode::kKvstar};
+  for (size_t run = 0; run < std::size(modes); ++run) {
+    const KvMode mode = modes[run];
     BatchOptions o;
     o.mode = mode;
+    o.gpu_scoring = run == std::size(modes) - 1;
     o.block_tokens = 16;
     o.kv_dtype = DType::kF32;
     o.prefill_chunk = 100;
@@ -570,7 +576,8 @@ TEST_F(CudaEngineTest, GenerateMatchesTransformersInEveryMode) {
       req.on_token = [&](int32_t) { ++streamed; };
       auto r = CudaGenerate(*model_, o, req, {});
       ASSERT_TRUE(r.ok()) << KvModeName(mode) << ": " << r.status().ToString();
-      EXPECT_EQ(r->tokens, expected) << KvModeName(mode) << " " << p["name"];
+      EXPECT_EQ(r->tokens, expected)
+          << KvModeName(mode) << (o.gpu_scoring ? " (GPU scoring) " : " ") << p["name"];
       EXPECT_EQ(r->finish_reason, "length");
       EXPECT_EQ(streamed, expected.size());
       EXPECT_EQ(r->step_ms.size(), expected.size() - 1);
