@@ -620,6 +620,14 @@ TEST_F(CudaEngineTest, BadInputsAreErrors) {
     }
   }
   EXPECT_EQ(batch->length(0), 63u);
+  // GPU scoring takes at most 64 queries per group: rejected when the batch is made.
+  BatchOptions o;
+  o.mode = KvMode::kKvstar;
+  o.max_tokens = 64;
+  o.block_tokens = 16;
+  o.gpu_scoring = true;
+  o.kvstar.retrieval_stride = 65;
+  EXPECT_EQ(CudaBatch::Create(*model_, o).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -161,6 +161,7 @@ Status CudaBatch::KvstarInitGpuScoring() {
   }
   KVSTAR_ASSIGN_OR_RETURN(m.d_pruned, sparse::PrunedDim(c.head_dim, k.blk_repre_dim_prune_ratio));
   const BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, B);
+  KVSTAR_RETURN_IF_ERROR(ValidateBlockScoreShape(a));
   m.rep_elems = a.vectors_per_block * c.num_kv_heads * m.d_pruned;
   m.score_layers = ScoreLayersPerCall(c, opt_, m.d_pruned);
   const size_t tasks = L * B;

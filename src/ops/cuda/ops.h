@@ -176,6 +176,10 @@ struct BlockScoreArgs {
   float scale = 1.0f;         // 1 / sqrt(head_dim), or 1 for the reference's unscaled softmax
 };
 
+// The shape checks of ScoreBlocks without launching (InvalidArgument naming the first problem),
+// so that a caller can reject a configuration before its first group.
+Status ValidateBlockScoreShape(const BlockScoreArgs& args);
+
 // Device scratch bytes for ScoreBlocks with these shapes (per task: two floats per (query head,
 // query, candidate) and two per (query head, query)).
 size_t BlockScoreWorkspaceBytes(const BlockScoreArgs& args);

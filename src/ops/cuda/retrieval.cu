@@ -258,9 +258,9 @@ size_t QueryFloats(const BlockScoreArgs& a) {
   return RoundUp(a.num_queries * (a.q_heads / a.kv_heads), kQueryTile) * RoundUp(a.d_pruned, 8);
 }
 
-Status CheckArgs(const BlockScoreArgs& a) {
-  if (a.num_tasks == 0 || a.max_candidates == 0) return Status::Ok();
-  if (a.tasks == nullptr) return InvalidArgument("ScoreBlocks: tasks is null");
+}  // namespace
+
+Status ValidateBlockScoreShape(const BlockScoreArgs& a) {
   if (a.kv_heads == 0 || a.q_heads == 0 || a.q_heads % a.kv_heads != 0) {
     return InvalidArgument("ScoreBlocks: q_heads %zu is not a positive multiple of kv_heads %zu",
                            a.q_heads, a.kv_heads);
@@ -294,6 +294,8 @@ Status CheckArgs(const BlockScoreArgs& a) {
   return Status::Ok();
 }
 
+namespace {
+
 Shape ShapeOf(const BlockScoreArgs& a) {
   return Shape{a.max_candidates, a.num_queries, a.query_stride,      a.q_heads, a.kv_heads,
                a.head_dim,       a.d_pruned,    a.vectors_per_block, a.scale};
@@ -306,8 +308,9 @@ size_t BlockScoreWorkspaceBytes(const BlockScoreArgs& args) {
 }
 
 Status ScoreBlocks(CudaStream* stream, const BlockScoreArgs& args, void* workspace) {
-  KVSTAR_RETURN_IF_ERROR(CheckArgs(args));
   if (args.num_tasks == 0 || args.max_candidates == 0) return Status::Ok();
+  KVSTAR_RETURN_IF_ERROR(ValidateBlockScoreShape(args));
+  if (args.tasks == nullptr) return InvalidArgument("ScoreBlocks: tasks is null");
   if (workspace == nullptr) return InvalidArgument("ScoreBlocks: workspace is null");
   const Shape sh = ShapeOf(args);
   float* ws = static_cast<float*>(workspace);
