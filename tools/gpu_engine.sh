@@ -3,12 +3,13 @@
 # that has the driver and the CUDA 13 runtime but none of the Debian -dev packages.
 #
 #   tools/gpu_engine.sh prepare [build_dir]  on the build machine: configure with -DKVSTAR_CUDA=ON,
-#                                            build `kvstar` and `cuda_engine_test`, and pack them
-#                                            with the non-system shared libraries they need into
-#                                            .gpu-engine/pack.tar.xz (about 3 MB)
-#   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the whole-model GPU tests and
-#                                            compute-sanitizer memcheck over the offload, kvpr and
-#                                            kvstar tests
+#                                            build `kvstar`, `cuda_engine_test` and `ops_cuda_test`,
+#                                            and pack them with the non-system shared libraries
+#                                            they need into .gpu-engine/pack.tar.xz (about 4 MB)
+#   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the CUDA op tests (memcheck,
+#                                            racecheck and synccheck over the scoring kernels),
+#                                            the whole-model GPU tests and memcheck over
+#                                            the offload, kvpr and kvstar tests
 #   tools/gpu_engine.sh bench [out_dir]      on the GPU machine: the runs of docs/BENCHMARKS.md
 #                                            ("CUDA engine"), JSON and PNG plots into out_dir
 #
@@ -28,12 +29,13 @@ if [[ $mode == prepare ]]; then
   build=${2:-build/cuda}
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSTAR_WERROR=ON -DKVSTAR_CUDA=ON
-  cmake --build "$build" --target kvstar cuda_engine_test -j"$(nproc)"
+  cmake --build "$build" --target kvstar cuda_engine_test ops_cuda_test -j"$(nproc)"
   tmp=$(mktemp -d)
   mkdir -p "$tmp/lib"
-  cp "$build/apps/kvstar/kvstar" "$build/src/engine/cuda/cuda_engine_test" "$tmp/"
-  strip "$tmp/kvstar" "$tmp/cuda_engine_test"
-  for bin in "$tmp/kvstar" "$tmp/cuda_engine_test"; do
+  cp "$build/apps/kvstar/kvstar" "$build/src/engine/cuda/cuda_engine_test" \
+    "$build/src/ops/cuda/ops_cuda_test" "$tmp/"
+  strip "$tmp/kvstar" "$tmp/cuda_engine_test" "$tmp/ops_cuda_test"
+  for bin in "$tmp/kvstar" "$tmp/cuda_engine_test" "$tmp/ops_cuda_test"; do
     ldd "$bin" | awk '/=> \//{print $3}' | grep -Ev '/(libc|libm|libdl|libpthread|librt)\.so|/cuda|icudata' |
       xargs -r -I{} cp -L {} "$tmp/lib/"
   done
@@ -41,7 +43,8 @@ if [[ $mode == prepare ]]; then
   gcc -shared -fPIC -Wl,-soname,libicudata.so.72 -o "$tmp/lib/libicudata.so.72" "$tmp/icustub.c"
   echo "$PWD" > "$tmp/source_dir"
   mkdir -p "$pack"
-  (cd "$tmp" && tar -cf - kvstar cuda_engine_test lib source_dir | xz -T0 -6) > "$pack/pack.tar.xz"
+  (cd "$tmp" && tar -cf - kvstar cuda_engine_test ops_cuda_test lib source_dir | xz -T0 -6) \
+    > "$pack/pack.tar.xz"
   rm -rf "$tmp"
   ls -la "$pack"
   exit 0
@@ -62,8 +65,15 @@ K=/tmp/kvstar-gpu/kvstar
 status=0
 
 if [[ $mode == test ]]; then
+  /tmp/kvstar-gpu/ops_cuda_test --gtest_brief=1 >"$out/ops_tests.txt" 2>&1 || status=1
+  tail -2 "$out/ops_tests.txt"
   /tmp/kvstar-gpu/cuda_engine_test --gtest_brief=1 >"$out/tests.txt" 2>&1 || status=1
   tail -5 "$out/tests.txt"
+  for tool in memcheck racecheck synccheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 /tmp/kvstar-gpu/ops_cuda_test \
+      --gtest_filter='ScoreBlocks*' --gtest_brief=1 >"$out/ops_$tool.txt" 2>&1 || status=1
+    grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/ops_$tool.txt"
+  done
   compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/kvstar-gpu/cuda_engine_test \
     --gtest_filter='*Kvstar*:*Offload*' --gtest_brief=1 >"$out/memcheck.txt" 2>&1 || status=1
   grep -E 'ERROR SUMMARY' "$out/memcheck.txt"
@@ -78,6 +88,17 @@ $K bench --device cuda --shape llama3-8b --contexts 8K,32K,64K,130944 --cuda-bat
   --plot "$out/kvstar_llama3_8b_b1.png" --json >"$out/kvstar_b1.json" || status=1
 $K bench --device cuda --shape llama3-8b --contexts 32K --cuda-batch max --modes dense,kvstar \
   --decode-steps 32 --retrieval-threads 13 --json >"$out/kvstar_max.json" || status=1
+# Block scoring on the GPU: the largest batch at 32K (also with one staging slot) and 128K, and
+# the scoring kernels alone next to the CPU retriever.
+for ctx in 32K 130944; do
+  $K bench --device cuda --shape llama3-8b --contexts $ctx --cuda-batch max --modes kvstar \
+    --decode-steps 32 --retrieval-device gpu --json >"$out/kvstar_max_gpu_$ctx.json" || status=1
+done
+$K bench --device cuda --shape llama3-8b --contexts 32K --cuda-batch max --modes kvstar \
+  --decode-steps 32 --retrieval-device gpu --staging_slots 1 --json \
+  >"$out/kvstar_max_gpu_32K_ss1.json" || status=1
+$K bench-retrieval --device cuda --blocks 1024 --q-heads 32 --kv-heads 8 --gpu-tasks 160 --json \
+  >"$out/retrieval_gpu.json" || status=1
 $K bench --device cuda --shape llama3-8b --contexts 130944 --cuda-batch 1 --modes offload \
   --decode-steps 16 --json >"$out/offload_128k.json" || status=1
 $K bench --device cuda --shape llama2-7b-32k --contexts 2K,4K,8K,16K --cuda-batch 8 \
