@@ -5,7 +5,7 @@
 #   tools/gpu_engine.sh prepare [build_dir]  on the build machine: configure with -DKVSTAR_CUDA=ON,
 #                                            build `kvstar`, `cuda_engine_test` and `ops_cuda_test`,
 #                                            and pack them with the non-system shared libraries
-#                                            they need into .gpu-engine/pack.tar.xz (about 4 MB)
+#                                            they need into .gpu-engine/pack.tar.xz (about 3 MB)
 #   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the CUDA op tests (memcheck,
 #                                            racecheck and synccheck over the scoring kernels),
 #                                            the whole-model GPU tests and memcheck over
