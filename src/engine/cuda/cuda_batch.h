@@ -163,7 +163,7 @@ class CudaBatch {
   struct Impl;
   CudaBatch(CudaModel& model, const BatchOptions& options);
   Status Init();
-  // kvstar (cuda_kvstar.cc).
+  // kvstar (cuda_kvstar.cc; GPU scoring in cuda_kvstar_gpu.cc).
   static size_t KvstarSlotsPerSeq(const BatchOptions& o);
   Status KvstarInit();
   Status KvstarInitGpuScoring();

@@ -1,4 +1,5 @@
-// CudaBatch's device and host buffers (shared by cuda_batch.cc and cuda_kvstar.cc).
+// CudaBatch's device and host buffers (shared by cuda_batch.cc, cuda_kvstar.cc and
+// cuda_kvstar_gpu.cc).
 #pragma once
 
 #include <deque>
@@ -10,6 +11,9 @@
 #include "sparse/retriever.h"
 
 namespace kvstar::cuda {
+
+// kvstar: blocks always on the device (init and local windows) per (layer, sequence).
+inline size_t KvstarWindows(const KvstarConfig& k) { return k.init_window_sz + k.local_window_sz; }
 
 // kvstar with gpu_scoring: one group's scoring on the device, for every (layer, sequence).
 struct KvstarGpuGroup {

@@ -1,0 +1,229 @@
+// CudaBatch, kvstar mode with gpu_scoring: representations and queries in HBM, ScoreBlocks on
+// the background stream once per group, the host's top-k of the scores (cuda_kvstar.cc has the
+// schedule that uses the results).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#include "base/check.h"
+#include "base/timer.h"
+#include "engine/cuda/cuda_batch.h"
+#include "engine/cuda/cuda_batch_impl.h"
+#include "sparse/channel_importance.h"
+
+namespace kvstar::cuda {
+
+namespace {
+
+// GPU scoring: ScoreBlocks' shapes for `tasks` tasks of this batch (device pointers unset).
+BlockScoreArgs ScoreArgsFor(const ModelConfig& c, const BatchOptions& o, size_t d_pruned,
+                            size_t tasks) {
+  BlockScoreArgs a;
+  a.num_tasks = tasks;
+  a.max_candidates = (o.max_tokens + o.block_tokens - 1) / o.block_tokens;
+  a.num_queries = o.kvstar.retrieval_stride;
+  a.query_stride = c.num_layers * o.batch * c.q_dim();  // one ring row
+  a.q_heads = c.num_heads;
+  a.kv_heads = c.num_kv_heads;
+  a.head_dim = c.head_dim;
+  a.d_pruned = d_pruned;
+  a.vectors_per_block = o.block_tokens / o.kvstar.blk_repre_inner_token_merge;
+  a.dtype = DType::kF16;  // sparse::RepresentationOptions' default
+  a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  return a;
+}
+
+// GPU scoring: layers per ScoreBlocks call, so that the scratch stays within 64 MiB.
+size_t ScoreLayersPerCall(const ModelConfig& c, const BatchOptions& o, size_t d_pruned) {
+  const size_t per_layer = BlockScoreWorkspaceBytes(ScoreArgsFor(c, o, d_pruned, o.batch));
+  return std::clamp<size_t>((size_t{64} << 20) / std::max<size_t>(per_layer, 1), 1, c.num_layers);
+}
+
+}  // namespace
+
+size_t CudaBatch::KvstarGpuScoringBytes(const ModelConfig& c, const BatchOptions& o) {
+  auto dp = sparse::PrunedDim(c.head_dim, o.kvstar.blk_repre_dim_prune_ratio);
+  const size_t d_pruned = dp.ok() ? *dp : c.head_dim;
+  const BlockScoreArgs a = ScoreArgsFor(c, o, d_pruned, o.batch);
+  const size_t tasks = c.num_layers * o.batch;
+  const size_t rep_elems = a.vectors_per_block * c.num_kv_heads * d_pruned;
+  return tasks * a.max_candidates * rep_elems * 2     // representations
+         + tasks * c.num_kv_heads * d_pruned * 2      // channels
+         + 2 * a.num_queries * tasks * c.q_dim() * 4  // query ring
+         + tasks * a.max_candidates * 4               // scores
+         + 2 * tasks * sizeof(BlockScoreTask)         // task descriptors
+         + ScoreLayersPerCall(c, o, d_pruned) * BlockScoreWorkspaceBytes(a);
+}
+
+Status CudaBatch::KvstarInitGpuScoring() {
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch, R = k.retrieval_stride;
+  if (R > 64) {
+    return InvalidArgument(
+        "kvstar GPU scoring takes at most 64 queries per group; "
+        "retrieval_stride is %zu",
+        R);
+  }
+  KVSTAR_ASSIGN_OR_RETURN(m.d_pruned, sparse::PrunedDim(c.head_dim, k.blk_repre_dim_prune_ratio));
+  const BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, B);
+  KVSTAR_RETURN_IF_ERROR(ValidateBlockScoreShape(a));
+  m.rep_elems = a.vectors_per_block * c.num_kv_heads * m.d_pruned;
+  m.score_layers = ScoreLayersPerCall(c, opt_, m.d_pruned);
+  const size_t tasks = L * B;
+  auto alloc = [&](DeviceBuffer& buf, size_t bytes) -> Status {
+    KVSTAR_ASSIGN_OR_RETURN(buf, DeviceBuffer::Allocate(bytes));
+    device_bytes_ += bytes;
+    return Status::Ok();
+  };
+  KVSTAR_RETURN_IF_ERROR(alloc(m.reps_dev, tasks * max_blocks_ * m.rep_elems * 2));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.chan_dev, tasks * c.num_kv_heads * m.d_pruned * 2));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.q_ring_dev, 2 * R * tasks * c.q_dim() * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.scores_dev, tasks * max_blocks_ * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.score_tasks_dev, 2 * tasks * sizeof(BlockScoreTask)));
+  BlockScoreArgs call = a;
+  call.num_tasks = m.score_layers * B;
+  KVSTAR_RETURN_IF_ERROR(alloc(m.score_ws, BlockScoreWorkspaceBytes(call)));
+  KVSTAR_ASSIGN_OR_RETURN(m.scores_host, PinnedHostBuffer::Allocate(2 * tasks * max_blocks_ * 4));
+  KVSTAR_ASSIGN_OR_RETURN(m.score_tasks_host,
+                          PinnedHostBuffer::Allocate(2 * tasks * sizeof(BlockScoreTask)));
+  KVSTAR_ASSIGN_OR_RETURN(m.rep_stage, PinnedHostBuffer::Allocate(tasks * m.rep_elems * 2));
+  for (auto* events : {&m.score_begin, &m.score_done, &m.tasks_sent}) {
+    for (int h = 0; h < 2; ++h) {
+      KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+      events->push_back(std::move(e));
+    }
+  }
+  KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+  m.rep_stage_sent = std::make_unique<Event>(std::move(e));
+  // Nothing recorded yet: record on the idle background stream so that first waits pass.
+  DeviceContext& ctx = model_.ctx();
+  for (int h = 0; h < 2; ++h) {
+    KVSTAR_RETURN_IF_ERROR(m.score_done[h].Record(ctx.background_stream()));
+    KVSTAR_RETURN_IF_ERROR(m.tasks_sent[h].Record(ctx.background_stream()));
+  }
+  return m.rep_stage_sent->Record(ctx.background_stream());
+}
+
+Status CudaBatch::KvstarScoreGroupOnDevice() {
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch, R = k.retrieval_stride;
+  const size_t bt = opt_.block_tokens;
+  const size_t group = kv_steps_ / R;
+  const size_t half = (group - 1) % 2;  // of the ring rows this group's steps wrote
+  CudaStream* bg = ctx.background_stream();
+  // The half's previous group must be results by now: its pinned scores are overwritten.
+  if (m.gpu_group[half] && !m.gpu_group[half]->harvested) {
+    KVSTAR_RETURN_IF_ERROR(KvstarHarvest(k.deterministic ? m.gpu_group[half].get() : nullptr));
+    if (!m.gpu_group[half]->harvested) {
+      // Scoring is more than R steps behind: this group is skipped, as on the CPU path.
+      for (size_t l = 0; l < L; ++l) {
+        for (size_t b = 0; b < B; ++b) {
+          stats_.skipped_retrievals += lengths_[b] / bt > KvstarWindows(k);
+        }
+      }
+      return Status::Ok();
+    }
+  }
+  auto g = std::make_shared<KvstarGpuGroup>();
+  g->group = group;
+  g->half = half;
+  g->cand_end.assign(L * B, 0);
+  g->results.resize(L * B);
+  // The mirror half was last sent two groups ago; its copy has surely completed.
+  KVSTAR_RETURN_IF_ERROR(m.tasks_sent[half].Synchronize());
+  BlockScoreTask* tasks = m.score_tasks_host.as<BlockScoreTask>() + half * L * B;
+  const float* ring = m.q_ring_dev.as<float>() + half * R * L * B * c.q_dim();
+  size_t submitted = 0;
+  for (size_t l = 0; l < L; ++l) {
+    for (size_t b = 0; b < B; ++b) {
+      const size_t i = l * B + b;
+      BlockScoreTask& t = tasks[i];
+      t = BlockScoreTask{};
+      t.reps = m.reps_dev.as<char>() + i * max_blocks_ * m.rep_elems * 2;
+      t.channels = m.chan_dev.as<uint16_t>() + i * c.num_kv_heads * m.d_pruned;
+      t.queries = ring + i * c.q_dim();
+      t.scores = m.scores_dev.as<float>() + i * max_blocks_;
+      const size_t full = lengths_[b] / bt;
+      if (full <= KvstarWindows(k)) continue;  // no candidates
+      t.cand_begin = static_cast<uint32_t>(k.init_window_sz);
+      t.cand_end = static_cast<uint32_t>(full - k.local_window_sz);
+      g->cand_end[i] = t.cand_end;
+      m.ks[l][b].pending.push_back(
+          KvstarPending{group, kv_steps_, NowSeconds(), t.cand_end, {}, g, i});
+      ++submitted;
+    }
+  }
+  if (submitted == 0) return Status::Ok();
+  BlockScoreTask* dev = m.score_tasks_dev.as<BlockScoreTask>() + half * L * B;
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(dev, tasks, L * B * sizeof(BlockScoreTask), bg));
+  KVSTAR_RETURN_IF_ERROR(m.tasks_sent[half].Record(bg));
+  KVSTAR_RETURN_IF_ERROR(m.score_begin[half].Record(bg));
+  for (size_t l0 = 0; l0 < L; l0 += m.score_layers) {
+    BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, std::min(m.score_layers, L - l0) * B);
+    a.tasks = dev + l0 * B;
+    KVSTAR_RETURN_IF_ERROR(ScoreBlocks(bg, a, m.score_ws.data()));
+  }
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.scores_host.as<float>() + half * L * B * max_blocks_,
+                                        m.scores_dev.data(), L * B * max_blocks_ * 4, bg));
+  stats_.d2h_bytes += L * B * max_blocks_ * 4;
+  KVSTAR_RETURN_IF_ERROR(m.score_done[half].Record(bg));
+  m.gpu_group[half] = std::move(g);
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarHarvest(const KvstarGpuGroup* wait_for) {
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t B = opt_.batch;
+  KvstarGpuGroup* order[2] = {m.gpu_group[0].get(), m.gpu_group[1].get()};
+  if (order[0] != nullptr && order[1] != nullptr && order[1]->group < order[0]->group) {
+    std::swap(order[0], order[1]);
+  }
+  for (KvstarGpuGroup* g : order) {  // the older group first
+    if (g == nullptr || g->harvested) continue;
+    const Event& done = m.score_done[g->half];
+    if (wait_for != nullptr && g->group <= wait_for->group) {
+      KVSTAR_RETURN_IF_ERROR(done.Synchronize());
+    } else {
+      KVSTAR_ASSIGN_OR_RETURN(bool ready, done.Query());
+      if (!ready) break;
+    }
+    KVSTAR_ASSIGN_OR_RETURN(float ms, done.ElapsedMsSince(m.score_begin[g->half]));
+    stats_.gpu_score_ms_total += ms;
+    ++stats_.gpu_score_groups;
+    const float* all = m.scores_host.as<float>() + g->half * g->cand_end.size() * max_blocks_;
+    std::vector<uint32_t> cands;
+    for (size_t i = 0; i < g->cand_end.size(); ++i) {
+      if (g->cand_end[i] == 0) continue;
+      const float* sc = all + i * max_blocks_;
+      const size_t n = g->cand_end[i] - k.init_window_sz;
+      for (size_t j = 0; j < n; ++j) {
+        if (!std::isfinite(sc[j])) {
+          return InvalidArgument(
+              "kvstar: the GPU block scores of layer %zu, sequence %zu are not finite (block "
+              "%zu: %g): NaN or Inf in the queries or keys",
+              i / B, i % B, k.init_window_sz + j, static_cast<double>(sc[j]));
+        }
+      }
+      cands.resize(n);
+      for (size_t j = 0; j < n; ++j) cands[j] = static_cast<uint32_t>(k.init_window_sz + j);
+      sparse::RetrievalResult& r = g->results[i];
+      r.k = sparse::SelectionSize(n, k.sparse_ratio);
+      for (size_t p : sparse::TopKPositions(sc, 1, cands, r.k)) {
+        r.blocks.push_back(cands[p]);
+        r.scores.push_back(sc[p]);
+      }
+      r.candidate_scores.assign(sc, sc + n);
+    }
+    g->harvested = true;
+  }
+  return Status::Ok();
+}
+
+}  // namespace kvstar::cuda
