@@ -288,8 +288,9 @@ StatusOr<Point> RunPoint(const std::string& backend, const std::string& dir, siz
   const bool direct = backend == "file-direct";
   const int hw = ThreadPool::HardwareThreads();
   // Files: one blocking pread/pwrite per thread, so threads = queue depth. DRAM copies are CPU
-  // work: more threads than cores only adds switching.
-  p.io_threads = f.io_threads > 0 ? f.io_threads : is_dram ? std::min(qd, hw) : qd;
+  // work: more threads than cores only adds switching, and the submitting thread needs a core of
+  // its own (its I/O threads spin while they wait for work).
+  p.io_threads = f.io_threads > 0 ? f.io_threads : is_dram ? std::max(1, std::min(qd, hw - 1)) : qd;
   p.blocks = total / block;
   const size_t n = p.blocks;
 
@@ -538,7 +539,7 @@ void AddStoreBench(CLI::App& root, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--io-threads", flags->io_threads,
                   "Store I/O threads (0: the queue depth of each point for files, "
-                  "min(queue depth, cores) for dram)")
+                  "min(queue depth, cores - 1) for dram: one core is the submitting thread's)")
       ->capture_default_str();
   cmd->add_option("--dram-shards", flags->dram_shards,
                   "DramStore index shards (each with its own lock and LRU list); 1 = one lock for "

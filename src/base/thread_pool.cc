@@ -64,15 +64,27 @@ void ThreadPool::Submit(std::function<void()> fn) {
 void ThreadPool::WorkerLoop(int index) {
   for (;;) {
     // Spin a little before sleeping: ParallelFor calls come in bursts (several per layer of a
-    // decode step) and waking a sleeping thread costs tens of microseconds each time.
+    // decode step) and waking a sleeping thread costs tens of microseconds each time. A spinner
+    // that sees work but loses it to another spinner goes on spinning (the budget is shared),
+    // instead of falling asleep: otherwise one queued task put every other spinner to sleep and
+    // the next Submit paid a futex wake-up.
+    std::function<void()> fn;
     spinning_.fetch_add(1);
-    for (int spin = 0; spin < kSpinIterations && queued_.load(std::memory_order_acquire) == 0;
-         ++spin) {
-      CpuRelax();
+    for (int spin = 0; !fn;) {
+      while (spin < kSpinIterations && queued_.load(std::memory_order_acquire) == 0) {
+        CpuRelax();
+        ++spin;
+      }
+      if (queued_.load(std::memory_order_acquire) == 0) break;  // budget spent: sleep
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!queue_.empty()) {
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+        queued_.fetch_sub(1, std::memory_order_release);
+      }
     }
     spinning_.fetch_sub(1);
-    std::function<void()> fn;
-    {
+    if (!fn) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stop_ and drained
