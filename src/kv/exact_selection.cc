@@ -8,10 +8,16 @@
 namespace kvstar {
 namespace {
 
-float KeyAt(const KvGeometry& g, const void* block, size_t head, size_t token, size_t c) {
-  const size_t off = g.offset(0, head, token) + c;
-  if (g.dtype == DType::kF32) return static_cast<const float*>(block)[off];
-  return BF16ToF32(static_cast<const bf16_t*>(block)[off]);
+// Key row (head, token) of a block as floats.
+void KeyRow(const KvGeometry& g, const void* block, size_t head, size_t token, float* out) {
+  const size_t off = g.offset(0, head, token);
+  if (g.dtype == DType::kF32) {
+    const float* k = static_cast<const float*>(block) + off;
+    std::copy(k, k + g.head_dim, out);
+    return;
+  }
+  const bf16_t* k = static_cast<const bf16_t*>(block) + off;
+  for (size_t c = 0; c < g.head_dim; ++c) out[c] = BF16ToF32(k[c]);
 }
 
 }  // namespace
@@ -26,24 +32,30 @@ std::vector<uint32_t> ExactSelection(const KvGeometry& g, const float* queries, 
   const size_t nblocks = (num_tokens + bt - 1) / bt;
   std::vector<double> block_score(nblocks, 0.0);
   std::vector<float> key(hd);
-  std::vector<double> logits(num_tokens);
+  std::vector<double> logits(group * num_tokens);  // [head of the group][token]
   std::vector<double> mass(nblocks);
   for (size_t kvh = 0; kvh < g.kv_heads; ++kvh) {
     for (size_t qi = 0; qi < x; ++qi) {
-      for (size_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-        const float* q = queries + (qi * q_heads + h) * hd;
-        double mx = -1e300;
-        for (size_t t = 0; t < num_tokens; ++t) {
-          const void* blk = blocks[t / bt];
+      // Each key row is converted once per query and met by the group's heads; each logit is
+      // the same float-product, double-sum dot product in channel order as head by head.
+      const float* q0 = queries + (qi * q_heads + kvh * group) * hd;
+      for (size_t t = 0; t < num_tokens; ++t) {
+        KeyRow(g, blocks[t / bt], kvh, t % bt, key.data());
+        for (size_t j = 0; j < group; ++j) {
+          const float* q = q0 + j * hd;
           double d = 0;
-          for (size_t c = 0; c < hd; ++c) d += q[c] * KeyAt(g, blk, kvh, t % bt, c);
-          logits[t] = d * scale;
-          mx = std::max(mx, logits[t]);
+          for (size_t c = 0; c < hd; ++c) d += q[c] * key[c];
+          logits[j * num_tokens + t] = d * scale;
         }
+      }
+      for (size_t j = 0; j < group; ++j) {
+        double* lg = logits.data() + j * num_tokens;
+        double mx = -1e300;
+        for (size_t t = 0; t < num_tokens; ++t) mx = std::max(mx, lg[t]);
         double z = 0;
-        for (size_t t = 0; t < num_tokens; ++t) z += (logits[t] = std::exp(logits[t] - mx));
+        for (size_t t = 0; t < num_tokens; ++t) z += (lg[t] = std::exp(lg[t] - mx));
         std::fill(mass.begin(), mass.end(), 0.0);
-        for (size_t t = 0; t < num_tokens; ++t) mass[t / bt] += logits[t] / z;
+        for (size_t t = 0; t < num_tokens; ++t) mass[t / bt] += lg[t] / z;
         for (size_t b = 0; b < nblocks; ++b) {
           block_score[b] = vote == BlockVote::kSum ? block_score[b] + mass[b]
                                                    : std::max(block_score[b], mass[b]);
