@@ -472,6 +472,9 @@ int RunCudaBench(const CudaBenchFlags& f) {
               {"retrievals_applied", st.retrievals - before.retrievals},
               {"late_retrievals", st.late_retrievals - before.late_retrievals},
               {"skipped_retrievals", st.skipped_retrievals - before.skipped_retrievals},
+              // sync_steps: re-selections inside the timed steps and the time they waited.
+              {"sync_retrievals", st.sync_retrievals - before.sync_retrievals},
+              {"sync_wait_ms", st.sync_wait_ms - before.sync_wait_ms},
               {"retrieval_hidden_share", applied > 0 ? std::max(0.0, 1.0 - late / applied) : 0.0},
               {"retrieval_ms_mean",
                applied > 0 ? (st.retrieval_ms_total - before.retrieval_ms_total) / applied : 0.0},

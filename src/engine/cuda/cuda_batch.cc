@@ -613,6 +613,8 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     for (size_t i = 0; i < c.num_layers * B; ++i) top = std::max(top, ql[i]);
     a.blocks_stride = m.slots_per_seq;
     a.num_tokens = static_cast<size_t>(top) + 1;
+    // A sync step re-makes the tables inside the step: plan for the largest table.
+    if (kv_steps_ < opt_.kvstar.sync_steps) a.num_tokens = m.slots_per_seq * bt;
   }
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   a.out = m.attn.as<float>();
@@ -647,6 +649,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     void* const* table = m.tables.as<void*>() + table_index * B * row_stride;
     if (staged) KVSTAR_RETURN_IF_ERROR(m.kv_ready[j].WaitOn(s));
     if (kvstar) {
+      if (kv_steps_ < opt_.kvstar.sync_steps) KVSTAR_RETURN_IF_ERROR(KvstarSyncReselect(l, q));
       // This layer's delta copies before its attention (earlier layers ran while they streamed).
       if (m.load_pending[l]) KVSTAR_RETURN_IF_ERROR(m.load_done[l].WaitOn(s));
       a.q_last = m.qlast_dev.as<int64_t>() + l * B;

@@ -70,8 +70,9 @@ struct BatchOptions {
   // kvpr: one split per layer (the planner's per-layer plan); overrides kvpr_split when not
   // empty. Each is rounded down to block_tokens and clipped to the prompt.
   std::vector<size_t> kvpr_layer_splits;
-  // kvstar: the settings (UCM names; select_per_kv_head and first_selection "exact" are CPU
-  // only) and the CPU threads that score blocks (0: hardware threads - 3, at least 1).
+  // kvstar: the settings (UCM names; select_per_kv_head and softmax_scope "all" are CPU only;
+  // sync_steps counts the batch's first decode steps) and the CPU threads that score blocks (0:
+  // hardware threads - 3, at least 1).
   KvstarConfig kvstar;
   int retrieval_threads = 0;
   // kvstar: score the block representations on the GPU instead of CPU threads. The
@@ -91,6 +92,10 @@ struct BatchStats {
   size_t skipped_retrievals = 0;  // groups not submitted: two still pending
   size_t late_retrievals = 0;     // results not ready retrieval_stride steps after submission
   size_t swaps = 0;               // selections changed
+  // sync_steps: re-selections with the step's own query inside the first decode steps, and the
+  // time those steps waited for them (scoring and copies), ms.
+  size_t sync_retrievals = 0;
+  double sync_wait_ms = 0;
   size_t blocks_loaded = 0;       // delta blocks copied host -> device
   double retrieval_ms_total = 0;  // submit -> applied, summed over tasks
   // Host time inside Step while the device has no work of this step queued: before the first
@@ -189,7 +194,13 @@ class CudaBatch {
   Status KvstarWait(KvstarPending& p);
   static const sparse::RetrievalResult& KvstarResult(const KvstarPending& p);
   static size_t KvstarGpuScoringBytes(const ModelConfig& config, const BatchOptions& options);
-  // After a step: full tail blocks become local / candidates; a complete group is submitted.
+  // sync_steps: inside one of the first sync_steps decode steps, after layer `layer`'s queries
+  // `q` ([batch][q_dim] on the device) are made and before its attention: each sequence's
+  // selection is re-made from its own query, the delta copied and the layer's tables uploaded,
+  // synchronously (as KvstarPolicy::SyncReselect on the CPU).
+  Status KvstarSyncReselect(size_t layer, const float* q);
+  // After a step: full tail blocks become local / candidates; a complete group is submitted
+  // (not while the next step is a sync step: its re-selection would replace the result).
   Status KvstarAfterStep();
   Status KvstarRebuildTable(size_t layer, size_t seq);
   void KvstarCount();        // device / candidate / selected block counts into stats_

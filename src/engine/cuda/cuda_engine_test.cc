@@ -9,6 +9,9 @@
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "base/file_util.h"
 #include "engine/cuda/cuda_batch.h"
@@ -90,6 +93,9 @@ class CudaEngineTest : public ::testing::Test {
     EXPECT_TRUE(b.ok()) << b.status().ToString();
     return b.ok() ? std::move(*b) : nullptr;
   }
+
+  // Deterministic kvstar on CUDA against the CPU policy, step by step (below).
+  void CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps);
 
   bool gpu_scoring_ = false;  // kvstar batches made by MakeBatch score on the GPU
   std::unique_ptr<DeviceContext> ctx_;
@@ -315,17 +321,25 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
   auto dense = MakeBatch(KvMode::kDense, 2, cap, DType::kBF16, 32);
   ASSERT_NE(dense, nullptr);
   const RunOut ref = Decode(*dense, prompts, steps, vocab);
-  for (int run = 0; run < 4; ++run) {
+  // Runs 4 and 5: the exact first selection and 10 sync steps (re-selections inside the step).
+  for (int run = 0; run < 6; ++run) {
     const bool deterministic = run % 2 == 0;
-    gpu_scoring_ = run >= 2;
+    gpu_scoring_ = run == 2 || run == 3;
     KvstarConfig k;
     k.sparse_ratio = 1.0;
     k.retrieval_stride = 4;
     k.deterministic = deterministic;
+    if (run >= 4) {
+      k.first_selection = "exact";
+      k.sync_steps = 10;
+    }
     auto kv = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, 32, 0, 64, k);
     ASSERT_NE(kv, nullptr);
     const RunOut r = Decode(*kv, prompts, steps, vocab);
-    EXPECT_EQ(r.tokens, ref.tokens) << "deterministic " << deterministic << " gpu " << gpu_scoring_;
+    EXPECT_EQ(r.tokens, ref.tokens) << "run " << run;
+    // Only the first sequence re-selects: the second (78 tokens, 2 full blocks of 32) has no
+    // candidate blocks beyond the windows during the 10 sync steps.
+    EXPECT_EQ(r.stats.sync_retrievals, run >= 4 ? 10 * config_.num_layers : 0u);
     EXPECT_EQ(RowError(r.last_logits.data(), ref.last_logits.data(), 2 * vocab), 0.0);
     EXPECT_GT(r.stats.retrievals, 0u);
     EXPECT_EQ(r.stats.selected_blocks, r.stats.candidate_blocks);
@@ -409,8 +423,18 @@ struct SwapLog : KvstarObserver {
 // with the same tokens fed to both (teacher forcing). The two backends' queries and keys differ
 // by rounding (the CUDA prefill rounds activations to bf16 for the tensor cores), so blocks whose
 // scores are nearly tied may differ: at least 90% of the selected blocks must agree.
+// Both first selections: from the representations (UCM) and exact (the prompt's last queries
+// against every key); and synchronous re-selections in the first decode steps (sync_steps).
 TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  for (const auto& [first, sync] : std::vector<std::pair<std::string, size_t>>{
+           {"representations", 0}, {"exact", 0}, {"exact", 6}}) {
+    SCOPED_TRACE("first_selection " + first + ", sync_steps " + std::to_string(sync));
+    CompareWithCpuPolicy(first, sync);
+  }
+}
+
+void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps) {
   const size_t bt = 16, R = 4, steps = 33;
   std::vector<int32_t> prompt(1000);
   uint32_t h = 99;
@@ -421,6 +445,8 @@ TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
   KvstarConfig k;
   k.retrieval_stride = R;
   k.deterministic = true;
+  k.first_selection = first_selection;
+  k.sync_steps = sync_steps;
   // CPU: the KvstarPolicy with a DRAM store, greedy.
   ThreadPool threads(2);
   KvGeometry g{config_.num_kv_heads, config_.head_dim, bt, DType::kBF16};
@@ -473,8 +499,14 @@ TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
   }
   ASSERT_GT(total, 0u);
   const double overlap = static_cast<double>(agree) / static_cast<double>(total);
-  std::printf("selection overlap %.4f, identical selections %zu of %zu\n", overlap, equal,
-              compared);
+  std::printf(
+      "first_selection %s, sync_steps %zu: selection overlap %.4f, identical selections %zu of "
+      "%zu\n",
+      first_selection.c_str(), sync_steps, overlap, equal, compared);
+  if (sync_steps > 0) {
+    const BatchStats& st = kv->stats();
+    EXPECT_EQ(st.sync_retrievals, sync_steps * config_.num_layers);
+  }
   EXPECT_GE(overlap, 0.9);
 }
 

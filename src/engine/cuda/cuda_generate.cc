@@ -41,8 +41,11 @@ StatusOr<GenerateResult> CudaGenerate(CudaModel& model, BatchOptions options,
     result.kv.device_blocks = s.device_blocks;
     result.kv.candidate_blocks = s.candidate_blocks;
     result.kv.selected_blocks = s.selected_blocks;
-    result.kv.retrievals = s.retrievals;
-    result.kv.async_retrievals = s.retrievals;  // CUDA has no sync_steps
+    result.kv.retrievals = s.retrievals + s.sync_retrievals;
+    result.kv.async_retrievals = s.retrievals;
+    result.kv.sync_retrievals = s.sync_retrievals;
+    result.kv.sync_wait_ms = s.sync_wait_ms;
+    result.kv.decode_wait_ms = s.sync_wait_ms;
     result.kv.skipped_retrievals = s.skipped_retrievals;
     result.kv.swaps = s.swaps;
     result.kv.late_swaps = s.late_retrievals;

@@ -10,6 +10,7 @@
 #include "base/timer.h"
 #include "engine/cuda/cuda_batch.h"
 #include "engine/cuda/cuda_batch_impl.h"
+#include "kv/exact_selection.h"
 #include "sparse/channel_importance.h"
 
 namespace kvstar::cuda {
@@ -48,15 +49,11 @@ Status CudaBatch::KvstarInit() {
   if (k.select_per_kv_head) {
     return Unimplemented("kvstar on CUDA selects per layer; select_per_kv_head is CPU-only");
   }
-  if (k.first_selection != "representations" || k.vote != "sum" ||
-      k.softmax_scope != "candidates") {
+  if (k.softmax_scope != "candidates") {
     return Unimplemented(
-        "kvstar on CUDA implements UCM's scoring (first_selection representations, vote sum, "
-        "softmax_scope candidates); the other options are CPU-only");
-  }
-  if (k.sync_steps != 0) {
-    return Unimplemented("kvstar on CUDA has no sync_steps (got %zu); it is CPU-only",
-                         k.sync_steps);
+        "kvstar on CUDA scores blocks with UCM's softmax over the candidates; softmax_scope "
+        "'%s' is CPU-only",
+        k.softmax_scope.c_str());
   }
   DeviceContext& ctx = model_.ctx();
   const ModelConfig& c = model_.config();
@@ -96,7 +93,9 @@ Status CudaBatch::KvstarInit() {
     KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
     m.mirrors_sent = std::make_unique<Event>(std::move(e));
   }
-  if (opt_.gpu_scoring) return KvstarInitGpuScoring();
+  if (opt_.gpu_scoring) KVSTAR_RETURN_IF_ERROR(KvstarInitGpuScoring());
+  // CPU threads: the scoring of every group, or with GPU scoring only the sync steps' scoring.
+  if (opt_.gpu_scoring && k.sync_steps == 0) return Status::Ok();
   sparse::RetrieverOptions ro;
   // Default: all cores but three, kept for the decode thread, the driver's threads and the
   // copies (at batch 22 on the 16-core H100 host, 13 threads gave more tokens/s than 15).
@@ -189,7 +188,17 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
                                 sparse::BlockRepresentations::Create(geom_, channels, ropt));
         for (size_t b = 0; b < full; ++b)
           KVSTAR_RETURN_IF_ERROR(s.reps->Append(host + b * bb, geom_));
-        if (!cands.empty()) {
+        if (!cands.empty() && k.first_selection == "exact") {
+          // The prompt's last queries against the real keys of every block, from the host
+          // copy, which holds the whole layer (kv/exact_selection.h, as on the CPU).
+          std::vector<const void*> blocks((len + bt - 1) / bt);
+          for (size_t b = 0; b < blocks.size(); ++b) blocks[b] = host + b * bb;
+          s.selection =
+              ExactSelection(geom_, group0[l].data(), nq, c.num_heads,
+                             1.0f / std::sqrt(static_cast<float>(c.head_dim)), blocks.data(), len,
+                             cands, sparse::SelectionSize(cands.size(), k.sparse_ratio),
+                             k.vote == "max" ? BlockVote::kMax : BlockVote::kSum);
+        } else if (!cands.empty()) {
           sparse::RetrievalTask t;
           t.reps = s.reps->View();
           t.queries = group0[l];
@@ -573,6 +582,99 @@ Status CudaBatch::KvstarBoundary() {
   return Status::Ok();
 }
 
+Status CudaBatch::KvstarSyncReselect(size_t l, const float* q) {
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t B = opt_.batch;
+  const size_t bt = opt_.block_tokens;
+  const size_t bb = geom_.block_bytes();
+  CudaStream* s = ctx.compute_stream();
+  Stopwatch wait;
+  // The step's own queries of this layer (the device finishes everything queued before them).
+  std::vector<float> qh(B * c.q_dim());
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(qh.data(), q, qh.size() * sizeof(float), s));
+  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  // Every sequence's task at once on the retriever's threads (each split across them).
+  std::vector<sparse::RetrievalTask> tasks(B);
+  std::vector<sparse::RetrievalHandle> handles(B);
+  for (size_t b = 0; b < B; ++b) {
+    KvstarSeqLayer& st = m.ks[l][b];
+    const std::vector<uint32_t> cands = CandidatesOf(k, lengths_[b] / bt);
+    if (cands.empty()) continue;
+    // No group is submitted before the sync steps end, so nothing is in flight.
+    KVSTAR_CHECK(st.pending.empty() && st.arriving.empty(),
+                 "sync step with %zu retrievals and %zu copies in flight (layer %zu, seq %zu)",
+                 st.pending.size(), st.arriving.size(), l, b);
+    sparse::RetrievalTask& t = tasks[b];
+    t.reps = st.reps->View();
+    t.queries.assign(qh.begin() + static_cast<std::ptrdiff_t>(b * c.q_dim()),
+                     qh.begin() + static_cast<std::ptrdiff_t>((b + 1) * c.q_dim()));
+    t.num_queries = 1;
+    t.q_heads = c.num_heads;
+    t.candidates = cands;
+    t.sparse_ratio = k.sparse_ratio;
+    handles[b] = m.retriever->Submit(t);
+  }
+  m.copy_dst.clear();
+  m.copy_src.clear();
+  m.copy_bytes.clear();
+  for (size_t b = 0; b < B; ++b) {
+    if (tasks[b].candidates.empty()) continue;
+    KVSTAR_RETURN_IF_ERROR(handles[b].Wait().WithContext("kvstar sync-step retrieval"));
+    ++stats_.sync_retrievals;
+    KvstarSeqLayer& st = m.ks[l][b];
+    const std::vector<uint32_t>& next = handles[b].result().blocks;
+    // Every candidate was scored, extras included: the held blocks outside `next` leave.
+    std::vector<uint32_t> held, out, in;
+    std::set_union(st.selection.begin(), st.selection.end(), st.extras.begin(), st.extras.end(),
+                   std::back_inserter(held));
+    std::set_difference(held.begin(), held.end(), next.begin(), next.end(),
+                        std::back_inserter(out));
+    std::set_difference(next.begin(), next.end(), held.begin(), held.end(), std::back_inserter(in));
+    st.extras.clear();
+    st.selection = next;
+    if (out.empty() && in.empty()) continue;
+    // The device is idle (synchronized above): outgoing slots are free to reuse at once.
+    for (uint32_t blk : out) {
+      st.free_slots.push_back(st.slot_of[blk]);
+      st.slot_of[blk] = -1;
+    }
+    st.retired = 0;
+    const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
+    char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
+    for (uint32_t blk : in) {
+      if (st.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
+      const int slot = st.free_slots.back();
+      st.free_slots.pop_back();
+      st.slot_of[blk] = slot;
+      m.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
+      m.copy_src.push_back(host + static_cast<size_t>(blk) * bb);
+      m.copy_bytes.push_back(bb);
+      stats_.h2d_bytes += bb;
+      ++stats_.blocks_loaded;
+    }
+    ++stats_.swaps;
+    KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
+  }
+  if (!m.copy_dst.empty()) {
+    KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(m.copy_dst.data(), m.copy_src.data(),
+                                                 m.copy_bytes.data(), m.copy_dst.size(), s));
+  }
+  // This layer's tables and q_last, ahead of its attention; waited for, so that the mirrors can
+  // be rewritten in this step's window.
+  const size_t row = m.slots_per_seq * sizeof(void*);
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.tables.as<char>() + l * B * row,
+                                          m.table_mirror.as<char>() + l * B * row, B * row, s));
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.qlast_dev.as<int64_t>() + l * B,
+                                          m.qlast_mirror.as<int64_t>() + l * B, B * 8, s));
+  stats_.h2d_bytes += B * row + B * 8;
+  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  stats_.sync_wait_ms += wait.Millis();
+  return Status::Ok();
+}
+
 Status CudaBatch::KvstarAfterStep() {
   DeviceContext& ctx = model_.ctx();
   const ModelConfig& c = model_.config();
@@ -663,7 +765,8 @@ Status CudaBatch::KvstarAfterStep() {
   }
   // A complete group: one retrieval task per (layer, sequence). Deterministic: now (UCM's
   // timing); otherwise in the next step's window (KvstarIssueCopies), off the device's idle time.
-  if (kv_steps_ % R == 0) {
+  // Not while the next step re-selects synchronously: no result is in flight during sync steps.
+  if (kv_steps_ % R == 0 && kv_steps_ >= k.sync_steps) {
     if (k.deterministic) {
       KVSTAR_RETURN_IF_ERROR(KvstarSubmitGroup());
     } else {
