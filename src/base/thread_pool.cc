@@ -61,36 +61,51 @@ void ThreadPool::Submit(std::function<void()> fn) {
   if (queued_.load() > spinning_.load()) cv_.notify_one();
 }
 
+bool ThreadPool::TryClaim() {
+  size_t q = queued_.load(std::memory_order_acquire);
+  while (q > 0) {
+    if (queued_.compare_exchange_weak(q, q - 1, std::memory_order_acq_rel)) return true;
+  }
+  return false;
+}
+
 void ThreadPool::WorkerLoop(int index) {
   for (;;) {
     // Spin a little before sleeping: ParallelFor calls come in bursts (several per layer of a
-    // decode step) and waking a sleeping thread costs tens of microseconds each time. A spinner
-    // that sees work but loses it to another spinner goes on spinning (the budget is shared),
-    // instead of falling asleep: otherwise one queued task put every other spinner to sleep and
-    // the next Submit paid a futex wake-up.
-    std::function<void()> fn;
+    // decode step) and waking a sleeping thread costs tens of microseconds each time. Spinners
+    // claim a task on the counter, without the lock: only the winner takes the lock (to pop it),
+    // the others spin on instead of queueing on the mutex or falling asleep, which made the next
+    // Submit wait for the lock or pay a futex wake-up.
+    // A spinner stops counting itself before it claims, so that a task submitted meanwhile
+    // wakes a sleeper instead of waiting for this spinner's current task.
+    bool claimed = false;
     spinning_.fetch_add(1);
-    for (int spin = 0; !fn;) {
-      while (spin < kSpinIterations && queued_.load(std::memory_order_acquire) == 0) {
-        CpuRelax();
-        ++spin;
+    for (int spin = 0; spin < kSpinIterations; ++spin) {
+      if (queued_.load(std::memory_order_acquire) != 0) {
+        spinning_.fetch_sub(1);
+        if (TryClaim()) {
+          claimed = true;
+          break;
+        }
+        spinning_.fetch_add(1);
       }
-      if (queued_.load(std::memory_order_acquire) == 0) break;  // budget spent: sleep
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!queue_.empty()) {
-        fn = std::move(queue_.front());
-        queue_.pop_front();
-        queued_.fetch_sub(1, std::memory_order_release);
-      }
+      CpuRelax();
     }
-    spinning_.fetch_sub(1);
-    if (!fn) {
+    if (!claimed) spinning_.fetch_sub(1);
+    std::function<void()> fn;
+    {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop_ and drained
+      if (!claimed) {
+        // Every task is claimed by someone: leave on stop_ once none is unclaimed.
+        cv_.wait(lock, [&] {
+          return (claimed = TryClaim()) || (stop_ && queued_.load(std::memory_order_acquire) == 0);
+        });
+        if (!claimed) return;
+      }
+      // A claim stands for a task pushed before its count was raised, not yet popped.
+      KVSTAR_CHECK(!queue_.empty(), "claimed a task of an empty queue");
       fn = std::move(queue_.front());
       queue_.pop_front();
-      queued_.fetch_sub(1, std::memory_order_release);
     }
     fn();
   }

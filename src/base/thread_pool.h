@@ -14,8 +14,8 @@
 namespace kvstar {
 
 struct ThreadPoolOptions {
-  int num_threads = 1;         // worker threads; ParallelFor also uses the calling thread
-  bool pin_to_cores = false;   // pin worker i to core (first_core + i) % hardware cores
+  int num_threads = 1;        // worker threads; ParallelFor also uses the calling thread
+  bool pin_to_cores = false;  // pin worker i to core (first_core + i) % hardware cores
   int first_core = 0;
   const char* name = "kvstar";  // thread name prefix (visible in top -H, gdb)
 };
@@ -23,7 +23,8 @@ struct ThreadPoolOptions {
 class ThreadPool {
  public:
   explicit ThreadPool(const ThreadPoolOptions& options);
-  explicit ThreadPool(int num_threads) : ThreadPool(ThreadPoolOptions{.num_threads = num_threads}) {}
+  explicit ThreadPool(int num_threads)
+      : ThreadPool(ThreadPoolOptions{.num_threads = num_threads}) {}
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -48,13 +49,17 @@ class ThreadPool {
 
  private:
   void WorkerLoop(int index);
+  // Takes one unit of queued_ (a queued task nobody has claimed); false when there is none.
+  bool TryClaim();
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
-  std::atomic<size_t> queued_{0};  // queue_.size(), readable without the lock
+  // Tasks in queue_ that no worker has claimed yet: raised under the lock after a push, lowered
+  // by the claim (TryClaim) that entitles a worker to pop one.
+  std::atomic<size_t> queued_{0};
   // Workers in their spin loop: each checks the queue under the lock before it sleeps, so a
   // submitter wakes a sleeping worker (a futex call) only when more tasks wait than workers spin.
   std::atomic<size_t> spinning_{0};

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 namespace kvstar {
@@ -60,6 +61,37 @@ TEST(ThreadPoolTest, NestedParallelForRunsInline) {
       pool.ParallelFor(10, [&](size_t b2, size_t e2, int) { total += static_cast<int>(e2 - b2); });
   });
   EXPECT_EQ(total.load(), 40);
+}
+
+// Workers claim tasks on a counter and pop them under the lock: with several threads submitting,
+// tasks submitting tasks and ParallelFor calls at the same time, every task runs exactly once,
+// and the destructor runs what is still queued.
+TEST(ThreadPoolTest, ConcurrentSubmittersRunEveryTaskOnce) {
+  constexpr int kSubmitters = 4, kTasks = 5000;
+  std::vector<std::atomic<int>> runs(kSubmitters * kTasks * 2);
+  std::atomic<int> chunks{0};
+  {
+    ThreadPool pool(4);
+    std::vector<std::thread> submitters;
+    for (int s = 0; s < kSubmitters; ++s) {
+      submitters.emplace_back([&, s] {
+        for (int i = 0; i < kTasks; ++i) {
+          const int id = (s * kTasks + i) * 2;
+          pool.Submit([&, id] {
+            runs[id]++;
+            pool.Submit([&, id] { runs[id + 1]++; });  // a task that submits a task
+          });
+          if (i % 500 == 0) {
+            pool.ParallelFor(64,
+                             [&](size_t b, size_t e, int) { chunks += static_cast<int>(e - b); });
+          }
+        }
+      });
+    }
+    for (auto& t : submitters) t.join();
+  }  // the destructor drains the queue, including tasks queued by tasks
+  for (size_t i = 0; i < runs.size(); ++i) ASSERT_EQ(runs[i].load(), 1) << "task " << i;
+  EXPECT_EQ(chunks.load(), kSubmitters * (kTasks / 500) * 64);
 }
 
 }  // namespace
