@@ -283,7 +283,8 @@ int RunCudaBench(const CudaBenchFlags& f) {
         t.batch = b;
         t.kvpr_split = plan_split(b);
         t.kvpr_layer_splits = layer_splits;
-        return fits_hbm(b) && CudaBatch::EstimateHostBytes(cfg, t) <= host_avail * 3 / 4;
+        return fits_hbm(b) && static_cast<double>(CudaBatch::EstimateHostBytes(cfg, t)) <=
+                                  static_cast<double>(host_avail) * f.host_memory_share;
       };
       size_t largest = 0, largest_hbm = 0;
       for (size_t b = 1; b <= 512 && fits(b); b = b < 8 ? b + 1 : b + b / 8) largest = b;
@@ -297,7 +298,8 @@ int RunCudaBench(const CudaBenchFlags& f) {
                               {"batch", batch},
                               {"max_batch_in_budget", largest},
                               {"max_batch_hbm_only", largest_hbm},
-                              {"host_available_bytes", host_avail}};
+                              {"host_available_bytes", host_avail},
+                              {"host_memory_share", f.host_memory_share}};
         if (batch == 0 || !fits(batch)) {
           run["skipped"] = "does not fit the HBM budget or host memory";
           runs.push_back(run);

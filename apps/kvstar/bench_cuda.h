@@ -16,6 +16,8 @@ struct CudaBenchFlags {
   std::string batch = "1";        // comma-separated batch sizes, or "max"
   std::string modes = "dense,offload";
   std::string hbm_budget;  // bytes for weights + KV + scratch; "" = the device's memory
+  // Share of MemAvailable that the pinned host KV of a batch may take (offload, kvpr, kvstar).
+  double host_memory_share = 0.75;
   size_t decode_steps = 16;
   std::string weight_dtype = "bf16";
   std::string kv_dtype = "bf16";

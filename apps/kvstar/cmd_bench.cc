@@ -42,6 +42,7 @@ struct BenchFlags {
   EngineFlags engine;
   // --device cuda only.
   std::string hbm_budget;
+  double host_memory_share = 0.75;
   std::string cuda_batch = "1";
   std::string contexts;
   std::string prefill = "random";
@@ -107,6 +108,7 @@ int RunBench(const BenchFlags& f) {
     c.batch = f.cuda_batch;
     c.modes = f.modes;
     c.hbm_budget = f.hbm_budget;
+    c.host_memory_share = f.host_memory_share;
     c.decode_steps = f.decode_steps;
     c.weight_dtype = f.weight_dtype;
     c.kv_dtype = f.engine.kv_dtype;
@@ -357,6 +359,12 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "mode that fits --hbm-budget (and host memory for offload / kvpr)");
   cmd->add_option("--hbm-budget", f->hbm_budget,
                   "cuda: device bytes for weights + KV + scratch (e.g. 80G); default: all of it");
+  cmd->add_option("--host-memory-share", f->host_memory_share,
+                  "cuda: share of the host's available memory (MemAvailable) that a batch's "
+                  "pinned KV may take when --cuda-batch max searches the largest batch "
+                  "(offload, kvpr, kvstar)")
+      ->check(CLI::Range(0.05, 0.95))
+      ->capture_default_str();
   cmd->add_option("--prefill", f->prefill,
                   "cuda: 'random' fills the context with random K/V (decode cost does not depend "
                   "on the values; fast at 128K), 'real' runs random prompts through the model "
