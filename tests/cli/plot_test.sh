@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# kvstar plot: bench JSON in, PNG / SVG out; series per input or per field, ratios, filters; and
+# one clear error for each bad input.
+# Usage: plot_test.sh KVSTAR_BINARY
+set -u
+K="$1"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fail=0
+check() {  # check NAME CONDITION...
+  local name="$1"; shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=$((fail + 1)); fi
+}
+
+cat >"$TMP/a.json" <<'JSON'
+{"runs": [
+  {"blocks": 1024, "threads": 16, "median_ms": 2.0, "speedup_vs_first": 12.0, "simd": "avx2"},
+  {"blocks": 1024, "threads": 1, "median_ms": 20.0, "speedup_vs_first": 1.0, "simd": "avx2"},
+  {"blocks": 250, "threads": 1, "median_ms": 4.0, "speedup_vs_first": 1.0, "simd": "avx2"},
+  {"blocks": 250, "threads": 16, "median_ms": 0.8, "speedup_vs_first": 5.0, "simd": "avx2"}
+]}
+JSON
+cat >"$TMP/b.json" <<'JSON'
+{"points": [{"block_bytes": 65536, "queue_depth": 8, "load_gbps": 20.5},
+            {"block_bytes": 1048576, "queue_depth": 8, "load_gbps": 35.0}]}
+JSON
+
+"$K" plot --input "$TMP/a.json" --x threads --y speedup_vs_first/threads --series blocks \
+  --out "$TMP/a.png" >"$TMP/out" 2>&1
+check "png written, 2 series of 2 points" grep -q "2 series, 4 points" "$TMP/out"
+check "png signature" test "$(head -c 8 "$TMP/a.png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a"
+"$K" plot --input "$TMP/a.json,$TMP/b.json" --rows runs --x threads --y median_ms \
+  --out "$TMP/x.svg" >"$TMP/out" 2>&1
+check "--rows runs fails for the file without it" test $? -ne 0
+"$K" plot --input "$TMP/a.json" --x threads --y median_ms --where blocks=250 --where simd=avx2 \
+  --labels small --log-y --out "$TMP/a.svg" >"$TMP/out" 2>&1
+check "svg with filters: 1 series of 2 points" grep -q "1 series, 2 points" "$TMP/out"
+check "svg content" grep -q "<svg" "$TMP/a.svg"
+check "svg legend label" grep -q ">small<" "$TMP/a.svg"
+"$K" plot --input "$TMP/b.json" --x block_bytes --y load_gbps --log-x --out "$TMP/b.png" \
+  >"$TMP/out" 2>&1
+check "points array found by default" grep -q "1 series, 2 points" "$TMP/out"
+
+# expect_error NAME PATTERN ARGS...: non-zero exit below 128, stderr matches PATTERN.
+expect_error() {
+  local name="$1" pattern="$2"; shift 2
+  "$K" plot "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [ "$rc" -eq 0 ] || [ "$rc" -ge 128 ] || ! grep -qE -- "$pattern" "$TMP/err"; then
+    echo "FAIL $name (exit $rc):"; sed 's/^/    /' "$TMP/err"; fail=$((fail + 1)); return
+  fi
+  echo "ok   $name: $(head -n 1 "$TMP/err")"
+}
+echo '{"runs": [' >"$TMP/bad.json"
+expect_error "missing input" "cannot open" --input "$TMP/nope.json" --x a --y b --out "$TMP/o.png"
+expect_error "not JSON" "not valid JSON" --input "$TMP/bad.json" --x a --y b --out "$TMP/o.png"
+expect_error "unknown field" "no field 'nope'" --input "$TMP/a.json" --x nope --y median_ms \
+  --out "$TMP/o.png"
+expect_error "text field as number" "'simd' is not a number" --input "$TMP/a.json" --x simd \
+  --y median_ms --out "$TMP/o.png"
+expect_error "bad --where" "FIELD=VALUE" --input "$TMP/a.json" --x threads --y median_ms \
+  --where blocks --out "$TMP/o.png"
+expect_error "nothing matches" "no record matched" --input "$TMP/a.json" --x threads \
+  --y median_ms --where blocks=7 --out "$TMP/o.png"
+expect_error "labels count" "2 names for 1 inputs" --input "$TMP/a.json" --labels a,b --x threads \
+  --y median_ms --out "$TMP/o.png"
+expect_error "bad ratio" "FIELD or FIELD/FIELD" --input "$TMP/a.json" --x threads --y median_ms/ \
+  --out "$TMP/o.png"
+expect_error "unwritable output" "$TMP/no/dir" --input "$TMP/a.json" --x threads --y median_ms \
+  --out "$TMP/no/dir/o.png"
+if [ "$fail" -ne 0 ]; then echo "$fail check(s) failed"; exit 1; fi
+echo "all plot checks passed"
