@@ -18,6 +18,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "hwy/targets.h"
+#include "json_plot.h"
 #include "sparse/block_representations.h"
 #include "sparse/retriever.h"
 #include "sparse/score_kernels.h"
@@ -49,6 +50,7 @@ struct RetrievalFlags {
   std::string device = "cpu";  // cpu | cuda (ScoreBlocks, CUDA builds)
   size_t gpu_tasks = 32;       // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
   size_t in_flight = 1;        // cpu: tasks submitted together, each over its own layer
+  std::string plot;            // cpu: PNG/SVG of speedup per thread against threads
 };
 
 StatusOr<std::vector<size_t>> ParseList(const std::string& text, const char* flag) {
@@ -201,6 +203,11 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)"));
   }
 #endif
+  if (gpu && !f.plot.empty()) {
+    return fail(
+        InvalidArgument("--plot draws thread scaling of the CPU retriever; drop it with "
+                        "--device cuda"));
+  }
   if (gpu && f.per_kv_head) {
     return fail(
         InvalidArgument("--device cuda scores one selection per layer; drop "
@@ -394,6 +401,28 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
   }
   out["runs"] = runs;
   if (f.json) std::printf("%s\n", out.dump(2).c_str());
+  if (!f.plot.empty()) {
+    LinePlot plot;
+    plot.title = std::string("Retrieval speedup per thread (") +
+                 sparse::kernels::CurrentTargetName() + ", " + std::to_string(f.in_flight) +
+                 (f.in_flight == 1 ? " task" : " tasks") + " in flight)";
+    plot.x_label = "threads";
+    plot.y_label = "speedup / threads";
+    RecordPlotSpec spec;
+    spec.x = "threads";
+    spec.y = "speedup_vs_first";
+    spec.y_div = "threads";
+    spec.group_by = {"blocks", "q_heads", "kv_heads"};
+    spec.group_names = {"blocks", "H", "h"};
+    auto series = SeriesFromRecords(runs, spec, "bench-retrieval");
+    Status st = series.status();
+    if (series.ok()) {
+      plot.series = std::move(*series);
+      st = WritePlotFile(plot, f.plot);
+    }
+    if (!st.ok()) return fail(st);
+    if (!f.json) std::printf("plot: %s\n", f.plot.c_str());
+  }
   return 0;
 }
 
@@ -463,6 +492,9 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
       ->check(AtLeastOne())
       ->capture_default_str();
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of a table");
+  cmd->add_option("--plot", flags->plot,
+                  "CPU: also draw speedup per thread against threads, one line per shape, to "
+                  "this PNG (or SVG when it ends in .svg)");
   cmd->callback([flags, exit_code] { *exit_code = RunBenchRetrieval(*flags); });
 }
 

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -14,6 +13,7 @@
 #include "base/plot.h"
 #include "base/status.h"
 #include "command.h"
+#include "json_plot.h"
 
 namespace kvstar::cli {
 namespace {
@@ -31,25 +31,6 @@ struct PlotFlags {
   std::string out;
   int width = 900, height = 560;
 };
-
-// A record's field as text, for --series and --where: strings without quotes, numbers as JSON
-// prints them (so "1024" matches 1024 and "0.25" matches 0.25).
-std::string FieldText(const nlohmann::json& v) {
-  return v.is_string() ? v.get<std::string>() : v.dump();
-}
-
-StatusOr<double> NumberField(const nlohmann::json& rec, const std::string& name,
-                             const std::string& where) {
-  auto it = rec.find(name);
-  if (it == rec.end()) {
-    return InvalidArgument("%s: a record has no field '%s'", where.c_str(), name.c_str());
-  }
-  if (!it->is_number()) {
-    return InvalidArgument("%s: field '%s' is not a number (%s)", where.c_str(), name.c_str(),
-                           it->dump().c_str());
-  }
-  return it->get<double>();
-}
 
 StatusOr<const nlohmann::json*> Records(const nlohmann::json& doc, const std::string& rows,
                                         const std::string& path) {
@@ -101,45 +82,18 @@ StatusOr<LinePlot> BuildPlot(const PlotFlags& f) {
     nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
     if (doc.is_discarded()) return InvalidArgument("%s: not valid JSON", path.c_str());
     KVSTAR_ASSIGN_OR_RETURN(const nlohmann::json* recs, Records(doc, f.rows, path));
-    std::string base = f.labels.empty() ? path.substr(path.find_last_of('/') + 1) : f.labels[i];
-    // Series in order of first appearance.
-    std::vector<std::string> order;
-    std::map<std::string, std::vector<std::pair<double, double>>> points;
-    for (const nlohmann::json& rec : *recs) {
-      if (!rec.is_object()) continue;
-      bool keep = true;
-      for (const auto& [field, value] : filters) {
-        auto it = rec.find(field);
-        keep = keep && it != rec.end() && FieldText(*it) == value;
-      }
-      if (!keep) continue;
-      KVSTAR_ASSIGN_OR_RETURN(double x, NumberField(rec, f.x, path));
-      KVSTAR_ASSIGN_OR_RETURN(double y, NumberField(rec, y_num, path));
-      if (!y_den.empty()) {
-        KVSTAR_ASSIGN_OR_RETURN(double d, NumberField(rec, y_den, path));
-        y = d != 0 ? y / d : NAN;
-      }
-      std::string name = base;
-      if (!f.series.empty()) {
-        auto it = rec.find(f.series);
-        const std::string v = it == rec.end() ? "?" : FieldText(*it);
-        name = (f.inputs.size() > 1 ? base + ", " : std::string()) + f.series + " " + v;
-      }
-      if (!points.count(name)) order.push_back(name);
-      points[name].emplace_back(x, y);
-    }
-    for (const std::string& name : order) {
-      auto& pts = points[name];
-      std::stable_sort(pts.begin(), pts.end(),
-                       [](const auto& a, const auto& b) { return a.first < b.first; });
-      Series s;
-      s.label = name;
-      for (const auto& [x, y] : pts) {
-        s.x.push_back(x);
-        s.y.push_back(y);
-      }
-      plot.series.push_back(std::move(s));
-    }
+    RecordPlotSpec spec;
+    spec.x = f.x;
+    spec.y = y_num;
+    spec.y_div = y_den;
+    spec.where = filters;
+    if (!f.series.empty()) spec.group_by = {f.series};
+    // The input's name, unless series split a single input (then the field values say it all).
+    const std::string base =
+        f.labels.empty() ? path.substr(path.find_last_of('/') + 1) : f.labels[i];
+    if (f.series.empty() || f.inputs.size() > 1) spec.label_prefix = base;
+    KVSTAR_ASSIGN_OR_RETURN(std::vector<Series> series, SeriesFromRecords(*recs, spec, path));
+    for (Series& s : series) plot.series.push_back(std::move(s));
   }
   if (plot.series.empty()) {
     return InvalidArgument("no record matched (check --rows, --where and the field names)");
@@ -154,9 +108,7 @@ int RunPlot(const PlotFlags& f) {
   };
   auto plot = BuildPlot(f);
   if (!plot.ok()) return fail(plot.status());
-  const bool svg = f.out.size() >= 4 && f.out.compare(f.out.size() - 4, 4, ".svg") == 0;
-  const Status s = svg ? WritePlotSvg(*plot, f.out, f.width, f.height)
-                       : WritePlotPng(*plot, f.out, f.width, f.height);
+  const Status s = WritePlotFile(*plot, f.out, f.width, f.height);
   if (!s.ok()) return fail(s);
   size_t n = 0;
   for (const Series& series : plot->series) n += series.x.size();

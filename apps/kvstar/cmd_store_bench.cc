@@ -24,6 +24,7 @@
 #include "base/timer.h"
 #include "cli_common.h"
 #include "command.h"
+#include "json_plot.h"
 #include "store/block_store.h"
 #include "store/file/file_store.h"
 
@@ -44,6 +45,7 @@ struct StoreBenchFlags {
   std::string fsync = "none";
   bool quick = false;
   bool json = false;
+  std::string plot;  // PNG/SVG: load / raw (same threads) vs block size per backend and qd
 };
 
 StatusOr<size_t> ParseSize(std::string text, const char* flag) {
@@ -509,6 +511,30 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
                           {"points", points}};
     std::printf("%s\n", out.dump(2).c_str());
   }
+  if (!f.plot.empty() && !points.empty()) {
+    LinePlot plot;
+    plot.title = "Block store load / raw baseline with the same threads (" + CpuModel() + ")";
+    plot.x_label = "block bytes";
+    plot.y_label = "load GB/s / raw GB/s";
+    plot.log_x = true;
+    RecordPlotSpec spec;
+    spec.x = "block_bytes";
+    spec.y = "load_ratio_qd";
+    spec.group_by = {"backend", "queue_depth"};
+    spec.group_names = {"", "qd"};
+    auto series = SeriesFromRecords(points, spec, "store-bench");
+    Status s = series.status();
+    if (series.ok()) {
+      plot.series = std::move(*series);
+      s = WritePlotFile(plot, f.plot);
+    }
+    if (!s.ok()) {
+      std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+      if (first_error.ok()) first_error = s;
+    } else if (!f.json) {
+      std::printf("plot: %s\n", f.plot.c_str());
+    }
+  }
   if (made_dir) {
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
@@ -558,6 +584,9 @@ void AddStoreBench(CLI::App& root, int* exit_code) {
       ->capture_default_str();
   cmd->add_flag("--quick", flags->quick, "Small grid (64K,1M x qd 1,8, 8 MiB per point) for tests");
   cmd->add_flag("--json", flags->json, "Print the results as JSON on stdout");
+  cmd->add_option("--plot", flags->plot,
+                  "Also draw load / raw baseline (same threads) against block size, one line per "
+                  "backend and queue depth, to this PNG (or SVG when it ends in .svg)");
   cmd->callback([flags, exit_code] { *exit_code = RunStoreBench(*flags); });
 }
 

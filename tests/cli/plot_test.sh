@@ -41,6 +41,14 @@ check "svg legend label" grep -q ">small<" "$TMP/a.svg"
   >"$TMP/out" 2>&1
 check "points array found by default" grep -q "1 series, 2 points" "$TMP/out"
 
+# The --plot flags of the bench commands (tiny runs).
+"$K" store-bench --backends dram --block-sizes 64K,256K --queue-depths 1,2 --total-bytes 4M \
+  --plot "$TMP/store.png" >"$TMP/out" 2>&1
+check "store-bench --plot" test -s "$TMP/store.png"
+"$K" bench-retrieval --blocks 64 --threads 1,2 --min-seconds 0.02 --plot "$TMP/retr.svg" \
+  >"$TMP/out" 2>&1
+check "bench-retrieval --plot" grep -q "blocks 64, H 20, h 4" "$TMP/retr.svg"
+
 # expect_error NAME PATTERN ARGS...: non-zero exit below 128, stderr matches PATTERN.
 expect_error() {
   local name="$1" pattern="$2"; shift 2
