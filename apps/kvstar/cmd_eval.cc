@@ -12,6 +12,7 @@
 #include "command.h"
 #include "engine/engine.h"
 #include "eval/runner.h"
+#include "json_plot.h"
 #ifdef KVSTAR_HAVE_CUDA
 #include "cuda_cli.h"
 #endif
@@ -26,6 +27,7 @@ struct EvalFlags {
   size_t samples = 10;
   uint64_t seed = 42;
   std::string json_file;
+  std::string plot;  // PNG/SVG: accuracy against length, one line per task
   std::string haystack;
   std::string device = "cpu";
   EngineFlags engine;
@@ -109,6 +111,26 @@ int RunEvalCommand(const EvalFlags& f) {
   progress.Finish();
   if (!report.ok()) return ReportError(report.status());
   std::printf("%s", eval::FormatTable(*report).c_str());
+  if (!f.plot.empty()) {
+    LinePlot plot;
+    plot.title = "kvstar eval: " + mode + " on " + f.model;
+    plot.x_label = "prompt length (tokens)";
+    plot.y_label = "accuracy";
+    plot.log_x = true;
+    RecordPlotSpec spec;
+    spec.x = "length";
+    spec.y = "accuracy";
+    spec.group_by = {"task"};
+    spec.group_names = {""};
+    auto series = SeriesFromRecords(eval::ToJson(*report)["results"], spec, "eval");
+    Status s = series.status();
+    if (series.ok()) {
+      plot.series = std::move(*series);
+      s = WritePlotFile(plot, f.plot);
+    }
+    if (!s.ok()) return ReportError(s.WithContext("--plot"));
+    std::printf("plot: %s\n", f.plot.c_str());
+  }
   if (!f.json_file.empty()) {
     nlohmann::json j = eval::ToJson(*report);
     // KV statistics summed over the samples (device bytes: the largest seen).
@@ -163,6 +185,9 @@ void AddEval(CLI::App& root, int* exit_code) {
   cmd->add_option("--seed", f->seed, "Seed of the task generator");
   cmd->add_option("--json", f->json_file,
                   "Write the full report (per task and length, and per sample) to this file");
+  cmd->add_option("--plot", f->plot,
+                  "Also draw accuracy against prompt length, one line per task, to this PNG (or "
+                  "SVG when it ends in .svg)");
   cmd->add_option("--haystack", f->haystack,
                   "Plain-text file of natural text for the *_text haystacks");
   AddDeviceFlag(cmd, &f->device);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kvstar plot: bench JSON in, PNG / SVG out; series per input or per field, ratios, filters; and
 # one clear error for each bad input.
-# Usage: plot_test.sh KVSTAR_BINARY
+# Usage: plot_test.sh KVSTAR_BINARY [TEST_DATA_DIR]
 set -u
 K="$1"
 TMP=$(mktemp -d)
@@ -48,6 +48,12 @@ check "store-bench --plot" test -s "$TMP/store.png"
 "$K" bench-retrieval --blocks 64 --threads 1,2 --min-seconds 0.02 --plot "$TMP/retr.svg" \
   >"$TMP/out" 2>&1
 check "bench-retrieval --plot" grep -q "blocks 64, H 20, h 4" "$TMP/retr.svg"
+# eval --plot: one line per task (tiny model of the test data, short prompts).
+if [ -n "${2:-}" ]; then
+  "$K" eval --model "$2/golden/qwen2_tiny" --tasks passkey,niah_single --lengths 256,512 \
+    --samples 1 --plot "$TMP/eval.svg" >"$TMP/out" 2>&1
+  check "eval --plot" grep -q ">niah_single<" "$TMP/eval.svg"
+fi
 
 # expect_error NAME PATTERN ARGS...: non-zero exit below 128, stderr matches PATTERN.
 expect_error() {
