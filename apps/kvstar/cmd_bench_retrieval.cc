@@ -414,12 +414,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
     spec.y_div = "threads";
     spec.group_by = {"blocks", "q_heads", "kv_heads"};
     spec.group_names = {"blocks", "H", "h"};
-    auto series = SeriesFromRecords(runs, spec, "bench-retrieval");
-    Status st = series.status();
-    if (series.ok()) {
-      plot.series = std::move(*series);
-      st = WritePlotFile(plot, f.plot);
-    }
+    const Status st = PlotRecordsToFile(std::move(plot), runs, spec, "bench-retrieval", f.plot);
     if (!st.ok()) return fail(st);
     if (!f.json) std::printf("plot: %s\n", f.plot.c_str());
   }
@@ -489,7 +484,7 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
                   "CPU: tasks submitted together, each over its own copy of the representations "
                   "(the layers of one retrieval group); times are then per task of a round "
                   "(throughput), and task_latency_median_ms is submit to completion")
-      ->check(AtLeastOne())
+      ->check(CLI::Range(size_t{1}, size_t{256}))
       ->capture_default_str();
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of a table");
   cmd->add_option("--plot", flags->plot,

@@ -111,26 +111,6 @@ int RunEvalCommand(const EvalFlags& f) {
   progress.Finish();
   if (!report.ok()) return ReportError(report.status());
   std::printf("%s", eval::FormatTable(*report).c_str());
-  if (!f.plot.empty()) {
-    LinePlot plot;
-    plot.title = "kvstar eval: " + mode + " on " + f.model;
-    plot.x_label = "prompt length (tokens)";
-    plot.y_label = "accuracy";
-    plot.log_x = true;
-    RecordPlotSpec spec;
-    spec.x = "length";
-    spec.y = "accuracy";
-    spec.group_by = {"task"};
-    spec.group_names = {""};
-    auto series = SeriesFromRecords(eval::ToJson(*report)["results"], spec, "eval");
-    Status s = series.status();
-    if (series.ok()) {
-      plot.series = std::move(*series);
-      s = WritePlotFile(plot, f.plot);
-    }
-    if (!s.ok()) return ReportError(s.WithContext("--plot"));
-    std::printf("plot: %s\n", f.plot.c_str());
-  }
   if (!f.json_file.empty()) {
     nlohmann::json j = eval::ToJson(*report);
     // KV statistics summed over the samples (device bytes: the largest seen).
@@ -161,6 +141,23 @@ int RunEvalCommand(const EvalFlags& f) {
                {"late_swaps", late}};
     Status s = WriteStringToFile(f.json_file, DumpJson(j) + "\n");
     if (!s.ok()) return ReportError(s.WithContext("--json"));
+  }
+  if (!f.plot.empty()) {
+    // After --json, so that a plot that cannot be written loses no result.
+    LinePlot plot;
+    plot.title = "kvstar eval: " + mode + " on " + f.model;
+    plot.x_label = "prompt length (tokens)";
+    plot.y_label = "accuracy";
+    plot.log_x = true;
+    RecordPlotSpec spec;
+    spec.x = "length";
+    spec.y = "accuracy";
+    spec.group_by = {"task"};
+    spec.group_names = {""};
+    Status s =
+        PlotRecordsToFile(std::move(plot), eval::ToJson(*report)["results"], spec, "eval", f.plot);
+    if (!s.ok()) return ReportError(s.WithContext("--plot"));
+    std::printf("plot: %s\n", f.plot.c_str());
   }
   return 0;
 }

@@ -522,12 +522,7 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
     spec.y = "load_ratio_qd";
     spec.group_by = {"backend", "queue_depth"};
     spec.group_names = {"", "qd"};
-    auto series = SeriesFromRecords(points, spec, "store-bench");
-    Status s = series.status();
-    if (series.ok()) {
-      plot.series = std::move(*series);
-      s = WritePlotFile(plot, f.plot);
-    }
+    const Status s = PlotRecordsToFile(std::move(plot), points, spec, "store-bench", f.plot);
     if (!s.ok()) {
       std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
       if (first_error.ok()) first_error = s;

@@ -22,6 +22,13 @@ StatusOr<double> NumberField(const nlohmann::json& rec, const std::string& name,
 
 }  // namespace
 
+Status PlotRecordsToFile(LinePlot plot, const nlohmann::json& records, const RecordPlotSpec& spec,
+                         const std::string& source, const std::string& path) {
+  KVSTAR_ASSIGN_OR_RETURN(plot.series, SeriesFromRecords(records, spec, source));
+  if (plot.series.empty()) return InvalidArgument("%s: no record to plot", source.c_str());
+  return WritePlotFile(plot, path);
+}
+
 Status WritePlotFile(const LinePlot& plot, const std::string& path, int width, int height) {
   const bool svg = path.size() >= 4 && path.compare(path.size() - 4, 4, ".svg") == 0;
   return svg ? WritePlotSvg(plot, path, width, height) : WritePlotPng(plot, path, width, height);

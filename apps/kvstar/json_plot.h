@@ -33,6 +33,11 @@ StatusOr<std::vector<Series>> SeriesFromRecords(const nlohmann::json& records,
                                                 const RecordPlotSpec& spec,
                                                 const std::string& source);
 
+// `plot` (title and axes set) with the series of `records` (SeriesFromRecords), written to
+// `path` by WritePlotFile. Nothing that matches the spec is InvalidArgument.
+Status PlotRecordsToFile(LinePlot plot, const nlohmann::json& records, const RecordPlotSpec& spec,
+                         const std::string& source, const std::string& path);
+
 // Writes SVG when `path` ends in ".svg", else PNG (base/plot.h, default size).
 Status WritePlotFile(const LinePlot& plot, const std::string& path, int width = 900,
                      int height = 560);

@@ -177,6 +177,12 @@ class CudaBatch {
   Status KvstarSetupSequence(size_t seq, const std::vector<std::vector<float>>& group0, size_t nq);
   // Before a step: applies finished retrievals (delta copies queued), uploads tables.
   Status KvstarBoundary();
+  // Replaces (layer, seq)'s selection and extras below cand_end by `next` (ascending; blocks at or
+  // above cand_end were not scored and stay held). Slots of blocks that leave are free at once:
+  // the caller makes sure no queued work reads them. The incoming blocks' copies are appended to
+  // Impl::copy_dst/src/bytes for the caller to issue; the table mirror is rebuilt.
+  Status KvstarReplaceSelection(size_t layer, size_t seq, const std::vector<uint32_t>& next,
+                                uint32_t cand_end);
   Status KvstarStage(size_t layer, size_t seq);
   Status KvstarPlanCopies(size_t layer, size_t seq);
   // Not deterministic: KvstarStage and KvstarPlanCopies for every (layer, sequence) and one batch

@@ -15,6 +15,16 @@ namespace kvstar::cuda {
 // kvstar: blocks always on the device (init and local windows) per (layer, sequence).
 inline size_t KvstarWindows(const KvstarConfig& k) { return k.init_window_sz + k.local_window_sz; }
 
+// kvstar: candidate blocks of a sequence with `full` full blocks: [init, full - local).
+inline std::vector<uint32_t> KvstarCandidatesOf(const KvstarConfig& k, size_t full) {
+  std::vector<uint32_t> c;
+  if (full <= KvstarWindows(k)) return c;
+  for (size_t b = k.init_window_sz; b < full - k.local_window_sz; ++b) {
+    c.push_back(static_cast<uint32_t>(b));
+  }
+  return c;
+}
+
 // kvstar with gpu_scoring: one group's scoring on the device, for every (layer, sequence).
 struct KvstarGpuGroup {
   size_t group = 0;

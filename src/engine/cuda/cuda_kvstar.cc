@@ -15,20 +15,6 @@
 
 namespace kvstar::cuda {
 
-namespace {
-
-// Candidate blocks of a sequence with `full` full blocks: [init, full - local).
-std::vector<uint32_t> CandidatesOf(const KvstarConfig& k, size_t full) {
-  std::vector<uint32_t> c;
-  if (full <= KvstarWindows(k)) return c;
-  for (size_t b = k.init_window_sz; b < full - k.local_window_sz; ++b) {
-    c.push_back(static_cast<uint32_t>(b));
-  }
-  return c;
-}
-
-}  // namespace
-
 size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o) {
   const size_t full_max = o.max_tokens / o.block_tokens;
   const size_t cands = full_max > KvstarWindows(o.kvstar) ? full_max - KvstarWindows(o.kvstar) : 0;
@@ -167,7 +153,7 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
   const size_t bb = geom_.block_bytes();
   const size_t len = lengths_[seq];
   const size_t full = len / bt;
-  const std::vector<uint32_t> cands = CandidatesOf(k, full);
+  const std::vector<uint32_t> cands = KvstarCandidatesOf(k, full);
   std::vector<Status> errors(L, Status::Ok());
   // Layers are independent: representations and the first selection in parallel.
   ThreadPool pool(std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
@@ -417,7 +403,7 @@ Status CudaBatch::KvstarSubmitGroup() {
   for (size_t l = 0; l < L; ++l) {
     for (size_t b = 0; b < B; ++b) {
       KvstarSeqLayer& s = m.ks[l][b];
-      const std::vector<uint32_t> cands = CandidatesOf(k, lengths_[b] / bt);
+      const std::vector<uint32_t> cands = KvstarCandidatesOf(k, lengths_[b] / bt);
       if (cands.empty()) continue;
       if (!k.deterministic && s.pending.size() >= 2) {
         ++stats_.skipped_retrievals;
@@ -498,13 +484,50 @@ Status CudaBatch::KvstarIssueCopies() {
   return Status::Ok();
 }
 
+Status CudaBatch::KvstarReplaceSelection(size_t l, size_t b, const std::vector<uint32_t>& next,
+                                         uint32_t cand_end) {
+  Impl& m = *impl_;
+  KvstarSeqLayer& s = m.ks[l][b];
+  const size_t bb = geom_.block_bytes();
+  std::vector<uint32_t> held, out, in;
+  std::set_union(s.selection.begin(), s.selection.end(), s.extras.begin(), s.extras.end(),
+                 std::back_inserter(held));
+  // Blocks that became candidates after the task was submitted were not scored: they stay held
+  // until a later selection decides.
+  std::erase_if(s.extras, [&](uint32_t blk) { return blk < cand_end; });
+  std::erase_if(held, [&](uint32_t blk) { return blk >= cand_end; });
+  std::set_difference(held.begin(), held.end(), next.begin(), next.end(), std::back_inserter(out));
+  std::set_difference(next.begin(), next.end(), held.begin(), held.end(), std::back_inserter(in));
+  s.selection = next;
+  if (out.empty() && in.empty()) return Status::Ok();
+  for (uint32_t blk : out) {
+    s.free_slots.push_back(s.slot_of[blk]);
+    s.slot_of[blk] = -1;
+  }
+  s.retired = 0;
+  const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
+  char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
+  for (uint32_t blk : in) {
+    if (s.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
+    const int slot = s.free_slots.back();
+    s.free_slots.pop_back();
+    s.slot_of[blk] = slot;
+    m.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
+    m.copy_src.push_back(host + static_cast<size_t>(blk) * bb);
+    m.copy_bytes.push_back(bb);
+    stats_.h2d_bytes += bb;
+    ++stats_.blocks_loaded;
+  }
+  ++stats_.swaps;
+  return KvstarRebuildTable(l, b);
+}
+
 Status CudaBatch::KvstarBoundary() {
   DeviceContext& ctx = model_.ctx();
   const ModelConfig& c = model_.config();
   const KvstarConfig& k = opt_.kvstar;
   Impl& m = *impl_;
   const size_t L = c.num_layers, B = opt_.batch;
-  const size_t bb = geom_.block_bytes();
   const size_t R = k.retrieval_stride;
   const size_t step = kv_steps_ + 1;  // the step about to run
   std::fill(m.load_pending.begin(), m.load_pending.end(), false);
@@ -515,6 +538,9 @@ Status CudaBatch::KvstarBoundary() {
   // Deterministic (UCM's timing): at step kR + 1 the result of group k - 1 is applied, waiting
   // for it if needed. Otherwise the tables were staged in the previous step's window.
   for (size_t l = 0; k.deterministic && l < L; ++l) {
+    m.copy_dst.clear();
+    m.copy_src.clear();
+    m.copy_bytes.clear();
     for (size_t b = 0; b < B; ++b) {
       KvstarSeqLayer& s = m.ks[l][b];
       std::optional<KvstarPending> take;
@@ -527,49 +553,17 @@ Status CudaBatch::KvstarBoundary() {
       KVSTAR_RETURN_IF_ERROR(KvstarWait(*take));
       ++stats_.retrievals;
       stats_.retrieval_ms_total += (NowSeconds() - take->submitted_at) * 1e3;
-      const std::vector<uint32_t>& next = KvstarResult(*take).blocks;
-      std::vector<uint32_t> held, out, in;
-      std::set_union(s.selection.begin(), s.selection.end(), s.extras.begin(), s.extras.end(),
-                     std::back_inserter(held));
-      // Blocks that became candidates after the task was submitted were not scored: they stay
-      // held until a later selection decides.
-      std::vector<uint32_t> unscored;
-      for (uint32_t blk : s.extras) {
-        if (blk >= take->cand_end) unscored.push_back(blk);
-      }
-      s.extras = unscored;
-      std::erase_if(held, [&](uint32_t blk) { return blk >= take->cand_end; });
-      std::set_difference(held.begin(), held.end(), next.begin(), next.end(),
-                          std::back_inserter(out));
-      std::set_difference(next.begin(), next.end(), held.begin(), held.end(),
-                          std::back_inserter(in));
-      if (out.empty() && in.empty()) {
-        s.selection = next;
-        continue;
-      }
-      // The previous step finished (Step synchronizes), so outgoing slots are free to reuse.
-      for (uint32_t blk : out) {
-        s.free_slots.push_back(s.slot_of[blk]);
-        s.slot_of[blk] = -1;
-      }
-      const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
-      char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
-      for (uint32_t blk : in) {
-        if (s.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
-        const int slot = s.free_slots.back();
-        s.free_slots.pop_back();
-        s.slot_of[blk] = slot;
-        KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(arena + static_cast<size_t>(slot) * bb,
-                                                host + blk * bb, bb, ctx.h2d_stream()));
-        stats_.h2d_bytes += bb;
-        ++stats_.blocks_loaded;
-      }
-      m.load_pending[l] = m.load_pending[l] || !in.empty();
-      s.selection = next;
-      ++stats_.swaps;
-      KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
+      // The previous step finished (Step synchronizes): outgoing slots are free to reuse.
+      KVSTAR_RETURN_IF_ERROR(
+          KvstarReplaceSelection(l, b, KvstarResult(*take).blocks, take->cand_end));
     }
-    if (m.load_pending[l]) KVSTAR_RETURN_IF_ERROR(m.load_done[l].Record(ctx.h2d_stream()));
+    if (!m.copy_dst.empty()) {
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(m.copy_dst.data(), m.copy_src.data(),
+                                                   m.copy_bytes.data(), m.copy_dst.size(),
+                                                   ctx.h2d_stream()));
+      m.load_pending[l] = true;
+      KVSTAR_RETURN_IF_ERROR(m.load_done[l].Record(ctx.h2d_stream()));
+    }
   }
   // Tables and q_last for this step (small; ordered before the step's attention).
   CudaStream* s = ctx.compute_stream();
@@ -579,99 +573,6 @@ Status CudaBatch::KvstarBoundary() {
       ctx.CopyToDevice(m.qlast_dev.data(), m.qlast_mirror.data(), m.qlast_mirror.bytes(), s));
   stats_.h2d_bytes += m.table_mirror.bytes() + m.qlast_mirror.bytes();
   if (!k.deterministic) KVSTAR_RETURN_IF_ERROR(m.mirrors_sent->Record(s));
-  return Status::Ok();
-}
-
-Status CudaBatch::KvstarSyncReselect(size_t l, const float* q) {
-  DeviceContext& ctx = model_.ctx();
-  const ModelConfig& c = model_.config();
-  const KvstarConfig& k = opt_.kvstar;
-  Impl& m = *impl_;
-  const size_t B = opt_.batch;
-  const size_t bt = opt_.block_tokens;
-  const size_t bb = geom_.block_bytes();
-  CudaStream* s = ctx.compute_stream();
-  Stopwatch wait;
-  // The step's own queries of this layer (the device finishes everything queued before them).
-  std::vector<float> qh(B * c.q_dim());
-  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(qh.data(), q, qh.size() * sizeof(float), s));
-  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
-  // Every sequence's task at once on the retriever's threads (each split across them).
-  std::vector<sparse::RetrievalTask> tasks(B);
-  std::vector<sparse::RetrievalHandle> handles(B);
-  for (size_t b = 0; b < B; ++b) {
-    KvstarSeqLayer& st = m.ks[l][b];
-    const std::vector<uint32_t> cands = CandidatesOf(k, lengths_[b] / bt);
-    if (cands.empty()) continue;
-    // No group is submitted before the sync steps end, so nothing is in flight.
-    KVSTAR_CHECK(st.pending.empty() && st.arriving.empty(),
-                 "sync step with %zu retrievals and %zu copies in flight (layer %zu, seq %zu)",
-                 st.pending.size(), st.arriving.size(), l, b);
-    sparse::RetrievalTask& t = tasks[b];
-    t.reps = st.reps->View();
-    t.queries.assign(qh.begin() + static_cast<std::ptrdiff_t>(b * c.q_dim()),
-                     qh.begin() + static_cast<std::ptrdiff_t>((b + 1) * c.q_dim()));
-    t.num_queries = 1;
-    t.q_heads = c.num_heads;
-    t.candidates = cands;
-    t.sparse_ratio = k.sparse_ratio;
-    handles[b] = m.retriever->Submit(t);
-  }
-  m.copy_dst.clear();
-  m.copy_src.clear();
-  m.copy_bytes.clear();
-  for (size_t b = 0; b < B; ++b) {
-    if (tasks[b].candidates.empty()) continue;
-    KVSTAR_RETURN_IF_ERROR(handles[b].Wait().WithContext("kvstar sync-step retrieval"));
-    ++stats_.sync_retrievals;
-    KvstarSeqLayer& st = m.ks[l][b];
-    const std::vector<uint32_t>& next = handles[b].result().blocks;
-    // Every candidate was scored, extras included: the held blocks outside `next` leave.
-    std::vector<uint32_t> held, out, in;
-    std::set_union(st.selection.begin(), st.selection.end(), st.extras.begin(), st.extras.end(),
-                   std::back_inserter(held));
-    std::set_difference(held.begin(), held.end(), next.begin(), next.end(),
-                        std::back_inserter(out));
-    std::set_difference(next.begin(), next.end(), held.begin(), held.end(), std::back_inserter(in));
-    st.extras.clear();
-    st.selection = next;
-    if (out.empty() && in.empty()) continue;
-    // The device is idle (synchronized above): outgoing slots are free to reuse at once.
-    for (uint32_t blk : out) {
-      st.free_slots.push_back(st.slot_of[blk]);
-      st.slot_of[blk] = -1;
-    }
-    st.retired = 0;
-    const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
-    char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
-    for (uint32_t blk : in) {
-      if (st.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
-      const int slot = st.free_slots.back();
-      st.free_slots.pop_back();
-      st.slot_of[blk] = slot;
-      m.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
-      m.copy_src.push_back(host + static_cast<size_t>(blk) * bb);
-      m.copy_bytes.push_back(bb);
-      stats_.h2d_bytes += bb;
-      ++stats_.blocks_loaded;
-    }
-    ++stats_.swaps;
-    KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
-  }
-  if (!m.copy_dst.empty()) {
-    KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(m.copy_dst.data(), m.copy_src.data(),
-                                                 m.copy_bytes.data(), m.copy_dst.size(), s));
-  }
-  // This layer's tables and q_last, ahead of its attention; waited for, so that the mirrors can
-  // be rewritten in this step's window.
-  const size_t row = m.slots_per_seq * sizeof(void*);
-  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.tables.as<char>() + l * B * row,
-                                          m.table_mirror.as<char>() + l * B * row, B * row, s));
-  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.qlast_dev.as<int64_t>() + l * B,
-                                          m.qlast_mirror.as<int64_t>() + l * B, B * 8, s));
-  stats_.h2d_bytes += B * row + B * 8;
-  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
-  stats_.sync_wait_ms += wait.Millis();
   return Status::Ok();
 }
 
