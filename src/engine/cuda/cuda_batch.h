@@ -205,6 +205,13 @@ class CudaBatch {
   // selection is re-made from its own query, the delta copied and the layer's tables uploaded,
   // synchronously (as KvstarPolicy::SyncReselect on the CPU).
   Status KvstarSyncReselect(size_t layer, const float* q);
+  // The sync step's scoring of `layer` for every sequence with candidates [init, cand_end[seq])
+  // (0: none): on the retriever's threads, or with gpu_scoring on the device (compute stream).
+  Status KvstarSyncScoreOnHost(size_t layer, const float* q, const std::vector<uint32_t>& cand_end,
+                               std::vector<sparse::RetrievalResult>* results);
+  Status KvstarSyncScoreOnDevice(size_t layer, const float* q,
+                                 const std::vector<uint32_t>& cand_end,
+                                 std::vector<sparse::RetrievalResult>* results);
   // After a step: full tail blocks become local / candidates; a complete group is submitted
   // (not while the next step is a sync step: its re-selection would replace the result).
   Status KvstarAfterStep();

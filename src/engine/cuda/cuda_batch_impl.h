@@ -108,6 +108,10 @@ struct CudaBatch::Impl {
   std::vector<Event> score_begin, score_done, tasks_sent;
   std::unique_ptr<Event> rep_stage_sent;
   std::shared_ptr<KvstarGpuGroup> gpu_group[2];  // latest group of each half
+  // gpu_scoring with sync_steps: one layer's tasks of a sync step [seq] (pinned and device) and
+  // their scores [seq][max_blocks] (device and pinned).
+  DeviceBuffer sync_tasks_dev, sync_scores_dev;
+  PinnedHostBuffer sync_tasks_host, sync_scores_host;
   size_t rep_elems = 0, d_pruned = 0, score_layers = 1;
 
   // Activations [rows][...] f32.

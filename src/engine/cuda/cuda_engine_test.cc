@@ -96,6 +96,7 @@ class CudaEngineTest : public ::testing::Test {
 
   // Deterministic kvstar on CUDA against the CPU policy, step by step (below).
   void CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps);
+  void CompareGpuWithCpuScoring(size_t sync_steps);
 
   bool gpu_scoring_ = false;  // kvstar batches made by MakeBatch score on the GPU
   std::unique_ptr<DeviceContext> ctx_;
@@ -321,10 +322,11 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
   auto dense = MakeBatch(KvMode::kDense, 2, cap, DType::kBF16, 32);
   ASSERT_NE(dense, nullptr);
   const RunOut ref = Decode(*dense, prompts, steps, vocab);
-  // Runs 4 and 5: the exact first selection and 10 sync steps (re-selections inside the step).
-  for (int run = 0; run < 6; ++run) {
+  // Runs 4 to 7: the exact first selection and 10 sync steps (re-selections inside the step),
+  // scored on the CPU (4, 5) and on the GPU (6, 7).
+  for (int run = 0; run < 8; ++run) {
     const bool deterministic = run % 2 == 0;
-    gpu_scoring_ = run == 2 || run == 3;
+    gpu_scoring_ = run == 2 || run == 3 || run >= 6;
     KvstarConfig k;
     k.sparse_ratio = 1.0;
     k.retrieval_stride = 4;
@@ -513,14 +515,20 @@ void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, si
 // The CUDA prefill logits of the demo model agree with the CPU engine's.
 // GPU scoring (deterministic) selects the blocks that CPU scoring selects on the same device
 // queries and keys, step by step; only near-ties of f32 summation order may differ.
+// With sync_steps the first steps' re-selections are scored on the device too.
 TEST_F(CudaEngineTest, KvstarGpuScoringSelectsTheBlocksOfCpuScoring) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  for (size_t sync : {0, 6}) CompareGpuWithCpuScoring(sync);
+}
+
+void CudaEngineTest::CompareGpuWithCpuScoring(size_t sync_steps) {
   const auto prompts = DemoPrompts(config_.vocab_size);
   const size_t steps = 41, bt = 16;
   const size_t cap = prompts[0].size() + steps + 8;
   KvstarConfig k;
   k.retrieval_stride = 4;
   k.deterministic = true;
+  k.sync_steps = sync_steps;
   gpu_scoring_ = false;
   auto cpu = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
   gpu_scoring_ = true;
@@ -555,11 +563,15 @@ TEST_F(CudaEngineTest, KvstarGpuScoringSelectsTheBlocksOfCpuScoring) {
   const BatchStats& st = gpu->stats();
   EXPECT_GT(st.gpu_score_groups, 0u);
   EXPECT_EQ(st.retrievals, cpu->stats().retrievals);
+  EXPECT_EQ(st.sync_retrievals, cpu->stats().sync_retrievals);
+  EXPECT_EQ(st.sync_retrievals, sync_steps * config_.num_layers * 2);
   EXPECT_EQ(st.late_retrievals, 0u);
   ASSERT_GT(total, 0u);
   const double overlap = static_cast<double>(agree) / static_cast<double>(total);
-  std::printf("GPU vs CPU scoring: selection overlap %.4f, identical selections %zu of %zu\n",
-              overlap, equal, compared);
+  std::printf(
+      "GPU vs CPU scoring, sync_steps %zu: selection overlap %.4f, identical selections %zu of "
+      "%zu\n",
+      sync_steps, overlap, equal, compared);
   EXPECT_GE(overlap, 0.99);
 }
 

@@ -80,8 +80,8 @@ Status CudaBatch::KvstarInit() {
     m.mirrors_sent = std::make_unique<Event>(std::move(e));
   }
   if (opt_.gpu_scoring) KVSTAR_RETURN_IF_ERROR(KvstarInitGpuScoring());
-  // CPU threads: the scoring of every group, or with GPU scoring only the sync steps' scoring.
-  if (opt_.gpu_scoring && k.sync_steps == 0) return Status::Ok();
+  // CPU threads score the groups and the sync steps, unless the device does (gpu_scoring).
+  if (opt_.gpu_scoring) return Status::Ok();
   sparse::RetrieverOptions ro;
   // Default: all cores but three, kept for the decode thread, the driver's threads and the
   // copies (at batch 22 on the 16-core H100 host, 13 threads gave more tokens/s than 15).

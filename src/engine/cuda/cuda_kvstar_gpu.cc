@@ -40,6 +40,32 @@ size_t ScoreLayersPerCall(const ModelConfig& c, const BatchOptions& o, size_t d_
   return std::clamp<size_t>((size_t{64} << 20) / std::max<size_t>(per_layer, 1), 1, c.num_layers);
 }
 
+// The host's top k of one (layer, sequence)'s device scores of candidates [init, cand_end):
+// `sc` holds them from the first candidate on. Non-finite scores are an error naming the block.
+Status TopKOfScores(const KvstarConfig& k, const float* sc, uint32_t cand_end, size_t layer,
+                    size_t seq, sparse::RetrievalResult* r) {
+  const size_t n = cand_end - k.init_window_sz;
+  for (size_t j = 0; j < n; ++j) {
+    if (!std::isfinite(sc[j])) {
+      return InvalidArgument(
+          "kvstar: the GPU block scores of layer %zu, sequence %zu are not finite (block "
+          "%zu: %g): NaN or Inf in the queries or keys",
+          layer, seq, k.init_window_sz + j, static_cast<double>(sc[j]));
+    }
+  }
+  std::vector<uint32_t> cands(n);
+  for (size_t j = 0; j < n; ++j) cands[j] = static_cast<uint32_t>(k.init_window_sz + j);
+  r->k = sparse::SelectionSize(n, k.sparse_ratio);
+  r->blocks.clear();
+  r->scores.clear();
+  for (size_t p : sparse::TopKPositions(sc, 1, cands, r->k)) {
+    r->blocks.push_back(cands[p]);
+    r->scores.push_back(sc[p]);
+  }
+  r->candidate_scores.assign(sc, sc + n);
+  return Status::Ok();
+}
+
 }  // namespace
 
 size_t CudaBatch::KvstarGpuScoringBytes(const ModelConfig& c, const BatchOptions& o) {
@@ -90,6 +116,13 @@ Status CudaBatch::KvstarInitGpuScoring() {
   KVSTAR_ASSIGN_OR_RETURN(m.score_tasks_host,
                           PinnedHostBuffer::Allocate(2 * tasks * sizeof(BlockScoreTask)));
   KVSTAR_ASSIGN_OR_RETURN(m.rep_stage, PinnedHostBuffer::Allocate(tasks * m.rep_elems * 2));
+  if (k.sync_steps > 0) {
+    KVSTAR_RETURN_IF_ERROR(alloc(m.sync_tasks_dev, B * sizeof(BlockScoreTask)));
+    KVSTAR_RETURN_IF_ERROR(alloc(m.sync_scores_dev, B * max_blocks_ * 4));
+    KVSTAR_ASSIGN_OR_RETURN(m.sync_tasks_host,
+                            PinnedHostBuffer::Allocate(B * sizeof(BlockScoreTask)));
+    KVSTAR_ASSIGN_OR_RETURN(m.sync_scores_host, PinnedHostBuffer::Allocate(B * max_blocks_ * 4));
+  }
   for (auto* events : {&m.score_begin, &m.score_done, &m.tasks_sent}) {
     for (int h = 0; h < 2; ++h) {
       KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
@@ -198,30 +231,60 @@ Status CudaBatch::KvstarHarvest(const KvstarGpuGroup* wait_for) {
     stats_.gpu_score_ms_total += ms;
     ++stats_.gpu_score_groups;
     const float* all = m.scores_host.as<float>() + g->half * g->cand_end.size() * max_blocks_;
-    std::vector<uint32_t> cands;
     for (size_t i = 0; i < g->cand_end.size(); ++i) {
       if (g->cand_end[i] == 0) continue;
-      const float* sc = all + i * max_blocks_;
-      const size_t n = g->cand_end[i] - k.init_window_sz;
-      for (size_t j = 0; j < n; ++j) {
-        if (!std::isfinite(sc[j])) {
-          return InvalidArgument(
-              "kvstar: the GPU block scores of layer %zu, sequence %zu are not finite (block "
-              "%zu: %g): NaN or Inf in the queries or keys",
-              i / B, i % B, k.init_window_sz + j, static_cast<double>(sc[j]));
-        }
-      }
-      cands.resize(n);
-      for (size_t j = 0; j < n; ++j) cands[j] = static_cast<uint32_t>(k.init_window_sz + j);
-      sparse::RetrievalResult& r = g->results[i];
-      r.k = sparse::SelectionSize(n, k.sparse_ratio);
-      for (size_t p : sparse::TopKPositions(sc, 1, cands, r.k)) {
-        r.blocks.push_back(cands[p]);
-        r.scores.push_back(sc[p]);
-      }
-      r.candidate_scores.assign(sc, sc + n);
+      KVSTAR_RETURN_IF_ERROR(
+          TopKOfScores(k, all + i * max_blocks_, g->cand_end[i], i / B, i % B, &g->results[i]));
     }
     g->harvested = true;
+  }
+  return Status::Ok();
+}
+
+Status CudaBatch::KvstarSyncScoreOnDevice(size_t l, const float* q,
+                                          const std::vector<uint32_t>& cand_end,
+                                          std::vector<sparse::RetrievalResult>* results) {
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  const KvstarConfig& k = opt_.kvstar;
+  Impl& m = *impl_;
+  const size_t B = opt_.batch;
+  CudaStream* s = ctx.compute_stream();
+  BlockScoreTask* tasks = m.sync_tasks_host.as<BlockScoreTask>();
+  size_t scored = 0;
+  for (size_t b = 0; b < B; ++b) {
+    const size_t i = l * B + b;
+    BlockScoreTask& t = tasks[b];
+    t = BlockScoreTask{};
+    t.reps = m.reps_dev.as<char>() + i * max_blocks_ * m.rep_elems * 2;
+    t.channels = m.chan_dev.as<uint16_t>() + i * c.num_kv_heads * m.d_pruned;
+    t.queries = q + b * c.q_dim();  // the step's own query, already on the device
+    t.scores = m.sync_scores_dev.as<float>() + b * max_blocks_;
+    if (cand_end[b] == 0) continue;  // cand_begin = cand_end = 0: nothing to score
+    t.cand_begin = static_cast<uint32_t>(k.init_window_sz);
+    t.cand_end = cand_end[b];
+    ++scored;
+  }
+  if (scored == 0) return ctx.Synchronize(s);
+  // The representations of blocks that decoding completed go up on the background stream, and
+  // the scratch is the groups' (none is in flight during the sync steps; waited for anyway).
+  KVSTAR_RETURN_IF_ERROR(m.rep_stage_sent->WaitOn(s));
+  for (const Event& e : m.score_done) KVSTAR_RETURN_IF_ERROR(e.WaitOn(s));
+  KVSTAR_RETURN_IF_ERROR(
+      ctx.CopyToDevice(m.sync_tasks_dev.data(), tasks, B * sizeof(BlockScoreTask), s));
+  BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, B);
+  a.num_queries = 1;
+  a.query_stride = c.q_dim();
+  a.tasks = m.sync_tasks_dev.as<BlockScoreTask>();
+  KVSTAR_RETURN_IF_ERROR(ScoreBlocks(s, a, m.score_ws.data()));
+  KVSTAR_RETURN_IF_ERROR(
+      ctx.CopyToHost(m.sync_scores_host.data(), m.sync_scores_dev.data(), B * max_blocks_ * 4, s));
+  stats_.d2h_bytes += B * max_blocks_ * 4;
+  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  for (size_t b = 0; b < B; ++b) {
+    if (cand_end[b] == 0) continue;
+    KVSTAR_RETURN_IF_ERROR(TopKOfScores(k, m.sync_scores_host.as<float>() + b * max_blocks_,
+                                        cand_end[b], l, b, &(*results)[b]));
   }
   return Status::Ok();
 }
