@@ -83,7 +83,8 @@ size_t CudaBatch::EstimateDeviceBytes(const ModelConfig& c, const BatchOptions& 
   if (o.mode == KvMode::kDense) {
     bytes += c.num_layers * blocks * bb;
   } else if (o.mode == KvMode::kKvstar) {
-    bytes += c.num_layers * o.batch * KvstarSlotsPerSeq(o) * bb + c.num_layers * o.batch * 8;
+    bytes += c.num_layers * o.batch * KvstarSlotsPerSeq(o, c.num_kv_heads) * bb +
+             c.num_layers * o.batch * 8;
     bytes += o.gpu_scoring ? KvstarGpuScoringBytes(c, o)
                            : c.num_layers * o.batch * c.q_dim() * 4;  // q_layers
   } else {
@@ -197,7 +198,7 @@ Status CudaBatch::Init() {
   const bool kvstar = opt_.mode == KvMode::kKvstar;
   const size_t num_kv = opt_.mode == KvMode::kDense || kvstar ? c.num_layers : 2;
   // kvstar: per layer [batch][slots_per_seq] slots, tables filled from the pinned mirror.
-  const size_t per_seq = kvstar ? KvstarSlotsPerSeq(opt_) : max_blocks_;
+  const size_t per_seq = kvstar ? KvstarSlotsPerSeq(opt_, c.num_kv_heads) : max_blocks_;
   m.kv.resize(num_kv);
   for (auto& buf : m.kv) KVSTAR_RETURN_IF_ERROR(alloc(buf, B * per_seq * bb));
   // kvstar, CPU scoring: the step's queries, copied to the host ring once per step (with GPU

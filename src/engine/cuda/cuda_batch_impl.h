@@ -25,6 +25,13 @@ inline std::vector<uint32_t> KvstarCandidatesOf(const KvstarConfig& k, size_t fu
   return c;
 }
 
+// kvstar: a retrieval task's selection settings (sparse ratio, one top-k per layer or per KV
+// head) from the batch's config.
+inline void KvstarSetSelection(const KvstarConfig& k, sparse::RetrievalTask* t) {
+  t->sparse_ratio = k.sparse_ratio;
+  t->options.select_per_kv_head = k.select_per_kv_head;
+}
+
 // kvstar with gpu_scoring: one group's scoring on the device, for every (layer, sequence).
 struct KvstarGpuGroup {
   size_t group = 0;

@@ -95,7 +95,8 @@ class CudaEngineTest : public ::testing::Test {
   }
 
   // Deterministic kvstar on CUDA against the CPU policy, step by step (below).
-  void CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps);
+  void CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps,
+                            bool per_kv_head);
   void CompareGpuWithCpuScoring(size_t sync_steps);
 
   bool gpu_scoring_ = false;  // kvstar batches made by MakeBatch score on the GPU
@@ -350,13 +351,15 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
 }
 
 // kvstar at ratio 0.25: HBM holds windows + tail + the selection per layer and sequence; the
-// selection changes through delta copies; greedy tokens stay mostly those of dense.
+// selection changes through delta copies; greedy tokens stay mostly those of dense. Runs 4 and
+// 5 select per KV head: the selection is the union of kv_heads top-k's.
 TEST_F(CudaEngineTest, KvstarSparseKeepsTheBudget) {
-  for (int run = 0; run < 4; ++run) {
+  for (int run = 0; run < 6; ++run) {
     const bool deterministic = run % 2 == 0;
-    gpu_scoring_ = run >= 2;
+    gpu_scoring_ = run == 2 || run == 3;
+    const bool per_head = run >= 4;
     SCOPED_TRACE(std::string("deterministic ") + (deterministic ? "yes" : "no") + ", scoring on " +
-                 (gpu_scoring_ ? "GPU" : "CPU"));
+                 (gpu_scoring_ ? "GPU" : "CPU") + (per_head ? ", per KV head" : ""));
     LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
     const auto prompts = DemoPrompts(config_.vocab_size);
     const size_t vocab = model_->config().vocab_size;
@@ -365,10 +368,16 @@ TEST_F(CudaEngineTest, KvstarSparseKeepsTheBudget) {
     KvstarConfig k;
     k.retrieval_stride = 4;
     k.deterministic = deterministic;
+    k.select_per_kv_head = per_head;
     auto kv = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, 16, 0, 64, k);
     ASSERT_NE(kv, nullptr);
     const RunOut r = Decode(*kv, prompts, steps, vocab);
     const size_t L = config_.num_layers;
+    // The largest selection of c candidates.
+    const auto largest = [&](size_t c) {
+      const size_t one = static_cast<size_t>(std::ceil(static_cast<double>(c) * 0.25 - 1e-9));
+      return per_head ? std::min(c, config_.num_kv_heads * one) : one;
+    };
     size_t windows = 0, cands = 0, most = 0;
     for (size_t b = 0; b < 2; ++b) {
       const size_t full = kv->length(b) / 16;
@@ -376,7 +385,7 @@ TEST_F(CudaEngineTest, KvstarSparseKeepsTheBudget) {
       cands += c;
       windows += (std::min(full, size_t{3}) + 1) * L;  // + the tail
       // The selection plus at most the blocks that left the local window since it was made.
-      most += (static_cast<size_t>(std::ceil(c * 0.25 - 1e-9)) + 2) * L;
+      most += (largest(c) + 2) * L;
     }
     EXPECT_EQ(r.stats.candidate_blocks, cands * L);
     if (deterministic) {
@@ -396,8 +405,7 @@ TEST_F(CudaEngineTest, KvstarSparseKeepsTheBudget) {
     // HBM per sequence: per layer the windows, the tail, the largest selection of this
     // capacity, the extras (ceil(stride / block) + 1) and, not deterministic, 4 staging slots.
     const size_t max_blocks = (cap + 15) / 16;
-    const size_t slots = 3 + 1 + static_cast<size_t>(std::ceil((cap / 16 - 3) * 0.25 - 1e-9)) + 2 +
-                         (deterministic ? 0 : 4);
+    const size_t slots = 3 + 1 + largest(cap / 16 - 3) + 2 + (deterministic ? 0 : 4);
     const size_t block_bytes = 2 * config_.kv_dim() * 16 * 2;
     EXPECT_EQ(kv->device_kv_bytes_per_sequence(), L * std::min(slots, max_blocks) * block_bytes);
     EXPECT_LT(slots, max_blocks);
@@ -432,11 +440,24 @@ TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
   for (const auto& [first, sync] : std::vector<std::pair<std::string, size_t>>{
            {"representations", 0}, {"exact", 0}, {"exact", 6}}) {
     SCOPED_TRACE("first_selection " + first + ", sync_steps " + std::to_string(sync));
-    CompareWithCpuPolicy(first, sync);
+    CompareWithCpuPolicy(first, sync, false);
   }
+  // One top-k per KV head: both hold the union of the heads' selections.
+  CompareWithCpuPolicy("representations", 0, true);
+  CompareWithCpuPolicy("exact", 6, true);
+  // The GPU scorer sums over heads: per-head selection needs CPU scoring, said at creation.
+  gpu_scoring_ = true;
+  BatchOptions o;
+  o.mode = KvMode::kKvstar;
+  o.max_tokens = 256;
+  o.block_tokens = 16;
+  o.gpu_scoring = true;
+  o.kvstar.select_per_kv_head = true;
+  EXPECT_EQ(CudaBatch::Create(*model_, o).status().code(), StatusCode::kUnimplemented);
 }
 
-void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps) {
+void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps,
+                                          bool per_kv_head) {
   const size_t bt = 16, R = 4, steps = 33;
   std::vector<int32_t> prompt(1000);
   uint32_t h = 99;
@@ -449,6 +470,7 @@ void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, si
   k.deterministic = true;
   k.first_selection = first_selection;
   k.sync_steps = sync_steps;
+  k.select_per_kv_head = per_kv_head;
   // CPU: the KvstarPolicy with a DRAM store, greedy.
   ThreadPool threads(2);
   KvGeometry g{config_.num_kv_heads, config_.head_dim, bt, DType::kBF16};
@@ -482,7 +504,7 @@ void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, si
   auto kv = MakeBatch(KvMode::kKvstar, 1, prompt.size() + steps + 8, DType::kBF16, bt, 0, 64, k);
   ASSERT_NE(kv, nullptr);
   ASSERT_TRUE(kv->Prefill(0, prompt, nullptr).ok());
-  size_t agree = 0, total = 0, equal = 0, compared = 0;
+  size_t agree = 0, total = 0, equal = 0, compared = 0, largest = 0;
   for (size_t step = 1; step <= steps; ++step) {
     int32_t next = 0;
     ASSERT_TRUE(kv->Step(std::span(&tokens[step - 1], 1), std::span(&next, 1)).ok());
@@ -497,14 +519,22 @@ void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, si
       total += std::max(cpu.size(), gpu.size());
       equal += cpu == gpu;
       ++compared;
+      largest = std::max(largest, gpu.size());
     }
   }
   ASSERT_GT(total, 0u);
   const double overlap = static_cast<double>(agree) / static_cast<double>(total);
   std::printf(
-      "first_selection %s, sync_steps %zu: selection overlap %.4f, identical selections %zu of "
-      "%zu\n",
-      first_selection.c_str(), sync_steps, overlap, equal, compared);
+      "first_selection %s, sync_steps %zu%s: selection overlap %.4f, identical selections %zu of "
+      "%zu, largest selection %zu\n",
+      first_selection.c_str(), sync_steps, per_kv_head ? ", per KV head" : "", overlap, equal,
+      compared, largest);
+  // 1000 prompt tokens: 62 full blocks, 59 candidates, a top-k of 15 (16 after 16 more tokens).
+  if (per_kv_head) {
+    EXPECT_GT(largest, 16u) << "the heads' selections never differed";
+  } else {
+    EXPECT_LE(largest, 16u);
+  }
   if (sync_steps > 0) {
     const BatchStats& st = kv->stats();
     EXPECT_EQ(st.sync_retrievals, sync_steps * config_.num_layers);

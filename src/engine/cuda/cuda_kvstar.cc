@@ -15,25 +15,28 @@
 
 namespace kvstar::cuda {
 
-size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o) {
+size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads) {
   const size_t full_max = o.max_tokens / o.block_tokens;
   const size_t cands = full_max > KvstarWindows(o.kvstar) ? full_max - KvstarWindows(o.kvstar) : 0;
+  const size_t k = sparse::SelectionSize(cands, o.kvstar.sparse_ratio);
+  const size_t selection = o.kvstar.select_per_kv_head ? std::min(cands, kv_heads * k) : k;
   // Windows + tail + the largest selection + the blocks that may leave the local window between
   // two selections (extras; if more pile up, the oldest is dropped).
   const size_t extras = (o.kvstar.retrieval_stride + o.block_tokens - 1) / o.block_tokens + 1;
   // Not deterministic: staging_slots free slots receive the next blocks of a selection while
   // decoding goes on.
   const size_t staging = o.kvstar.deterministic ? 0 : std::max<size_t>(o.kvstar.staging_slots, 1);
-  return std::min(KvstarWindows(o.kvstar) + 1 +
-                      sparse::SelectionSize(cands, o.kvstar.sparse_ratio) + extras + staging,
+  return std::min(KvstarWindows(o.kvstar) + 1 + selection + extras + staging,
                   (o.max_tokens + o.block_tokens - 1) / o.block_tokens);
 }
 
 Status CudaBatch::KvstarInit() {
   const KvstarConfig& k = opt_.kvstar;
   KVSTAR_RETURN_IF_ERROR(k.Validate(opt_.block_tokens));
-  if (k.select_per_kv_head) {
-    return Unimplemented("kvstar on CUDA selects per layer; select_per_kv_head is CPU-only");
+  if (k.select_per_kv_head && opt_.gpu_scoring) {
+    return Unimplemented(
+        "kvstar: select_per_kv_head needs per-head block scores, which the GPU scorer does not "
+        "make (it sums over heads); score on the CPU (--retrieval-device cpu)");
   }
   if (k.softmax_scope != "candidates") {
     return Unimplemented(
@@ -45,7 +48,7 @@ Status CudaBatch::KvstarInit() {
   const ModelConfig& c = model_.config();
   Impl& m = *impl_;
   const size_t L = c.num_layers, B = opt_.batch;
-  m.slots_per_seq = KvstarSlotsPerSeq(opt_);
+  m.slots_per_seq = KvstarSlotsPerSeq(opt_, c.num_kv_heads);
   m.ks.resize(L);
   for (auto& row : m.ks) {
     row.resize(B);
@@ -191,7 +194,7 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
           t.num_queries = nq;
           t.q_heads = c.num_heads;
           t.candidates = cands;
-          t.sparse_ratio = k.sparse_ratio;
+          KvstarSetSelection(k, &t);
           KVSTAR_ASSIGN_OR_RETURN(sparse::RetrievalResult r, sparse::RunRetrieval(t));
           s.selection = r.blocks;
         }
@@ -300,11 +303,23 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
     std::erase(s.extras, blk);
     changed = true;
   };
-  // 1. Copies that completed: the blocks join the selection, each replacing a leaving block.
+  // Held blocks that the target's task scored.
+  auto held_scored = [&]() {
+    size_t n = 0;
+    for (uint32_t blk : s.selection) n += blk < s.target_cand_end;
+    for (uint32_t blk : s.extras) n += blk < s.target_cand_end;
+    return n;
+  };
+  // 1. Copies that completed: the blocks join the selection, each replacing a leaving block,
+  // except while fewer blocks are held than the target has (a larger target: more candidates,
+  // or a per-KV-head union that grew).
   if (!s.arriving.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(bool done, s.arrive->Query());
     if (done) {
-      const std::vector<uint32_t> out = LowestLeaving(s, s.arriving.size());
+      const size_t held = held_scored();
+      const size_t room = s.target.size() > held ? s.target.size() - held : 0;
+      const std::vector<uint32_t> out =
+          LowestLeaving(s, s.arriving.size() > room ? s.arriving.size() - room : 0);
       for (uint32_t blk : s.arriving) {
         s.selection.insert(std::upper_bound(s.selection.begin(), s.selection.end(), blk), blk);
       }
@@ -316,11 +331,9 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
   }
   // 2. The target is smaller than what is held: drop the surplus at once.
   if (s.arriving.empty() && s.target_cand_end > 0) {
-    size_t held_scored = 0;
-    for (uint32_t blk : s.selection) held_scored += blk < s.target_cand_end;
-    for (uint32_t blk : s.extras) held_scored += blk < s.target_cand_end;
-    if (held_scored > s.target.size()) {
-      for (uint32_t blk : LowestLeaving(s, held_scored - s.target.size())) drop(blk);
+    const size_t held = held_scored();
+    if (held > s.target.size()) {
+      for (uint32_t blk : LowestLeaving(s, held - s.target.size())) drop(blk);
     }
   }
   if (changed) KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
@@ -349,9 +362,13 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
     for (uint32_t blk : s.target) s.in_target[blk] = 1;
     s.target_cand_end = p.cand_end;
     if (s.score.size() < max_blocks_) s.score.assign(max_blocks_, 0.0f);
-    // Candidates of a task are the contiguous blocks [init, cand_end).
-    for (size_t i = 0; i < r.candidate_scores.size(); ++i) {
-      s.score[k.init_window_sz + i] = r.candidate_scores[i];
+    // Candidates of a task are the contiguous blocks [init, cand_end); with select_per_kv_head
+    // the scores are per KV head, and a block's is their sum.
+    const size_t per = k.select_per_kv_head ? model_.config().num_kv_heads : 1;
+    for (size_t i = 0; i * per < r.candidate_scores.size(); ++i) {
+      float sum = 0;
+      for (size_t h = 0; h < per; ++h) sum += r.candidate_scores[i * per + h];
+      s.score[k.init_window_sz + i] = sum;
     }
   }
   // 4. The next blocks of the target, highest score first, into free slots (one kept for the
@@ -420,7 +437,7 @@ Status CudaBatch::KvstarSubmitGroup() {
         std::memcpy(t.queries.data() + x * q_row, src, q_row * sizeof(float));
       }
       t.candidates = cands;
-      t.sparse_ratio = k.sparse_ratio;
+      KvstarSetSelection(k, &t);
       const uint32_t cand_end = cands.back() + 1;
       s.pending.push_back(KvstarPending{kv_steps_ / R, kv_steps_, NowSeconds(), cand_end,
                                         m.retriever->Submit(std::move(t))});

@@ -87,7 +87,7 @@ Status CudaBatch::KvstarSyncScoreOnHost(size_t l, const float* q,
     for (uint32_t blk = static_cast<uint32_t>(k.init_window_sz); blk < cand_end[b]; ++blk) {
       t.candidates.push_back(blk);
     }
-    t.sparse_ratio = k.sparse_ratio;
+    KvstarSetSelection(k, &t);
     handles[b] = m.retriever->Submit(std::move(t));
   }
   for (size_t b = 0; b < B; ++b) {
