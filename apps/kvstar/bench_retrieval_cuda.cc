@@ -24,10 +24,12 @@ StatusOr<std::unique_ptr<cuda::DeviceContext>> OpenDevice() {
 
 StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
                                        const std::vector<float>& queries, size_t num_queries,
-                                       size_t q_heads, size_t tasks, double min_seconds) {
+                                       size_t q_heads, size_t tasks, bool per_kv_head,
+                                       double min_seconds) {
   KVSTAR_ASSIGN_OR_RETURN(auto ctx, OpenDevice());
   cuda::CudaStream* s = ctx->compute_stream();
   const size_t nb = reps.num_blocks();
+  const size_t per = per_kv_head ? reps.kv_heads() : 1;  // scores per block
   const size_t rep_bytes = nb * reps.block_elements() * 2;
   std::vector<uint16_t> flat(nb * reps.block_elements());
   for (size_t b = 0; b < nb; ++b) {
@@ -37,7 +39,7 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
   KVSTAR_ASSIGN_OR_RETURN(auto reps_dev, cuda::DeviceBuffer::Allocate(tasks * rep_bytes));
   KVSTAR_ASSIGN_OR_RETURN(auto chan_dev, cuda::DeviceBuffer::Allocate(chan.size() * 2));
   KVSTAR_ASSIGN_OR_RETURN(auto q_dev, cuda::DeviceBuffer::Allocate(queries.size() * 4));
-  KVSTAR_ASSIGN_OR_RETURN(auto scores_dev, cuda::DeviceBuffer::Allocate(tasks * nb * 4));
+  KVSTAR_ASSIGN_OR_RETURN(auto scores_dev, cuda::DeviceBuffer::Allocate(tasks * nb * per * 4));
   KVSTAR_ASSIGN_OR_RETURN(auto tasks_dev,
                           cuda::DeviceBuffer::Allocate(tasks * sizeof(cuda::BlockScoreTask)));
   KVSTAR_RETURN_IF_ERROR(ctx->CopyToDevice(reps_dev.data(), flat.data(), rep_bytes, s));
@@ -52,7 +54,7 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
     host[t].reps = reps_dev.as<char>() + t * rep_bytes;
     host[t].channels = chan_dev.as<uint16_t>();
     host[t].queries = q_dev.as<float>();
-    host[t].scores = scores_dev.as<float>() + t * nb;
+    host[t].scores = scores_dev.as<float>() + t * nb * per;
     host[t].cand_begin = 0;
     host[t].cand_end = static_cast<uint32_t>(nb);
   }
@@ -71,6 +73,7 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
   a.vectors_per_block = reps.vectors_per_block();
   a.dtype = reps.dtype();
   a.scale = 1.0f / std::sqrt(static_cast<float>(reps.head_dim()));
+  a.per_kv_head = per_kv_head;
   KVSTAR_ASSIGN_OR_RETURN(auto ws, cuda::DeviceBuffer::Allocate(cuda::BlockScoreWorkspaceBytes(a)));
   KVSTAR_ASSIGN_OR_RETURN(cuda::Event start, cuda::Event::Create());
   KVSTAR_ASSIGN_OR_RETURN(cuda::Event stop, cuda::Event::Create());
@@ -88,17 +91,18 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
     run.call_ms.push_back(ms);
   }
   // The scores against the CPU scorer's, for the first task.
-  std::vector<float> got(nb);
-  KVSTAR_RETURN_IF_ERROR(ctx->CopyToHost(got.data(), scores_dev.data(), nb * 4, s));
+  std::vector<float> got(nb * per);
+  KVSTAR_RETURN_IF_ERROR(ctx->CopyToHost(got.data(), scores_dev.data(), got.size() * 4, s));
   KVSTAR_RETURN_IF_ERROR(ctx->Synchronize(s));
   sparse::RetrievalTask cpu;
   cpu.reps = reps;
   cpu.queries = queries;
   cpu.num_queries = num_queries;
   cpu.q_heads = q_heads;
+  cpu.options.select_per_kv_head = per_kv_head;
   for (size_t b = 0; b < nb; ++b) cpu.candidates.push_back(static_cast<uint32_t>(b));
   KVSTAR_ASSIGN_OR_RETURN(sparse::RetrievalResult ref, sparse::RunRetrieval(cpu));
-  for (size_t b = 0; b < nb; ++b) {
+  for (size_t b = 0; b < got.size(); ++b) {
     const double r = ref.candidate_scores[b];
     const double err = std::fabs(got[b] - r) / std::max(std::fabs(r), 1e-12);
     // NaN (a non-finite score on either side) counts as an infinite error.

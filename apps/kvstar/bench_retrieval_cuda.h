@@ -20,10 +20,11 @@ struct GpuScoringRun {
 
 // Scores `tasks` copies of one layer (each in its own device memory, as distinct (layer,
 // sequence) pairs are) in one ScoreBlocks call per sample, for at least min_seconds; every
-// block is a candidate.
+// block is a candidate; per_kv_head: one score per KV head and block.
 StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
                                        const std::vector<float>& queries, size_t num_queries,
-                                       size_t q_heads, size_t tasks, double min_seconds);
+                                       size_t q_heads, size_t tasks, bool per_kv_head,
+                                       double min_seconds);
 
 // The limits of this GPU, measured now: f32 GEMM rate (TFLOP/s, cuBLAS without TF32) and
 // device copy bandwidth (GB/s, read + write).

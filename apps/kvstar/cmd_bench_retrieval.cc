@@ -208,11 +208,6 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         InvalidArgument("--plot draws thread scaling of the CPU retriever; drop it with "
                         "--device cuda"));
   }
-  if (gpu && f.per_kv_head) {
-    return fail(
-        InvalidArgument("--device cuda scores one selection per layer; drop "
-                        "--per-kv-head"));
-  }
   const size_t vectors = f.block_tokens / f.merge;
   nlohmann::json out;
   out["machine"] = {{"hardware_threads", std::thread::hardware_concurrency()},
@@ -298,8 +293,8 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         if (gpu) {
 #ifdef KVSTAR_HAVE_CUDA
           const sparse::RetrievalTask& task = tasks.front();
-          auto g =
-              TimeGpuScoring(task.reps, task.queries, f.queries, qh, f.gpu_tasks, f.min_seconds);
+          auto g = TimeGpuScoring(task.reps, task.queries, f.queries, qh, f.gpu_tasks,
+                                  f.per_kv_head, f.min_seconds);
           if (!g.ok()) return fail(g.status());
           const double call = Percentile(g->call_ms, 0.5);
           const double n = static_cast<double>(f.gpu_tasks);

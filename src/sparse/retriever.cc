@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "base/aligned_buffer.h"
+#include "base/check.h"
 #include "sparse/score_kernels.h"
 
 namespace kvstar::sparse {
@@ -148,8 +149,6 @@ Status RunSegments(const RetrievalTask& t, Plan& p, size_t s0, size_t s1, StopFn
 
 // Merges the segments' partial softmax sums and selects the top k.
 RetrievalResult Select(const RetrievalTask& t, Plan& p) {
-  RetrievalResult r;
-  r.k = p.k;
   const size_t kvh = p.kv_heads;
   std::vector<float> head_scores(p.candidates * kvh);  // [candidates][kv_heads]
   if (p.candidates > 0) {
@@ -175,26 +174,44 @@ RetrievalResult Select(const RetrievalTask& t, Plan& p) {
                                factor.data() + s * p.row, head_scores.data() + b0 * kvh);
     }
   }
-  if (!t.options.select_per_kv_head) {
-    std::vector<float> scores(p.candidates, 0.0f);
-    for (size_t i = 0; i < p.candidates; ++i) {
-      for (size_t g = 0; g < kvh; ++g) scores[i] += head_scores[i * kvh + g];
+  return SelectionFromScores(std::move(head_scores), kvh, t.candidates, p.k,
+                             t.options.select_per_kv_head);
+}
+
+}  // namespace
+
+RetrievalResult SelectionFromScores(std::vector<float> scores, size_t heads,
+                                    const std::vector<uint32_t>& candidates, size_t k,
+                                    bool per_kv_head) {
+  KVSTAR_CHECK(heads > 0 && scores.size() == candidates.size() * heads,
+               "%zu scores for %zu candidates x %zu heads", scores.size(), candidates.size(),
+               heads);
+  RetrievalResult r;
+  r.k = k;
+  if (!per_kv_head) {
+    if (heads > 1) {
+      for (size_t i = 0; i < candidates.size(); ++i) {
+        float sum = 0.0f;
+        for (size_t g = 0; g < heads; ++g) sum += scores[i * heads + g];
+        scores[i] = sum;
+      }
+      scores.resize(candidates.size());
     }
-    for (size_t pos : TopKPositions(scores.data(), 1, t.candidates, p.k)) {
-      r.blocks.push_back(t.candidates[pos]);
+    for (size_t pos : TopKPositions(scores.data(), 1, candidates, k)) {
+      r.blocks.push_back(candidates[pos]);
       r.scores.push_back(scores[pos]);
     }
     r.candidate_scores = std::move(scores);
     return r;
   }
-  r.head_blocks.resize(kvh);
-  r.head_scores.resize(kvh);
+  r.head_blocks.resize(heads);
+  r.head_scores.resize(heads);
   std::vector<std::pair<uint32_t, float>> all;
-  for (size_t g = 0; g < kvh; ++g) {
-    for (size_t pos : TopKPositions(head_scores.data() + g, kvh, t.candidates, p.k)) {
-      r.head_blocks[g].push_back(t.candidates[pos]);
-      r.head_scores[g].push_back(head_scores[pos * kvh + g]);
-      all.emplace_back(t.candidates[pos], head_scores[pos * kvh + g]);
+  for (size_t g = 0; g < heads; ++g) {
+    for (size_t pos : TopKPositions(scores.data() + g, heads, candidates, k)) {
+      r.head_blocks[g].push_back(candidates[pos]);
+      r.head_scores[g].push_back(scores[pos * heads + g]);
+      all.emplace_back(candidates[pos], scores[pos * heads + g]);
     }
   }
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -206,11 +223,9 @@ RetrievalResult Select(const RetrievalTask& t, Plan& p) {
       r.scores.push_back(score);
     }
   }
-  r.candidate_scores = std::move(head_scores);
+  r.candidate_scores = std::move(scores);
   return r;
 }
-
-}  // namespace
 
 size_t SelectionSize(size_t candidates, double sparse_ratio) {
   const double exact = static_cast<double>(candidates) * sparse_ratio;

@@ -63,6 +63,13 @@ size_t SelectionSize(size_t candidates, double sparse_ratio);
 std::vector<size_t> TopKPositions(const float* scores, size_t stride,
                                   const std::vector<uint32_t>& blocks, size_t k);
 
+// The result for block scores [candidates][heads] (heads = the KV heads, or 1 for scores
+// already summed over them): one top-k of the sums, or with per_kv_head one per head and their
+// union. Candidates ascending; scores in candidate order.
+RetrievalResult SelectionFromScores(std::vector<float> scores, size_t heads,
+                                    const std::vector<uint32_t>& candidates, size_t k,
+                                    bool per_kv_head);
+
 // Runs a task on the calling thread. InvalidArgument on bad shapes or NaN/Inf inputs.
 StatusOr<RetrievalResult> RunRetrieval(const RetrievalTask& task);
 

@@ -106,7 +106,8 @@ struct CudaBatch::Impl {
   // kvstar with gpu_scoring: representations [layer][seq][max_blocks][rep_elems] (f16) and
   // channels [layer][seq][kv_heads][d_pruned] (u16) in HBM; the query ring
   // [2 R][layer][seq][q_dim] f32 that the Q projections write into (half h: rows h R .. h R +
-  // R - 1); scores [layer][seq][max_blocks] and their pinned copy per half; task descriptors
+  // R - 1); scores [layer][seq][max_blocks][score_per] and their pinned copy per half; task
+  // descriptors
   // (pinned mirror and device, per half); scratch for score_layers layers per ScoreBlocks call;
   // pinned staging of the representations of blocks made by decoding. Events per half: scoring
   // began and ended (the ring half may be rewritten once it ended).
@@ -120,6 +121,7 @@ struct CudaBatch::Impl {
   DeviceBuffer sync_tasks_dev, sync_scores_dev;
   PinnedHostBuffer sync_tasks_host, sync_scores_host;
   size_t rep_elems = 0, d_pruned = 0, score_layers = 1;
+  size_t score_per = 1;  // scores per candidate block: kv_heads with select_per_kv_head, else 1
 
   // Activations [rows][...] f32.
   DeviceBuffer x, xn, q, k, v, attn, proj, gate, up;

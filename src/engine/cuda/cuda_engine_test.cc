@@ -97,7 +97,7 @@ class CudaEngineTest : public ::testing::Test {
   // Deterministic kvstar on CUDA against the CPU policy, step by step (below).
   void CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps,
                             bool per_kv_head);
-  void CompareGpuWithCpuScoring(size_t sync_steps);
+  void CompareGpuWithCpuScoring(size_t sync_steps, bool per_kv_head);
 
   bool gpu_scoring_ = false;  // kvstar batches made by MakeBatch score on the GPU
   std::unique_ptr<DeviceContext> ctx_;
@@ -351,12 +351,13 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
 }
 
 // kvstar at ratio 0.25: HBM holds windows + tail + the selection per layer and sequence; the
-// selection changes through delta copies; greedy tokens stay mostly those of dense. Runs 4 and
-// 5 select per KV head: the selection is the union of kv_heads top-k's.
+// selection changes through delta copies; greedy tokens stay mostly those of dense. Runs 4 to
+// 7 select per KV head (the selection is the union of kv_heads top-k's), scored on the CPU (4, 5)
+// and on the GPU (6, 7).
 TEST_F(CudaEngineTest, KvstarSparseKeepsTheBudget) {
-  for (int run = 0; run < 6; ++run) {
+  for (int run = 0; run < 8; ++run) {
     const bool deterministic = run % 2 == 0;
-    gpu_scoring_ = run == 2 || run == 3;
+    gpu_scoring_ = run == 2 || run == 3 || run >= 6;
     const bool per_head = run >= 4;
     SCOPED_TRACE(std::string("deterministic ") + (deterministic ? "yes" : "no") + ", scoring on " +
                  (gpu_scoring_ ? "GPU" : "CPU") + (per_head ? ", per KV head" : ""));
@@ -445,15 +446,6 @@ TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
   // One top-k per KV head: both hold the union of the heads' selections.
   CompareWithCpuPolicy("representations", 0, true);
   CompareWithCpuPolicy("exact", 6, true);
-  // The GPU scorer sums over heads: per-head selection needs CPU scoring, said at creation.
-  gpu_scoring_ = true;
-  BatchOptions o;
-  o.mode = KvMode::kKvstar;
-  o.max_tokens = 256;
-  o.block_tokens = 16;
-  o.gpu_scoring = true;
-  o.kvstar.select_per_kv_head = true;
-  EXPECT_EQ(CudaBatch::Create(*model_, o).status().code(), StatusCode::kUnimplemented);
 }
 
 void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps,
@@ -545,13 +537,16 @@ void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, si
 // The CUDA prefill logits of the demo model agree with the CPU engine's.
 // GPU scoring (deterministic) selects the blocks that CPU scoring selects on the same device
 // queries and keys, step by step; only near-ties of f32 summation order may differ.
-// With sync_steps the first steps' re-selections are scored on the device too.
+// With sync_steps the first steps' re-selections are scored on the device too; with
+// select_per_kv_head the device makes one score per KV head and the host their union.
 TEST_F(CudaEngineTest, KvstarGpuScoringSelectsTheBlocksOfCpuScoring) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
-  for (size_t sync : {0, 6}) CompareGpuWithCpuScoring(sync);
+  for (bool per_head : {false, true}) {
+    for (size_t sync : {0, 6}) CompareGpuWithCpuScoring(sync, per_head);
+  }
 }
 
-void CudaEngineTest::CompareGpuWithCpuScoring(size_t sync_steps) {
+void CudaEngineTest::CompareGpuWithCpuScoring(size_t sync_steps, bool per_kv_head) {
   const auto prompts = DemoPrompts(config_.vocab_size);
   const size_t steps = 41, bt = 16;
   const size_t cap = prompts[0].size() + steps + 8;
@@ -559,6 +554,7 @@ void CudaEngineTest::CompareGpuWithCpuScoring(size_t sync_steps) {
   k.retrieval_stride = 4;
   k.deterministic = true;
   k.sync_steps = sync_steps;
+  k.select_per_kv_head = per_kv_head;
   gpu_scoring_ = false;
   auto cpu = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
   gpu_scoring_ = true;
@@ -599,9 +595,9 @@ void CudaEngineTest::CompareGpuWithCpuScoring(size_t sync_steps) {
   ASSERT_GT(total, 0u);
   const double overlap = static_cast<double>(agree) / static_cast<double>(total);
   std::printf(
-      "GPU vs CPU scoring, sync_steps %zu: selection overlap %.4f, identical selections %zu of "
+      "GPU vs CPU scoring, sync_steps %zu%s: selection overlap %.4f, identical selections %zu of "
       "%zu\n",
-      sync_steps, overlap, equal, compared);
+      sync_steps, per_kv_head ? ", per KV head" : "", overlap, equal, compared);
   EXPECT_GE(overlap, 0.99);
 }
 

@@ -33,11 +33,6 @@ size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads) {
 Status CudaBatch::KvstarInit() {
   const KvstarConfig& k = opt_.kvstar;
   KVSTAR_RETURN_IF_ERROR(k.Validate(opt_.block_tokens));
-  if (k.select_per_kv_head && opt_.gpu_scoring) {
-    return Unimplemented(
-        "kvstar: select_per_kv_head needs per-head block scores, which the GPU scorer does not "
-        "make (it sums over heads); score on the CPU (--retrieval-device cpu)");
-  }
   if (k.softmax_scope != "candidates") {
     return Unimplemented(
         "kvstar on CUDA scores blocks with UCM's softmax over the candidates; softmax_scope "

@@ -31,7 +31,13 @@ BlockScoreArgs ScoreArgsFor(const ModelConfig& c, const BatchOptions& o, size_t 
   a.vectors_per_block = o.block_tokens / o.kvstar.blk_repre_inner_token_merge;
   a.dtype = DType::kF16;  // sparse::RepresentationOptions' default
   a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  a.per_kv_head = o.kvstar.select_per_kv_head;
   return a;
+}
+
+// GPU scoring: scores per candidate block (one per KV head with select_per_kv_head).
+size_t ScoresPerBlock(const ModelConfig& c, const BatchOptions& o) {
+  return o.kvstar.select_per_kv_head ? c.num_kv_heads : 1;
 }
 
 // GPU scoring: layers per ScoreBlocks call, so that the scratch stays within 64 MiB.
@@ -41,28 +47,23 @@ size_t ScoreLayersPerCall(const ModelConfig& c, const BatchOptions& o, size_t d_
 }
 
 // The host's top k of one (layer, sequence)'s device scores of candidates [init, cand_end):
-// `sc` holds them from the first candidate on. Non-finite scores are an error naming the block.
-Status TopKOfScores(const KvstarConfig& k, const float* sc, uint32_t cand_end, size_t layer,
-                    size_t seq, sparse::RetrievalResult* r) {
+// `sc` holds them from the first candidate on, `per` per candidate (the KV heads with
+// select_per_kv_head, else 1). Non-finite scores are an error naming the block.
+Status TopKOfScores(const KvstarConfig& k, const float* sc, size_t per, uint32_t cand_end,
+                    size_t layer, size_t seq, sparse::RetrievalResult* r) {
   const size_t n = cand_end - k.init_window_sz;
-  for (size_t j = 0; j < n; ++j) {
+  for (size_t j = 0; j < n * per; ++j) {
     if (!std::isfinite(sc[j])) {
       return InvalidArgument(
           "kvstar: the GPU block scores of layer %zu, sequence %zu are not finite (block "
           "%zu: %g): NaN or Inf in the queries or keys",
-          layer, seq, k.init_window_sz + j, static_cast<double>(sc[j]));
+          layer, seq, k.init_window_sz + j / per, static_cast<double>(sc[j]));
     }
   }
   std::vector<uint32_t> cands(n);
   for (size_t j = 0; j < n; ++j) cands[j] = static_cast<uint32_t>(k.init_window_sz + j);
-  r->k = sparse::SelectionSize(n, k.sparse_ratio);
-  r->blocks.clear();
-  r->scores.clear();
-  for (size_t p : sparse::TopKPositions(sc, 1, cands, r->k)) {
-    r->blocks.push_back(cands[p]);
-    r->scores.push_back(sc[p]);
-  }
-  r->candidate_scores.assign(sc, sc + n);
+  *r = sparse::SelectionFromScores(std::vector<float>(sc, sc + n * per), per, cands,
+                                   sparse::SelectionSize(n, k.sparse_ratio), k.select_per_kv_head);
   return Status::Ok();
 }
 
@@ -74,11 +75,11 @@ size_t CudaBatch::KvstarGpuScoringBytes(const ModelConfig& c, const BatchOptions
   const BlockScoreArgs a = ScoreArgsFor(c, o, d_pruned, o.batch);
   const size_t tasks = c.num_layers * o.batch;
   const size_t rep_elems = a.vectors_per_block * c.num_kv_heads * d_pruned;
-  return tasks * a.max_candidates * rep_elems * 2     // representations
-         + tasks * c.num_kv_heads * d_pruned * 2      // channels
-         + 2 * a.num_queries * tasks * c.q_dim() * 4  // query ring
-         + tasks * a.max_candidates * 4               // scores
-         + 2 * tasks * sizeof(BlockScoreTask)         // task descriptors
+  return tasks * a.max_candidates * rep_elems * 2               // representations
+         + tasks * c.num_kv_heads * d_pruned * 2                // channels
+         + 2 * a.num_queries * tasks * c.q_dim() * 4            // query ring
+         + tasks * a.max_candidates * 4 * ScoresPerBlock(c, o)  // scores
+         + 2 * tasks * sizeof(BlockScoreTask)                   // task descriptors
          + ScoreLayersPerCall(c, o, d_pruned) * BlockScoreWorkspaceBytes(a);
 }
 
@@ -98,6 +99,7 @@ Status CudaBatch::KvstarInitGpuScoring() {
   KVSTAR_RETURN_IF_ERROR(ValidateBlockScoreShape(a));
   m.rep_elems = a.vectors_per_block * c.num_kv_heads * m.d_pruned;
   m.score_layers = ScoreLayersPerCall(c, opt_, m.d_pruned);
+  m.score_per = ScoresPerBlock(c, opt_);
   const size_t tasks = L * B;
   auto alloc = [&](DeviceBuffer& buf, size_t bytes) -> Status {
     KVSTAR_ASSIGN_OR_RETURN(buf, DeviceBuffer::Allocate(bytes));
@@ -107,21 +109,23 @@ Status CudaBatch::KvstarInitGpuScoring() {
   KVSTAR_RETURN_IF_ERROR(alloc(m.reps_dev, tasks * max_blocks_ * m.rep_elems * 2));
   KVSTAR_RETURN_IF_ERROR(alloc(m.chan_dev, tasks * c.num_kv_heads * m.d_pruned * 2));
   KVSTAR_RETURN_IF_ERROR(alloc(m.q_ring_dev, 2 * R * tasks * c.q_dim() * 4));
-  KVSTAR_RETURN_IF_ERROR(alloc(m.scores_dev, tasks * max_blocks_ * 4));
+  KVSTAR_RETURN_IF_ERROR(alloc(m.scores_dev, tasks * max_blocks_ * m.score_per * 4));
   KVSTAR_RETURN_IF_ERROR(alloc(m.score_tasks_dev, 2 * tasks * sizeof(BlockScoreTask)));
   BlockScoreArgs call = a;
   call.num_tasks = m.score_layers * B;
   KVSTAR_RETURN_IF_ERROR(alloc(m.score_ws, BlockScoreWorkspaceBytes(call)));
-  KVSTAR_ASSIGN_OR_RETURN(m.scores_host, PinnedHostBuffer::Allocate(2 * tasks * max_blocks_ * 4));
+  KVSTAR_ASSIGN_OR_RETURN(m.scores_host,
+                          PinnedHostBuffer::Allocate(2 * tasks * max_blocks_ * m.score_per * 4));
   KVSTAR_ASSIGN_OR_RETURN(m.score_tasks_host,
                           PinnedHostBuffer::Allocate(2 * tasks * sizeof(BlockScoreTask)));
   KVSTAR_ASSIGN_OR_RETURN(m.rep_stage, PinnedHostBuffer::Allocate(tasks * m.rep_elems * 2));
   if (k.sync_steps > 0) {
     KVSTAR_RETURN_IF_ERROR(alloc(m.sync_tasks_dev, B * sizeof(BlockScoreTask)));
-    KVSTAR_RETURN_IF_ERROR(alloc(m.sync_scores_dev, B * max_blocks_ * 4));
+    KVSTAR_RETURN_IF_ERROR(alloc(m.sync_scores_dev, B * max_blocks_ * m.score_per * 4));
     KVSTAR_ASSIGN_OR_RETURN(m.sync_tasks_host,
                             PinnedHostBuffer::Allocate(B * sizeof(BlockScoreTask)));
-    KVSTAR_ASSIGN_OR_RETURN(m.sync_scores_host, PinnedHostBuffer::Allocate(B * max_blocks_ * 4));
+    KVSTAR_ASSIGN_OR_RETURN(m.sync_scores_host,
+                            PinnedHostBuffer::Allocate(B * max_blocks_ * m.score_per * 4));
   }
   for (auto* events : {&m.score_begin, &m.score_done, &m.tasks_sent}) {
     for (int h = 0; h < 2; ++h) {
@@ -181,7 +185,7 @@ Status CudaBatch::KvstarScoreGroupOnDevice() {
       t.reps = m.reps_dev.as<char>() + i * max_blocks_ * m.rep_elems * 2;
       t.channels = m.chan_dev.as<uint16_t>() + i * c.num_kv_heads * m.d_pruned;
       t.queries = ring + i * c.q_dim();
-      t.scores = m.scores_dev.as<float>() + i * max_blocks_;
+      t.scores = m.scores_dev.as<float>() + i * max_blocks_ * m.score_per;
       const size_t full = lengths_[b] / bt;
       if (full <= KvstarWindows(k)) continue;  // no candidates
       t.cand_begin = static_cast<uint32_t>(k.init_window_sz);
@@ -202,9 +206,10 @@ Status CudaBatch::KvstarScoreGroupOnDevice() {
     a.tasks = dev + l0 * B;
     KVSTAR_RETURN_IF_ERROR(ScoreBlocks(bg, a, m.score_ws.data()));
   }
-  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.scores_host.as<float>() + half * L * B * max_blocks_,
-                                        m.scores_dev.data(), L * B * max_blocks_ * 4, bg));
-  stats_.d2h_bytes += L * B * max_blocks_ * 4;
+  const size_t score_floats = L * B * max_blocks_ * m.score_per;
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.scores_host.as<float>() + half * score_floats,
+                                        m.scores_dev.data(), score_floats * 4, bg));
+  stats_.d2h_bytes += score_floats * 4;
   KVSTAR_RETURN_IF_ERROR(m.score_done[half].Record(bg));
   m.gpu_group[half] = std::move(g);
   return Status::Ok();
@@ -230,11 +235,12 @@ Status CudaBatch::KvstarHarvest(const KvstarGpuGroup* wait_for) {
     KVSTAR_ASSIGN_OR_RETURN(float ms, done.ElapsedMsSince(m.score_begin[g->half]));
     stats_.gpu_score_ms_total += ms;
     ++stats_.gpu_score_groups;
-    const float* all = m.scores_host.as<float>() + g->half * g->cand_end.size() * max_blocks_;
+    const size_t row = max_blocks_ * m.score_per;
+    const float* all = m.scores_host.as<float>() + g->half * g->cand_end.size() * row;
     for (size_t i = 0; i < g->cand_end.size(); ++i) {
       if (g->cand_end[i] == 0) continue;
-      KVSTAR_RETURN_IF_ERROR(
-          TopKOfScores(k, all + i * max_blocks_, g->cand_end[i], i / B, i % B, &g->results[i]));
+      KVSTAR_RETURN_IF_ERROR(TopKOfScores(k, all + i * row, m.score_per, g->cand_end[i], i / B,
+                                          i % B, &g->results[i]));
     }
     g->harvested = true;
   }
@@ -259,7 +265,7 @@ Status CudaBatch::KvstarSyncScoreOnDevice(size_t l, const float* q,
     t.reps = m.reps_dev.as<char>() + i * max_blocks_ * m.rep_elems * 2;
     t.channels = m.chan_dev.as<uint16_t>() + i * c.num_kv_heads * m.d_pruned;
     t.queries = q + b * c.q_dim();  // the step's own query, already on the device
-    t.scores = m.sync_scores_dev.as<float>() + b * max_blocks_;
+    t.scores = m.sync_scores_dev.as<float>() + b * max_blocks_ * m.score_per;
     if (cand_end[b] == 0) continue;  // cand_begin = cand_end = 0: nothing to score
     t.cand_begin = static_cast<uint32_t>(k.init_window_sz);
     t.cand_end = cand_end[b];
@@ -277,13 +283,14 @@ Status CudaBatch::KvstarSyncScoreOnDevice(size_t l, const float* q,
   a.query_stride = c.q_dim();
   a.tasks = m.sync_tasks_dev.as<BlockScoreTask>();
   KVSTAR_RETURN_IF_ERROR(ScoreBlocks(s, a, m.score_ws.data()));
+  const size_t row = max_blocks_ * m.score_per;
   KVSTAR_RETURN_IF_ERROR(
-      ctx.CopyToHost(m.sync_scores_host.data(), m.sync_scores_dev.data(), B * max_blocks_ * 4, s));
-  stats_.d2h_bytes += B * max_blocks_ * 4;
+      ctx.CopyToHost(m.sync_scores_host.data(), m.sync_scores_dev.data(), B * row * 4, s));
+  stats_.d2h_bytes += B * row * 4;
   KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
   for (size_t b = 0; b < B; ++b) {
     if (cand_end[b] == 0) continue;
-    KVSTAR_RETURN_IF_ERROR(TopKOfScores(k, m.sync_scores_host.as<float>() + b * max_blocks_,
+    KVSTAR_RETURN_IF_ERROR(TopKOfScores(k, m.sync_scores_host.as<float>() + b * row, m.score_per,
                                         cand_end[b], l, b, &(*results)[b]));
   }
   return Status::Ok();

@@ -156,7 +156,7 @@ struct BlockScoreTask {
   const void* reps = nullptr;          // [blocks][vectors_per_block][kv_heads][d_pruned] f16/bf16
   const uint16_t* channels = nullptr;  // [kv_heads][d_pruned] kept channels, each < head_dim
   const float* queries = nullptr;      // query x at queries + x * query_stride: [q_heads][head_dim]
-  float* scores = nullptr;             // [cand_end - cand_begin] out
+  float* scores = nullptr;  // [cand_end - cand_begin] out ([...][kv_heads] with per_kv_head)
   uint32_t cand_begin = 0;
   uint32_t cand_end = 0;  // cand_end == cand_begin: nothing to score (scores untouched)
 };
@@ -174,6 +174,9 @@ struct BlockScoreArgs {
   size_t vectors_per_block = 0;
   DType dtype = DType::kF16;  // of the representations: kF16 or kBF16
   float scale = 1.0f;         // 1 / sqrt(head_dim), or 1 for the reference's unscaled softmax
+  // Scores per KV head, [candidates][kv_heads] (each summed over the head's query heads and the
+  // queries), instead of one per block (summed over every head).
+  bool per_kv_head = false;
 };
 
 // The shape checks of ScoreBlocks without launching (InvalidArgument naming the first problem),

@@ -11,7 +11,7 @@
 //  2. Normalise: one warp per (task, query head, query): the softmax maximum M over its blocks and
 //     1 / S with S = sum e exp(m - M).
 //  3. Combine: one thread per (task, block): score = sum over (query head, query) of
-//     e exp(m - M) / S.
+//     e exp(m - M) / S; with per_kv_head one such sum per KV head.
 // Workspace per task: m and e [P][max_candidates] and M, 1/S [P], P = x * q_heads.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -47,6 +47,7 @@ struct Shape {
   size_t d_pruned;
   size_t vectors_per_block;
   float scale;
+  bool per_kv_head;
 };
 
 // Pairs per task: (query head, query).
@@ -245,12 +246,17 @@ __global__ void __launch_bounds__(kCombineThreads)
   const float* ws_m = ws + blockIdx.y * TaskFloats(sh);
   const float* ws_e = ws_m + P * sh.max_candidates;
   const float* norm = ws_e + P * sh.max_candidates;
-  float score = 0.0f;
-  for (size_t p = 0; p < P; ++p) {
-    const float m = ws_m[p * sh.max_candidates + b];
-    score = fmaf(ws_e[p * sh.max_candidates + b] * expf(m - norm[p]), norm[P + p], score);
+  // Pairs of KV head h are [h * P / kv_heads, (h + 1) * P / kv_heads).
+  const size_t outputs = sh.per_kv_head ? sh.kv_heads : 1;
+  const size_t per_output = P / outputs;
+  for (size_t o = 0; o < outputs; ++o) {
+    float score = 0.0f;
+    for (size_t p = o * per_output; p < (o + 1) * per_output; ++p) {
+      const float m = ws_m[p * sh.max_candidates + b];
+      score = fmaf(ws_e[p * sh.max_candidates + b] * expf(m - norm[p]), norm[P + p], score);
+    }
+    t.scores[b * outputs + o] = score;
   }
-  t.scores[b] = score;
 }
 
 // Shared memory floats of the partial kernel: the queries of one KV head, padded.
@@ -298,7 +304,7 @@ namespace {
 
 Shape ShapeOf(const BlockScoreArgs& a) {
   return Shape{a.max_candidates, a.num_queries, a.query_stride,      a.q_heads, a.kv_heads,
-               a.head_dim,       a.d_pruned,    a.vectors_per_block, a.scale};
+               a.head_dim,       a.d_pruned,    a.vectors_per_block, a.scale,   a.per_kv_head};
 }
 
 }  // namespace

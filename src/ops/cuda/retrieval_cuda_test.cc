@@ -94,9 +94,10 @@ class ScoreBlocksTest : public CudaTest {
     DeviceBuffer ws = Poisoned(std::max<size_t>(BlockScoreWorkspaceBytes(a), 4));
     const Status st = ScoreBlocks(stream_, a, ws.data());
     EXPECT_TRUE(st.ok()) << st.ToString();
+    const size_t per = a.per_kv_head ? a.kv_heads : 1;
     std::vector<std::vector<float>> out;
     for (const DeviceLayer* d : layers) {
-      out.push_back(Download<float>(d->scores_dev, d->task.candidates.size()));
+      out.push_back(Download<float>(d->scores_dev, d->task.candidates.size() * per));
     }
     return out;
   }
@@ -179,6 +180,55 @@ TEST_F(ScoreBlocksTest, SeveralTasksInOneCallAndUnscaledSoftmax) {
   }
   const std::vector<float> untouched = Download<float>(empty.scores_dev, 1);
   EXPECT_TRUE(std::isnan(untouched[0]));
+}
+
+// Scores per KV head ([candidates][kv_heads]) are the CPU scorer's with select_per_kv_head, sum
+// to the per-block scores, and give the CPU's union of per-head selections.
+TEST_F(ScoreBlocksTest, PerKvHeadScoresMatchTheCpuScorer) {
+  struct Case {
+    size_t kv_heads, group, blocks, x;
+    double prune;
+  };
+  for (const Case& c : {Case{2, 3, 200, 8, 0.25}, Case{8, 4, 517, 1, 0.2}, Case{4, 1, 33, 16, 0.99},
+                        Case{1, 8, 90, 4, 0.11}}) {
+    RandomLayerSpec spec;
+    spec.kv_heads = c.kv_heads;
+    spec.head_dim = 128;
+    spec.block_tokens = 32;
+    spec.blocks = c.blocks;
+    spec.prune_ratio = c.prune;
+    const uint32_t end = static_cast<uint32_t>(c.blocks - 1);
+    DeviceLayer d = Make(spec, c.x, c.group, 1, end);
+    const std::string name = "kv_heads " + std::to_string(c.kv_heads) + " group " +
+                             std::to_string(c.group) + " x " + std::to_string(c.x);
+    BlockScoreArgs args = ArgsFor(d, end - 1);
+    const std::vector<float> summed = Run({&d}, args)[0];
+    d.scores_dev = Poisoned((end - 1) * c.kv_heads * sizeof(float));
+    args.per_kv_head = true;
+    const std::vector<float> per_head = Run({&d}, args)[0];
+    d.task.options.select_per_kv_head = true;
+    auto cpu = sparse::RunRetrieval(d.task);
+    ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+    EXPECT_LT(testing::RelErr(per_head, cpu->candidate_scores), 1e-4) << name;
+    std::vector<float> sums(summed.size(), 0.0f);
+    for (size_t i = 0; i < sums.size(); ++i) {
+      for (size_t h = 0; h < c.kv_heads; ++h) sums[i] += per_head[i * c.kv_heads + h];
+    }
+    EXPECT_LT(testing::RelErr(sums, summed), 1e-5) << name;
+    // Each head's selection made from the device's scores is the float64 reference's, up to
+    // near-ties.
+    const sparse::RetrievalResult r = sparse::SelectionFromScores(
+        per_head, c.kv_heads, d.task.candidates, cpu->k, /*per_kv_head=*/true);
+    const std::vector<double> ref = ReferenceScores(d.task);
+    ASSERT_EQ(r.head_blocks.size(), c.kv_heads);
+    for (size_t h = 0; h < c.kv_heads; ++h) {
+      std::vector<double> head(d.task.candidates.size());
+      for (size_t i = 0; i < head.size(); ++i) head[i] = ref[i * c.kv_heads + h];
+      const auto cmp = CompareSelection(head, 1, d.task.candidates, cpu->k, r.head_blocks[h], 1e-4);
+      EXPECT_EQ(cmp.unexplained, 0u) << name << " head " << h;
+    }
+    EXPECT_GE(r.blocks.size(), cpu->k) << name;
+  }
 }
 
 TEST_F(ScoreBlocksTest, NonFiniteQueriesGiveNonFiniteScores) {
