@@ -70,9 +70,8 @@ struct BatchOptions {
   // kvpr: one split per layer (the planner's per-layer plan); overrides kvpr_split when not
   // empty. Each is rounded down to block_tokens and clipped to the prompt.
   std::vector<size_t> kvpr_layer_splits;
-  // kvstar: the settings (UCM names; softmax_scope "all" is CPU only; sync_steps counts the
-  // batch's first decode steps) and the CPU threads that score blocks (0: hardware threads - 3,
-  // at least 1).
+  // kvstar: the settings (UCM names; sync_steps counts the batch's first decode steps) and the
+  // CPU threads that score blocks (0: hardware threads - 3, at least 1).
   KvstarConfig kvstar;
   int retrieval_threads = 0;
   // kvstar: score the block representations on the GPU instead of CPU threads. The

@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "engine/cuda/cuda_batch.h"
@@ -25,11 +26,43 @@ inline std::vector<uint32_t> KvstarCandidatesOf(const KvstarConfig& k, size_t fu
   return c;
 }
 
-// kvstar: a retrieval task's selection settings (sparse ratio, one top-k per layer or per KV
-// head) from the batch's config.
-inline void KvstarSetSelection(const KvstarConfig& k, sparse::RetrievalTask* t) {
+// kvstar: the blocks a task for candidates [init, cand_end) scores: the candidates, or with
+// softmax_scope "all" every block with a representation, [0, cand_end + local) (each query
+// head's softmax then spans what its attention spans; only candidates are selected, see
+// KvstarCandidateResult).
+inline uint32_t KvstarScoredBegin(const KvstarConfig& k) {
+  return k.softmax_scope == "all" ? 0 : static_cast<uint32_t>(k.init_window_sz);
+}
+inline uint32_t KvstarScoredEnd(const KvstarConfig& k, uint32_t cand_end) {
+  return k.softmax_scope == "all" ? cand_end + static_cast<uint32_t>(k.local_window_sz) : cand_end;
+}
+
+// kvstar: a CPU retrieval task's blocks and selection settings (sparse ratio, one top-k per
+// layer or per KV head) for candidates [init, cand_end).
+inline void KvstarSetTask(const KvstarConfig& k, uint32_t cand_end, sparse::RetrievalTask* t) {
+  t->candidates.clear();
+  for (uint32_t b = KvstarScoredBegin(k); b < KvstarScoredEnd(k, cand_end); ++b) {
+    t->candidates.push_back(b);
+  }
   t->sparse_ratio = k.sparse_ratio;
   t->options.select_per_kv_head = k.select_per_kv_head;
+}
+
+// kvstar: the result of a CPU task made by KvstarSetTask as a selection of candidates
+// [init, cand_end): unchanged, or with softmax_scope "all" re-selected from the candidates'
+// scores (`per` per block: the KV heads with select_per_kv_head, else 1).
+inline sparse::RetrievalResult KvstarCandidateResult(const KvstarConfig& k, size_t per,
+                                                     sparse::RetrievalResult r, uint32_t cand_end) {
+  if (k.softmax_scope != "all") return r;
+  const size_t init = k.init_window_sz, n = cand_end - init;
+  std::vector<uint32_t> cands(n);
+  for (size_t j = 0; j < n; ++j) cands[j] = static_cast<uint32_t>(init + j);
+  std::vector<float> scores(
+      r.candidate_scores.begin() + static_cast<std::ptrdiff_t>(init * per),
+      r.candidate_scores.begin() + static_cast<std::ptrdiff_t>(cand_end * per));
+  return sparse::SelectionFromScores(std::move(scores), per, cands,
+                                     sparse::SelectionSize(n, k.sparse_ratio),
+                                     k.select_per_kv_head);
 }
 
 // kvstar with gpu_scoring: one group's scoring on the device, for every (layer, sequence).
@@ -43,11 +76,14 @@ struct KvstarGpuGroup {
 
 // kvstar: a retrieval submitted and not yet applied.
 struct KvstarPending {
-  size_t group = 0;                     // decode steps (group - 1) R + 1 .. group R
-  size_t submitted_step = 0;            // kv_steps_ when submitted
-  double submitted_at = 0;              // NowSeconds()
-  uint32_t cand_end = 0;                // candidates of the task were blocks below this
-  sparse::RetrievalHandle handle;       // CPU scoring
+  size_t group = 0;                // decode steps (group - 1) R + 1 .. group R
+  size_t submitted_step = 0;       // kv_steps_ when submitted
+  double submitted_at = 0;         // NowSeconds()
+  uint32_t cand_end = 0;           // candidates of the task were blocks below this
+  sparse::RetrievalHandle handle;  // CPU scoring
+  // CPU scoring with softmax_scope "all": the handle's result re-selected among the candidates
+  // (KvstarCandidateResult), once waited for.
+  std::optional<sparse::RetrievalResult> candidate_result;
   std::shared_ptr<KvstarGpuGroup> gpu;  // GPU scoring: the group, and this task's index in it
   size_t gpu_index = 0;
 };
@@ -121,7 +157,8 @@ struct CudaBatch::Impl {
   DeviceBuffer sync_tasks_dev, sync_scores_dev;
   PinnedHostBuffer sync_tasks_host, sync_scores_host;
   size_t rep_elems = 0, d_pruned = 0, score_layers = 1;
-  size_t score_per = 1;  // scores per candidate block: kv_heads with select_per_kv_head, else 1
+  // kvstar: scores per block (kv_heads with select_per_kv_head, else 1).
+  size_t score_per = 1;
 
   // Activations [rows][...] f32.
   DeviceBuffer x, xn, q, k, v, attn, proj, gate, up;

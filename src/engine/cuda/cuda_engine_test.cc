@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -95,9 +96,9 @@ class CudaEngineTest : public ::testing::Test {
   }
 
   // Deterministic kvstar on CUDA against the CPU policy, step by step (below).
-  void CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps,
-                            bool per_kv_head);
-  void CompareGpuWithCpuScoring(size_t sync_steps, bool per_kv_head);
+  // `k` gives first_selection, sync_steps, select_per_kv_head and softmax_scope.
+  void CompareWithCpuPolicy(KvstarConfig k);
+  void CompareGpuWithCpuScoring(KvstarConfig k);
 
   bool gpu_scoring_ = false;  // kvstar batches made by MakeBatch score on the GPU
   std::unique_ptr<DeviceContext> ctx_;
@@ -436,20 +437,37 @@ struct SwapLog : KvstarObserver {
 // scores are nearly tied may differ: at least 90% of the selected blocks must agree.
 // Both first selections: from the representations (UCM) and exact (the prompt's last queries
 // against every key); and synchronous re-selections in the first decode steps (sync_steps).
+// Also one top-k per KV head (both hold the union of the heads' selections) and softmax_scope
+// "all" (every block with a representation in each head's softmax).
 TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
-  for (const auto& [first, sync] : std::vector<std::pair<std::string, size_t>>{
-           {"representations", 0}, {"exact", 0}, {"exact", 6}}) {
-    SCOPED_TRACE("first_selection " + first + ", sync_steps " + std::to_string(sync));
-    CompareWithCpuPolicy(first, sync, false);
+  for (const auto& [first, sync, per_head, scope] :
+       std::vector<std::tuple<std::string, size_t, bool, std::string>>{
+           {"representations", 0, false, "candidates"},
+           {"exact", 0, false, "candidates"},
+           {"exact", 6, false, "candidates"},
+           {"representations", 0, true, "candidates"},
+           {"exact", 6, true, "candidates"},
+           {"representations", 0, false, "all"},
+           {"exact", 6, true, "all"}}) {
+    KvstarConfig k;
+    k.first_selection = first;
+    k.sync_steps = sync;
+    k.select_per_kv_head = per_head;
+    k.softmax_scope = scope;
+    CompareWithCpuPolicy(k);
   }
-  // One top-k per KV head: both hold the union of the heads' selections.
-  CompareWithCpuPolicy("representations", 0, true);
-  CompareWithCpuPolicy("exact", 6, true);
 }
 
-void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, size_t sync_steps,
-                                          bool per_kv_head) {
+// A label for the printed comparisons.
+std::string Describe(const KvstarConfig& k) {
+  return "first_selection " + k.first_selection + ", sync_steps " + std::to_string(k.sync_steps) +
+         (k.select_per_kv_head ? ", per KV head" : "") +
+         (k.softmax_scope == "all" ? ", softmax_scope all" : "");
+}
+
+void CudaEngineTest::CompareWithCpuPolicy(KvstarConfig k) {
+  SCOPED_TRACE(Describe(k));
   const size_t bt = 16, R = 4, steps = 33;
   std::vector<int32_t> prompt(1000);
   uint32_t h = 99;
@@ -457,12 +475,8 @@ void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, si
     h = h * 1103515245u + 12345u;
     t = static_cast<int32_t>(3 + (h >> 8) % (config_.vocab_size - 3));
   }
-  KvstarConfig k;
   k.retrieval_stride = R;
   k.deterministic = true;
-  k.first_selection = first_selection;
-  k.sync_steps = sync_steps;
-  k.select_per_kv_head = per_kv_head;
   // CPU: the KvstarPolicy with a DRAM store, greedy.
   ThreadPool threads(2);
   KvGeometry g{config_.num_kv_heads, config_.head_dim, bt, DType::kBF16};
@@ -517,19 +531,17 @@ void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, si
   ASSERT_GT(total, 0u);
   const double overlap = static_cast<double>(agree) / static_cast<double>(total);
   std::printf(
-      "first_selection %s, sync_steps %zu%s: selection overlap %.4f, identical selections %zu of "
-      "%zu, largest selection %zu\n",
-      first_selection.c_str(), sync_steps, per_kv_head ? ", per KV head" : "", overlap, equal,
-      compared, largest);
+      "%s: selection overlap %.4f, identical selections %zu of %zu, largest selection %zu\n",
+      Describe(k).c_str(), overlap, equal, compared, largest);
   // 1000 prompt tokens: 62 full blocks, 59 candidates, a top-k of 15 (16 after 16 more tokens).
-  if (per_kv_head) {
+  if (k.select_per_kv_head) {
     EXPECT_GT(largest, 16u) << "the heads' selections never differed";
   } else {
     EXPECT_LE(largest, 16u);
   }
-  if (sync_steps > 0) {
+  if (k.sync_steps > 0) {
     const BatchStats& st = kv->stats();
-    EXPECT_EQ(st.sync_retrievals, sync_steps * config_.num_layers);
+    EXPECT_EQ(st.sync_retrievals, k.sync_steps * config_.num_layers);
   }
   EXPECT_GE(overlap, 0.9);
 }
@@ -541,20 +553,26 @@ void CudaEngineTest::CompareWithCpuPolicy(const std::string& first_selection, si
 // select_per_kv_head the device makes one score per KV head and the host their union.
 TEST_F(CudaEngineTest, KvstarGpuScoringSelectsTheBlocksOfCpuScoring) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
-  for (bool per_head : {false, true}) {
-    for (size_t sync : {0, 6}) CompareGpuWithCpuScoring(sync, per_head);
+  for (const std::string scope : {"candidates", "all"}) {
+    for (bool per_head : {false, true}) {
+      for (size_t sync : {0, 6}) {
+        KvstarConfig k;
+        k.sync_steps = sync;
+        k.select_per_kv_head = per_head;
+        k.softmax_scope = scope;
+        CompareGpuWithCpuScoring(k);
+      }
+    }
   }
 }
 
-void CudaEngineTest::CompareGpuWithCpuScoring(size_t sync_steps, bool per_kv_head) {
+void CudaEngineTest::CompareGpuWithCpuScoring(KvstarConfig k) {
+  SCOPED_TRACE(Describe(k));
   const auto prompts = DemoPrompts(config_.vocab_size);
   const size_t steps = 41, bt = 16;
   const size_t cap = prompts[0].size() + steps + 8;
-  KvstarConfig k;
   k.retrieval_stride = 4;
   k.deterministic = true;
-  k.sync_steps = sync_steps;
-  k.select_per_kv_head = per_kv_head;
   gpu_scoring_ = false;
   auto cpu = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
   gpu_scoring_ = true;
@@ -590,14 +608,12 @@ void CudaEngineTest::CompareGpuWithCpuScoring(size_t sync_steps, bool per_kv_hea
   EXPECT_GT(st.gpu_score_groups, 0u);
   EXPECT_EQ(st.retrievals, cpu->stats().retrievals);
   EXPECT_EQ(st.sync_retrievals, cpu->stats().sync_retrievals);
-  EXPECT_EQ(st.sync_retrievals, sync_steps * config_.num_layers * 2);
+  EXPECT_EQ(st.sync_retrievals, k.sync_steps * config_.num_layers * 2);
   EXPECT_EQ(st.late_retrievals, 0u);
   ASSERT_GT(total, 0u);
   const double overlap = static_cast<double>(agree) / static_cast<double>(total);
-  std::printf(
-      "GPU vs CPU scoring, sync_steps %zu%s: selection overlap %.4f, identical selections %zu of "
-      "%zu\n",
-      sync_steps, per_kv_head ? ", per KV head" : "", overlap, equal, compared);
+  std::printf("GPU vs CPU scoring, %s: selection overlap %.4f, identical selections %zu of %zu\n",
+              Describe(k).c_str(), overlap, equal, compared);
   EXPECT_GE(overlap, 0.99);
 }
 

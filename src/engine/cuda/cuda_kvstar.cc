@@ -33,17 +33,12 @@ size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads) {
 Status CudaBatch::KvstarInit() {
   const KvstarConfig& k = opt_.kvstar;
   KVSTAR_RETURN_IF_ERROR(k.Validate(opt_.block_tokens));
-  if (k.softmax_scope != "candidates") {
-    return Unimplemented(
-        "kvstar on CUDA scores blocks with UCM's softmax over the candidates; softmax_scope "
-        "'%s' is CPU-only",
-        k.softmax_scope.c_str());
-  }
   DeviceContext& ctx = model_.ctx();
   const ModelConfig& c = model_.config();
   Impl& m = *impl_;
   const size_t L = c.num_layers, B = opt_.batch;
   m.slots_per_seq = KvstarSlotsPerSeq(opt_, c.num_kv_heads);
+  m.score_per = k.select_per_kv_head ? c.num_kv_heads : 1;
   m.ks.resize(L);
   for (auto& row : m.ks) {
     row.resize(B);
@@ -188,10 +183,10 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
           t.queries = group0[l];
           t.num_queries = nq;
           t.q_heads = c.num_heads;
-          t.candidates = cands;
-          KvstarSetSelection(k, &t);
+          KvstarSetTask(k, cands.back() + 1, &t);
           KVSTAR_ASSIGN_OR_RETURN(sparse::RetrievalResult r, sparse::RunRetrieval(t));
-          s.selection = r.blocks;
+          s.selection =
+              KvstarCandidateResult(k, m.score_per, std::move(r), cands.back() + 1).blocks;
         }
         return Status::Ok();
       }();
@@ -359,7 +354,7 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
     if (s.score.size() < max_blocks_) s.score.assign(max_blocks_, 0.0f);
     // Candidates of a task are the contiguous blocks [init, cand_end); with select_per_kv_head
     // the scores are per KV head, and a block's is their sum.
-    const size_t per = k.select_per_kv_head ? model_.config().num_kv_heads : 1;
+    const size_t per = m.score_per;
     for (size_t i = 0; i * per < r.candidate_scores.size(); ++i) {
       float sum = 0;
       for (size_t h = 0; h < per; ++h) sum += r.candidate_scores[i * per + h];
@@ -431,9 +426,8 @@ Status CudaBatch::KvstarSubmitGroup() {
         const float* src = m.query_ring.as<float>() + ((l * 2 * R + row) * B + b) * q_row;
         std::memcpy(t.queries.data() + x * q_row, src, q_row * sizeof(float));
       }
-      t.candidates = cands;
-      KvstarSetSelection(k, &t);
       const uint32_t cand_end = cands.back() + 1;
+      KvstarSetTask(k, cand_end, &t);
       s.pending.push_back(KvstarPending{kv_steps_ / R, kv_steps_, NowSeconds(), cand_end,
                                         m.retriever->Submit(std::move(t))});
     }
@@ -695,14 +689,22 @@ bool CudaBatch::KvstarReady(const KvstarPending& p) const {
 }
 
 Status CudaBatch::KvstarWait(KvstarPending& p) {
-  if (!p.gpu) return p.handle.Wait();
+  if (!p.gpu) {
+    KVSTAR_RETURN_IF_ERROR(p.handle.Wait());
+    if (opt_.kvstar.softmax_scope == "all" && !p.candidate_result) {
+      p.candidate_result =
+          KvstarCandidateResult(opt_.kvstar, impl_->score_per, p.handle.result(), p.cand_end);
+    }
+    return Status::Ok();
+  }
   if (!p.gpu->harvested) KVSTAR_RETURN_IF_ERROR(KvstarHarvest(p.gpu.get()));
   KVSTAR_CHECK(p.gpu->harvested, "group %zu not harvested after waiting", p.gpu->group);
   return Status::Ok();
 }
 
 const sparse::RetrievalResult& CudaBatch::KvstarResult(const KvstarPending& p) {
-  return p.gpu ? p.gpu->results[p.gpu_index] : p.handle.result();
+  if (p.gpu) return p.gpu->results[p.gpu_index];
+  return p.candidate_result ? *p.candidate_result : p.handle.result();
 }
 
 std::vector<uint32_t> CudaBatch::kvstar_selection(size_t layer, size_t seq) const {

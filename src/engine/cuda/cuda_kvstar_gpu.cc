@@ -47,10 +47,11 @@ size_t ScoreLayersPerCall(const ModelConfig& c, const BatchOptions& o, size_t d_
 }
 
 // The host's top k of one (layer, sequence)'s device scores of candidates [init, cand_end):
-// `sc` holds them from the first candidate on, `per` per candidate (the KV heads with
-// select_per_kv_head, else 1). Non-finite scores are an error naming the block.
-Status TopKOfScores(const KvstarConfig& k, const float* sc, size_t per, uint32_t cand_end,
+// `scored` holds the scores of the blocks from KvstarScoredBegin on, `per` per block (the KV
+// heads with select_per_kv_head, else 1). Non-finite scores are an error naming the block.
+Status TopKOfScores(const KvstarConfig& k, const float* scored, size_t per, uint32_t cand_end,
                     size_t layer, size_t seq, sparse::RetrievalResult* r) {
+  const float* sc = scored + (k.init_window_sz - KvstarScoredBegin(k)) * per;
   const size_t n = cand_end - k.init_window_sz;
   for (size_t j = 0; j < n * per; ++j) {
     if (!std::isfinite(sc[j])) {
@@ -99,7 +100,6 @@ Status CudaBatch::KvstarInitGpuScoring() {
   KVSTAR_RETURN_IF_ERROR(ValidateBlockScoreShape(a));
   m.rep_elems = a.vectors_per_block * c.num_kv_heads * m.d_pruned;
   m.score_layers = ScoreLayersPerCall(c, opt_, m.d_pruned);
-  m.score_per = ScoresPerBlock(c, opt_);
   const size_t tasks = L * B;
   auto alloc = [&](DeviceBuffer& buf, size_t bytes) -> Status {
     KVSTAR_ASSIGN_OR_RETURN(buf, DeviceBuffer::Allocate(bytes));
@@ -188,11 +188,12 @@ Status CudaBatch::KvstarScoreGroupOnDevice() {
       t.scores = m.scores_dev.as<float>() + i * max_blocks_ * m.score_per;
       const size_t full = lengths_[b] / bt;
       if (full <= KvstarWindows(k)) continue;  // no candidates
-      t.cand_begin = static_cast<uint32_t>(k.init_window_sz);
-      t.cand_end = static_cast<uint32_t>(full - k.local_window_sz);
-      g->cand_end[i] = t.cand_end;
+      const auto cand_end = static_cast<uint32_t>(full - k.local_window_sz);
+      t.cand_begin = KvstarScoredBegin(k);
+      t.cand_end = KvstarScoredEnd(k, cand_end);
+      g->cand_end[i] = cand_end;
       m.ks[l][b].pending.push_back(
-          KvstarPending{group, kv_steps_, NowSeconds(), t.cand_end, {}, g, i});
+          KvstarPending{group, kv_steps_, NowSeconds(), cand_end, {}, {}, g, i});
       ++submitted;
     }
   }
@@ -267,8 +268,8 @@ Status CudaBatch::KvstarSyncScoreOnDevice(size_t l, const float* q,
     t.queries = q + b * c.q_dim();  // the step's own query, already on the device
     t.scores = m.sync_scores_dev.as<float>() + b * max_blocks_ * m.score_per;
     if (cand_end[b] == 0) continue;  // cand_begin = cand_end = 0: nothing to score
-    t.cand_begin = static_cast<uint32_t>(k.init_window_sz);
-    t.cand_end = cand_end[b];
+    t.cand_begin = KvstarScoredBegin(k);
+    t.cand_end = KvstarScoredEnd(k, cand_end[b]);
     ++scored;
   }
   if (scored == 0) return ctx.Synchronize(s);

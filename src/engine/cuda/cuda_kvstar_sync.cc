@@ -84,16 +84,13 @@ Status CudaBatch::KvstarSyncScoreOnHost(size_t l, const float* q,
                      qh.begin() + static_cast<std::ptrdiff_t>((b + 1) * c.q_dim()));
     t.num_queries = 1;
     t.q_heads = c.num_heads;
-    for (uint32_t blk = static_cast<uint32_t>(k.init_window_sz); blk < cand_end[b]; ++blk) {
-      t.candidates.push_back(blk);
-    }
-    KvstarSetSelection(k, &t);
+    KvstarSetTask(k, cand_end[b], &t);
     handles[b] = m.retriever->Submit(std::move(t));
   }
   for (size_t b = 0; b < B; ++b) {
     if (cand_end[b] == 0) continue;
     KVSTAR_RETURN_IF_ERROR(handles[b].Wait().WithContext("kvstar sync-step retrieval"));
-    (*results)[b] = handles[b].result();
+    (*results)[b] = KvstarCandidateResult(k, m.score_per, handles[b].result(), cand_end[b]);
   }
   return Status::Ok();
 }
