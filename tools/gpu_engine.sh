@@ -10,8 +10,11 @@
 #                                            racecheck and synccheck over the scoring kernels),
 #                                            the whole-model GPU tests and memcheck over
 #                                            the offload, kvpr and kvstar tests
-#   tools/gpu_engine.sh bench [out_dir]      on the GPU machine: the runs of docs/BENCHMARKS.md
-#                                            ("CUDA engine"), JSON and PNG plots into out_dir
+#   tools/gpu_engine.sh bench [out_dir] [part]
+#                                            on the GPU machine: the runs of docs/BENCHMARKS.md
+#                                            ("CUDA engine"), JSON and PNG plots into out_dir;
+#                                            part 1 (kvstar against dense), 2 (retrieval, offload,
+#                                            KVPR) or all (the default; about 10 minutes)
 #
 # ICU: the CLI links the tokenizer, whose NFC normalizer needs ICU's 30 MB data library. The
 # benchmarks and these tests use token ids only, so the pack carries libicuuc and a stand-in
@@ -82,21 +85,26 @@ fi
 
 # bench: KVstar vs dense (Llama-3.1-8B shape), offload, KVPR (Llama-2-7B-32K shape, MHA) and
 # the GQA shape where KVPR must keep l = 0.
+part=${3:-all}
+[[ $part == 1 || $part == 2 || $part == all ]] || { echo "part must be 1, 2 or all" >&2; exit 2; }
 r=15  # retrieval threads: all CPU cores but one
-$K bench --device cuda --shape llama3-8b --contexts 8K,32K,64K,130944 --cuda-batch 1 \
-  --modes dense,kvstar --decode-steps 32 --retrieval-threads $r \
-  --plot "$out/kvstar_llama3_8b_b1.png" --json >"$out/kvstar_b1.json" || status=1
-$K bench --device cuda --shape llama3-8b --contexts 32K --cuda-batch max --modes dense,kvstar \
-  --decode-steps 32 --retrieval-threads 13 --json >"$out/kvstar_max.json" || status=1
-# Block scoring on the GPU: the largest batch at 32K (also with one staging slot) and 128K, and
-# the scoring kernels alone next to the CPU retriever.
-for ctx in 32K 130944; do
-  $K bench --device cuda --shape llama3-8b --contexts $ctx --cuda-batch max --modes kvstar \
-    --decode-steps 32 --retrieval-device gpu --json >"$out/kvstar_max_gpu_$ctx.json" || status=1
-done
-$K bench --device cuda --shape llama3-8b --contexts 32K --cuda-batch max --modes kvstar \
-  --decode-steps 32 --retrieval-device gpu --staging_slots 1 --json \
-  >"$out/kvstar_max_gpu_32K_ss1.json" || status=1
+if [[ $part != 2 ]]; then
+  $K bench --device cuda --shape llama3-8b --contexts 8K,32K,64K,130944 --cuda-batch 1 \
+    --modes dense,kvstar --decode-steps 32 --retrieval-threads $r \
+    --plot "$out/kvstar_llama3_8b_b1.png" --json >"$out/kvstar_b1.json" || status=1
+  $K bench --device cuda --shape llama3-8b --contexts 32K --cuda-batch max --modes dense,kvstar \
+    --decode-steps 32 --retrieval-threads 13 --json >"$out/kvstar_max.json" || status=1
+  # Block scoring on the GPU: the largest batch at 32K (also with one staging slot) and 128K, and
+  # the scoring kernels alone next to the CPU retriever.
+  for ctx in 32K 130944; do
+    $K bench --device cuda --shape llama3-8b --contexts $ctx --cuda-batch max --modes kvstar \
+      --decode-steps 32 --retrieval-device gpu --json >"$out/kvstar_max_gpu_$ctx.json" || status=1
+  done
+  $K bench --device cuda --shape llama3-8b --contexts 32K --cuda-batch max --modes kvstar \
+    --decode-steps 32 --retrieval-device gpu --staging_slots 1 --json \
+    >"$out/kvstar_max_gpu_32K_ss1.json" || status=1
+fi
+[[ $part == 1 ]] && exit $status
 $K bench-retrieval --device cuda --blocks 1024 --q-heads 32 --kv-heads 8 --gpu-tasks 160 --json \
   >"$out/retrieval_gpu.json" || status=1
 $K bench --device cuda --shape llama3-8b --contexts 130944 --cuda-batch 1 --modes offload \

@@ -65,7 +65,7 @@ std::vector<size_t> TopKPositions(const float* scores, size_t stride,
 
 // The result for block scores [candidates][heads] (heads = the KV heads, or 1 for scores
 // already summed over them): one top-k of the sums, or with per_kv_head one per head and their
-// union. Candidates ascending; scores in candidate order.
+// union; blocks ascending (as TopKPositions orders them), candidate_scores as given.
 RetrievalResult SelectionFromScores(std::vector<float> scores, size_t heads,
                                     const std::vector<uint32_t>& candidates, size_t k,
                                     bool per_kv_head);

@@ -214,6 +214,54 @@ TEST(Retrieval, SelectionSize) {
   EXPECT_EQ(SelectionSize(3, 0.01), 1u);
 }
 
+// SelectionFromScores, which the retriever and the CUDA engine's GPU scores both go through, on
+// hand-made scores [candidates][heads].
+TEST(Retrieval, SelectionFromScoresPerLayerAndPerKvHead) {
+  const std::vector<uint32_t> cands = {3, 4, 7, 9};
+  // Head 0 prefers 7 then 3, head 1 prefers 9 then 7.
+  const std::vector<float> scores = {0.30f, 0.10f,   // block 3
+                                     0.05f, 0.05f,   // block 4
+                                     0.50f, 0.25f,   // block 7
+                                     0.15f, 0.60f};  // block 9
+  // Per layer: the top 2 of the sums (0.40, 0.10, 0.75, 0.75), ties to the lower block.
+  RetrievalResult r = SelectionFromScores(scores, 2, cands, 2, /*per_kv_head=*/false);
+  EXPECT_EQ(r.k, 2u);
+  EXPECT_EQ(r.blocks, (std::vector<uint32_t>{7, 9}));
+  ASSERT_EQ(r.candidate_scores.size(), 4u);
+  EXPECT_FLOAT_EQ(r.candidate_scores[0], 0.40f);
+  EXPECT_TRUE(r.head_blocks.empty());
+  // Per KV head: {3, 7} and {7, 9}; the union, each score summed over the heads that chose it.
+  r = SelectionFromScores(scores, 2, cands, 2, /*per_kv_head=*/true);
+  EXPECT_EQ(r.blocks, (std::vector<uint32_t>{3, 7, 9}));
+  ASSERT_EQ(r.scores.size(), 3u);
+  EXPECT_FLOAT_EQ(r.scores[0], 0.30f);
+  EXPECT_FLOAT_EQ(r.scores[1], 0.75f);
+  EXPECT_FLOAT_EQ(r.scores[2], 0.60f);
+  ASSERT_EQ(r.head_blocks.size(), 2u);
+  EXPECT_EQ(r.head_blocks[0], (std::vector<uint32_t>{3, 7}));
+  EXPECT_EQ(r.head_blocks[1], (std::vector<uint32_t>{7, 9}));
+  EXPECT_EQ(r.candidate_scores, scores);  // per head, untouched
+  // Scores already summed (heads = 1) select as they are; k = 0 selects nothing.
+  r = SelectionFromScores({0.4f, 0.1f, 0.75f, 0.75f}, 1, cands, 1, false);
+  EXPECT_EQ(r.blocks, std::vector<uint32_t>{7});
+  r = SelectionFromScores(scores, 2, cands, 0, true);
+  EXPECT_TRUE(r.blocks.empty());
+}
+
+// The retriever's per-head result is SelectionFromScores of its own candidate scores.
+TEST(Retrieval, PerKvHeadResultIsTheUnionOfItsScores) {
+  Case c = SmallCase(2, 60, 0.2);
+  c.task.options.select_per_kv_head = true;
+  auto r = RunRetrieval(c.task);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const RetrievalResult again =
+      SelectionFromScores(r->candidate_scores, c.task.reps.kv_heads(), c.task.candidates, r->k,
+                          /*per_kv_head=*/true);
+  EXPECT_EQ(r->blocks, again.blocks);
+  EXPECT_EQ(r->scores, again.scores);
+  EXPECT_EQ(r->head_blocks, again.head_blocks);
+}
+
 TEST(Retrieval, EdgeCasesOfK) {
   Case c = SmallCase(1, 40, 0.0);
   auto r = RunRetrieval(c.task);
