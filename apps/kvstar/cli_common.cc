@@ -68,7 +68,8 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
   cmd->add_option("--store", f->store,
                   "Where offloaded KV blocks live: dram, file:DIR (local disk or a shared mount "
                   "such as NFS) or tiered:DIR (DRAM in front of files). File stores survive "
-                  "restarts: a repeated prompt reuses its KV")
+                  "restarts: a repeated prompt reuses its KV. CPU engine only: --device cuda "
+                  "keeps the offloaded KV in pinned host memory")
       ->group(group);
   cmd->add_option("--store-dram", f->store_dram, "DRAM store capacity, e.g. 8G (default 4G)")
       ->group(group);
@@ -276,6 +277,14 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
         "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)");
   }
 #endif
+  if (cuda && (flags.store != "dram" || !flags.store_dram.empty())) {
+    // Said, not ignored: a user who asked for files must not believe the KV went there.
+    return InvalidArgument(
+        "--store %s%s: with --device cuda the offloaded KV lives in pinned host memory (one "
+        "region per sequence); file and tiered stores, and their prefix reuse, are CPU-engine "
+        "features so far. Drop --store/--store-dram or use --device cpu",
+        flags.store.c_str(), flags.store_dram.empty() ? "" : " / --store-dram");
+  }
   EngineFlags cpu = flags;
   if (cuda) {
     cpu.mode = "dense";
