@@ -41,6 +41,8 @@ struct StoreBenchFlags {
   int dram_shards = StoreOptions{}.dram_shards;
   std::string dram_inline_bytes = "auto";
   size_t dram_inline = StoreOptions::kDramInlineAuto;  // parsed
+  std::string dram_bytes_per_runner = "0";
+  size_t dram_runner_bytes = StoreOptions{}.dram_bytes_per_runner;  // parsed
   int items_per_task = 1;
   std::string fsync = "none";
   bool quick = false;
@@ -302,6 +304,7 @@ StatusOr<Point> RunPoint(const std::string& backend, const std::string& dir, siz
   o.dram_capacity_bytes = total + (size_t{64} << 20);
   o.dram_shards = f.dram_shards;
   o.dram_inline_bytes = f.dram_inline;
+  o.dram_bytes_per_runner = f.dram_runner_bytes;
   o.use_o_direct = direct;
   o.fsync = f.fsync == "data"   ? FsyncPolicy::kData
             : f.fsync == "full" ? FsyncPolicy::kFull
@@ -408,6 +411,13 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
     if (!inline_bytes.ok()) return fail(inline_bytes.status());
     f.dram_inline = *inline_bytes;
   }
+  if (f.dram_bytes_per_runner == "0") {
+    f.dram_runner_bytes = 0;
+  } else {
+    auto runner_bytes = ParseBytes(f.dram_bytes_per_runner, "--dram-bytes-per-runner");
+    if (!runner_bytes.ok()) return fail(runner_bytes.status());
+    f.dram_runner_bytes = *runner_bytes;
+  }
   if (f.items_per_task < 1) {
     return fail(InvalidArgument("--items-per-task must be >= 1, got %d", f.items_per_task));
   }
@@ -507,6 +517,7 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
                           {"fsync", f.fsync},
                           {"dram_shards", f.dram_shards},
                           {"dram_inline_bytes", f.dram_inline_bytes},
+                          {"dram_bytes_per_runner", f.dram_bytes_per_runner},
                           {"buffered_read_cache", "fdatasync + POSIX_FADV_DONTNEED before reads"},
                           {"points", points}};
     std::printf("%s\n", out.dump(2).c_str());
@@ -570,6 +581,10 @@ void AddStoreBench(CLI::App& root, int* exit_code) {
                   "DramStore tasks of at most this many bytes copy on the submitting thread "
                   "(K/M suffixes); 0 = every task on the I/O threads; auto = 256K with at most 4 "
                   "hardware threads, else 0")
+      ->capture_default_str();
+  cmd->add_option("--dram-bytes-per-runner", flags->dram_bytes_per_runner,
+                  "DramStore: a task of several blocks wakes one I/O thread per this many bytes "
+                  "of them (K/M suffixes); 0 = one per block, up to the I/O threads")
       ->capture_default_str();
   cmd->add_option("--items-per-task", flags->items_per_task,
                   "Blocks per Dump/Load task (the engine loads a whole delta in one task); "

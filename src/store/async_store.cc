@@ -157,6 +157,14 @@ StoreTask AsyncBlockStore::Submit(std::shared_ptr<TaskState> task) {
   // I/O threads, overlapped with copies, instead of min(items, io_threads) times on the caller.
   // The queued closure holds two plain pointers, which std::function stores without allocating;
   // the task stays alive through self_ until its last runner leaves.
+  size_t max_runners = std::min(t->size(), static_cast<size_t>(options_.io_threads));
+  if (bytes_per_runner_ > 0 && max_runners > 1) {
+    size_t total = 0;
+    for (size_t i = 0; i < t->size(); ++i) total += t->item(i).size;
+    max_runners =
+        std::clamp<size_t>((total + bytes_per_runner_ - 1) / bytes_per_runner_, 1, max_runners);
+  }
+  t->max_runners_ = static_cast<int>(std::max<size_t>(max_runners, 1));
   t->runners_.store(1, std::memory_order_relaxed);
   t->self_ = std::move(task);
   pool_->Submit([this, t] { RunItems(t); });
@@ -165,7 +173,7 @@ StoreTask AsyncBlockStore::Submit(std::shared_ptr<TaskState> task) {
 
 void AsyncBlockStore::RunItems(TaskState* task) {
   const size_t n = task->size();
-  const int max_runners = static_cast<int>(std::min(n, static_cast<size_t>(options_.io_threads)));
+  const int max_runners = task->max_runners_;
   for (size_t i; (i = task->next_.fetch_add(1, std::memory_order_relaxed)) < n;) {
     if (i + 1 < n) {
       // This runner holds a count, so the state cannot go away while another is recruited.

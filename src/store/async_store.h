@@ -111,6 +111,7 @@ class TaskState {
   // `self_`, the reference that keeps the state alive while it sits in the I/O queue.
   std::atomic<size_t> next_{0};
   std::atomic<int> runners_{0};
+  int max_runners_ = 1;  // set by Submit
   std::shared_ptr<TaskState> self_;
   Completion completion_;
 };
@@ -138,6 +139,9 @@ class AsyncBlockStore : public BlockStore {
   const StoreOptions& options() const { return options_; }
   // Tasks whose items total at most this many bytes run inline on the submitting thread.
   void set_inline_bytes(size_t bytes) { inline_bytes_ = bytes; }
+  // A task's items are run by at most one I/O thread per this many bytes of them (0: no bound
+  // beyond one per item and I/O thread).
+  void set_bytes_per_runner(size_t bytes) { bytes_per_runner_ = bytes; }
   StatsCollector& stats() { return stats_; }
   const StatsCollector& stats() const { return stats_; }
 
@@ -151,6 +155,7 @@ class AsyncBlockStore : public BlockStore {
 
   StoreOptions options_;
   size_t inline_bytes_ = 0;
+  size_t bytes_per_runner_ = 0;
   StatsCollector stats_;
   std::unique_ptr<ThreadPool> pool_;
 };

@@ -82,6 +82,12 @@ struct StoreOptions {
   // copies of many small tasks are 2-5x faster than copying them one by one on the caller.
   static constexpr size_t kDramInlineAuto = ~size_t{0};
   size_t dram_inline_bytes = kDramInlineAuto;
+  // DramStore: a task of several blocks gets at most one I/O thread per this many bytes of its
+  // blocks (at least one; never more than one per block and thread), so that a task of small
+  // blocks does not wake a sleeping thread, at microseconds each, per 64 KiB copy. 0 (default):
+  // one thread per block. An A/B on a 16-core host (docs/BENCHMARKS.md) did not separate 256 KiB
+  // from the default beyond that machine's noise.
+  size_t dram_bytes_per_runner = 0;
   // FileStore: bytes on disk (headers included); 0 = unlimited. LRU eviction by last use in this
   // process (at open, by file modification time).
   size_t file_capacity_bytes = 0;

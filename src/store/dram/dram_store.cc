@@ -121,6 +121,7 @@ DramStore::DramStore(const StoreOptions& options)
     inline_bytes = ThreadPool::HardwareThreads() <= 4 ? size_t{256} << 10 : 0;
   }
   set_inline_bytes(inline_bytes);
+  set_bytes_per_runner(options.dram_bytes_per_runner);
 }
 
 DramStore::~DramStore() {
