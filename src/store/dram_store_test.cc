@@ -115,6 +115,39 @@ TEST(DramStoreTest, SmallTasksRunInlineAndLargeOnesOnTheIoThreads) {
   EXPECT_EQ(s.misses, 1u);
 }
 
+// dram_bytes_per_runner bounds the I/O threads of one task; every block still moves once, with
+// per-item failures reported as without the bound, whatever the bound (1 byte: one thread per
+// block as without it; a bound above the task: one thread runs every block).
+TEST(DramStoreTest, BytesPerRunnerBoundsThreadsNotResults) {
+  for (size_t per_runner : {size_t{1}, size_t{8192}, size_t{1} << 30}) {
+    SCOPED_TRACE(per_runner);
+    StoreOptions o;
+    o.dram_capacity_bytes = 1 << 22;
+    o.dram_inline_bytes = 0;
+    o.io_threads = 4;
+    o.dram_bytes_per_runner = per_runner;
+    auto created = DramStore::Create(o);
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    DramStore& store = **created;
+    constexpr size_t kBlocks = 40, kBytes = 3000;
+    std::vector<std::vector<uint8_t>> data;
+    std::vector<DumpItem> dumps;
+    for (size_t i = 0; i < kBlocks; ++i) data.push_back(Pattern(TestId(i + 1), kBytes));
+    for (size_t i = 0; i < kBlocks; ++i) dumps.push_back({TestId(i + 1), data[i].data(), kBytes});
+    ASSERT_TRUE(store.Dump(dumps).Wait().ok());
+    std::vector<std::vector<uint8_t>> got(kBlocks + 1, std::vector<uint8_t>(kBytes));
+    std::vector<LoadItem> loads;
+    for (size_t i = 0; i < kBlocks; ++i) loads.push_back({TestId(i + 1), got[i].data(), kBytes});
+    loads.push_back({TestId(999), got[kBlocks].data(), kBytes});  // never dumped
+    StoreTask t = store.Load(loads);
+    EXPECT_EQ(t.Wait().code(), StatusCode::kNotFound);
+    ASSERT_EQ(t.failed_ids().size(), 1u);
+    EXPECT_EQ(t.failed_ids()[0], TestId(999));
+    for (size_t i = 0; i < kBlocks; ++i) EXPECT_EQ(got[i], data[i]) << i;
+    EXPECT_EQ(store.Stats().load_blocks, kBlocks);
+  }
+}
+
 TEST(DramStoreTest, PartialFailureNamesTheFailedIds) {
   auto store = MakeStore(1 << 20);
   ASSERT_TRUE(DumpPattern(*store, TestId(1), 4096).ok());
