@@ -84,6 +84,11 @@ expect_error "GPU scoring on the CPU engine" "retrieval-device gpu needs --devic
   generate --model "$GOLD" --prompt hi --mode kvstar --retrieval-device gpu
 expect_error "unknown retrieval device" "retrieval-device.*not in" "$K" generate --model "$GOLD" \
   --prompt hi --retrieval-device tpu
+expect_error "store-bench unknown backend" "unknown backend 'tape'" "$K" store-bench --backends tape
+expect_error "store-bench bad runner bytes" "dram-bytes-per-runner.*not a byte size" "$K" \
+  store-bench --dram-bytes-per-runner 1Q
+expect_error "store-bench zero items per task" "items-per-task must be >= 1" "$K" store-bench \
+  --items-per-task 0
 # A file store on the CUDA engine is refused, not ignored (builds without CUDA refuse the device).
 expect_error "file store with the CUDA engine" "file and tiered stores|CPU backend only" "$K" \
   generate --model "$GOLD" --prompt hi --device cuda --store "file:$TMP/kv"
