@@ -151,12 +151,8 @@ StoreTask AsyncBlockStore::Submit(std::shared_ptr<TaskState> task) {
     for (size_t i = 0; i < t->size(); ++i) RunItem(*t, i);
     return handle;
   }
-  // Items are claimed from the task's counter by at most io_threads runners. The submitting
-  // thread queues only the first; each runner that claims an item while others are unclaimed
-  // queues one more, so waking I/O threads (a futex call each when they sleep) happens on the
-  // I/O threads, overlapped with copies, instead of min(items, io_threads) times on the caller.
-  // The queued closure holds two plain pointers, which std::function stores without allocating;
-  // the task stays alive through self_ until its last runner leaves.
+  // At most one runner per item and I/O thread, and with bytes_per_runner one per that many
+  // bytes of the task's items.
   size_t max_runners = std::min(t->size(), static_cast<size_t>(options_.io_threads));
   if (bytes_per_runner_ > 0 && max_runners > 1) {
     size_t total = 0;
@@ -164,7 +160,13 @@ StoreTask AsyncBlockStore::Submit(std::shared_ptr<TaskState> task) {
     max_runners =
         std::clamp<size_t>((total + bytes_per_runner_ - 1) / bytes_per_runner_, 1, max_runners);
   }
-  t->max_runners_ = static_cast<int>(std::max<size_t>(max_runners, 1));
+  t->max_runners_ = static_cast<int>(max_runners);
+  // Items are claimed from the task's counter by at most max_runners runners. The submitting
+  // thread queues only the first; each runner that claims an item while others are unclaimed
+  // queues one more, so waking I/O threads (a futex call each when they sleep) happens on the
+  // I/O threads, overlapped with copies, instead of min(items, io_threads) times on the caller.
+  // The queued closure holds two plain pointers, which std::function stores without allocating;
+  // the task stays alive through self_ until its last runner leaves.
   t->runners_.store(1, std::memory_order_relaxed);
   t->self_ = std::move(task);
   pool_->Submit([this, t] { RunItems(t); });

@@ -52,6 +52,7 @@ namespace kvstar::cuda {
 
 struct KvstarPending;
 struct KvstarGpuGroup;
+struct BlockScoreTask;
 
 enum class KvMode { kDense, kOffload, kKvpr, kKvstar };
 StatusOr<KvMode> ParseKvMode(std::string_view name);
@@ -194,6 +195,9 @@ class CudaBatch {
   Status KvstarSubmitGroup();
   // gpu_scoring: KvstarSubmitGroup's work on the device: tasks, kernels, the scores' copy home.
   Status KvstarScoreGroupOnDevice();
+  // gpu_scoring: the descriptor of task `task` ([layer][seq] order) over its representations and
+  // channels, from `queries` into `scores`; it scores nothing until cand_begin / cand_end are set.
+  BlockScoreTask KvstarDeviceTask(size_t task, const float* queries, float* scores) const;
   // gpu_scoring: turns the scores of completed groups into results (host top-k). Groups up to
   // and including `wait_for` (when not null) are waited for; later ones only if already done.
   Status KvstarHarvest(const KvstarGpuGroup* wait_for);

@@ -143,17 +143,16 @@ struct CudaBatch::Impl {
   // channels [layer][seq][kv_heads][d_pruned] (u16) in HBM; the query ring
   // [2 R][layer][seq][q_dim] f32 that the Q projections write into (half h: rows h R .. h R +
   // R - 1); scores [layer][seq][max_blocks][score_per] and their pinned copy per half; task
-  // descriptors
-  // (pinned mirror and device, per half); scratch for score_layers layers per ScoreBlocks call;
-  // pinned staging of the representations of blocks made by decoding. Events per half: scoring
-  // began and ended (the ring half may be rewritten once it ended).
+  // descriptors (pinned mirror and device, per half); scratch for score_layers layers per
+  // ScoreBlocks call; pinned staging of the representations of blocks made by decoding. Events per
+  // half: scoring began and ended (the ring half may be rewritten once it ended).
   DeviceBuffer reps_dev, chan_dev, q_ring_dev, scores_dev, score_tasks_dev, score_ws;
   PinnedHostBuffer scores_host, score_tasks_host, rep_stage;
   std::vector<Event> score_begin, score_done, tasks_sent;
   std::unique_ptr<Event> rep_stage_sent;
   std::shared_ptr<KvstarGpuGroup> gpu_group[2];  // latest group of each half
   // gpu_scoring with sync_steps: one layer's tasks of a sync step [seq] (pinned and device) and
-  // their scores [seq][max_blocks] (device and pinned).
+  // their scores [seq][max_blocks][score_per] (device and pinned).
   DeviceBuffer sync_tasks_dev, sync_scores_dev;
   PinnedHostBuffer sync_tasks_host, sync_scores_host;
   size_t rep_elems = 0, d_pruned = 0, score_layers = 1;

@@ -144,6 +144,16 @@ Status CudaBatch::KvstarInitGpuScoring() {
   return m.rep_stage_sent->Record(ctx.background_stream());
 }
 
+BlockScoreTask CudaBatch::KvstarDeviceTask(size_t task, const float* queries, float* scores) const {
+  const Impl& m = *impl_;
+  BlockScoreTask t;
+  t.reps = m.reps_dev.as<char>() + task * max_blocks_ * m.rep_elems * 2;
+  t.channels = m.chan_dev.as<uint16_t>() + task * model_.config().num_kv_heads * m.d_pruned;
+  t.queries = queries;
+  t.scores = scores;
+  return t;
+}
+
 Status CudaBatch::KvstarScoreGroupOnDevice() {
   DeviceContext& ctx = model_.ctx();
   const ModelConfig& c = model_.config();
@@ -181,11 +191,8 @@ Status CudaBatch::KvstarScoreGroupOnDevice() {
     for (size_t b = 0; b < B; ++b) {
       const size_t i = l * B + b;
       BlockScoreTask& t = tasks[i];
-      t = BlockScoreTask{};
-      t.reps = m.reps_dev.as<char>() + i * max_blocks_ * m.rep_elems * 2;
-      t.channels = m.chan_dev.as<uint16_t>() + i * c.num_kv_heads * m.d_pruned;
-      t.queries = ring + i * c.q_dim();
-      t.scores = m.scores_dev.as<float>() + i * max_blocks_ * m.score_per;
+      t = KvstarDeviceTask(i, ring + i * c.q_dim(),
+                           m.scores_dev.as<float>() + i * max_blocks_ * m.score_per);
       const size_t full = lengths_[b] / bt;
       if (full <= KvstarWindows(k)) continue;  // no candidates
       const auto cand_end = static_cast<uint32_t>(full - k.local_window_sz);
@@ -260,13 +267,10 @@ Status CudaBatch::KvstarSyncScoreOnDevice(size_t l, const float* q,
   BlockScoreTask* tasks = m.sync_tasks_host.as<BlockScoreTask>();
   size_t scored = 0;
   for (size_t b = 0; b < B; ++b) {
-    const size_t i = l * B + b;
+    // The step's own query, already on the device.
     BlockScoreTask& t = tasks[b];
-    t = BlockScoreTask{};
-    t.reps = m.reps_dev.as<char>() + i * max_blocks_ * m.rep_elems * 2;
-    t.channels = m.chan_dev.as<uint16_t>() + i * c.num_kv_heads * m.d_pruned;
-    t.queries = q + b * c.q_dim();  // the step's own query, already on the device
-    t.scores = m.sync_scores_dev.as<float>() + b * max_blocks_ * m.score_per;
+    t = KvstarDeviceTask(l * B + b, q + b * c.q_dim(),
+                         m.sync_scores_dev.as<float>() + b * max_blocks_ * m.score_per);
     if (cand_end[b] == 0) continue;  // cand_begin = cand_end = 0: nothing to score
     t.cand_begin = KvstarScoredBegin(k);
     t.cand_end = KvstarScoredEnd(k, cand_end[b]);
