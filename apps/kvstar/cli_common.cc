@@ -68,8 +68,10 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
   cmd->add_option("--store", f->store,
                   "Where offloaded KV blocks live: dram, file:DIR (local disk or a shared mount "
                   "such as NFS) or tiered:DIR (DRAM in front of files). File stores survive "
-                  "restarts: a repeated prompt reuses its KV. CPU engine only: --device cuda "
-                  "keeps the offloaded KV in pinned host memory")
+                  "restarts: a repeated prompt reuses its KV. With --device cuda the offloaded KV "
+                  "lives in pinned host memory (the DRAM tier); file:DIR adds a file store "
+                  "that keeps the prompt's blocks for reuse (tiered and --store-dram are "
+                  "CPU-engine options)")
       ->group(group);
   cmd->add_option("--store-dram", f->store_dram, "DRAM store capacity, e.g. 8G (default 4G)")
       ->group(group);
@@ -277,13 +279,19 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
         "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)");
   }
 #endif
-  if (cuda && (flags.store != "dram" || !flags.store_dram.empty())) {
-    // Said, not ignored: a user who asked for files must not believe the KV went there.
+  // Said, not ignored: a user who asked for a store must not believe the KV went there.
+  if (cuda && (flags.store.starts_with("tiered:") || !flags.store_dram.empty())) {
     return InvalidArgument(
         "--store %s%s: with --device cuda the offloaded KV lives in pinned host memory (one "
-        "region per sequence); file and tiered stores, and their prefix reuse, are CPU-engine "
-        "features so far. Drop --store/--store-dram or use --device cpu",
+        "region per sequence), which is already the DRAM tier. Use --store file:DIR to keep "
+        "the prompt's blocks for reuse, or --device cpu for a tiered store",
         flags.store.c_str(), flags.store_dram.empty() ? "" : " / --store-dram");
+  }
+  if (cuda && flags.store != "dram" && flags.mode != "kvstar") {
+    return InvalidArgument(
+        "--store %s: with --device cuda a block store is used by --mode kvstar only (mode "
+        "%s keeps its KV in HBM or pinned host memory)",
+        flags.store.c_str(), flags.mode.c_str());
   }
   EngineFlags cpu = flags;
   if (cuda) {

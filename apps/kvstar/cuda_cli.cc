@@ -7,6 +7,7 @@
 #include "ops/cuda/device.h"
 #include "recompute/planner.h"
 #include "recompute/profiler_cuda.h"
+#include "store/block_id.h"
 
 namespace kvstar::cli {
 namespace {
@@ -27,6 +28,7 @@ class Runner final : public CudaRunner {
   cuda::BatchOptions base_;
   std::vector<int32_t> eos_;
   ModelConfig config_;
+  std::unique_ptr<BlockStore> store_;  // kvstar with --store file:DIR; else none
 
  private:
   // The planner's split per layer for one sequence of `context` tokens, with the engine's
@@ -74,6 +76,15 @@ StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
   r->base_.kvstar = options.kvstar;
   r->base_.retrieval_threads = options.retrieval_threads;
   r->base_.gpu_scoring = options.gpu_scoring;
+  if (kv_mode == cuda::KvMode::kKvstar && options.store != "dram") {
+    StoreOptions so;
+    const KvGeometry geom{r->config_.num_kv_heads, r->config_.head_dim, options.block_tokens,
+                          options.kv_dtype};
+    so.max_entry_bytes = std::max(so.max_entry_bytes, geom.block_bytes());
+    KVSTAR_ASSIGN_OR_RETURN(r->store_, OpenStore(options.store, so));
+    r->base_.store = r->store_.get();
+    r->base_.kv_fingerprint = KvFingerprint(engine.weights().fingerprint(), options.kv_dtype);
+  }
   r->eos_ = engine.eos_ids();
   return std::unique_ptr<CudaRunner>(std::move(r));
 }

@@ -7,6 +7,7 @@
 #include "base/timer.h"
 #include "kv/dense_policy.h"
 #include "kv/kvstar_policy.h"
+#include "store/block_id.h"
 
 namespace kvstar {
 
@@ -122,7 +123,7 @@ StatusOr<std::unique_ptr<KvPolicy>> Engine::MakePolicy() {
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_->head_dim));
   if (options_.mode == "kvstar") {
     KvstarResources r{device_pool_.get(), threads_.get(), retriever_.get(), store_.get(),
-                      weights_->fingerprint()};
+                      KvFingerprint(weights_->fingerprint(), options_.kv_dtype)};
     KVSTAR_ASSIGN_OR_RETURN(auto p, KvstarPolicy::Create(r, options_.kvstar, config_->num_layers,
                                                          config_->num_heads, scale));
     return std::unique_ptr<KvPolicy>(std::move(p));

@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "kv/kvstar_policy.h"
 #include "sparse/retrieval_reference.h"
+#include "store/block_id.h"
 
 namespace kvstar {
 namespace {
@@ -66,7 +67,7 @@ TEST(KvstarTest, RatioOneGivesExactlyTheDenseTokens) {
     if (variant == 3) o.kvstar.sync_steps = 6;  // synchronous re-selection, then asynchronous
     auto kvstar = Load(o);
     auto dense = Load(Options("dense"));
-    for (size_t len : {300u, 64u, 21u}) {  // several blocks, exact multiple, short
+    for (size_t len : {300u, 64u, 21u}) {   // several blocks, exact multiple, short
       auto req = Request(Prompt(len), 70);  // decode-produced blocks become candidates
       auto a = dense->Generate(req);
       auto b = kvstar->Generate(req);
@@ -112,8 +113,8 @@ TEST(KvstarTest, DeterministicScheduleMatchesIndependentComputation) {
     // Independent float64 scoring of the same queries and representations.
     const auto scores = sparse::testing::ReferenceScores(r.task);
     const size_t k = sparse::SelectionSize(r.task.candidates.size(), r.task.sparse_ratio);
-    const auto cmp = sparse::testing::CompareSelection(scores, 1, r.task.candidates, k,
-                                                       r.selection, 1e-4);
+    const auto cmp =
+        sparse::testing::CompareSelection(scores, 1, r.task.candidates, k, r.selection, 1e-4);
     EXPECT_EQ(cmp.unexplained, 0u) << "layer " << r.layer << " group " << r.group;
     EXPECT_EQ(r.selection.size(), k);
     EXPECT_EQ(r.task.num_queries, std::min<size_t>(R, r.group == 0 ? 400 : R));
@@ -172,12 +173,11 @@ TEST(KvstarTest, SyncStepsReselectWithTheStepsOwnQuery) {
       ++sync;
       const auto scores = sparse::testing::ReferenceScores(r.task);
       const size_t k = sparse::SelectionSize(r.task.candidates.size(), r.task.sparse_ratio);
-      const auto cmp = sparse::testing::CompareSelection(scores, 1, r.task.candidates, k,
-                                                         r.selection, 1e-4);
+      const auto cmp =
+          sparse::testing::CompareSelection(scores, 1, r.task.candidates, k, r.selection, 1e-4);
       EXPECT_EQ(cmp.unexplained, 0u) << "layer " << r.layer;
       // Applied in the same step: the selection was swapped in, unchanged.
-      EXPECT_NE(std::find(rec.swapped.begin(), rec.swapped.end(), r.selection),
-                rec.swapped.end());
+      EXPECT_NE(std::find(rec.swapped.begin(), rec.swapped.end(), r.selection), rec.swapped.end());
     }
     EXPECT_EQ(sync, 3 * layers);
     EXPECT_EQ(result->kv.sync_retrievals, 3 * layers);
@@ -313,9 +313,8 @@ TEST(KvstarTest, FailedDumpFailsTheRequestWithoutCrashing) {
                       engine->weights().fingerprint()};
   const size_t free_before = engine->device_pool().free_slots();
   {
-    auto policy = KvstarPolicy::Create(res, engine->options().kvstar,
-                                       engine->config().num_layers, engine->config().num_heads,
-                                       1.0f / std::sqrt(32.0f));
+    auto policy = KvstarPolicy::Create(res, engine->options().kvstar, engine->config().num_layers,
+                                       engine->config().num_heads, 1.0f / std::sqrt(32.0f));
     ASSERT_TRUE(policy.ok());
     auto r = engine->GenerateWith(Request(Prompt(400), 30), **policy);
     ASSERT_FALSE(r.ok());
@@ -323,6 +322,33 @@ TEST(KvstarTest, FailedDumpFailsTheRequestWithoutCrashing) {
         << r.status().ToString();
   }
   EXPECT_EQ(engine->device_pool().free_slots(), free_before);
+}
+
+// A stored entry under a prompt block's id whose size is not a block's (written by something
+// else) is never used as KV: the request fails with a message that says so.
+TEST(KvstarTest, ReusedEntryOfAnotherSizeIsAnError) {
+  auto engine = Load(Options("kvstar", 0.25, 4));
+  auto store = OpenStore("dram", StoreOptions{});
+  ASSERT_TRUE(store.ok());
+  const auto prompt = Prompt(300, 11);
+  const Hash128 fp = KvFingerprint(engine->weights().fingerprint(), DType::kBF16);
+  std::vector<char> small(100, 1);
+  for (size_t l = 0; l < engine->config().num_layers; ++l) {
+    std::vector<DumpItem> items;
+    for (const Hash128& id : BlockIds(fp, static_cast<int>(l), prompt, 16))
+      items.push_back({id, small.data(), 100});
+    ASSERT_TRUE((*store)->Dump(items).Wait().ok());
+  }
+  sparse::Retriever retriever(sparse::RetrieverOptions{.num_threads = 1});
+  KvstarResources res{&engine->device_pool(), &engine->threads(), &retriever, store->get(), fp};
+  auto policy = KvstarPolicy::Create(res, engine->options().kvstar, engine->config().num_layers,
+                                     engine->config().num_heads, 1.0f / std::sqrt(32.0f));
+  ASSERT_TRUE(policy.ok());
+  auto r = engine->GenerateWith(Request(prompt, 4), **policy);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("holds 100 bytes"), std::string::npos)
+      << r.status().ToString();
 }
 
 TEST(KvstarTest, PrefixReuseFromAFileStoreSkipsPrefill) {

@@ -16,20 +16,20 @@ namespace kvstar {
 struct KvstarPolicy::LayerState {
   // Per block index: the device slot, or -1 when the block lives only in the store.
   std::vector<int> slot;
-  std::vector<StoreTask> dump;   // [block] the dump that reads the block's slot, if issued
-  size_t tokens = 0;             // tokens of this layer with K/V written
-  bool decoding = false;         // EndLayerPrefill done
-  bool reused_loaded = false;    // prefix-reuse blocks loaded
-  std::vector<float> prompt_q;   // [<= R][q_heads][head_dim] last prompt queries (group 0)
+  std::vector<StoreTask> dump;  // [block] the dump that reads the block's slot, if issued
+  size_t tokens = 0;            // tokens of this layer with K/V written
+  bool decoding = false;        // EndLayerPrefill done
+  bool reused_loaded = false;   // prefix-reuse blocks loaded
+  std::vector<float> prompt_q;  // [<= R][q_heads][head_dim] last prompt queries (group 0)
   size_t prompt_q_rows = 0;
   std::unique_ptr<sparse::BlockRepresentations> reps;  // blocks [0, reps->num_blocks())
   // Attended candidate blocks: the active selection, plus blocks that left the local window
   // since the last swap (still on the device until the next swap decides about them).
   std::vector<uint32_t> selected;
   std::vector<uint32_t> extras;
-  std::vector<float> group;      // [R][q_heads][head_dim] queries of the current group
+  std::vector<float> group;  // [R][q_heads][head_dim] queries of the current group
   size_t group_rows = 0;
-  size_t groups_done = 0;        // decode groups completed (group g = steps (g-1)R+1 .. gR)
+  size_t groups_done = 0;  // decode groups completed (group g = steps (g-1)R+1 .. gR)
   // In flight.
   sparse::RetrievalHandle retrieval;
   sparse::RetrievalTask submitted;  // the inputs of `retrieval` (for observers)
@@ -38,19 +38,19 @@ struct KvstarPolicy::LayerState {
   double retrieval_start = 0;
   bool load_pending = false;
   size_t load_group = 0;
-  size_t load_cand_end = 0;      // blocks at or above this index were not scored: kept as extras
+  size_t load_cand_end = 0;  // blocks at or above this index were not scored: kept as extras
   StoreTask load;
   std::vector<std::pair<uint32_t, int>> incoming;  // (block, slot) being loaded
   std::vector<uint32_t> next_selection;
-  size_t applied_group = 0;      // group whose selection is active (0 = the prompt's)
+  size_t applied_group = 0;  // group whose selection is active (0 = the prompt's)
 };
 
 StatusOr<std::unique_ptr<KvstarPolicy>> KvstarPolicy::Create(const KvstarResources& resources,
                                                              const KvstarConfig& config,
                                                              size_t num_layers, size_t q_heads,
                                                              float attn_scale) {
-  if (resources.pool == nullptr || resources.compute == nullptr ||
-      resources.retriever == nullptr || resources.store == nullptr) {
+  if (resources.pool == nullptr || resources.compute == nullptr || resources.retriever == nullptr ||
+      resources.store == nullptr) {
     return InvalidArgument("kvstar mode needs a device pool, threads, a retriever and a store");
   }
   KVSTAR_RETURN_IF_ERROR(config.Validate(resources.pool->geometry().block_tokens));
@@ -104,8 +104,8 @@ void KvstarPolicy::AppendTokens(std::span<const int32_t> tokens) {
 }
 
 Hash128 KvstarPolicy::BlockId(int layer, size_t block) const {
-  KVSTAR_CHECK(block < prefix_chain_.size(), "block %zu: only %zu blocks of tokens appended",
-               block, prefix_chain_.size());
+  KVSTAR_CHECK(block < prefix_chain_.size(), "block %zu: only %zu blocks of tokens appended", block,
+               prefix_chain_.size());
   return LayerBlockId(prefix_chain_[block], layer);
 }
 
@@ -146,6 +146,12 @@ Status KvstarPolicy::LoadReusedBlocks(LayerState& L, int layer) {
   }
   StoreTask task = res_.store->Load(items);
   Status s = task.Wait();
+  for (size_t i = 0; s.ok() && i < items.size(); ++i) {
+    if (task.item_bytes(i) != geom_.block_bytes()) {
+      s = DataLoss("stored block %zu holds %zu bytes, a block is %zu", i, task.item_bytes(i),
+                   geom_.block_bytes());
+    }
+  }
   if (!s.ok()) {
     return s.WithContext("loading reused prefix blocks of layer " + std::to_string(layer) +
                          " (an entry was evicted or damaged since the lookup; run again)");
@@ -168,8 +174,7 @@ Status KvstarPolicy::EnsureSlot(LayerState& L, size_t block) {
 }
 
 Status KvstarPolicy::DumpBlock(LayerState& L, int layer, size_t block) {
-  const DumpItem item{BlockId(layer, block), res_.pool->slot(L.slot[block]),
-                      geom_.block_bytes()};
+  const DumpItem item{BlockId(layer, block), res_.pool->slot(L.slot[block]), geom_.block_bytes()};
   L.dump[block] = res_.store->Dump(std::span<const DumpItem>(&item, 1));
   stats_.bytes_dumped += geom_.block_bytes();
   return Status::Ok();
@@ -201,8 +206,8 @@ Status KvstarPolicy::FreeBlock(LayerState& L, size_t block) {
 
 Status KvstarPolicy::Attend(int layer, const float* q, const float* k, const float* v, size_t n,
                             int64_t first_pos, float* out) {
-  KVSTAR_CHECK(layer >= 0 && static_cast<size_t>(layer) < layers_.size(), "layer %d of %zu",
-               layer, layers_.size());
+  KVSTAR_CHECK(layer >= 0 && static_cast<size_t>(layer) < layers_.size(), "layer %d of %zu", layer,
+               layers_.size());
   LayerState& L = *layers_[static_cast<size_t>(layer)];
   if (!L.reused_loaded) KVSTAR_RETURN_IF_ERROR(LoadReusedBlocks(L, layer));
   KVSTAR_CHECK(static_cast<size_t>(first_pos) == L.tokens,
@@ -230,8 +235,8 @@ Status KvstarPolicy::PrefillAttend(LayerState& L, int layer, const float* q, con
   ops::WriteKv(geom_, writable.data(), first, n, k, v);
   q_last_.resize(n);
   for (size_t i = 0; i < n; ++i) q_last_[i] = static_cast<int64_t>(first + i);
-  ops::AttentionOverBlocks(*res_.compute, geom_, q_heads_, q, n, q_last_.data(), table_.data(),
-                           end, attn_scale_, out);
+  ops::AttentionOverBlocks(*res_.compute, geom_, q_heads_, q, n, q_last_.data(), table_.data(), end,
+                           attn_scale_, out);
   L.tokens = end;
   // Keep the last prompt queries: they form group 0.
   const size_t R = config_.prompt_queries();
@@ -269,7 +274,8 @@ sparse::RetrievalTask KvstarPolicy::MakeTask(const LayerState& L, const float* q
   if (config_.softmax_scope == "all") {
     // Every block with a representation (windows included) is scored, so that each head's
     // softmax spans what its attention spans; only candidates can be selected (Select...).
-    for (size_t b = 0; b < t.reps.num_blocks(); ++b) t.candidates.push_back(static_cast<uint32_t>(b));
+    for (size_t b = 0; b < t.reps.num_blocks(); ++b)
+      t.candidates.push_back(static_cast<uint32_t>(b));
   } else {
     t.candidates = Candidates(L);
   }
@@ -326,8 +332,8 @@ Status KvstarPolicy::EndLayerPrefill(int layer) {
   KVSTAR_ASSIGN_OR_RETURN(sparse::ChannelIndex channels, acc.Finalize());
   sparse::RepresentationOptions ropt;
   ropt.merge = config_.blk_repre_inner_token_merge;
-  KVSTAR_ASSIGN_OR_RETURN(L.reps, sparse::BlockRepresentations::Create(geom_, std::move(channels),
-                                                                       ropt));
+  KVSTAR_ASSIGN_OR_RETURN(L.reps,
+                          sparse::BlockRepresentations::Create(geom_, std::move(channels), ropt));
   for (size_t b = 0; b < full; ++b) {
     KVSTAR_RETURN_IF_ERROR(L.reps->Append(res_.pool->slot(L.slot[b]), geom_));
   }
@@ -340,10 +346,10 @@ Status KvstarPolicy::EndLayerPrefill(int layer) {
   if (config_.first_selection == "exact") {
     std::vector<const void*> all(full + (L.tokens % bt ? 1 : 0));
     for (size_t b = 0; b < all.size(); ++b) all[b] = res_.pool->slot(L.slot[b]);
-    L.selected = ExactSelection(geom_, L.prompt_q.data(), L.prompt_q_rows, q_heads_, attn_scale_,
-                                all.data(), L.tokens, cands,
-                                sparse::SelectionSize(cands.size(), config_.sparse_ratio),
-                                config_.vote == "max" ? BlockVote::kMax : BlockVote::kSum);
+    L.selected =
+        ExactSelection(geom_, L.prompt_q.data(), L.prompt_q_rows, q_heads_, attn_scale_, all.data(),
+                       L.tokens, cands, sparse::SelectionSize(cands.size(), config_.sparse_ratio),
+                       config_.vote == "max" ? BlockVote::kMax : BlockVote::kSum);
   } else {
     KVSTAR_ASSIGN_OR_RETURN(sparse::RetrievalResult result, sparse::RunRetrieval(task));
     L.selected = SelectionFromResult(L, task, result);
@@ -379,8 +385,7 @@ Status KvstarPolicy::DecodeAttend(LayerState& L, int layer, const float* q, cons
   const size_t local_begin = full > config_.local_window_sz ? full - config_.local_window_sz : 0;
   table_.clear();
   auto add = [&](size_t b) {
-    KVSTAR_CHECK(L.slot[b] >= 0, "layer %d block %zu is attended but not on the device", layer,
-                 b);
+    KVSTAR_CHECK(L.slot[b] >= 0, "layer %d block %zu is attended but not on the device", layer, b);
     table_.push_back(res_.pool->slot(L.slot[b]));
   };
   size_t si = 0, ei = 0;
@@ -578,7 +583,8 @@ Status KvstarPolicy::SyncReselect(LayerState& L, int layer, const float* q) {
   Status s = h.Wait();
   stats_.retrievals++;
   stats_.sync_retrievals++;
-  if (!s.ok()) return s.WithContext("KVstar synchronous retrieval for layer " + std::to_string(layer));
+  if (!s.ok())
+    return s.WithContext("KVstar synchronous retrieval for layer " + std::to_string(layer));
   std::vector<uint32_t> sel = SelectionFromResult(L, task, h.result());
   if (observer_ != nullptr) observer_->OnRetrieval(layer, L.groups_done, task, sel);
   L.load_group = L.applied_group;
@@ -620,8 +626,8 @@ Status KvstarPolicy::StepBoundary(LayerState& L, int layer) {
 Status KvstarPolicy::EndChunk(size_t n, bool prefill_done) {
   num_tokens_ += n;
   for (size_t l = 0; l < layers_.size(); ++l) {
-    KVSTAR_CHECK(layers_[l]->tokens == num_tokens_, "layer %zu holds %zu tokens, expected %zu",
-                 l, layers_[l]->tokens, num_tokens_);
+    KVSTAR_CHECK(layers_[l]->tokens == num_tokens_, "layer %zu holds %zu tokens, expected %zu", l,
+                 layers_[l]->tokens, num_tokens_);
   }
   if (prefill_done) return Status::Ok();
   steps_++;

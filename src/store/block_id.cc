@@ -19,6 +19,10 @@ constexpr char kDerivedDomain[] = "kvstar.block.derived.v1";
 
 }  // namespace
 
+Hash128 KvFingerprint(const Hash128& model_fingerprint, DType kv_dtype) {
+  return DerivedId(model_fingerprint, std::string("kv.") + DTypeName(kv_dtype));
+}
+
 std::vector<Hash128> PrefixChain(const Hash128& model_fingerprint, std::span<const int32_t> tokens,
                                  size_t block_tokens) {
   KVSTAR_CHECK(block_tokens > 0, "block_tokens=%zu", block_tokens);

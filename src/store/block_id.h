@@ -10,9 +10,16 @@
 #include <string_view>
 #include <vector>
 
+#include "base/half.h"
 #include "base/hash.h"
 
 namespace kvstar {
+
+// The seed of a KV cache's block ids: the model's weights fingerprint mixed with the KV element
+// type, so that caches of one model in bf16 and in f32 never share an id (their blocks differ in
+// size and layout). The CPU and CUDA engines use the same seed: a prefix stored by one is reused
+// by the other.
+Hash128 KvFingerprint(const Hash128& model_fingerprint, DType kv_dtype);
 
 // Layer-independent chain: element i hashes (model_fingerprint, tokens of blocks 0..i). Only full
 // blocks get a hash; a partial tail block has none (it is never stored).

@@ -78,6 +78,18 @@ TEST(BlockIdTest, DerivedIdsAreDistinct) {
   EXPECT_NE(DerivedId(id, "repr"), DerivedId(Hash128{id.lo + 1, id.hi}, "repr"));
 }
 
+// A model's KV caches in bf16 and in f32 never share ids (their blocks differ in size), and the
+// seed is a pure function of (weights, dtype): the CPU and CUDA engines compute the same one.
+TEST(BlockIdTest, KvFingerprintSeparatesKvDtypes) {
+  const Hash128 bf16 = KvFingerprint(kFingerprint, DType::kBF16);
+  EXPECT_EQ(bf16, KvFingerprint(kFingerprint, DType::kBF16));
+  EXPECT_NE(bf16, KvFingerprint(kFingerprint, DType::kF32));
+  EXPECT_NE(bf16, kFingerprint);
+  EXPECT_NE(bf16, KvFingerprint(Hash128{1, 2}, DType::kBF16));
+  EXPECT_NE(BlockIds(bf16, 0, Tokens(8), 4),
+            BlockIds(KvFingerprint(kFingerprint, DType::kF32), 0, Tokens(8), 4));
+}
+
 // Ids are persisted in file names and shared between processes: they must never change silently.
 // If this fails after an intended format change, bump the domain strings in block_id.cc (old
 // stores then simply miss) and update the values here.

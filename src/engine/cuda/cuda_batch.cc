@@ -5,8 +5,10 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "base/logging.h"
 #include "base/timer.h"
 #include "engine/cuda/cuda_batch_impl.h"
+#include "store/block_id.h"
 
 namespace kvstar::cuda {
 
@@ -322,11 +324,36 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
   }
   char* layer_base = kvstar ? layer_kv.as<char>()
                             : (staged ? m.kv[0].as<char>() + seq * max_blocks_ * bb : nullptr);
-  KVSTAR_RETURN_IF_ERROR(Ensure(m.x_all, n * hidden * 4, device_bytes_));
-  KVSTAR_RETURN_IF_ERROR(Ensure(m.ids, n * 4, device_bytes_));
-  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.ids.data(), prompt.data(), n * 4, s));
-  KVSTAR_RETURN_IF_ERROR(Embed(s, model_.embed(), m.ids.as<int32_t>(), n, m.x_all.as<float>()));
-  stats_.h2d_bytes += n * 4;
+  // kvstar with a store: the prompt's full blocks are content-addressed; leading blocks that the
+  // store holds for every layer are loaded instead of computed, so tokens [0, p) skip the forward
+  // pass. The last nq tokens are always computed (their queries form group 0).
+  std::vector<Hash128> chain;
+  size_t reused = 0;
+  if (kvstar && opt_.store != nullptr) {
+    chain = PrefixChain(opt_.kv_fingerprint, prompt, opt_.block_tokens);
+    const size_t max_reuse = std::min(chain.size(), (n - nq) / opt_.block_tokens);
+    KVSTAR_ASSIGN_OR_RETURN(reused, KvstarLoadPrefix(seq, chain, max_reuse));
+  }
+  const size_t p = reused * opt_.block_tokens;  // first computed token
+  const size_t computed = n - p;
+  KVSTAR_RETURN_IF_ERROR(Ensure(m.x_all, computed * hidden * 4, device_bytes_));
+  KVSTAR_RETURN_IF_ERROR(Ensure(m.ids, computed * 4, device_bytes_));
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(m.ids.data(), prompt.data() + p, computed * 4, s));
+  KVSTAR_RETURN_IF_ERROR(
+      Embed(s, model_.embed(), m.ids.as<int32_t>(), computed, m.x_all.as<float>()));
+  stats_.h2d_bytes += computed * 4;
+  // (layer, task). On an early return (error, cancellation) the dumps still in flight are
+  // cancelled and waited for: none may read the pinned region after Prefill returns.
+  struct Dumps {
+    std::vector<std::pair<size_t, StoreTask>> tasks;
+    ~Dumps() {
+      for (auto& [l, task] : tasks) {
+        if (!task.valid()) continue;
+        task.Cancel();
+        (void)task.Wait();
+      }
+    }
+  } dumps;
   void* const* tables = m.tables.as<void*>();
   const size_t nblocks = (n + opt_.block_tokens - 1) / opt_.block_tokens;
   for (size_t l = 0; l < c.num_layers; ++l) {
@@ -334,9 +361,15 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
     void* const* table = kvstar   ? layer_table.as<void*>()
                          : staged ? tables + seq * max_blocks_
                                   : tables + (l * opt_.batch + seq) * max_blocks_;
-    for (size_t begin = 0; begin < n; begin += chunk) {
+    if (reused > 0) {
+      // The reused blocks of this layer, loaded into the pinned region, go to the layer buffer.
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(
+          layer_base, m.host_kv[l].as<char>() + seq * max_blocks_ * bb, reused * bb, s));
+      stats_.h2d_bytes += reused * bb;
+    }
+    for (size_t begin = p; begin < n; begin += chunk) {
       const size_t rows = std::min(chunk, n - begin);
-      float* x = m.x_all.as<float>() + begin * hidden;
+      float* x = m.x_all.as<float>() + (begin - p) * hidden;
       const int64_t* pos = m.iota.as<int64_t>() + begin;
       float* xn = m.xn.as<float>();
       KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.input_norm, rows, hidden, c.rms_norm_eps, xn));
@@ -390,7 +423,7 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
       KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), rows * c.intermediate_size, gate));
       KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, rows, proj, ws));
       KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, rows * hidden, x));
-      if (progress && !progress(l * n + begin + rows, c.num_layers * n)) {
+      if (progress && !progress(l * computed + begin - p + rows, c.num_layers * computed)) {
         KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
         return Cancelled("prefill cancelled at layer %zu, token %zu of %zu", l, begin + rows, n);
       }
@@ -401,18 +434,40 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
       KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_kv[l].as<char>() + seq * max_blocks_ * bb,
                                             layer_base, nblocks * bb, s));
       stats_.d2h_bytes += nblocks * bb;
+      if (!chain.empty() && chain.size() > reused) {
+        // The store copies from the pinned region: the layer's copy must have landed.
+        KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+        dumps.tasks.emplace_back(l, KvstarDumpBlocks(l, seq, chain, reused, chain.size()));
+      }
     }
   }
   if (last_logits != nullptr) {
     float* xn = m.xn.as<float>();
-    KVSTAR_RETURN_IF_ERROR(RmsNorm(s, m.x_all.as<float>() + (n - 1) * hidden, model_.final_norm(),
-                                   1, hidden, c.rms_norm_eps, xn));
+    KVSTAR_RETURN_IF_ERROR(RmsNorm(s, m.x_all.as<float>() + (computed - 1) * hidden,
+                                   model_.final_norm(), 1, hidden, c.rms_norm_eps, xn));
     KVSTAR_RETURN_IF_ERROR(
         MatMul(ctx, s, model_.lm_head(), xn, 1, m.logits.as<float>(), m.workspace.data()));
     KVSTAR_RETURN_IF_ERROR(
         ctx.CopyToHost(last_logits, m.logits.data(), c.vocab_size * sizeof(float), s));
   }
   KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  // A store that cannot take the blocks (a full disk...) costs their reuse, not the request: the
+  // pinned region holds the KV that decoding reads.
+  for (auto& [l, task] : dumps.tasks) {
+    const Status st = task.Wait();
+    if (!st.ok()) {
+      const size_t failed = task.failed_ids().size();
+      if (stats_.store_dump_failures == 0) {
+        KVSTAR_LOG(kWarn,
+                   "%zu prompt KV blocks of layer %zu were not stored (%s); they will not "
+                   "be reused by later prompts",
+                   failed, l, st.ToString().c_str());
+      }
+      stats_.store_dump_failures += failed;
+    }
+    task = StoreTask();
+  }
+  stats_.prefix_reused_tokens += p;
   lengths_[seq] = prompt_lengths_[seq] = n;
   if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarSetupSequence(seq, group0, nq));
   return Status::Ok();

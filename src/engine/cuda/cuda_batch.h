@@ -20,7 +20,10 @@
 //            once their copy has completed (the device never waits). Deterministic (UCM's
 //            timing): at step kR+1 the whole delta goes into the slots of the blocks that left
 //            and each layer's attention waits on the device for its own copies. Full blocks
-//            made by decoding go to the host and become candidates.
+//            made by decoding go to the host and become candidates. With a block store
+//            (BatchOptions::store) the prompt's full blocks are also kept there under their
+//            content ids, and a later prompt with the same prefix loads them instead of
+//            recomputing them (prefix reuse).
 //
 // Streams and events (DESIGN.md, threads): compute, h2d and d2h streams of the DeviceContext;
 // staging buffer j is refilled only after the attention that read it has finished
@@ -37,12 +40,14 @@
 #include <string>
 #include <vector>
 
+#include "base/hash.h"
 #include "base/kv_layout.h"
 #include "base/status.h"
 #include "engine/cuda/cuda_model.h"
 #include "kv/kvstar_config.h"
 #include "ops/cuda/device.h"
 #include "ops/cuda/ops.h"
+#include "store/block_store.h"
 
 namespace kvstar::sparse {
 struct RetrievalResult;
@@ -80,6 +85,15 @@ struct BatchOptions {
   // queries never leave the device, and the scores of each group come back for the host's
   // top-k. Scoring runs on the background (lowest priority) stream.
   bool gpu_scoring = false;
+  // kvstar: a block store (not owned; nullptr: none). Every full prompt block of every layer is
+  // dumped to it under its content id (store/block_id.h, chained from kv_fingerprint), and a
+  // prompt whose leading blocks the store holds for every layer loads them into the pinned host
+  // region and the device instead of recomputing them (its last prompt_queries() tokens are
+  // always computed: their queries make the first selection). A file store keeps them across
+  // processes. The pinned host region stays the DRAM tier that delta copies read from;
+  // decode-produced blocks live there only.
+  BlockStore* store = nullptr;
+  Hash128 kv_fingerprint;  // KvFingerprint(model weights, kv_dtype)
 };
 
 struct BatchStats {
@@ -124,6 +138,12 @@ struct BatchStats {
   size_t device_blocks = 0;     // blocks resident in HBM now (all layers and sequences)
   size_t candidate_blocks = 0;  // candidates now (all layers and sequences)
   size_t selected_blocks = 0;   // selected now, with candidates held until the next selection
+  // kvstar with a store: prompt tokens whose KV was loaded from the store instead of computed,
+  // and the bytes of blocks loaded from / dumped to the store, cumulative.
+  size_t prefix_reused_tokens = 0;
+  size_t store_loaded_bytes = 0;
+  size_t store_dumped_bytes = 0;
+  size_t store_dump_failures = 0;  // blocks the store refused (the request goes on without them)
 };
 
 class CudaBatch {
@@ -177,6 +197,15 @@ class CudaBatch {
   // After sequence `seq`'s context is in host memory: representations, the first selection from
   // `group0` ([nq][q_heads * head_dim] per layer), the resident blocks copied to their slots.
   Status KvstarSetupSequence(size_t seq, const std::vector<std::vector<float>>& group0, size_t nq);
+  // With a store: loads into sequence `seq`'s pinned host region the longest run of leading
+  // blocks (at most max_blocks; ids from `chain`) that the store holds for every layer, and
+  // returns its length. A block that cannot be loaded intact (evicted since the lookup, damaged,
+  // another size) makes it 0: the prompt is then computed in full, with a warning.
+  StatusOr<size_t> KvstarLoadPrefix(size_t seq, std::span<const Hash128> chain, size_t max_blocks);
+  // With a store: dumps blocks [first, end) of (layer, seq) from the pinned host region, which
+  // must already hold them (the caller synchronizes). A failed dump only loses its reuse.
+  StoreTask KvstarDumpBlocks(size_t layer, size_t seq, std::span<const Hash128> chain, size_t first,
+                             size_t end);
   // Before a step: applies finished retrievals (delta copies queued), uploads tables.
   Status KvstarBoundary();
   // Replaces (layer, seq)'s selection and extras below cand_end by `next` (ascending; blocks at or

@@ -51,6 +51,7 @@ StatusOr<GenerateResult> CudaGenerate(CudaModel& model, BatchOptions options,
     result.kv.late_swaps = s.late_retrievals;
     result.kv.blocks_loaded = s.blocks_loaded;
     result.kv.retrieval_ms_total = s.retrieval_ms_total;
+    result.kv.prefix_reused_tokens = s.prefix_reused_tokens;
   };
   if (prefill.code() == StatusCode::kCancelled) {
     result.finish_reason = "cancelled";
@@ -59,6 +60,7 @@ StatusOr<GenerateResult> CudaGenerate(CudaModel& model, BatchOptions options,
   }
   KVSTAR_RETURN_IF_ERROR(prefill);
   result.prefill_seconds = watch.Seconds();
+  result.reused_prompt_tokens = batch->stats().prefix_reused_tokens;
 
   watch.Reset();
   size_t pos = request.prompt.size();

@@ -6,12 +6,14 @@
 #include <thread>
 
 #include "base/check.h"
+#include "base/logging.h"
 #include "base/thread_pool.h"
 #include "base/timer.h"
 #include "engine/cuda/cuda_batch.h"
 #include "engine/cuda/cuda_batch_impl.h"
 #include "kv/exact_selection.h"
 #include "sparse/channel_importance.h"
+#include "store/block_id.h"
 
 namespace kvstar::cuda {
 
@@ -132,6 +134,60 @@ Status CudaBatch::KvstarRebuildTable(size_t l, size_t seq) {
   m.qlast_mirror.as<int64_t>()[l * opt_.batch + seq] =
       static_cast<int64_t>((n - 1) * bt + len % bt);
   return Status::Ok();
+}
+
+StatusOr<size_t> CudaBatch::KvstarLoadPrefix(size_t seq, std::span<const Hash128> chain,
+                                             size_t max_blocks) {
+  const size_t L = model_.config().num_layers;
+  const size_t bb = geom_.block_bytes();
+  if (max_blocks == 0) return size_t{0};
+  std::vector<Hash128> ids(L * max_blocks);
+  for (size_t l = 0; l < L; ++l)
+    for (size_t b = 0; b < max_blocks; ++b)
+      ids[l * max_blocks + b] = LayerBlockId(chain[b], static_cast<int>(l));
+  const std::vector<bool> found = opt_.store->Lookup(ids);
+  size_t run = max_blocks;
+  for (size_t l = 0; l < L; ++l)
+    for (size_t b = 0; b < run; ++b)
+      if (!found[l * max_blocks + b]) run = b;
+  if (run == 0) return size_t{0};
+  // Every layer's run in one task, straight into the pinned region (nothing has written it yet).
+  std::vector<LoadItem> items;
+  items.reserve(L * run);
+  for (size_t l = 0; l < L; ++l) {
+    char* host = impl_->host_kv[l].as<char>() + seq * max_blocks_ * bb;
+    for (size_t b = 0; b < run; ++b) items.push_back({ids[l * max_blocks + b], host + b * bb, bb});
+  }
+  StoreTask task = opt_.store->Load(items);
+  Status st = task.Wait();
+  for (size_t i = 0; st.ok() && i < items.size(); ++i) {
+    if (task.item_bytes(i) != bb) {
+      st = DataLoss("stored block %zu of layer %zu holds %zu bytes, a block is %zu", i % run,
+                    i / run, task.item_bytes(i), bb);
+    }
+  }
+  if (!st.ok()) {
+    KVSTAR_LOG(kWarn,
+               "prefix reuse: %zu stored blocks per layer could not be loaded (%s); the "
+               "prompt is computed in full",
+               run, st.ToString().c_str());
+    return size_t{0};
+  }
+  stats_.store_loaded_bytes += items.size() * bb;
+  return run;
+}
+
+StoreTask CudaBatch::KvstarDumpBlocks(size_t layer, size_t seq, std::span<const Hash128> chain,
+                                      size_t first, size_t end) {
+  const size_t bb = geom_.block_bytes();
+  const char* host = impl_->host_kv[layer].as<char>() + seq * max_blocks_ * bb;
+  std::vector<DumpItem> items;
+  items.reserve(end - first);
+  for (size_t b = first; b < end; ++b) {
+    items.push_back({LayerBlockId(chain[b], static_cast<int>(layer)), host + b * bb, bb});
+  }
+  stats_.store_dumped_bytes += items.size() * bb;
+  return opt_.store->Dump(items);
 }
 
 Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<float>>& group0,
