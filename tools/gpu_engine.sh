@@ -10,6 +10,9 @@
 #                                            racecheck and synccheck over the scoring kernels),
 #                                            the whole-model GPU tests and memcheck over
 #                                            the offload, kvpr and kvstar tests
+#   tools/gpu_engine.sh racecheck [out_dir]  on the GPU machine: compute-sanitizer racecheck over
+#                                            the whole engine on a short run of dense, offload
+#                                            and kvstar without cuBLAS (about 6 minutes)
 #   tools/gpu_engine.sh bench [out_dir] [part]
 #                                            on the GPU machine: the runs of docs/BENCHMARKS.md
 #                                            ("CUDA engine"), JSON and PNG plots into out_dir;
@@ -80,6 +83,16 @@ if [[ $mode == test ]]; then
   compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/kvstar-gpu/cuda_engine_test \
     --gtest_filter='*Kvstar*:*Offload*' --gtest_brief=1 >"$out/memcheck.txt" 2>&1 || status=1
   grep -E 'ERROR SUMMARY' "$out/memcheck.txt"
+  exit $status
+fi
+
+if [[ $mode == racecheck ]]; then
+  # The whole engine without cuBLAS (batch 1, one-token prompt: every projection is a MatVec):
+  # dense, offload and kvstar (CPU and GPU scoring, both timings). About 6 minutes.
+  KVSTAR_SHORT_RUN_STEPS=66 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    /tmp/kvstar-gpu/cuda_engine_test --gtest_filter='*ShortRunOfEveryMode*' \
+    >"$out/racecheck_engine.txt" 2>&1 || status=1
+  grep -E 'RACECHECK SUMMARY|PASSED|FAILED' "$out/racecheck_engine.txt"
   exit $status
 fi
 

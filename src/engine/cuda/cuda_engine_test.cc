@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iterator>
 #include <map>
@@ -548,6 +550,48 @@ TEST_F(CudaEngineTest, KvstarPrefixReuseFromAFileStore) {
     std::filesystem::remove_all(cpu_dir);
   }
   std::filesystem::remove_all(dir);
+}
+
+// One sequence from a one-token prompt, decoded in every mode that needs no cuBLAS at batch 1
+// (every projection is a MatVec): the target of compute-sanitizer racecheck over the whole
+// engine (`tools/gpu_engine.sh test`), where cuBLAS's own kernels would drown the report. The
+// kvstar runs (windows of 2 blocks, k = 1) retrieve with CPU and GPU scoring, in both timings,
+// and at the default 100 steps (4 candidate blocks) reach a selection that changes and delta
+// copies. offload gives dense's tokens. KVSTAR_SHORT_RUN_STEPS (at least 66: 2 candidates)
+// shortens it for racecheck, which takes about 0.85 s per step here (`tools/gpu_engine.sh
+// racecheck`); racecheck checks shared memory inside kernels, so the copies do not matter to it.
+TEST_F(CudaEngineTest, ShortRunOfEveryModeAtBatchOne) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const std::vector<std::vector<int32_t>> prompt = {{17}};
+  const size_t vocab = model_->config().vocab_size;
+  const char* env = std::getenv("KVSTAR_SHORT_RUN_STEPS");
+  const size_t steps = std::max<size_t>(env != nullptr ? std::strtoul(env, nullptr, 10) : 100, 66);
+  auto done = [](const char* what) {
+    std::printf("short run: %s done\n", what);
+    std::fflush(stdout);
+  };
+  auto dense = MakeBatch(KvMode::kDense, 1, steps + 8, DType::kBF16, 16);
+  ASSERT_NE(dense, nullptr);
+  const RunOut ref = Decode(*dense, prompt, steps, vocab);
+  done("dense");
+  auto offload = MakeBatch(KvMode::kOffload, 1, steps + 8, DType::kBF16, 16);
+  ASSERT_NE(offload, nullptr);
+  EXPECT_EQ(Decode(*offload, prompt, steps, vocab).tokens, ref.tokens);
+  done("offload");
+  for (int run = 0; run < 4; ++run) {
+    gpu_scoring_ = run >= 2;
+    KvstarConfig k;
+    k.sparse_ratio = 0.25;
+    k.retrieval_stride = 4;
+    k.local_window_sz = 1;
+    k.deterministic = run % 2 == 0;
+    auto kv = MakeBatch(KvMode::kKvstar, 1, steps + 8, DType::kBF16, 16, 0, 64, k);
+    ASSERT_NE(kv, nullptr);
+    const RunOut r = Decode(*kv, prompt, steps, vocab);
+    EXPECT_GT(r.stats.retrievals, 0u) << "run " << run;
+    if (steps >= 100) EXPECT_GT(r.stats.blocks_loaded, 0u) << "run " << run;
+    done(run < 2 ? "kvstar, CPU scoring" : "kvstar, GPU scoring");
+  }
 }
 
 // Records the selection each layer's attention reads at each decode step (CPU policy).
