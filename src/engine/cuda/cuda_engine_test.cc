@@ -589,7 +589,9 @@ TEST_F(CudaEngineTest, ShortRunOfEveryModeAtBatchOne) {
     ASSERT_NE(kv, nullptr);
     const RunOut r = Decode(*kv, prompt, steps, vocab);
     EXPECT_GT(r.stats.retrievals, 0u) << "run " << run;
-    if (steps >= 100) EXPECT_GT(r.stats.blocks_loaded, 0u) << "run " << run;
+    if (steps >= 100) {
+      EXPECT_GT(r.stats.blocks_loaded, 0u) << "run " << run;
+    }
     done(run < 2 ? "kvstar, CPU scoring" : "kvstar, GPU scoring");
   }
 }
