@@ -18,6 +18,7 @@
 #include "base/progress.h"
 #include "base/timer.h"
 #include "cli_common.h"
+#include "cuda_cli.h"
 #include "engine/cuda/cuda_batch.h"
 #include "engine/cuda/cuda_model.h"
 #include "model/config.h"
@@ -106,6 +107,13 @@ int RunCudaBench(const CudaBenchFlags& f) {
     return ReportError(
         InvalidArgument("--prefill must be real or random, not '%s'", f.prefill.c_str()));
   }
+  const bool use_store = f.store != "dram";
+  if (use_store && (!f.store.starts_with("file:") || f.prefill != "real")) {
+    return ReportError(InvalidArgument(
+        "--store %s: the CUDA bench takes a file store (file:DIR) with --prefill real, for "
+        "kvstar's prefix reuse: random contexts have no tokens to address",
+        f.store.c_str()));
+  }
   size_t fixed_split = 0;
   const bool auto_split = f.kvpr_split == "auto";
   if (!auto_split) {
@@ -170,6 +178,22 @@ int RunCudaBench(const CudaBenchFlags& f) {
     if (!gemm.ok()) return ReportError(gemm.status());
     lim = {*h2d, *hbm, *gemm};
   }
+  // kvstar prefix reuse: one store for every run; block ids seeded with the weights (a
+  // directory's fingerprint, or the shape, dtype and seed of random weights) and the KV dtype.
+  KvStore kv_store;
+  if (use_store) {
+    Hash128 weights_fp;
+    if (host_weights != nullptr) {
+      weights_fp = host_weights->fingerprint();
+    } else {
+      const std::string id =
+          "random:" + f.shape + ":" + f.weight_dtype + ":" + std::to_string(f.seed);
+      weights_fp = HashBytes(id.data(), id.size());
+    }
+    auto s = OpenKvStore(f.store, cfg, f.block_tokens, kv_dtype, weights_fp);
+    if (!s.ok()) return ReportError(s.status());
+    kv_store = std::move(*s);
+  }
   const size_t weight_bytes = model->weight_bytes();
   const size_t host_avail = HostAvailableBytes();
   // Bytes of weights a decode step reads (the embedding table only for a few rows unless tied).
@@ -217,6 +241,10 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.kvstar = f.kvstar;
       o.retrieval_threads = f.retrieval_threads;
       o.gpu_scoring = f.gpu_scoring;
+      if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
+        o.store = kv_store.store.get();
+        o.kv_fingerprint = kv_store.kv_fingerprint;
+      }
       // kvpr: the planner's split for this shape (from a measured profile), or the flag.
       std::string split_reason;
       auto get_profile = [&]() -> const recompute::KvprProfile* {
@@ -319,8 +347,14 @@ int RunCudaBench(const CudaBenchFlags& f) {
         std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(cfg.vocab_size) - 1);
         for (size_t s = 0; s < batch; ++s) {
           if (f.prefill == "real") {
+            // Sequence s's prompt depends on the seed, the context and s only: every mode and
+            // every batch size prefills the same prompts, and a repeated invocation (same
+            // --seed) can find them in a file store.
+            std::seed_seq prompt_seed{static_cast<uint32_t>(f.seed), static_cast<uint32_t>(context),
+                                      static_cast<uint32_t>(s)};
+            std::mt19937 prompt_rng(prompt_seed);
             std::vector<int32_t> prompt(context);
-            for (auto& t : prompt) t = tok(rng);
+            for (auto& t : prompt) t = tok(prompt_rng);
             Progress progress("prefill (token-layers)", cfg.num_layers * context, !f.json);
             Stopwatch sw;
             const Status st = cb.Prefill(s, prompt, nullptr, [&](size_t d, size_t) {
@@ -423,6 +457,11 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"prefill", f.prefill},
              {"prefill_tokens_per_second",
               prefill_s > 0 ? static_cast<double>(batch * context) / prefill_s : 0.0},
+             {"prefill_seconds", prefill_s},
+             {"store", o.store != nullptr ? f.store : "none"},
+             {"prefix_reused_tokens", cb.stats().prefix_reused_tokens},
+             {"store_loaded_bytes", cb.stats().store_loaded_bytes},
+             {"store_dumped_bytes", cb.stats().store_dumped_bytes},
              {"h2d_bytes_per_step", h2d_per_step},
              {"hbm_bytes_per_request", static_cast<double>(cb.device_kv_bytes_per_sequence())},
              {"device_bytes_batch", cb.device_bytes()},
@@ -496,6 +535,11 @@ int RunCudaBench(const CudaBenchFlags& f) {
           if (!split_reason.empty()) std::printf("         kvpr split: %s\n", split_reason.c_str());
           std::printf("         host time per step with no kernel queued: %.3f ms\n",
                       run["host_idle_ms_per_step"].get<double>());
+          if (prefill_s > 0) {
+            std::printf(
+                "         prefill %.2f s for %zu prompt tokens (%zu loaded from the store)\n",
+                prefill_s, batch * context, cb.stats().prefix_reused_tokens);
+          }
           if (mode == KvMode::kKvstar) {
             const nlohmann::json& kv = run["kvstar"];
             std::printf(

@@ -22,7 +22,10 @@ struct CudaBenchFlags {
   std::string weight_dtype = "bf16";
   std::string kv_dtype = "bf16";
   size_t block_tokens = 128;
-  std::string prefill = "random";   // real | random
+  std::string prefill = "random";  // real | random
+  // kvstar with --prefill real: "file:DIR" keeps the prompts' blocks in a file store, so a
+  // repeated invocation (same --seed: same prompts) reuses them; "dram" (default): none.
+  std::string store = "dram";
   std::string kvpr_split = "auto";  // auto | tokens
   // kvpr: after the runs, store measured / modelled recomputation time in the cached profile
   // (recompute_scale), for the planner and predictions of later invocations.

@@ -114,6 +114,7 @@ int RunBench(const BenchFlags& f) {
     c.kv_dtype = f.engine.kv_dtype;
     c.block_tokens = f.engine.block_tokens;
     c.prefill = f.prefill;
+    c.store = f.engine.store;
     c.kvpr_split = f.kvpr_split;
     c.kvpr_calibrate = f.kvpr_calibrate;
     c.seed = f.seed;
@@ -368,7 +369,8 @@ void AddBench(CLI::App& root, int* exit_code) {
   cmd->add_option("--prefill", f->prefill,
                   "cuda: 'random' fills the context with random K/V (decode cost does not depend "
                   "on the values; fast at 128K), 'real' runs random prompts through the model "
-                  "and reports prefill tokens/s")
+                  "and reports prefill tokens/s (with kvstar and --store file:DIR, a repeated run "
+                  "with the same --seed loads the prompts' blocks instead)")
       ->check(CLI::IsMember({"real", "random"}));
   cmd->add_option("--kvpr-split", f->kvpr_split,
                   "cuda, kvpr: tokens recomputed from X per sequence, or 'auto' (the planner, "

@@ -77,16 +77,27 @@ StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
   r->base_.retrieval_threads = options.retrieval_threads;
   r->base_.gpu_scoring = options.gpu_scoring;
   if (kv_mode == cuda::KvMode::kKvstar && options.store != "dram") {
-    StoreOptions so;
-    const KvGeometry geom{r->config_.num_kv_heads, r->config_.head_dim, options.block_tokens,
-                          options.kv_dtype};
-    so.max_entry_bytes = std::max(so.max_entry_bytes, geom.block_bytes());
-    KVSTAR_ASSIGN_OR_RETURN(r->store_, OpenStore(options.store, so));
+    KVSTAR_ASSIGN_OR_RETURN(
+        KvStore ks, OpenKvStore(options.store, r->config_, options.block_tokens, options.kv_dtype,
+                                engine.weights().fingerprint()));
+    r->store_ = std::move(ks.store);
     r->base_.store = r->store_.get();
-    r->base_.kv_fingerprint = KvFingerprint(engine.weights().fingerprint(), options.kv_dtype);
+    r->base_.kv_fingerprint = ks.kv_fingerprint;
   }
   r->eos_ = engine.eos_ids();
   return std::unique_ptr<CudaRunner>(std::move(r));
+}
+
+StatusOr<KvStore> OpenKvStore(const std::string& spec, const ModelConfig& config,
+                              size_t block_tokens, DType kv_dtype,
+                              const Hash128& weights_fingerprint) {
+  StoreOptions so;
+  const KvGeometry geom{config.num_kv_heads, config.head_dim, block_tokens, kv_dtype};
+  so.max_entry_bytes = std::max(so.max_entry_bytes, geom.block_bytes());
+  KvStore ks;
+  KVSTAR_ASSIGN_OR_RETURN(ks.store, OpenStore(spec, so));
+  ks.kv_fingerprint = KvFingerprint(weights_fingerprint, kv_dtype);
+  return ks;
 }
 
 }  // namespace kvstar::cli

@@ -5,8 +5,10 @@
 #include <memory>
 #include <string>
 
+#include "base/hash.h"
 #include "base/status.h"
 #include "engine/engine.h"
+#include "store/block_store.h"
 
 namespace kvstar::cli {
 
@@ -22,5 +24,16 @@ class CudaRunner {
   virtual StatusOr<GenerateResult> Generate(const GenerateRequest& request) = 0;
   virtual std::string device_name() const = 0;
 };
+
+// The block store of the CUDA engine's kvstar prefix reuse: `spec` (file:DIR, ...) opened for
+// entries of one KV block of `config`, and the seed of the cache's block ids,
+// KvFingerprint(weights_fingerprint, kv_dtype), shared with the CPU engine.
+struct KvStore {
+  std::unique_ptr<BlockStore> store;
+  Hash128 kv_fingerprint;
+};
+StatusOr<KvStore> OpenKvStore(const std::string& spec, const ModelConfig& config,
+                              size_t block_tokens, DType kv_dtype,
+                              const Hash128& weights_fingerprint);
 
 }  // namespace kvstar::cli
