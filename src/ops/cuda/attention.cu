@@ -11,6 +11,10 @@
 // Long sequences with few CTAs (decode) are split into pieces that run as separate CTAs; the
 // merge kernel combines their (max, sum, acc) partials.
 //
+// Two specialised kernels take the common cases: DecodeKernel (one query per CTA, bf16 K/V
+// streamed into registers) and PrefillKernel (many queries of one table, bf16 K/V, on the tensor
+// cores); the tiled kernel remains for f32 K/V and for comparisons.
+//
 // Bounded specialization: head_dim in {64, 80, 96, 128} x KV dtype in {f32, bf16}.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -712,6 +716,356 @@ __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p
   }
 }
 
+// ---- Prefill kernel: tensor cores -----------------------------------------------------------
+// Several queries of one block table (prefill, or a chunk of a prompt after its prefix) over bf16
+// K/V, head_dim a multiple of 16. A CTA of four warps owns kPfRows = 64 rows = (query, query head)
+// pairs of one KV head (queries_per_cta queries x heads_per_cta heads), 16 rows per warp, and
+// walks its piece of the sequence in tiles of kPfTile tokens, double-buffered by cp.async. Per
+// tile and warp, FlashAttention-2's loop on mma.sync.m16n8k16 (bf16 in, f32 accumulate):
+// S = Q K^T into accumulator fragments, the online softmax on those registers (exp2, the scale
+// and log2(e) folded into Q), then O += P V with P taken straight from the S fragments and V
+// transposed by ldmatrix. Precision: K and V are bf16, exact in the MMA; Q and P are f32 and go in
+// as three bf16 terms each (hi + mid + lo carry 24 significant bits), so every product is three
+// MMAs and the result matches f32 arithmetic (the CPU op) up to summation order.
+constexpr int kPfWarps = 4;
+constexpr int kPfThreads = kPfWarps * 32;
+constexpr int kPfRows = 16 * kPfWarps;
+constexpr int kPfTile = 64;
+constexpr int kPfSplits = 3;  // bf16 terms of an f32 operand
+
+template <int D>
+struct PfCfg {
+  static_assert(D % 16 == 0, "head_dim must be a multiple of the MMA's k (16)");
+  // Shared rows padded by 16 B: the 8 rows a fragment load touches start 4 banks apart.
+  static constexpr int kRowBytes = D * 2 + 16;
+  static constexpr int kStageBytes = 2 * kPfTile * kRowBytes;      // K then V
+  static constexpr int kQBytes = kPfSplits * kPfRows * kRowBytes;  // [split][row][D] bf16
+  static constexpr int kSmemBytes = 2 * kStageBytes + kQBytes;     // two stages
+  static constexpr int kChunks = D * 2 / 16;                       // 16 B pieces per row
+  static constexpr int kLoadsPerThread = kPfTile * kChunks / kPfThreads;
+  static_assert(kPfTile * kChunks % kPfThreads == 0, "tile copies do not split evenly");
+};
+
+__device__ __forceinline__ uint32_t Lds32(const unsigned char* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+// Two f32 values as three packed bf16 pairs: out[j] holds term j of x0 (low half) and of x1.
+__device__ __forceinline__ void SplitPair(float x0, float x1, uint32_t& hi, uint32_t& mid,
+                                          uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  const float r0 = x0 - __low2float(h), r1 = x1 - __high2float(h);
+  const __nv_bfloat162 m = __floats2bfloat162_rn(r0, r1);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(r0 - __low2float(m), r1 - __high2float(m));
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  mid = *reinterpret_cast<const uint32_t*>(&m);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+
+// d += a b for one 16x8x16 tile: a = rows (g, g + 8) x k (2t, 2t + 1, 2t + 8, 2t + 9) of the
+// lane (g = lane / 4, t = lane % 4), b = k (2t, 2t + 1) and (2t + 8, 2t + 9) x column g, d =
+// rows (g, g + 8) x columns (2t, 2t + 1).
+__device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8x8 b16 matrices, transposed: lane l gives the address of row l % 8 of matrix l / 8 and
+// receives, from each matrix, its elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4).
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem_row) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kPfThreads) PrefillKernel(const KernelParams p) {
+  using C = PfCfg<D>;
+  constexpr int kRowBytes = C::kRowBytes;
+  constexpr int kTokTiles = kPfTile / 8;  // n-tiles of S
+  constexpr int kDimTiles = D / 8;        // n-tiles of O
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* q_s = smem + 2 * C::kStageBytes;
+  __shared__ int cta_end_s;
+
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int warp = tid / 32;
+  const int fg = lane / 4;  // fragment row (and column of B)
+  const int ft = lane % 4;  // fragment pair
+  const int g = blockIdx.y / p.head_chunks;
+  const int chunk = blockIdx.y % p.head_chunks;
+  const int split = blockIdx.z;
+  const int i0 = blockIdx.x * p.queries_per_cta;
+  const int nq = min(p.queries_per_cta, p.n - i0);
+  const int h0 = chunk * p.heads_per_cta;
+  const int nh = min(p.heads_per_cta, p.group - h0);
+  const int rows = nq * nh;  // row r = (query i0 + r / nh, head g * group + h0 + r % nh)
+  const int t_begin = split * p.split_tokens;
+  const int split_end = min(t_begin + p.split_tokens, p.num_tokens);
+
+  // Token limits of this lane's two rows; the CTA walks up to the largest of all its rows.
+  auto row_limit = [&](int r) {
+    if (r >= rows) return t_begin;
+    const int64_t last = p.q_last[i0 + r / nh];
+    const int64_t lim = last + 1 < split_end ? last + 1 : split_end;
+    return static_cast<int>(lim > t_begin ? lim : t_begin);
+  };
+  const int ra = warp * 16 + fg;
+  const int rb = ra + 8;
+  const int lim_a = row_limit(ra);
+  const int lim_b = row_limit(rb);
+  if (tid == 0) cta_end_s = t_begin;
+  __syncthreads();
+  if (lim_a > t_begin) atomicMax(&cta_end_s, lim_a);
+  if (lim_b > t_begin) atomicMax(&cta_end_s, lim_b);
+
+  // Q, scaled into log2 units, as three bf16 terms per element.
+  const float qscale = p.scale * kLog2e;
+  for (int idx = tid; idx < kPfRows * D / 2; idx += kPfThreads) {
+    const int r = idx / (D / 2);
+    const int d = 2 * (idx % (D / 2));
+    float2 v = make_float2(0.0f, 0.0f);
+    if (r < rows) {
+      const int i = i0 + r / nh;
+      const int h = g * p.group + h0 + r % nh;
+      v = *reinterpret_cast<const float2*>(p.q + (static_cast<size_t>(i) * p.q_heads + h) * D + d);
+    }
+    uint32_t t3[kPfSplits];
+    SplitPair(v.x * qscale, v.y * qscale, t3[0], t3[1], t3[2]);
+#pragma unroll
+    for (int s = 0; s < kPfSplits; ++s) {
+      *reinterpret_cast<uint32_t*>(q_s + (s * kPfRows + r) * kRowBytes + d * 2) = t3[s];
+    }
+  }
+  __syncthreads();
+  const int cta_end = cta_end_s;
+
+  const void* const* table = p.blocks;
+  const size_t head_off = static_cast<size_t>(g) * p.block_tokens * D;  // K half, this head
+  const size_t v_off = static_cast<size_t>(p.kv_heads) * p.block_tokens * D;
+  auto load_tile = [&](int tile, int stage) {
+    unsigned char* ks = smem + stage * C::kStageBytes;
+    unsigned char* vs = ks + kPfTile * kRowBytes;
+#pragma unroll
+    for (int j = 0; j < C::kLoadsPerThread; ++j) {
+      const int idx = tid + j * kPfThreads;
+      const int tok = idx / C::kChunks;
+      const int piece = idx % C::kChunks;
+      const int t_raw = t_begin + tile * kPfTile + tok;
+      const int t = min(t_raw, cta_end - 1);
+      const int src_bytes = t_raw < cta_end ? 16 : 0;  // zeros past the end
+      const int blk = t / p.block_tokens;
+      const int row = t - blk * p.block_tokens;
+      const unsigned char* kp = reinterpret_cast<const unsigned char*>(__ldg(
+                                    reinterpret_cast<const unsigned long long*>(table) + blk)) +
+                                (head_off + static_cast<size_t>(row) * D) * 2 + piece * 16;
+      CpAsync16(ks + tok * kRowBytes + piece * 16, kp, src_bytes);
+      CpAsync16(vs + tok * kRowBytes + piece * 16, kp + v_off * 2, src_bytes);
+    }
+  };
+
+  const int num_tiles = (cta_end - t_begin + kPfTile - 1) / kPfTile;
+  if (num_tiles > 0) load_tile(0, 0);
+  CpAsyncCommit();
+
+  float o[kDimTiles][4];
+#pragma unroll
+  for (int j = 0; j < kDimTiles; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m_a = -INFINITY, m_b = -INFINITY;  // running maxima (log2 units) of rows ra, rb
+  float l_a = 0.0f, l_b = 0.0f;            // this lane's part of the running sums
+  const unsigned char* qw = q_s + (warp * 16 + fg) * kRowBytes + ft * 4;
+
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    CpAsyncWait<0>();
+    __syncthreads();  // the tile is in; every warp is done with the other stage
+    if (tile + 1 < num_tiles) load_tile(tile + 1, (tile + 1) % 2);
+    CpAsyncCommit();
+    const unsigned char* ks = smem + (tile % 2) * C::kStageBytes;
+    const unsigned char* vs = ks + kPfTile * kRowBytes;
+
+    // S = Q K^T: 16 rows x kPfTile tokens per warp.
+    float s[kTokTiles][4];
+#pragma unroll
+    for (int j = 0; j < kTokTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t a[kPfSplits][4];
+#pragma unroll
+      for (int sp = 0; sp < kPfSplits; ++sp) {
+        const unsigned char* q = qw + sp * kPfRows * kRowBytes + kk * 32;
+        a[sp][0] = Lds32(q);
+        a[sp][1] = Lds32(q + 8 * kRowBytes);
+        a[sp][2] = Lds32(q + 16);
+        a[sp][3] = Lds32(q + 8 * kRowBytes + 16);
+      }
+#pragma unroll
+      for (int nt = 0; nt < kTokTiles; ++nt) {
+        const unsigned char* k = ks + (nt * 8 + fg) * kRowBytes + kk * 32 + ft * 4;
+        const uint32_t b0 = Lds32(k);
+        const uint32_t b1 = Lds32(k + 16);
+#pragma unroll
+        for (int sp = 0; sp < kPfSplits; ++sp) Mma16816(s[nt], a[sp], b0, b1);
+      }
+    }
+
+    // Online softmax on the fragments: lane holds columns 2 ft, 2 ft + 1 of every n-tile for
+    // rows ra (s[.][0..1]) and rb (s[.][2..3]); a row's four lanes share fg.
+    const int tile_start = t_begin + tile * kPfTile;
+    float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < kTokTiles; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int t = tile_start + nt * 8 + 2 * ft + e;
+        if (t >= lim_a) s[nt][e] = -INFINITY;
+        if (t >= lim_b) s[nt][2 + e] = -INFINITY;
+        mx_a = fmaxf(mx_a, s[nt][e]);
+        mx_b = fmaxf(mx_b, s[nt][2 + e]);
+      }
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+      mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
+      mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
+    }
+    const float new_a = fmaxf(m_a, mx_a);
+    const float new_b = fmaxf(m_b, mx_b);
+    // A row with no token yet subtracts 0: its masked entries give exp2(-inf) = 0, not NaN.
+    const float base_a = new_a == -INFINITY ? 0.0f : new_a;
+    const float base_b = new_b == -INFINITY ? 0.0f : new_b;
+    const float alpha_a = exp2f(m_a - base_a);  // 0 while m = -inf
+    const float alpha_b = exp2f(m_b - base_b);
+    float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < kTokTiles; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[nt][e] = exp2f(s[nt][e] - base_a);
+        s[nt][2 + e] = exp2f(s[nt][2 + e] - base_b);
+        sum_a += s[nt][e];
+        sum_b += s[nt][2 + e];
+      }
+    }
+    l_a = l_a * alpha_a + sum_a;
+    l_b = l_b * alpha_b + sum_b;
+    m_a = new_a;
+    m_b = new_b;
+#pragma unroll
+    for (int j = 0; j < kDimTiles; ++j) {
+      o[j][0] *= alpha_a;
+      o[j][1] *= alpha_a;
+      o[j][2] *= alpha_b;
+      o[j][3] *= alpha_b;
+    }
+
+    // O += P V: the S fragments of tokens 16 kt .. 16 kt + 15 are the A fragment of step kt.
+    const int mtx = lane / 8;
+    const unsigned char* vrow = vs + ((mtx % 2) * 8 + lane % 8) * kRowBytes + (mtx / 2) * 16;
+#pragma unroll
+    for (int kt = 0; kt < kPfTile / 16; ++kt) {
+      uint32_t a[kPfSplits][4];
+      SplitPair(s[2 * kt][0], s[2 * kt][1], a[0][0], a[1][0], a[2][0]);
+      SplitPair(s[2 * kt][2], s[2 * kt][3], a[0][1], a[1][1], a[2][1]);
+      SplitPair(s[2 * kt + 1][0], s[2 * kt + 1][1], a[0][2], a[1][2], a[2][2]);
+      SplitPair(s[2 * kt + 1][2], s[2 * kt + 1][3], a[0][3], a[1][3], a[2][3]);
+#pragma unroll
+      for (int dt = 0; dt < kDimTiles; dt += 2) {
+        // Matrices: tokens 0-7 and 8-15 of the step, at dims 8 dt and 8 (dt + 1).
+        uint32_t b[4];
+        LdMatrixX4Trans(b, vrow + kt * 16 * kRowBytes + dt * 16);
+#pragma unroll
+        for (int sp = 0; sp < kPfSplits; ++sp) {
+          Mma16816(o[dt], a[sp], b[0], b[1]);
+          Mma16816(o[dt + 1], a[sp], b[2], b[3]);
+        }
+      }
+    }
+  }
+  CpAsyncWait<0>();
+
+  // Each row's sum over its four lanes; then out = O / l, or the piece's partials.
+#pragma unroll
+  for (int off = 1; off <= 2; off <<= 1) {
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, off);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, off);
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = half == 0 ? ra : rb;
+    if (r >= rows) continue;
+    const float l = half == 0 ? l_a : l_b;
+    const float m = half == 0 ? m_a : m_b;
+    const int i = i0 + r / nh;
+    const int h = g * p.group + h0 + r % nh;
+    const size_t oh = static_cast<size_t>(i) * p.q_heads + h;
+    const size_t slot = oh * p.num_splits + split;
+#pragma unroll
+    for (int j = 0; j < kDimTiles; ++j) {
+      const int d = j * 8 + 2 * ft;
+      const float x = o[j][2 * half], y = o[j][2 * half + 1];
+      if (p.num_splits == 1) {
+        *reinterpret_cast<float2*>(p.out + oh * D + d) = make_float2(x / l, y / l);
+      } else {
+        *reinterpret_cast<float2*>(p.part_acc + slot * D + d) = make_float2(x, y);
+      }
+    }
+    if (p.num_splits > 1 && ft == 0) {
+      p.part_ml[2 * slot] = m == -INFINITY ? m : m * kLn2;  // natural-log units, as the merge
+      p.part_ml[2 * slot + 1] = l;
+    }
+  }
+}
+
+template <int D>
+Status LaunchPrefill(const KernelParams& kp, const AttentionPlan& plan, size_t n, size_t kv_heads,
+                     cudaStream_t stream) {
+  constexpr int kSmem = PfCfg<D>::kSmemBytes;
+  KVSTAR_CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(PrefillKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  const dim3 grid(static_cast<unsigned>((n + plan.queries_per_cta - 1) / plan.queries_per_cta),
+                  static_cast<unsigned>(kv_heads * plan.head_chunks),
+                  static_cast<unsigned>(plan.num_splits));
+  PrefillKernel<D><<<grid, kPfThreads, kSmem, stream>>>(kp);
+  return internal::LaunchStatus("PrefillKernel");
+}
+
+template <int D>
+int PrefillOccupancyOf() {
+  int ctas = 0;
+  if (cudaFuncSetAttribute(PrefillKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           PfCfg<D>::kSmemBytes) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, PrefillKernel<D>, kPfThreads,
+                                                    PfCfg<D>::kSmemBytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  return std::max(ctas, 1);
+}
+
+int PrefillOccupancy(size_t head_dim) {
+  switch (head_dim) {
+    case 64:
+      return PrefillOccupancyOf<64>();
+    case 80:
+      return PrefillOccupancyOf<80>();
+    case 96:
+      return PrefillOccupancyOf<96>();
+    default:
+      return PrefillOccupancyOf<128>();
+  }
+}
+
+bool PrefillKernelApplies(const AttentionArgs& a) {
+  return a.geom.dtype == DType::kBF16 && a.geom.head_dim % 16 == 0 && a.blocks_stride == 0 &&
+         a.n > 1;
+}
+
 template <int D, int G>
 Status LaunchDecode(const KernelParams& kp, const AttentionPlan& plan, size_t n, size_t kv_heads,
                     cudaStream_t stream) {
@@ -833,12 +1187,15 @@ StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
   }
   AttentionPlan plan;
   plan.decode_kernel = kernel == AttentionKernelChoice::kAuto && DecodeKernelApplies(a, group);
+  plan.prefill_kernel =
+      kernel == AttentionKernelChoice::kAuto && !plan.decode_kernel && PrefillKernelApplies(a);
   plan.heads_per_cta = std::min<size_t>(group, kRows);
   plan.head_chunks = (group + plan.heads_per_cta - 1) / plan.heads_per_cta;
+  const size_t rows_per_cta = plan.prefill_kernel ? kPfRows : kRows;
   plan.queries_per_cta = a.blocks_stride == 0 && !plan.decode_kernel
-                             ? std::max<size_t>(1, kRows / plan.heads_per_cta)
+                             ? std::max<size_t>(1, rows_per_cta / plan.heads_per_cta)
                              : 1;
-  const size_t tile = TileFor(geom.dtype);
+  const size_t tile = plan.prefill_kernel ? kPfTile : TileFor(geom.dtype);
   const size_t base_ctas =
       (a.n + plan.queries_per_cta - 1) / plan.queries_per_cta * geom.kv_heads * plan.head_chunks;
   size_t split = a.num_tokens;
@@ -848,7 +1205,8 @@ StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
     // One full wave of resident CTAs when the shapes alone give fewer: more pieces each pay a
     // pipeline fill and a partial write, and a second, partial wave leaves SMs idle. Never
     // pieces shorter than kMinSplitTokens.
-    const int resident = !plan.decode_kernel   ? ResidentCtasPerSm(geom)
+    const int resident = plan.prefill_kernel   ? PrefillOccupancy(geom.head_dim)
+                         : !plan.decode_kernel ? ResidentCtasPerSm(geom)
                          : geom.head_dim == 64 ? DecodeOccupancyForGroup<64>(group)
                                                : DecodeOccupancyForGroup<128>(group);
     const size_t target =
@@ -899,7 +1257,24 @@ Status RunAttention(CudaStream* stream, const AttentionArgs& a, const AttentionP
   kp.scale = a.scale;
   const cudaStream_t s = AsCuda(stream);
   const bool bf16 = a.geom.dtype == DType::kBF16;
-  if (plan.decode_kernel) {
+  if (plan.prefill_kernel) {
+    switch (a.geom.head_dim) {
+      case 64:
+        KVSTAR_RETURN_IF_ERROR(LaunchPrefill<64>(kp, plan, a.n, a.geom.kv_heads, s));
+        break;
+      case 80:
+        KVSTAR_RETURN_IF_ERROR(LaunchPrefill<80>(kp, plan, a.n, a.geom.kv_heads, s));
+        break;
+      case 96:
+        KVSTAR_RETURN_IF_ERROR(LaunchPrefill<96>(kp, plan, a.n, a.geom.kv_heads, s));
+        break;
+      case 128:
+        KVSTAR_RETURN_IF_ERROR(LaunchPrefill<128>(kp, plan, a.n, a.geom.kv_heads, s));
+        break;
+      default:
+        return Unimplemented("CUDA prefill attention: head_dim %zu", a.geom.head_dim);
+    }
+  } else if (plan.decode_kernel) {
     const size_t group = a.q_heads / a.geom.kv_heads;
     if (a.geom.head_dim == 64) {
       KVSTAR_RETURN_IF_ERROR(LaunchDecodeForGroup<64>(group, kp, plan, a.n, a.geom.kv_heads, s));

@@ -53,6 +53,11 @@ bool DecodeKernelExpected(const Case& c) {
          (c.head_dim == 64 || c.head_dim == 128) && c.group <= 8 && c.n == 1;
 }
 
+// Whether the plan should pick the tensor-core prefill kernel (several queries of one table).
+bool PrefillKernelExpected(const Case& c) {
+  return c.kernel == AttentionKernelChoice::kAuto && c.dtype == DType::kBF16 && c.n > 1;
+}
+
 // One sequence's KV blocks, on the host and on the device (device blocks in shuffled order).
 struct Sequence {
   std::vector<std::vector<unsigned char>> host;  // [blocks][block_bytes]
@@ -128,6 +133,7 @@ class CudaAttentionTest : public CudaTest {
     EXPECT_TRUE(plan.ok()) << plan.status().ToString();
     if (!plan.ok()) return INFINITY;
     EXPECT_EQ(plan->decode_kernel, DecodeKernelExpected(c));
+    EXPECT_EQ(plan->prefill_kernel, PrefillKernelExpected(c));
     if (c.split_hint > 0 && c.split_hint < c.num_tokens) {
       EXPECT_GT(plan->num_splits, 1u);
     }
@@ -178,17 +184,29 @@ TEST_F(CudaAttentionTest, DecodeKernelOddBlocksShortSequencesAndPieces) {
 }
 
 TEST_F(CudaAttentionTest, PrefillCausalAndMultiQuery) {
+  using K = AttentionKernelChoice;
   for (DType dt : {DType::kBF16, DType::kF32}) {
     for (size_t group : {1, 3, 4, 8}) {
       for (size_t bt : {16, 128, 48}) {
-        SCOPED_TRACE(::testing::Message() << DTypeName(dt) << " g=" << group << " bt=" << bt);
-        // Whole-prompt prefill, a chunk of a prompt after a prefix, several decode queries.
-        EXPECT_LE(RunCase({128, dt, 2, group, bt, 300, 300, true}), kF32Tol);
-        EXPECT_LE(RunCase({80, dt, 1, group, bt, 1000, 37, true}), kF32Tol);
-        EXPECT_LE(RunCase({64, dt, 4, group, bt, 513, 3, false}), kF32Tol);
+        // bf16: the tensor-core prefill kernel, and the tiled kernel forced.
+        for (K kernel :
+             dt == DType::kBF16 ? std::vector<K>{K::kAuto, K::kTiled} : std::vector<K>{K::kAuto}) {
+          SCOPED_TRACE(::testing::Message() << DTypeName(dt) << " g=" << group << " bt=" << bt
+                                            << (kernel == K::kTiled ? " tiled" : ""));
+          // Whole-prompt prefill, a chunk of a prompt after a prefix, several decode queries.
+          EXPECT_LE(RunCase({128, dt, 2, group, bt, 300, 300, true, 0, kernel}), kF32Tol);
+          EXPECT_LE(RunCase({80, dt, 1, group, bt, 1000, 37, true, 0, kernel}), kF32Tol);
+          EXPECT_LE(RunCase({64, dt, 4, group, bt, 513, 3, false, 0, kernel}), kF32Tol);
+        }
       }
     }
   }
+  // Prefill kernel: a long chunk (many tiles and CTAs), 96-dim heads, a row count that leaves
+  // most of a CTA empty (5 queries x group 3), and a prompt inside one tile.
+  EXPECT_LE(RunCase({128, DType::kBF16, 8, 4, 128, 2500, 700, true}), kF32Tol);
+  EXPECT_LE(RunCase({96, DType::kBF16, 2, 2, 64, 700, 200, true}), kF32Tol);
+  EXPECT_LE(RunCase({64, DType::kBF16, 3, 3, 16, 90, 5, true}), kF32Tol);
+  EXPECT_LE(RunCase({128, DType::kBF16, 1, 4, 128, 40, 40, true}), kF32Tol);
 }
 
 TEST_F(CudaAttentionTest, ForcedSplitsAndLargeGroups) {

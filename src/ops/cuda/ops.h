@@ -122,10 +122,13 @@ struct AttentionPlan {
   // The decode kernel (one query per CTA, bf16 KV, head_dim 64 or 128, group <= 8): warps stream
   // K/V straight into registers, no shared-memory tiles. Otherwise the tiled kernel.
   bool decode_kernel = false;
+  // The prefill kernel (several queries sharing one block table, bf16 KV, head_dim a multiple of
+  // 16): 64 (query, head) rows per CTA on the tensor cores, f32-accurate (see attention.cu).
+  bool prefill_kernel = false;
 };
 
 enum class AttentionKernelChoice {
-  kAuto,   // the decode kernel where it applies, else the tiled one
+  kAuto,   // the decode or prefill kernel where one applies, else the tiled one
   kTiled,  // always the tiled kernel (for comparisons)
 };
 
