@@ -113,10 +113,10 @@ __device__ __forceinline__ void LoadChannels8(const T* k, size_t c0, size_t dp, 
 
 // One CTA per (chunk of kBlocksPerCta candidate blocks, KV head, task); each warp takes whole
 // blocks. A lane owns representation vectors of the block (lane, lane + 32, ...) and computes
-// their logits against kQueryTile queries at a time, from the queries kept transposed in shared
-// memory ([channel][query], zero-padded to multiples of 8 channels and kQueryTile queries: one
-// 16-byte broadcast load feeds four multiply-adds). Then per query the (max, sum of exp) of the
-// block's vectors, reduced across the warp.
+// the logits of two of them at a time against kQueryTile queries, from the queries kept
+// transposed in shared memory ([channel][query], zero-padded to multiples of 8 channels and
+// kQueryTile queries: one 16-byte broadcast load feeds eight multiply-adds). Then per query the
+// (max, sum of exp) of the block's vectors, reduced across the warp.
 constexpr int kQueryTile = 16;  // ScatterLevel's levels below assume 16
 
 template <typename T>
@@ -151,7 +151,8 @@ __global__ void __launch_bounds__(kPartialThreads)
   float* ws_m = ws + blockIdx.z * TaskFloats(sh);
   float* ws_e = ws_m + PairsOf(sh) * sh.max_candidates;
   for (size_t bl = warp; bl < nb; bl += warps) {
-    const size_t blk = t.cand_begin + b0 + bl;
+    const T* block_reps = reps + (t.cand_begin + b0 + bl) * vpb * sh.kv_heads * dp + kvh * dp;
+    const size_t vstride = sh.kv_heads * dp;  // elements from one vector to the next
     for (size_t q0 = 0; q0 < qn; q0 += kQueryTile) {
       float m[kQueryTile], e[kQueryTile];
 #pragma unroll
@@ -159,36 +160,52 @@ __global__ void __launch_bounds__(kPartialThreads)
         m[i] = -INFINITY;
         e[i] = 0.0f;
       }
-      for (size_t v = lane; v < vpb; v += 32) {
-        const T* k = reps + ((blk * vpb + v) * sh.kv_heads + kvh) * dp;
-        float acc[kQueryTile];
+      // A lane scores two vectors at a time, v and v + 32: each broadcast load of four queries
+      // feeds eight multiply-adds. With 64 vectors per block (the default) that is one pass,
+      // whose (max, sum of exp) needs no rescaling and no data-dependent branch.
+      for (size_t v = lane; v < vpb; v += 64) {
+        const bool second = v + 32 < vpb;
+        const T* k0 = block_reps + v * vstride;
+        const T* k1 = second ? k0 + 32 * vstride : k0;  // a repeat when absent, then discarded
+        float acc0[kQueryTile], acc1[kQueryTile];
 #pragma unroll
-        for (int i = 0; i < kQueryTile; ++i) acc[i] = 0.0f;
+        for (int i = 0; i < kQueryTile; ++i) {
+          acc0[i] = 0.0f;
+          acc1[i] = 0.0f;
+        }
         for (size_t c0 = 0; c0 < dpad; c0 += 8) {
-          float kf[8];
-          LoadChannels8(k, c0, dp, aligned, kf);
+          float kf0[8], kf1[8];
+          LoadChannels8(k0, c0, dp, aligned, kf0);
+          LoadChannels8(k1, c0, dp, aligned, kf1);
 #pragma unroll
           for (int j = 0; j < 8; ++j) {
             const float4* row = reinterpret_cast<const float4*>(qt + (c0 + j) * qpad + q0);
 #pragma unroll
             for (int u = 0; u < kQueryTile / 4; ++u) {
               const float4 q4 = row[u];
-              acc[4 * u + 0] = fmaf(kf[j], q4.x, acc[4 * u + 0]);
-              acc[4 * u + 1] = fmaf(kf[j], q4.y, acc[4 * u + 1]);
-              acc[4 * u + 2] = fmaf(kf[j], q4.z, acc[4 * u + 2]);
-              acc[4 * u + 3] = fmaf(kf[j], q4.w, acc[4 * u + 3]);
+              acc0[4 * u + 0] = fmaf(kf0[j], q4.x, acc0[4 * u + 0]);
+              acc0[4 * u + 1] = fmaf(kf0[j], q4.y, acc0[4 * u + 1]);
+              acc0[4 * u + 2] = fmaf(kf0[j], q4.z, acc0[4 * u + 2]);
+              acc0[4 * u + 3] = fmaf(kf0[j], q4.w, acc0[4 * u + 3]);
+              acc1[4 * u + 0] = fmaf(kf1[j], q4.x, acc1[4 * u + 0]);
+              acc1[4 * u + 1] = fmaf(kf1[j], q4.y, acc1[4 * u + 1]);
+              acc1[4 * u + 2] = fmaf(kf1[j], q4.z, acc1[4 * u + 2]);
+              acc1[4 * u + 3] = fmaf(kf1[j], q4.w, acc1[4 * u + 3]);
             }
           }
         }
+        // The first pass (v == lane for every lane: a uniform branch) starts from nothing.
+        const bool first = v == lane;
 #pragma unroll
         for (int i = 0; i < kQueryTile; ++i) {
-          const float s = acc[i];
-          if (s > m[i]) {
-            e[i] = e[i] * __expf(m[i] - s) + 1.0f;  // m = -inf: e is 0
-            m[i] = s;
-          } else {
-            e[i] += __expf(s - m[i]);  // also propagates a NaN logit
-          }
+          const float s0 = acc0[i];
+          const float s1 = second ? acc1[i] : -INFINITY;  // exp(-inf - mx) = 0
+          // fmaxf drops a NaN operand, but then exp(NaN - mx) makes e NaN: a NaN logit still
+          // reaches the scores (and +Inf gives exp(Inf - Inf) = NaN).
+          const float mx = fmaxf(fmaxf(s0, s1), m[i]);
+          const float fresh = __expf(s0 - mx) + __expf(s1 - mx);
+          e[i] = first ? fresh : fmaf(e[i], __expf(m[i] - mx), fresh);
+          m[i] = mx;
         }
       }
       // Reduce-scatter across the warp: each level halves the queries a lane holds, so that

@@ -111,18 +111,27 @@ TEST_F(ScoreBlocksTest, MatchesCpuScorerAndReferenceOnRandomShapes) {
     double prune;
     size_t merge, blocks, x;
     DType dtype;
+    size_t block_tokens = 32;
   };
-  // d_pruned: 16, 13 (odd), 20, 32, 128 (no pruning), 7.
+  // d_pruned: 16, 13 (odd), 20, 32, 128 (no pruning), 7. Vectors per block: 8 to 32, then 64
+  // (the engine's default: a lane scores two vectors), 128 (two pairs per lane) and 80 (lanes
+  // with one vector of their second pair, others with none in their second pass).
   const Case cases[] = {
-      {4, 5, 64, 0.25, 2, 300, 8, DType::kF16},  {1, 8, 64, 0.2, 1, 40, 3, DType::kBF16},
-      {8, 4, 80, 0.25, 4, 517, 16, DType::kF16}, {2, 1, 128, 0.25, 2, 1, 1, DType::kF16},
-      {3, 2, 128, 0.99, 2, 77, 5, DType::kBF16}, {8, 8, 64, 0.11, 2, 2100, 8, DType::kF16},
+      {4, 5, 64, 0.25, 2, 300, 8, DType::kF16},
+      {1, 8, 64, 0.2, 1, 40, 3, DType::kBF16},
+      {8, 4, 80, 0.25, 4, 517, 16, DType::kF16},
+      {2, 1, 128, 0.25, 2, 1, 1, DType::kF16},
+      {3, 2, 128, 0.99, 2, 77, 5, DType::kBF16},
+      {8, 8, 64, 0.11, 2, 2100, 8, DType::kF16},
+      {8, 4, 128, 0.25, 2, 257, 8, DType::kF16, 128},
+      {2, 4, 128, 0.25, 1, 65, 8, DType::kBF16, 128},
+      {4, 2, 64, 0.21, 1, 33, 3, DType::kF16, 80},
   };
   for (const Case& c : cases) {
     RandomLayerSpec spec;
     spec.kv_heads = c.kv_heads;
     spec.head_dim = c.head_dim;
-    spec.block_tokens = 32;
+    spec.block_tokens = c.block_tokens;
     spec.merge = c.merge;
     spec.blocks = c.blocks;
     spec.prune_ratio = c.prune;
@@ -133,7 +142,8 @@ TEST_F(ScoreBlocksTest, MatchesCpuScorerAndReferenceOnRandomShapes) {
     DeviceLayer d = Make(spec, c.x, c.group, begin, end);
     const std::string name = "kv_heads " + std::to_string(c.kv_heads) + " group " +
                              std::to_string(c.group) + " d_pruned " +
-                             std::to_string(d.task.reps.d_pruned()) + " blocks " +
+                             std::to_string(d.task.reps.d_pruned()) + " vectors " +
+                             std::to_string(d.task.reps.vectors_per_block()) + " blocks " +
                              std::to_string(c.blocks) + " x " + std::to_string(c.x);
     const std::vector<float> got = Run({&d}, ArgsFor(d, end - begin))[0];
     auto cpu = sparse::RunRetrieval(d.task);
