@@ -738,10 +738,13 @@ struct PfCfg {
   static_assert(D % 16 == 0, "head_dim must be a multiple of the MMA's k (16)");
   // Shared rows padded by 16 B: the 8 rows a fragment load touches start 4 banks apart.
   static constexpr int kRowBytes = D * 2 + 16;
-  static constexpr int kStageBytes = 2 * kPfTile * kRowBytes;      // K then V
-  static constexpr int kQBytes = kPfSplits * kPfRows * kRowBytes;  // [split][row][D] bf16
-  static constexpr int kSmemBytes = 2 * kStageBytes + kQBytes;     // two stages
-  static constexpr int kChunks = D * 2 / 16;                       // 16 B pieces per row
+  static constexpr int kStageBytes = 2 * kPfTile * kRowBytes;  // K then V
+  // Q's first term lives in registers (loaded once through stage 1, before any tile is there);
+  // the other terms in shared memory. 104 KB at head_dim 128: two CTAs per SM.
+  static constexpr int kQBytes = (kPfSplits - 1) * kPfRows * kRowBytes;  // [term-1][row][D]
+  static constexpr int kSmemBytes = 2 * kStageBytes + kQBytes;           // two stages
+  static_assert(kStageBytes >= kPfRows * kRowBytes, "a stage must hold Q's first term");
+  static constexpr int kChunks = D * 2 / 16;  // 16 B pieces per row
   static constexpr int kLoadsPerThread = kPfTile * kChunks / kPfThreads;
   static_assert(kPfTile * kChunks % kPfThreads == 0, "tile copies do not split evenly");
 };
@@ -784,7 +787,7 @@ __device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* sm
 }
 
 template <int D>
-__global__ void __launch_bounds__(kPfThreads) PrefillKernel(const KernelParams p) {
+__global__ void __launch_bounds__(kPfThreads, 2) PrefillKernel(const KernelParams p) {
   using C = PfCfg<D>;
   constexpr int kRowBytes = C::kRowBytes;
   constexpr int kTokTiles = kPfTile / 8;  // n-tiles of S
@@ -838,13 +841,27 @@ __global__ void __launch_bounds__(kPfThreads) PrefillKernel(const KernelParams p
     }
     uint32_t t3[kPfSplits];
     SplitPair(v.x * qscale, v.y * qscale, t3[0], t3[1], t3[2]);
+    *reinterpret_cast<uint32_t*>(smem + C::kStageBytes + r * kRowBytes + d * 2) = t3[0];
 #pragma unroll
-    for (int s = 0; s < kPfSplits; ++s) {
-      *reinterpret_cast<uint32_t*>(q_s + (s * kPfRows + r) * kRowBytes + d * 2) = t3[s];
+    for (int s = 1; s < kPfSplits; ++s) {
+      *reinterpret_cast<uint32_t*>(q_s + ((s - 1) * kPfRows + r) * kRowBytes + d * 2) = t3[s];
     }
   }
   __syncthreads();
   const int cta_end = cta_end_s;
+  // This warp's A fragments of Q's first term, for every k-step; stage 1 is free again after
+  // the first barrier of the tile loop.
+  uint32_t q_hi[D / 16][4];
+  {
+    const unsigned char* q = smem + C::kStageBytes + (warp * 16 + fg) * kRowBytes + ft * 4;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      q_hi[kk][0] = Lds32(q + kk * 32);
+      q_hi[kk][1] = Lds32(q + 8 * kRowBytes + kk * 32);
+      q_hi[kk][2] = Lds32(q + kk * 32 + 16);
+      q_hi[kk][3] = Lds32(q + 8 * kRowBytes + kk * 32 + 16);
+    }
+  }
 
   const void* const* table = p.blocks;
   const size_t head_off = static_cast<size_t>(g) * p.block_tokens * D;  // K half, this head
@@ -897,8 +914,10 @@ __global__ void __launch_bounds__(kPfThreads) PrefillKernel(const KernelParams p
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t a[kPfSplits][4];
 #pragma unroll
-      for (int sp = 0; sp < kPfSplits; ++sp) {
-        const unsigned char* q = qw + sp * kPfRows * kRowBytes + kk * 32;
+      for (int j = 0; j < 4; ++j) a[0][j] = q_hi[kk][j];
+#pragma unroll
+      for (int sp = 1; sp < kPfSplits; ++sp) {
+        const unsigned char* q = qw + (sp - 1) * kPfRows * kRowBytes + kk * 32;
         a[sp][0] = Lds32(q);
         a[sp][1] = Lds32(q + 8 * kRowBytes);
         a[sp][2] = Lds32(q + 16);
