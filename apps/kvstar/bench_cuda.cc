@@ -114,6 +114,12 @@ int RunCudaBench(const CudaBenchFlags& f) {
         "kvstar's prefix reuse: random contexts have no tokens to address",
         f.store.c_str()));
   }
+  if (use_store && std::find(modes.begin(), modes.end(), KvMode::kKvstar) == modes.end()) {
+    return ReportError(InvalidArgument(
+        "--store %s: only --modes kvstar uses a block store (prefix reuse); add kvstar to --modes "
+        "or drop --store",
+        f.store.c_str()));
+  }
   size_t fixed_split = 0;
   const bool auto_split = f.kvpr_split == "auto";
   if (!auto_split) {

@@ -1177,6 +1177,23 @@ int ResidentCtasPerSm(const KvGeometry& geom) {
   }
 }
 
+// f.template operator()<D>() for the head_dim D of the kernels' specialisations.
+template <typename F>
+Status ForHeadDim(size_t head_dim, F&& f) {
+  switch (head_dim) {
+    case 64:
+      return f.template operator()<64>();
+    case 80:
+      return f.template operator()<80>();
+    case 96:
+      return f.template operator()<96>();
+    case 128:
+      return f.template operator()<128>();
+    default:
+      return Unimplemented("CUDA attention: head_dim %zu", head_dim);
+  }
+}
+
 size_t TileFor(DType dtype) {
   return dtype == DType::kBF16 ? TileTokens<__nv_bfloat16>() : TileTokens<float>();
 }
@@ -1276,47 +1293,20 @@ Status RunAttention(CudaStream* stream, const AttentionArgs& a, const AttentionP
   kp.scale = a.scale;
   const cudaStream_t s = AsCuda(stream);
   const bool bf16 = a.geom.dtype == DType::kBF16;
+  const size_t kvh = a.geom.kv_heads;
   if (plan.prefill_kernel) {
-    switch (a.geom.head_dim) {
-      case 64:
-        KVSTAR_RETURN_IF_ERROR(LaunchPrefill<64>(kp, plan, a.n, a.geom.kv_heads, s));
-        break;
-      case 80:
-        KVSTAR_RETURN_IF_ERROR(LaunchPrefill<80>(kp, plan, a.n, a.geom.kv_heads, s));
-        break;
-      case 96:
-        KVSTAR_RETURN_IF_ERROR(LaunchPrefill<96>(kp, plan, a.n, a.geom.kv_heads, s));
-        break;
-      case 128:
-        KVSTAR_RETURN_IF_ERROR(LaunchPrefill<128>(kp, plan, a.n, a.geom.kv_heads, s));
-        break;
-      default:
-        return Unimplemented("CUDA prefill attention: head_dim %zu", a.geom.head_dim);
-    }
+    KVSTAR_RETURN_IF_ERROR(ForHeadDim(
+        a.geom.head_dim, [&]<int D>() { return LaunchPrefill<D>(kp, plan, a.n, kvh, s); }));
   } else if (plan.decode_kernel) {
-    const size_t group = a.q_heads / a.geom.kv_heads;
+    const size_t group = a.q_heads / kvh;
     if (a.geom.head_dim == 64) {
-      KVSTAR_RETURN_IF_ERROR(LaunchDecodeForGroup<64>(group, kp, plan, a.n, a.geom.kv_heads, s));
+      KVSTAR_RETURN_IF_ERROR(LaunchDecodeForGroup<64>(group, kp, plan, a.n, kvh, s));
     } else {
-      KVSTAR_RETURN_IF_ERROR(LaunchDecodeForGroup<128>(group, kp, plan, a.n, a.geom.kv_heads, s));
+      KVSTAR_RETURN_IF_ERROR(LaunchDecodeForGroup<128>(group, kp, plan, a.n, kvh, s));
     }
   } else {
-    switch (a.geom.head_dim) {
-      case 64:
-        KVSTAR_RETURN_IF_ERROR(LaunchForDim<64>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
-        break;
-      case 80:
-        KVSTAR_RETURN_IF_ERROR(LaunchForDim<80>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
-        break;
-      case 96:
-        KVSTAR_RETURN_IF_ERROR(LaunchForDim<96>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
-        break;
-      case 128:
-        KVSTAR_RETURN_IF_ERROR(LaunchForDim<128>(bf16, kp, plan, a.n, a.geom.kv_heads, s));
-        break;
-      default:
-        return Unimplemented("CUDA attention: head_dim %zu", a.geom.head_dim);
-    }
+    KVSTAR_RETURN_IF_ERROR(ForHeadDim(
+        a.geom.head_dim, [&]<int D>() { return LaunchForDim<D>(bf16, kp, plan, a.n, kvh, s); }));
   }
   if (plan.num_splits > 1) {
     cudaLaunchConfig_t cfg{};
