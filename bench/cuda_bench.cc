@@ -17,6 +17,7 @@
 #include "base/kv_layout.h"
 #include "base/tensor_view.h"
 #include "ops/cuda/device.h"
+#include "ops/cuda/kernels.h"
 #include "ops/cuda/ops.h"
 
 namespace kvstar::cuda {
@@ -173,14 +174,20 @@ BENCHMARK(BM_PinnedH2D)
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
-// MatMul (cuBLAS) at Llama-3-8B projection shapes: rows x cols weights, n activation rows.
-// dtype 1 = bf16 weights (activations rounded to bf16, tensor cores), 0 = f32 weights and f32
-// GEMM (the alternative that keeps f32 activations, at twice the weight bytes).
+MatMulKernel KernelArg(int64_t v) {
+  return v == 1 ? MatMulKernel::kLibrary : v == 2 ? MatMulKernel::kSkinny : MatMulKernel::kAuto;
+}
+
+// MatMul at Llama-3-8B projection shapes: rows x cols weights, n activation rows. dtype 1 = bf16
+// weights, 0 = f32 weights and f32 GEMM (the alternative that keeps f32 activations in cuBLAS, at
+// twice the weight bytes). kernel 0 = auto, 1 = library (MatVec for n = 1, cuBLAS with
+// activations rounded to bf16 for n > 1), 2 = the skinny tensor-core kernel (bf16, n <= 16).
 void BM_Gemm(benchmark::State& state) {
   const size_t rows = static_cast<size_t>(state.range(0));
   const size_t cols = static_cast<size_t>(state.range(1));
   const size_t n = static_cast<size_t>(state.range(2));
   const DType dtype = state.range(3) == 1 ? DType::kBF16 : DType::kF32;
+  const MatMulKernel kernel = KernelArg(state.range(4));
   const size_t wbytes = rows * cols * DTypeSize(dtype);
   const size_t copies = std::max<size_t>(1, (size_t{256} << 20) / wbytes);
   CudaStream* s = g_ctx->compute_stream();
@@ -201,7 +208,7 @@ void BM_Gemm(benchmark::State& state) {
   auto run = [&] {
     const TensorView wv{w->as<unsigned char>() + copy * wbytes, dtype, rows, cols};
     copy = (copy + 1) % copies;
-    return MatMul(*g_ctx, s, wv, x->as<float>(), n, y->as<float>(), ws->data()).ok();
+    return MatMul(*g_ctx, s, wv, x->as<float>(), n, y->as<float>(), ws->data(), kernel).ok();
   };
   for (int i = 0; i < 3; ++i) run();
   for (auto _ : state) {
@@ -222,16 +229,137 @@ void BM_Gemm(benchmark::State& state) {
 // Llama-3-8B: qkv 6144 x 4096, o 4096 x 4096, gate+up 28672 x 4096, down 4096 x 14336,
 // lm_head 128256 x 4096; n = 1 (decode), 16, 512 and 4096 (prefill chunks).
 BENCHMARK(BM_Gemm)
-    ->ArgNames({"rows", "cols", "n", "bf16"})
-    ->ArgsProduct({{6144}, {4096}, {1, 16, 512, 4096}, {1, 0}})
-    ->Args({4096, 4096, 1, 1})
-    ->Args({4096, 4096, 512, 1})
-    ->Args({28672, 4096, 1, 1})
-    ->Args({28672, 4096, 512, 1})
-    ->Args({4096, 14336, 1, 1})
-    ->Args({4096, 14336, 512, 1})
-    ->Args({128256, 4096, 1, 1})
-    ->Args({128256, 4096, 512, 1})
+    ->ArgNames({"rows", "cols", "n", "bf16", "kernel"})
+    ->ArgsProduct({{6144}, {4096}, {1, 16, 512, 4096}, {1, 0}, {0}})
+    ->Args({4096, 4096, 1, 1, 0})
+    ->Args({4096, 4096, 512, 1, 0})
+    ->Args({28672, 4096, 1, 1, 0})
+    ->Args({28672, 4096, 512, 1, 0})
+    ->Args({4096, 14336, 1, 1, 0})
+    ->Args({4096, 14336, 512, 1, 0})
+    ->Args({128256, 4096, 1, 1, 0})
+    ->Args({128256, 4096, 512, 1, 0})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+// Decode batch sizes: the library path against the skinny kernel, same shapes.
+BENCHMARK(BM_Gemm)
+    ->Name("BM_GemmDecode")
+    ->ArgNames({"rows", "cols", "n", "bf16", "kernel"})
+    ->ArgsProduct({{6144, 4096, 28672}, {4096}, {1, 2, 4, 6, 8, 16}, {1}, {1, 2}})
+    ->ArgsProduct({{4096}, {14336}, {1, 2, 4, 6, 8, 16}, {1}, {1, 2}})
+    ->ArgsProduct({{128256}, {4096}, {1, 6, 16}, {1}, {1, 2}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// The skinny kernel's rows per CTA (16 x m_tiles) at Llama-3-8B shapes (q / k / v as one 6144-row
+// matrix), to choose the default: rows x cols weights, n activation rows.
+void BM_SkinnyTiles(benchmark::State& state) {
+  const size_t rows = static_cast<size_t>(state.range(0));
+  const size_t cols = static_cast<size_t>(state.range(1));
+  const size_t n = static_cast<size_t>(state.range(2));
+  const int m_tiles = static_cast<int>(state.range(3));
+  const size_t wbytes = rows * cols * 2;
+  const size_t copies = std::max<size_t>(1, (size_t{256} << 20) / wbytes);
+  CudaStream* s = g_ctx->compute_stream();
+  auto w = DeviceBuffer::Allocate(copies * wbytes);
+  auto x = DeviceBuffer::Allocate(n * cols * sizeof(float));
+  auto y = DeviceBuffer::Allocate(n * rows * sizeof(float));
+  if (!w.ok() || !x.ok() || !y.ok()) return Fail(state, ResourceExhausted("skinny buffers"));
+  if (!FillRandom(s, w->data(), copies * rows * cols, DType::kBF16, 0.05f, 3).ok() ||
+      !FillRandom(s, x->data(), n * cols, DType::kF32, 1.0f, 4).ok()) {
+    return Fail(state, Internal("fill"));
+  }
+  auto start = Event::Create();
+  auto stop = Event::Create();
+  if (!start.ok() || !stop.ok()) return Fail(state, Internal("events"));
+  size_t copy = 0;
+  auto run = [&] {
+    const internal::SkinnyOutput out{w->as<unsigned char>() + copy * wbytes, rows, y->as<float>()};
+    copy = (copy + 1) % copies;
+    return internal::LaunchSkinnyMatMul(&out, 1, cols, x->as<float>(), n,
+                                        reinterpret_cast<cudaStream_t>(s), m_tiles) == cudaSuccess;
+  };
+  for (int i = 0; i < 3; ++i) run();
+  for (auto _ : state) {
+    const double sec = TimeOnStream(s, *start, *stop, run);
+    if (sec <= 0) return Fail(state, Internal("skinny failed"));
+    state.SetIterationTime(sec);
+  }
+  const double bytes = static_cast<double>(wbytes) * static_cast<double>(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  state.counters["frac_copy"] =
+      benchmark::Counter(bytes / 1e9 / g_copy_gbs, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_SkinnyTiles)
+    ->ArgNames({"rows", "cols", "n", "m_tiles"})
+    ->ArgsProduct({{6144, 4096, 28672}, {4096}, {1, 8, 16}, {1, 2, 4}})
+    ->ArgsProduct({{4096}, {14336}, {1, 8, 16}, {1, 2, 4}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// One Llama-3-8B decoder layer's products at decode batch n, as the engine issues them: q / k /
+// v and gate / up share x (MatMulShared), then o and down. kernel 0 = auto (the skinny kernel,
+// one launch per shared group), 1 = library (one launch per matrix, plus a rounding launch each
+// for n > 1). GB/s counts the weights (416 MiB) and activations once.
+void BM_DecodeLayerProducts(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const MatMulKernel kernel = KernelArg(state.range(1));
+  constexpr size_t kHidden = 4096, kKv = 1024, kInter = 14336;
+  struct Shape {
+    size_t rows, cols;
+  };
+  const Shape shapes[] = {{kHidden, kHidden}, {kKv, kHidden},    {kKv, kHidden},
+                          {kHidden, kHidden}, {kInter, kHidden}, {kInter, kHidden},
+                          {kHidden, kInter}};
+  CudaStream* s = g_ctx->compute_stream();
+  size_t wbytes = 0;
+  for (const Shape& sh : shapes) wbytes += sh.rows * sh.cols * 2;
+  auto w = DeviceBuffer::Allocate(wbytes);
+  auto x = DeviceBuffer::Allocate(n * kInter * sizeof(float));
+  auto y = DeviceBuffer::Allocate(3 * n * kInter * sizeof(float));
+  auto ws = DeviceBuffer::Allocate(n * kInter * 2);
+  if (!w.ok() || !x.ok() || !y.ok() || !ws.ok()) {
+    return Fail(state, ResourceExhausted("layer buffers"));
+  }
+  if (!FillRandom(s, w->data(), wbytes / 2, DType::kBF16, 0.05f, 3).ok() ||
+      !FillRandom(s, x->data(), n * kInter, DType::kF32, 1.0f, 4).ok()) {
+    return Fail(state, Internal("fill"));
+  }
+  std::vector<TensorView> views;
+  size_t off = 0;
+  for (const Shape& sh : shapes) {
+    views.push_back(TensorView{w->as<unsigned char>() + off, DType::kBF16, sh.rows, sh.cols});
+    off += sh.rows * sh.cols * 2;
+  }
+  float* y0 = y->as<float>();
+  float* y1 = y0 + n * kInter;
+  float* y2 = y1 + n * kInter;
+  const float* xf = x->as<float>();
+  const MatMulTarget qkv[] = {{views[0], y0}, {views[1], y1}, {views[2], y2}};
+  const MatMulTarget gate_up[] = {{views[4], y0}, {views[5], y1}};
+  auto run = [&] {
+    return MatMulShared(*g_ctx, s, qkv, xf, n, ws->data(), kernel).ok() &&
+           MatMul(*g_ctx, s, views[3], xf, n, y2, ws->data(), kernel).ok() &&
+           MatMulShared(*g_ctx, s, gate_up, xf, n, ws->data(), kernel).ok() &&
+           MatMul(*g_ctx, s, views[6], xf, n, y2, ws->data(), kernel).ok();
+  };
+  auto start = Event::Create();
+  auto stop = Event::Create();
+  if (!start.ok() || !stop.ok()) return Fail(state, Internal("events"));
+  for (int i = 0; i < 3; ++i) run();
+  for (auto _ : state) {
+    const double sec = TimeOnStream(s, *start, *stop, run);
+    if (sec <= 0) return Fail(state, Internal("layer products failed"));
+    state.SetIterationTime(sec);
+  }
+  const double bytes = static_cast<double>(wbytes) * static_cast<double>(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  state.counters["frac_copy"] =
+      benchmark::Counter(bytes / 1e9 / g_copy_gbs, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DecodeLayerProducts)
+    ->ArgNames({"n", "kernel"})
+    ->ArgsProduct({{1, 2, 3, 4, 6, 8, 12, 16}, {0, 1}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 

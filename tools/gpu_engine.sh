@@ -3,7 +3,8 @@
 # that has the driver and the CUDA 13 runtime but none of the Debian -dev packages.
 #
 #   tools/gpu_engine.sh prepare [build_dir]  on the build machine: configure with -DKVSTAR_CUDA=ON,
-#                                            build `kvstar`, `cuda_engine_test` and `ops_cuda_test`,
+#                                            build `kvstar`, `cuda_engine_test`, `ops_cuda_test`
+#                                            and `cuda_bench`,
 #                                            and pack them with the non-system shared libraries
 #                                            they need into .gpu-engine/pack.tar.xz (about 3 MB)
 #   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the CUDA op tests (memcheck,
@@ -35,13 +36,13 @@ if [[ $mode == prepare ]]; then
   build=${2:-build/cuda}
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSTAR_WERROR=ON -DKVSTAR_CUDA=ON
-  cmake --build "$build" --target kvstar cuda_engine_test ops_cuda_test -j"$(nproc)"
+  cmake --build "$build" --target kvstar cuda_engine_test ops_cuda_test cuda_bench -j"$(nproc)"
   tmp=$(mktemp -d)
   mkdir -p "$tmp/lib"
   cp "$build/apps/kvstar/kvstar" "$build/src/engine/cuda/cuda_engine_test" \
-    "$build/src/ops/cuda/ops_cuda_test" "$tmp/"
-  strip "$tmp/kvstar" "$tmp/cuda_engine_test" "$tmp/ops_cuda_test"
-  for bin in "$tmp/kvstar" "$tmp/cuda_engine_test" "$tmp/ops_cuda_test"; do
+    "$build/src/ops/cuda/ops_cuda_test" "$build/bench/cuda_bench" "$tmp/"
+  strip "$tmp/kvstar" "$tmp/cuda_engine_test" "$tmp/ops_cuda_test" "$tmp/cuda_bench"
+  for bin in "$tmp/kvstar" "$tmp/cuda_engine_test" "$tmp/ops_cuda_test" "$tmp/cuda_bench"; do
     ldd "$bin" | awk '/=> \//{print $3}' | grep -Ev '/(libc|libm|libdl|libpthread|librt)\.so|/cuda|icudata' |
       xargs -r -I{} cp -L {} "$tmp/lib/"
   done
@@ -49,7 +50,7 @@ if [[ $mode == prepare ]]; then
   gcc -shared -fPIC -Wl,-soname,libicudata.so.72 -o "$tmp/lib/libicudata.so.72" "$tmp/icustub.c"
   echo "$PWD" > "$tmp/source_dir"
   mkdir -p "$pack"
-  (cd "$tmp" && tar -cf - kvstar cuda_engine_test ops_cuda_test lib source_dir | xz -T0 -6) \
+  (cd "$tmp" && tar -cf - kvstar cuda_engine_test ops_cuda_test cuda_bench lib source_dir | xz -T0 -6) \
     > "$pack/pack.tar.xz"
   rm -rf "$tmp"
   ls -la "$pack"
@@ -87,7 +88,8 @@ if [[ $mode == test ]]; then
 fi
 
 if [[ $mode == racecheck ]]; then
-  # The whole engine without cuBLAS (batch 1, one-token prompt: every projection is a MatVec):
+  # The whole engine without cuBLAS (batch 1, one-token prompt: every projection is a skinny
+  # product):
   # dense, offload and kvstar (CPU and GPU scoring, both timings). About 6 minutes.
   KVSTAR_SHORT_RUN_STEPS=66 compute-sanitizer --tool racecheck --error-exitcode 9 \
     /tmp/kvstar-gpu/cuda_engine_test --gtest_filter='*ShortRunOfEveryMode*' \

@@ -247,6 +247,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.kvstar = f.kvstar;
       o.retrieval_threads = f.retrieval_threads;
       o.gpu_scoring = f.gpu_scoring;
+      o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
         o.kv_fingerprint = kv_store.kv_fingerprint;
@@ -461,6 +462,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"step_ms_p99", Percentile(ms, 0.99)},
              {"decode_tokens_per_second", tokens_per_s},
              {"prefill", f.prefill},
+             {"matmul", f.matmul},
              {"prefill_tokens_per_second",
               prefill_s > 0 ? static_cast<double>(batch * context) / prefill_s : 0.0},
              {"prefill_seconds", prefill_s},

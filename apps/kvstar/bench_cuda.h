@@ -33,9 +33,10 @@ struct CudaBenchFlags {
   uint64_t seed = 1;
   std::string plot;  // PNG path: decode tokens/s vs context per mode
   bool json = false;
-  KvstarConfig kvstar;        // kvstar mode settings (--kvstar-config and the UCM-named flags)
-  int retrieval_threads = 0;  // 0: hardware threads - 3 (CudaBatch's default)
-  bool gpu_scoring = false;   // kvstar: score blocks on the GPU (--retrieval-device gpu)
+  KvstarConfig kvstar;          // kvstar mode settings (--kvstar-config and the UCM-named flags)
+  int retrieval_threads = 0;    // 0: hardware threads - 3 (CudaBatch's default)
+  bool gpu_scoring = false;     // kvstar: score blocks on the GPU (--retrieval-device gpu)
+  std::string matmul = "auto";  // auto | library (--cuda-matmul)
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

@@ -49,6 +49,7 @@ struct BenchFlags {
   std::string kvpr_split = "auto";
   bool kvpr_calibrate = false;
   std::string plot;
+  std::string cuda_matmul = "auto";
 };
 
 StatusOr<std::vector<int>> ParseIntList(const std::string& text, const std::string& flag) {
@@ -116,6 +117,7 @@ int RunBench(const BenchFlags& f) {
     c.prefill = f.prefill;
     c.store = f.engine.store;
     c.kvpr_split = f.kvpr_split;
+    c.matmul = f.cuda_matmul;
     c.kvpr_calibrate = f.kvpr_calibrate;
     c.seed = f.seed;
     c.plot = f.plot;
@@ -381,6 +383,12 @@ void AddBench(CLI::App& root, int* exit_code) {
                 "(recompute_scale, link_scale), used by the planner and the model's predictions "
                 "from the next invocation on");
   cmd->add_option("--plot", f->plot, "cuda: write a PNG of decode tokens/s vs context per mode");
+  cmd->add_option("--cuda-matmul", f->cuda_matmul,
+                  "cuda: kernel of the matrix products: auto (the skinny tensor-core kernel at "
+                  "decode batch sizes up to 16, f32 activations) or library (MatVec at batch 1, "
+                  "cuBLAS with bf16-rounded activations above), to compare the two")
+      ->check(CLI::IsMember({"auto", "library"}))
+      ->capture_default_str();
   AddEngineFlags(cmd, &f->engine, /*with_threads=*/false);
   cmd->callback([f, exit_code] { *exit_code = RunBench(*f); });
 }

@@ -77,6 +77,7 @@ expect_error "unknown decode mode" "not in" "$K" generate --model "$GOLD" --prom
 expect_error "unknown subcommand" "subcommand" "$K" frobnicate
 expect_error "zero decode steps" "decode-steps.*not in range 1 to" "$K" bench --decode-steps 0
 expect_error "host memory share out of range" "host-memory-share" "$K" bench --host-memory-share 1.5
+expect_error "unknown matmul kernel" "cuda-matmul.*not in" "$K" bench --cuda-matmul cublas
 expect_error "in-flight out of range" "in-flight" "$K" bench-retrieval --in-flight 0
 expect_error "zero retrieval threads" "retrieval-threads.*not in range 1 to 4096" "$K" generate \
   --model "$GOLD" --prompt hi --retrieval-threads 0

@@ -1,8 +1,11 @@
 #include "engine/cuda/cuda_batch.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
+#include <span>
 
 #include "base/check.h"
 #include "base/logging.h"
@@ -262,9 +265,30 @@ Status CudaBatch::Init() {
 namespace {
 
 Status Linear(const DeviceContext& ctx, CudaStream* s, const TensorView& w, const TensorView& bias,
-              const float* x, size_t n, float* y, void* workspace) {
-  KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, w, x, n, y, workspace));
+              const float* x, size_t n, float* y, void* workspace, MatMulKernel kernel) {
+  KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, w, x, n, y, workspace, kernel));
   if (!bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, bias, n, y));
+  return Status::Ok();
+}
+
+// Products of one x with several weights (q / k / v, gate / up): one launch of the skinny kernel
+// at decode batch sizes (MatMulShared), then the biases.
+struct LinearOut {
+  TensorView w;
+  TensorView bias;
+  float* y;
+};
+Status LinearShared(const DeviceContext& ctx, CudaStream* s, std::initializer_list<LinearOut> outs,
+                    const float* x, size_t n, void* workspace, MatMulKernel kernel) {
+  std::array<MatMulTarget, 3> targets;
+  KVSTAR_CHECK(outs.size() <= targets.size(), "%zu products", outs.size());
+  size_t count = 0;
+  for (const LinearOut& o : outs) targets[count++] = MatMulTarget{o.w, o.y};
+  KVSTAR_RETURN_IF_ERROR(
+      MatMulShared(ctx, s, std::span(targets.data(), count), x, n, workspace, kernel));
+  for (const LinearOut& o : outs) {
+    if (!o.bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, o.bias, n, o.y));
+  }
   return Status::Ok();
 }
 
@@ -383,9 +407,11 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
         stats_.d2h_bytes += keep * hidden * wb;
       }
       void* ws = m.workspace.data();
-      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.q, L.q_bias, xn, rows, m.q.as<float>(), ws));
-      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.k, L.k_bias, xn, rows, m.k.as<float>(), ws));
-      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.v, L.v_bias, xn, rows, m.v.as<float>(), ws));
+      KVSTAR_RETURN_IF_ERROR(LinearShared(ctx, s,
+                                          {{L.q, L.q_bias, m.q.as<float>()},
+                                           {L.k, L.k_bias, m.k.as<float>()},
+                                           {L.v, L.v_bias, m.v.as<float>()}},
+                                          xn, rows, ws, opt_.matmul));
       KVSTAR_RETURN_IF_ERROR(
           ApplyRope(s, model_.inv_freq(), hd, pos, rows, c.num_heads, m.q.as<float>()));
       KVSTAR_RETURN_IF_ERROR(
@@ -414,14 +440,17 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
       KVSTAR_RETURN_IF_ERROR(Ensure(m.attn_ws, plan.workspace_bytes, device_bytes_));
       KVSTAR_RETURN_IF_ERROR(RunAttention(s, a, plan, m.attn_ws.data()));
       float* proj = m.proj.as<float>();
-      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.o, L.o_bias, m.attn.as<float>(), rows, proj, ws));
+      KVSTAR_RETURN_IF_ERROR(
+          Linear(ctx, s, L.o, L.o_bias, m.attn.as<float>(), rows, proj, ws, opt_.matmul));
       KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, rows * hidden, x));
       KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.post_attn_norm, rows, hidden, c.rms_norm_eps, xn));
       float* gate = m.gate.as<float>();
-      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.gate, L.gate_bias, xn, rows, gate, ws));
-      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.up, L.up_bias, xn, rows, m.up.as<float>(), ws));
+      KVSTAR_RETURN_IF_ERROR(
+          LinearShared(ctx, s, {{L.gate, L.gate_bias, gate}, {L.up, L.up_bias, m.up.as<float>()}},
+                       xn, rows, ws, opt_.matmul));
       KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), rows * c.intermediate_size, gate));
-      KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, rows, proj, ws));
+      KVSTAR_RETURN_IF_ERROR(
+          Linear(ctx, s, L.down, L.down_bias, gate, rows, proj, ws, opt_.matmul));
       KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, rows * hidden, x));
       if (progress && !progress(l * computed + begin - p + rows, c.num_layers * computed)) {
         KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
@@ -445,8 +474,8 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
     float* xn = m.xn.as<float>();
     KVSTAR_RETURN_IF_ERROR(RmsNorm(s, m.x_all.as<float>() + (computed - 1) * hidden,
                                    model_.final_norm(), 1, hidden, c.rms_norm_eps, xn));
-    KVSTAR_RETURN_IF_ERROR(
-        MatMul(ctx, s, model_.lm_head(), xn, 1, m.logits.as<float>(), m.workspace.data()));
+    KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, model_.lm_head(), xn, 1, m.logits.as<float>(),
+                                  m.workspace.data(), opt_.matmul));
     KVSTAR_RETURN_IF_ERROR(
         ctx.CopyToHost(last_logits, m.logits.data(), c.vocab_size * sizeof(float), s));
   }
@@ -695,9 +724,10 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
                         c.q_dim()
               : m.q_layers.as<float>() + l * B * c.q_dim();
     }
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.q, L.q_bias, xn, B, q, ws));
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.k, L.k_bias, xn, B, m.k.as<float>(), ws));
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.v, L.v_bias, xn, B, m.v.as<float>(), ws));
+    KVSTAR_RETURN_IF_ERROR(LinearShared(
+        ctx, s,
+        {{L.q, L.q_bias, q}, {L.k, L.k_bias, m.k.as<float>()}, {L.v, L.v_bias, m.v.as<float>()}},
+        xn, B, ws, opt_.matmul));
     KVSTAR_RETURN_IF_ERROR(ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_heads, q));
     KVSTAR_RETURN_IF_ERROR(
         ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_kv_heads, m.k.as<float>()));
@@ -735,14 +765,16 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
       KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].Record(d2h));
     }
     float* proj = m.proj.as<float>();
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.o, L.o_bias, m.attn.as<float>(), B, proj, ws));
+    KVSTAR_RETURN_IF_ERROR(
+        Linear(ctx, s, L.o, L.o_bias, m.attn.as<float>(), B, proj, ws, opt_.matmul));
     KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, B * hidden, x));
     KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.post_attn_norm, B, hidden, c.rms_norm_eps, xn));
     float* gate = m.gate.as<float>();
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.gate, L.gate_bias, xn, B, gate, ws));
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.up, L.up_bias, xn, B, m.up.as<float>(), ws));
+    KVSTAR_RETURN_IF_ERROR(
+        LinearShared(ctx, s, {{L.gate, L.gate_bias, gate}, {L.up, L.up_bias, m.up.as<float>()}}, xn,
+                     B, ws, opt_.matmul));
     KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), B * c.intermediate_size, gate));
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws));
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws, opt_.matmul));
     KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, B * hidden, x));
   }
   if (kvstar && !opt_.gpu_scoring) {
@@ -756,7 +788,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   }
   KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, model_.final_norm(), B, hidden, c.rms_norm_eps, xn));
   float* lg = m.logits.as<float>();
-  KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, model_.lm_head(), xn, B, lg, ws));
+  KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, model_.lm_head(), xn, B, lg, ws, opt_.matmul));
   KVSTAR_RETURN_IF_ERROR(ArgmaxSample(s, lg, B, c.vocab_size, m.ids.as<int32_t>()));
   KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_ids.data(), m.ids.data(), B * 4, s));
   stats_.d2h_bytes += B * 4;

@@ -85,6 +85,9 @@ struct BatchOptions {
   // queries never leave the device, and the scores of each group come back for the host's
   // top-k. Scoring runs on the background (lowest priority) stream.
   bool gpu_scoring = false;
+  // The kernel of the matrix products (kAuto: the skinny tensor-core kernel at decode batch sizes;
+  // kLibrary: MatVec / cuBLAS, for comparisons).
+  MatMulKernel matmul = MatMulKernel::kAuto;
   // kvstar: a block store (not owned; nullptr: none). Every full prompt block of every layer is
   // dumped to it under its content id (store/block_id.h, chained from kv_fingerprint), and a
   // prompt whose leading blocks the store holds for every layer loads them into the pinned host

@@ -119,7 +119,8 @@ std::string Golden(const std::string& name) {
 }
 
 // Logits at every golden position: position 0 from a one-token prefill, the others from decode
-// steps (batch 1, f32 KV): the decode path (MatVec in f32, attention over the block table).
+// steps (batch 1, f32 KV): the decode path (products with f32 activations, attention over the
+// block table).
 TEST_F(CudaEngineTest, DecodeLogitsMatchTransformers) {
   // qwen2_tiny has head_dim 32, which the CUDA attention kernel does not support (64..128).
   LoadModel(Golden("llama_tiny"));
@@ -554,13 +555,14 @@ TEST_F(CudaEngineTest, KvstarPrefixReuseFromAFileStore) {
 }
 
 // One sequence from a one-token prompt, decoded in every mode that needs no cuBLAS at batch 1
-// (every projection is a MatVec): the target of compute-sanitizer racecheck over the whole
-// engine (`tools/gpu_engine.sh test`), where cuBLAS's own kernels would drown the report. The
-// kvstar runs (windows of 2 blocks, k = 1) retrieve with CPU and GPU scoring, in both timings,
-// and at the default 100 steps (4 candidate blocks) reach a selection that changes and delta
-// copies. offload gives dense's tokens. KVSTAR_SHORT_RUN_STEPS (at least 66: 2 candidates)
-// shortens it for racecheck, which takes about 0.85 s per step here (`tools/gpu_engine.sh
-// racecheck`); racecheck checks shared memory inside kernels, so the copies do not matter to it.
+// (every projection runs the skinny kernel, or MatVec for f16 weights): the target of
+// compute-sanitizer racecheck over the whole engine (`tools/gpu_engine.sh test`), where cuBLAS's
+// own kernels would drown the report. The kvstar runs (windows of 2 blocks, k = 1) retrieve with
+// CPU and GPU scoring, in both timings, and at the default 100 steps (4 candidate blocks) reach a
+// selection that changes and delta copies. offload gives dense's tokens. KVSTAR_SHORT_RUN_STEPS (at
+// least 66: 2 candidates) shortens it for racecheck, which takes about 0.85 s per step here
+// (`tools/gpu_engine.sh racecheck`); racecheck checks shared memory inside kernels, so the copies
+// do not matter to it.
 TEST_F(CudaEngineTest, ShortRunOfEveryModeAtBatchOne) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
   const std::vector<std::vector<int32_t>> prompt = {{17}};

@@ -31,6 +31,9 @@ namespace kvstar::cuda {
 namespace {
 
 using internal::AsCuda;
+using internal::LoadStream16;
+using internal::Mma16816;
+using internal::SplitPair;
 using internal::ToF32;
 
 constexpr int kThreads = 256;
@@ -509,15 +512,6 @@ struct DecCfg {
   static constexpr int kSmemBytes = kDecWarps * G * (D + 2) * 4;
 };
 
-// 16 B of K/V read once: no L1 allocation, L2 fetches 256 B (the rest of the row and the next).
-__device__ __forceinline__ uint4 LoadStream16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 template <int D, int G>
 __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p) {
   using C = DecCfg<D, G>;
@@ -751,30 +745,6 @@ struct PfCfg {
 
 __device__ __forceinline__ uint32_t Lds32(const unsigned char* p) {
   return *reinterpret_cast<const uint32_t*>(p);
-}
-
-// Two f32 values as three packed bf16 pairs: out[j] holds term j of x0 (low half) and of x1.
-__device__ __forceinline__ void SplitPair(float x0, float x1, uint32_t& hi, uint32_t& mid,
-                                          uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
-  const float r0 = x0 - __low2float(h), r1 = x1 - __high2float(h);
-  const __nv_bfloat162 m = __floats2bfloat162_rn(r0, r1);
-  const __nv_bfloat162 l = __floats2bfloat162_rn(r0 - __low2float(m), r1 - __high2float(m));
-  hi = *reinterpret_cast<const uint32_t*>(&h);
-  mid = *reinterpret_cast<const uint32_t*>(&m);
-  lo = *reinterpret_cast<const uint32_t*>(&l);
-}
-
-// d += a b for one 16x8x16 tile: a = rows (g, g + 8) x k (2t, 2t + 1, 2t + 8, 2t + 9) of the
-// lane (g = lane / 4, t = lane % 4), b = k (2t, 2t + 1) and (2t + 8, 2t + 9) x column g, d =
-// rows (g, g + 8) x columns (2t, 2t + 1).
-__device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Four 8x8 b16 matrices, transposed: lane l gives the address of row l % 8 of matrix l / 8 and

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "base/half.h"
 
@@ -32,6 +33,40 @@ template <>
 __device__ __forceinline__ __half FromF32<__half>(float v) {
   return __float2half_rn(v);
 }
+
+// 16 B read once (streamed K/V, weights): no L1 allocation, L2 fetches 256 B (the rest of the
+// row and the next).
+__device__ __forceinline__ uint4 LoadStream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Two f32 values as three packed bf16 pairs: out[j] holds term j of x0 (low half) and of x1.
+__device__ __forceinline__ void SplitPair(float x0, float x1, uint32_t& hi, uint32_t& mid,
+                                          uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  const float r0 = x0 - __low2float(h), r1 = x1 - __high2float(h);
+  const __nv_bfloat162 m = __floats2bfloat162_rn(r0, r1);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(r0 - __low2float(m), r1 - __high2float(m));
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  mid = *reinterpret_cast<const uint32_t*>(&m);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+
+// d += a b for one 16x8x16 tile: a = rows (g, g + 8) x k (2t, 2t + 1, 2t + 8, 2t + 9) of the
+// lane (g = lane / 4, t = lane % 4), b = k (2t, 2t + 1) and (2t + 8, 2t + 9) x column g, d =
+// rows (g, g + 8) x columns (2t, 2t + 1).
+__device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 #endif
 
 // Blocks of `threads` covering `count` items, capped so that grid-stride loops take over.
@@ -48,6 +83,22 @@ cudaError_t LaunchConvertF32(const float* src, size_t count, DType dtype, void* 
 // decode-step product: memory-bound, no rounding of x). One warp per row.
 cudaError_t LaunchMatVec(const void* w, DType dtype, size_t rows, size_t cols, const float* x,
                          float* y, cudaStream_t stream);
+
+// Skinny products on the tensor cores (skinny.cu): y_i[n][rows_i] = x[n][cols] . W_i^T for
+// bf16 W_i sharing x, n <= kMaxSkinnyRows, f32 x and y, results equal to f32 arithmetic up to
+// summation order and independent of n. One launch for up to kMaxSkinnyOutputs matrices.
+inline constexpr int kMaxSkinnyOutputs = 3;
+inline constexpr size_t kMaxSkinnyRows = 16;
+struct SkinnyOutput {
+  const void* w;  // [rows][cols] bf16, 16 B aligned
+  size_t rows;
+  float* y;  // [n][rows]
+};
+// Whether the skinny kernel takes these shapes (bf16, cols % 8 == 0, 16 B aligned w and x).
+bool SkinnyMatMulApplies(DType dtype, size_t cols, size_t n, const void* w, const float* x);
+// m_tiles: 16-row tiles per CTA, 1, 2 or 4 (0: the default, 2; the others for benchmarks).
+cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
+                               size_t n, cudaStream_t stream, int m_tiles = 0);
 
 // dst[count] = random values in [-scale, scale] of dtype, never zero, from a counter hash (for
 // benchmarks and limit measurements; not a quality generator).

@@ -1,8 +1,9 @@
-// MatMul through cuBLAS (n > 1) or a warp-per-row kernel (n = 1). cuBLAS with bf16 / f16 weights:
-// activations are rounded to the weight dtype in the workspace and the product runs on the tensor
-// cores with f32 accumulation and f32 output; cuBLAS has no GEMM with bf16 A and f32 B, and
-// converting the weights instead would double their bytes. f32 weights: f32 GEMM with f32 compute
-// (no TF32), as precise as the CPU op.
+// MatMul through the skinny tensor-core kernel (bf16 weights, n <= 16: decode), cuBLAS (n > 1)
+// or a warp-per-row kernel (n = 1). cuBLAS with bf16 / f16 weights: activations are rounded to
+// the weight dtype in the workspace and the product runs on the tensor cores with f32
+// accumulation and f32 output; cuBLAS has no GEMM with bf16 A and f32 B, and converting the
+// weights instead would double their bytes. f32 weights: f32 GEMM with f32 compute (no TF32), as
+// precise as the CPU op.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -42,6 +43,18 @@ Status Gemm(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, c
   return Status::Ok();
 }
 
+bool Skinny(MatMulKernel kernel, const TensorView& w, const float* x, size_t n) {
+  return kernel != MatMulKernel::kLibrary &&
+         internal::SkinnyMatMulApplies(w.dtype, w.cols, n, w.data, x);
+}
+
+Status SkinnyDoesNotApply(const char* op, const TensorView& w, size_t n) {
+  return InvalidArgument(
+      "%s: the skinny kernel needs bf16 weights, 1 <= n <= %zu, cols %% 8 == 0 and 16 B aligned "
+      "pointers (got %s %zu x %zu, n=%zu)",
+      op, internal::kMaxSkinnyRows, DTypeName(w.dtype), w.rows, w.cols, n);
+}
+
 }  // namespace
 
 size_t MatMulWorkspaceBytes(const TensorView& w, size_t n) {
@@ -49,8 +62,15 @@ size_t MatMulWorkspaceBytes(const TensorView& w, size_t n) {
 }
 
 Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, const float* x,
-              size_t n, float* y, void* workspace) {
+              size_t n, float* y, void* workspace, MatMulKernel kernel) {
   if (n == 0 || w.rows == 0) return Status::Ok();
+  if (Skinny(kernel, w, x, n)) {
+    const internal::SkinnyOutput out{w.data, w.rows, y};
+    return internal::CudaStatus(
+        internal::LaunchSkinnyMatMul(&out, 1, w.cols, x, n, internal::AsCuda(stream)),
+        "SkinnyMatMulKernel");
+  }
+  if (kernel == MatMulKernel::kSkinny) return SkinnyDoesNotApply("MatMul", w, n);
   if (w.rows > INT_MAX || w.cols > INT_MAX || n > INT_MAX) {
     return InvalidArgument("MatMul: %zu x %zu weights, n=%zu exceed cuBLAS int sizes", w.rows,
                            w.cols, n);
@@ -73,6 +93,34 @@ Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
     b = workspace;
   }
   return Gemm(ctx, stream, w, b, n, y);
+}
+
+Status MatMulShared(const DeviceContext& ctx, CudaStream* stream,
+                    std::span<const MatMulTarget> targets, const float* x, size_t n,
+                    void* workspace, MatMulKernel kernel) {
+  if (targets.empty() || n == 0) return Status::Ok();
+  bool skinny = targets.size() <= static_cast<size_t>(internal::kMaxSkinnyOutputs);
+  for (const MatMulTarget& t : targets) {
+    if (t.w.cols != targets[0].w.cols) {
+      return InvalidArgument("MatMulShared: weights of %zu and %zu columns share one x",
+                             targets[0].w.cols, t.w.cols);
+    }
+    skinny = skinny && Skinny(kernel, t.w, x, n);
+  }
+  if (skinny) {
+    internal::SkinnyOutput outs[internal::kMaxSkinnyOutputs];
+    for (size_t i = 0; i < targets.size(); ++i) {
+      outs[i] = {targets[i].w.data, targets[i].w.rows, targets[i].y};
+    }
+    return internal::CudaStatus(
+        internal::LaunchSkinnyMatMul(outs, static_cast<int>(targets.size()), targets[0].w.cols, x,
+                                     n, internal::AsCuda(stream)),
+        "SkinnyMatMulKernel");
+  }
+  for (const MatMulTarget& t : targets) {
+    KVSTAR_RETURN_IF_ERROR(MatMul(ctx, stream, t.w, x, n, t.y, workspace, kernel));
+  }
+  return Status::Ok();
 }
 
 Status MatMulConverted(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,

@@ -7,10 +7,12 @@
 // Activations are f32; weights are bf16, f16 or f32; KV blocks are f32 or bf16.
 //
 // Differences from the CPU ops, each on purpose:
-//  - MatMul with n > 1 and bf16 / f16 weights rounds the activations to the weight dtype and runs
-//    on the tensor cores (cuBLAS, f32 accumulation): relative error ~1e-3 against the CPU op,
-//    which multiplies f32 activations. f32 weights use plain f32 GEMM (no TF32). n = 1 (MatVec)
-//    runs a memory-bound kernel in f32 like the CPU op.
+//  - MatMul with n > 16 (prefill) and bf16 / f16 weights rounds the activations to the weight
+//    dtype and runs on the tensor cores (cuBLAS, f32 accumulation): relative error ~1e-3 against
+//    the CPU op, which multiplies f32 activations. n <= 16 with bf16 weights (decode) runs the
+//    skinny kernel, which keeps f32 activations (error at f32 level, results independent of n);
+//    f16 weights at n <= 16 use MatVec (n = 1) or cuBLAS. f32 weights use plain f32 GEMM (no
+//    TF32).
 //  - Embed reads token ids from device memory and cannot report a bad id before it runs: ids must
 //    be checked on the host (CheckTokenIds) where they come from the host; rows of bad ids are
 //    filled with NaN.
@@ -20,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "base/kv_layout.h"
 #include "base/status.h"
@@ -33,10 +36,29 @@ namespace kvstar::cuda {
 // Device scratch bytes MatMul needs for these shapes (the activations in the weight dtype).
 size_t MatMulWorkspaceBytes(const TensorView& w, size_t n);
 
+// The kernel a product runs on. kAuto: the skinny tensor-core kernel where it applies (bf16
+// weights, n <= 16, cols % 8 == 0, 16 B aligned), else the library path. kLibrary: the
+// warp-per-row MatVec kernel for n = 1, cuBLAS for n > 1. kSkinny: the skinny kernel, or
+// InvalidArgument where it does not apply. The forced choices are for tests and benchmarks.
+enum class MatMulKernel { kAuto, kLibrary, kSkinny };
+
 // y[n][rows] = x[n][cols] . W^T, f32 accumulation. w.data, x, y and workspace on the device;
 // workspace holds at least MatMulWorkspaceBytes(w, n) bytes.
 Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, const float* x,
-              size_t n, float* y, void* workspace);
+              size_t n, float* y, void* workspace, MatMulKernel kernel = MatMulKernel::kAuto);
+
+// One product of a MatMulShared call: y[n][w.rows].
+struct MatMulTarget {
+  TensorView w;
+  float* y;
+};
+
+// MatMul of one x[n][cols] by several matrices of cols columns (q / k / v, gate / up): one launch
+// of the skinny kernel where it applies to all of them (up to 3), else one MatMul each. The
+// workspace holds the largest MatMulWorkspaceBytes of the targets.
+Status MatMulShared(const DeviceContext& ctx, CudaStream* stream,
+                    std::span<const MatMulTarget> targets, const float* x, size_t n,
+                    void* workspace, MatMulKernel kernel = MatMulKernel::kAuto);
 
 // MatMul with n = 1.
 inline Status MatVec(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,

@@ -185,32 +185,141 @@ TEST_F(CudaOpsTest, MatMulMatchesCpu) {
   struct Shape {
     size_t rows, cols, n;
   };
-  const Shape shapes[] = {{1, 1, 1},       {37, 53, 1},    {129, 67, 5},  {256, 300, 17},
-                          {513, 1031, 64}, {300, 4096, 1}, {77, 1032, 1}, {5, 2000, 1}};
+  const Shape shapes[] = {{1, 1, 1},      {37, 53, 1},     {129, 67, 5},
+                          {256, 300, 17}, {513, 1031, 64}, {300, 4096, 1},
+                          {77, 1032, 1},  {5, 2000, 1},    {130, 520, 6}};
   for (DType dt : kDTypes) {
     for (const Shape& s : shapes) {
-      SCOPED_TRACE(::testing::Message()
-                   << DTypeName(dt) << " " << s.rows << "x" << s.cols << " n=" << s.n);
-      const TestTensor w = RandomTensor(rng_, dt, s.rows, s.cols, 0.5f);
-      const std::vector<float> x = RandomFloats(rng_, s.n * s.cols);
-      std::vector<float> ref(s.n * s.rows);
-      ops::MatMul(Pool(), w.view(), x.data(), s.n, ref.data());
-      DeviceTensor dw = ToDevice(w);
-      DeviceBuffer dx = Upload(x);
-      DeviceBuffer dy = Poisoned(ref.size() * 4);
-      auto ws = DeviceBuffer::Allocate(MatMulWorkspaceBytes(dw.view, s.n));
-      ASSERT_TRUE(ws.ok());
-      ASSERT_TRUE(
-          MatMul(*ctx_, stream_, dw.view, dx.as<float>(), s.n, dy.as<float>(), ws->data()).ok());
-      const double err = RelErr(Download<float>(dy, ref.size()), ref);
-      // n = 1 multiplies f32 activations like the CPU op; n > 1 rounds them to the weight dtype.
-      const bool rounded = dt != DType::kF32 && s.n > 1;
-      EXPECT_LE(err, rounded ? kHalfTol : kF32Tol);
-      if (rounded) {
-        EXPECT_GT(err, 1e-5);  // the activations really were rounded
+      for (MatMulKernel kernel : {MatMulKernel::kAuto, MatMulKernel::kLibrary}) {
+        SCOPED_TRACE(::testing::Message()
+                     << DTypeName(dt) << " " << s.rows << "x" << s.cols << " n=" << s.n
+                     << " kernel " << static_cast<int>(kernel));
+        const TestTensor w = RandomTensor(rng_, dt, s.rows, s.cols, 0.5f);
+        const std::vector<float> x = RandomFloats(rng_, s.n * s.cols);
+        std::vector<float> ref(s.n * s.rows);
+        ops::MatMul(Pool(), w.view(), x.data(), s.n, ref.data());
+        DeviceTensor dw = ToDevice(w);
+        DeviceBuffer dx = Upload(x);
+        DeviceBuffer dy = Poisoned(ref.size() * 4);
+        auto ws = DeviceBuffer::Allocate(MatMulWorkspaceBytes(dw.view, s.n));
+        ASSERT_TRUE(ws.ok());
+        ASSERT_TRUE(
+            MatMul(*ctx_, stream_, dw.view, dx.as<float>(), s.n, dy.as<float>(), ws->data(), kernel)
+                .ok());
+        const double err = RelErr(Download<float>(dy, ref.size()), ref);
+        // MatVec (n = 1) and the skinny kernel (bf16, n <= 16, cols % 8 == 0) multiply f32
+        // activations like the CPU op; cuBLAS rounds them to the weight dtype.
+        const bool skinny =
+            kernel == MatMulKernel::kAuto && dt == DType::kBF16 && s.n <= 16 && s.cols % 8 == 0;
+        const bool rounded = dt != DType::kF32 && s.n > 1 && !skinny;
+        EXPECT_LE(err, rounded ? kHalfTol : kF32Tol);
+        if (rounded) {
+          EXPECT_GT(err, 1e-5);  // the activations really were rounded
+        }
       }
     }
   }
+}
+
+// The skinny kernel: f32-level error for every n it takes, partial tiles of rows (not a multiple
+// of 32) and of columns (a multiple of 8, not of 32 or 256); a row of a batch gives the same bits
+// as that row alone (batch invariance) and a second run the same bits (determinism).
+TEST_F(CudaOpsTest, SkinnyMatMulMatchesCpuAndIsBatchInvariant) {
+  struct Shape {
+    size_t rows, cols, n;
+  };
+  const Shape shapes[] = {{1, 8, 1},       {37, 40, 3},  {100, 72, 8},    {33, 4104, 9},
+                          {300, 1032, 16}, {64, 256, 2}, {1000, 4096, 5}, {7, 14336, 12}};
+  for (const Shape& s : shapes) {
+    SCOPED_TRACE(::testing::Message() << s.rows << "x" << s.cols << " n=" << s.n);
+    const TestTensor w = RandomTensor(rng_, DType::kBF16, s.rows, s.cols, 0.5f);
+    const std::vector<float> x = RandomFloats(rng_, s.n * s.cols);
+    std::vector<float> ref(s.n * s.rows);
+    ops::MatMul(Pool(), w.view(), x.data(), s.n, ref.data());
+    DeviceTensor dw = ToDevice(w);
+    DeviceBuffer dx = Upload(x);
+    DeviceBuffer dy = Poisoned(ref.size() * 4);
+    ASSERT_TRUE(MatMul(*ctx_, stream_, dw.view, dx.as<float>(), s.n, dy.as<float>(), nullptr,
+                       MatMulKernel::kSkinny)
+                    .ok());
+    const std::vector<float> y = Download<float>(dy, ref.size());
+    EXPECT_LE(RelErr(y, ref), kF32Tol);
+    DeviceBuffer dy2 = Poisoned(ref.size() * 4);
+    ASSERT_TRUE(MatMul(*ctx_, stream_, dw.view, dx.as<float>(), s.n, dy2.as<float>(), nullptr,
+                       MatMulKernel::kSkinny)
+                    .ok());
+    EXPECT_EQ(Download<float>(dy2, ref.size()), y);
+    for (size_t i = 0; i < s.n; ++i) {
+      DeviceBuffer one = Poisoned(s.rows * 4);
+      ASSERT_TRUE(MatMul(*ctx_, stream_, dw.view, dx.as<float>() + i * s.cols, 1, one.as<float>(),
+                         nullptr, MatMulKernel::kSkinny)
+                      .ok());
+      const std::vector<float> alone = Download<float>(one, s.rows);
+      EXPECT_TRUE(std::equal(alone.begin(), alone.end(), y.begin() + i * s.rows)) << "row " << i;
+    }
+  }
+}
+
+// q / k / v in one launch: the same bits as three skinny products; shapes the skinny kernel does
+// not take run one product each; bad requests are errors.
+TEST_F(CudaOpsTest, MatMulSharedMatchesSeparateProducts) {
+  const size_t cols = 136;
+  const size_t rows[] = {96, 40, 33};
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    for (size_t n : {size_t{1}, size_t{4}, size_t{16}, size_t{20}}) {
+      SCOPED_TRACE(::testing::Message() << DTypeName(dt) << " n=" << n);
+      const std::vector<float> x = RandomFloats(rng_, n * cols);
+      DeviceBuffer dx = Upload(x);
+      std::vector<TestTensor> ws;
+      std::vector<DeviceTensor> dws;
+      std::vector<DeviceBuffer> ys;
+      std::vector<MatMulTarget> targets;
+      size_t ws_bytes = 0;
+      for (size_t r : rows) {
+        ws.push_back(RandomTensor(rng_, dt, r, cols, 0.5f));
+        dws.push_back(ToDevice(ws.back()));
+        ys.push_back(Poisoned(n * r * 4));
+        targets.push_back(MatMulTarget{dws.back().view, ys.back().as<float>()});
+        ws_bytes = std::max(ws_bytes, MatMulWorkspaceBytes(dws.back().view, n));
+      }
+      auto workspace = DeviceBuffer::Allocate(ws_bytes);
+      ASSERT_TRUE(workspace.ok());
+      ASSERT_TRUE(MatMulShared(*ctx_, stream_, targets, dx.as<float>(), n, workspace->data()).ok());
+      for (size_t i = 0; i < targets.size(); ++i) {
+        std::vector<float> ref(n * rows[i]);
+        ops::MatMul(Pool(), ws[i].view(), x.data(), n, ref.data());
+        const std::vector<float> y = Download<float>(ys[i], ref.size());
+        const bool skinny = dt == DType::kBF16 && n <= 16;
+        EXPECT_LE(RelErr(y, ref), skinny || n == 1 ? kF32Tol : kHalfTol) << "target " << i;
+        DeviceBuffer alone = Poisoned(n * rows[i] * 4);
+        ASSERT_TRUE(MatMul(*ctx_, stream_, dws[i].view, dx.as<float>(), n, alone.as<float>(),
+                           workspace->data())
+                        .ok());
+        EXPECT_EQ(Download<float>(alone, ref.size()), y) << "target " << i;
+      }
+    }
+  }
+  // Mismatched columns; the skinny kernel forced where it does not apply.
+  const TestTensor a = RandomTensor(rng_, DType::kBF16, 8, 64, 0.5f);
+  const TestTensor b = RandomTensor(rng_, DType::kBF16, 8, 72, 0.5f);
+  const TestTensor odd = RandomTensor(rng_, DType::kBF16, 8, 60, 0.5f);
+  const TestTensor f32 = RandomTensor(rng_, DType::kF32, 8, 64, 0.5f);
+  DeviceTensor da = ToDevice(a), db = ToDevice(b), dodd = ToDevice(odd), df = ToDevice(f32);
+  DeviceBuffer dx = Upload(RandomFloats(rng_, 17 * 72));
+  DeviceBuffer dy = Poisoned(17 * 8 * 4 * 2);
+  const MatMulTarget mixed[] = {{da.view, dy.as<float>()}, {db.view, dy.as<float>() + 8}};
+  EXPECT_EQ(MatMulShared(*ctx_, stream_, mixed, dx.as<float>(), 1, nullptr).code(),
+            StatusCode::kInvalidArgument);
+  for (const TensorView& v : {dodd.view, df.view}) {
+    EXPECT_EQ(
+        MatMul(*ctx_, stream_, v, dx.as<float>(), 2, dy.as<float>(), nullptr, MatMulKernel::kSkinny)
+            .code(),
+        StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(MatMul(*ctx_, stream_, da.view, dx.as<float>(), 17, dy.as<float>(), nullptr,
+                   MatMulKernel::kSkinny)
+                .code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_F(CudaOpsTest, AddBiasMatchesCpu) {

@@ -1,0 +1,236 @@
+// Skinny matrix products on the tensor cores: y_i[n][rows_i] = x[n][cols] . W_i^T for n <= 16
+// activation rows (batched decode) and up to kMaxSkinnyOutputs bf16 matrices that share x (q / k /
+// v, gate / up), in one launch.
+//
+// Decode reads every weight once per step, so these products are bound by HBM bandwidth; cuBLAS
+// at n = 2..16 reaches about half of it, and needs x rounded to bf16 first (a second launch and
+// ~1e-3 error). Here:
+//  - a CTA owns 32 consecutive rows of one matrix (16 or 64 selectable, for measurements); its 8
+//    warps split the columns in k-steps of 32 (warp w takes steps w, w + 8, ...), so that the CTA
+//    streams 512 contiguous bytes of each row per round;
+//  - a lane loads 16 B (8 bf16) of rows g and g + 8 of each 16-row m-tile (g = lane / 4) straight
+//    into registers: those 8 columns are the lane's k-slots of two m16n8k16 MMAs (the product
+//    sums over k, so any assignment of columns to k-slots works when A and B use the same one),
+//    and the 16 B need no shuffling;
+//  - lane (g, t) reads the same 8 columns of activation row g (f32, from L2) and splits them into
+//    three bf16 terms (hi + mid + lo = x to f32 precision), so the result matches f32 arithmetic
+//    (the CPU op) up to summation order;
+//  - the warps' partial sums are added in a fixed order through shared memory: results are
+//    deterministic and do not depend on n (a sequence's logits are the same alone or in a batch).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/cuda/kernels.h"
+
+namespace kvstar::cuda::internal {
+namespace {
+
+constexpr int kSkWarps = 8;
+constexpr int kSkThreads = kSkWarps * 32;
+constexpr int kSkDefaultMTiles = 2;  // 16-row MMA tiles per CTA (every warp covers all)
+constexpr int kSkStepCols = 32;      // columns per k-step of one warp (4 lanes x 8)
+
+struct SkinnyParams {
+  const __nv_bfloat16* w[kMaxSkinnyOutputs];
+  float* y[kMaxSkinnyOutputs];
+  unsigned rows[kMaxSkinnyOutputs];
+  unsigned cta_begin[kMaxSkinnyOutputs];  // first CTA of each matrix
+  int count;
+  unsigned cols;
+  unsigned n;
+  const float* x;
+};
+
+// Eight f32 activations of one lane as the B fragments of two k16 MMAs, three bf16 terms each:
+// b[j][term][0 / 1] for k-chunk j.
+__device__ __forceinline__ void SplitEight(const float (&v)[8], uint32_t (&b)[2][3][2]) {
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    SplitPair(v[4 * j], v[4 * j + 1], b[j][0][0], b[j][1][0], b[j][2][0]);
+    SplitPair(v[4 * j + 2], v[4 * j + 3], b[j][0][1], b[j][1][1], b[j][2][1]);
+  }
+}
+
+// NT: n-tiles of 8 activation rows, 1 (n <= 8) or 2 (n <= 16). MT: 16-row m-tiles per CTA; each
+// lane keeps 8 loads of 16 B in flight (MT x 2 rows x kUnroll k-steps).
+template <int NT, int MT>
+__global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const SkinnyParams p) {
+  constexpr int kSkMTiles = MT;
+  constexpr int kSkRows = 16 * MT;
+  constexpr int kSkUnroll = 4 / MT;
+  const __nv_bfloat16* w = p.w[0];
+  float* y = p.y[0];
+  unsigned rows = p.rows[0];
+  unsigned tile = blockIdx.x;
+#pragma unroll
+  for (int i = 1; i < kMaxSkinnyOutputs; ++i) {
+    if (i < p.count && blockIdx.x >= p.cta_begin[i]) {
+      w = p.w[i];
+      y = p.y[i];
+      rows = p.rows[i];
+      tile = blockIdx.x - p.cta_begin[i];
+    }
+  }
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int t = lane % 4;
+  const unsigned cols = p.cols;
+  const unsigned row0 = tile * kSkRows;
+
+  // Rows g and g + 8 of each m-tile; rows past the end read the last row (discarded at the end).
+  const __nv_bfloat16* wrow[kSkMTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < kSkMTiles; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const unsigned r = min(row0 + mt * 16 + g + h * 8, rows - 1);
+      wrow[mt][h] = w + size_t{r} * cols + t * 8;
+    }
+  }
+  const float* xrow[NT];
+  bool xvalid[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const unsigned v = nt * 8 + g;
+    xvalid[nt] = v < p.n;
+    xrow[nt] = p.x + size_t{xvalid[nt] ? v : 0} * cols + t * 8;
+  }
+
+  float acc[kSkMTiles][NT][4] = {};
+  const unsigned steps = (cols + kSkStepCols - 1) / kSkStepCols;
+  for (unsigned s0 = warp; s0 < steps; s0 += kSkWarps * kSkUnroll) {
+    uint4 wv[kSkUnroll][kSkMTiles][2];
+    float xv[kSkUnroll][NT][8];
+#pragma unroll
+    for (int u = 0; u < kSkUnroll; ++u) {
+      const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;  // + t * 8 in the row pointers
+      const bool in = c + t * 8 < cols;  // cols % 8 == 0: a lane's 8 columns are all in or out
+#pragma unroll
+      for (int mt = 0; mt < kSkMTiles; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          wv[u][mt][h] = in ? LoadStream16(wrow[mt][h] + c) : make_uint4(0, 0, 0, 0);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+        if (in && xvalid[nt]) {
+          a = __ldg(reinterpret_cast<const float4*>(xrow[nt] + c));
+          b = __ldg(reinterpret_cast<const float4*>(xrow[nt] + c + 4));
+        }
+        xv[u][nt][0] = a.x;
+        xv[u][nt][1] = a.y;
+        xv[u][nt][2] = a.z;
+        xv[u][nt][3] = a.w;
+        xv[u][nt][4] = b.x;
+        xv[u][nt][5] = b.y;
+        xv[u][nt][6] = b.z;
+        xv[u][nt][7] = b.w;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kSkUnroll; ++u) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        uint32_t b[2][3][2];
+        SplitEight(xv[u][nt], b);
+#pragma unroll
+        for (int mt = 0; mt < kSkMTiles; ++mt) {
+          const uint4& lo = wv[u][mt][0];                   // row g
+          const uint4& hi = wv[u][mt][1];                   // row g + 8
+          const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};  // columns 0-3 of the lane's 8
+          const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};  // columns 4-7
+#pragma unroll
+          for (int term = 0; term < 3; ++term) {
+            Mma16816(acc[mt][nt], a0, b[0][term][0], b[0][term][1]);
+            Mma16816(acc[mt][nt], a1, b[1][term][0], b[1][term][1]);
+          }
+        }
+      }
+    }
+  }
+
+  // Sum the warps' partials in warp order.
+  constexpr int kPerLane = kSkMTiles * NT * 4;
+  __shared__ float red[kSkWarps][kPerLane][32];
+#pragma unroll
+  for (int mt = 0; mt < kSkMTiles; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) red[warp][(mt * NT + nt) * 4 + e][lane] = acc[mt][nt][e];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kPerLane * 32; i += kSkThreads) {
+    const int slot = i / 32;
+    const int l = i % 32;
+    float sum = 0.0f;
+#pragma unroll
+    for (int wi = 0; wi < kSkWarps; ++wi) sum += red[wi][slot][l];
+    const int mt = slot / (NT * 4);
+    const int nt = slot / 4 % NT;
+    const int e = slot % 4;
+    // Accumulator e of lane l: row l / 4 (+ 8 for e >= 2), activation row 2 (l % 4) + (e & 1).
+    const unsigned r = row0 + mt * 16 + l / 4 + (e >= 2 ? 8 : 0);
+    const unsigned v = nt * 8 + 2 * (l % 4) + (e & 1);
+    if (r < rows && v < p.n) y[size_t{v} * rows + r] = sum;
+  }
+}
+
+}  // namespace
+
+bool SkinnyMatMulApplies(DType dtype, size_t cols, size_t n, const void* w, const float* x) {
+  return dtype == DType::kBF16 && n >= 1 && n <= kMaxSkinnyRows && cols > 0 && cols % 8 == 0 &&
+         cols <= (1u << 30) && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
+cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
+                               size_t n, cudaStream_t stream, int m_tiles) {
+  if (m_tiles == 0) m_tiles = kSkDefaultMTiles;
+  if (count < 1 || count > kMaxSkinnyOutputs || n < 1 || n > kMaxSkinnyRows ||
+      (m_tiles != 1 && m_tiles != 2 && m_tiles != 4)) {
+    return cudaErrorInvalidValue;
+  }
+  const unsigned rows_per_cta = 16u * static_cast<unsigned>(m_tiles);
+  SkinnyParams p{};
+  unsigned ctas = 0;
+  int used = 0;
+  for (int i = 0; i < count; ++i) {
+    if (outputs[i].rows == 0) continue;
+    if (outputs[i].rows >= (1u << 30) ||
+        !SkinnyMatMulApplies(DType::kBF16, cols, n, outputs[i].w, x)) {
+      return cudaErrorInvalidValue;
+    }
+    p.w[used] = static_cast<const __nv_bfloat16*>(outputs[i].w);
+    p.y[used] = outputs[i].y;
+    p.rows[used] = static_cast<unsigned>(outputs[i].rows);
+    p.cta_begin[used] = ctas;
+    ctas += static_cast<unsigned>((outputs[i].rows + rows_per_cta - 1) / rows_per_cta);
+    ++used;
+  }
+  if (used == 0) return cudaSuccess;
+  p.count = used;
+  p.cols = static_cast<unsigned>(cols);
+  p.n = static_cast<unsigned>(n);
+  p.x = x;
+  const bool two = n > 8;
+  if (m_tiles == 1) {
+    two ? SkinnyMatMulKernel<2, 1><<<ctas, kSkThreads, 0, stream>>>(p)
+        : SkinnyMatMulKernel<1, 1><<<ctas, kSkThreads, 0, stream>>>(p);
+  } else if (m_tiles == 2) {
+    two ? SkinnyMatMulKernel<2, 2><<<ctas, kSkThreads, 0, stream>>>(p)
+        : SkinnyMatMulKernel<1, 2><<<ctas, kSkThreads, 0, stream>>>(p);
+  } else {
+    two ? SkinnyMatMulKernel<2, 4><<<ctas, kSkThreads, 0, stream>>>(p)
+        : SkinnyMatMulKernel<1, 4><<<ctas, kSkThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace kvstar::cuda::internal
