@@ -96,7 +96,7 @@ struct SkinnyOutput {
 };
 // Whether the skinny kernel takes these shapes (bf16, cols % 8 == 0, 16 B aligned w and x).
 bool SkinnyMatMulApplies(DType dtype, size_t cols, size_t n, const void* w, const float* x);
-// m_tiles: 16-row tiles per CTA, 1, 2 or 4 (0: the default, 2; the others for benchmarks).
+// m_tiles: 16-row tiles per CTA, 1, 2 or 4 (0: chosen from n and the rows, as measured).
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
                                size_t n, cudaStream_t stream, int m_tiles = 0);
 

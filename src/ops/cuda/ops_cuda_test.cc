@@ -16,6 +16,7 @@
 #include "ops/cpu/ops_test_util.h"
 #include "ops/cuda/cuda_test_util.h"
 #include "ops/cuda/device.h"
+#include "ops/cuda/kernels.h"
 #include "ops/cuda/ops.h"
 
 namespace kvstar::cuda {
@@ -256,6 +257,28 @@ TEST_F(CudaOpsTest, SkinnyMatMulMatchesCpuAndIsBatchInvariant) {
                       .ok());
       const std::vector<float> alone = Download<float>(one, s.rows);
       EXPECT_TRUE(std::equal(alone.begin(), alone.end(), y.begin() + i * s.rows)) << "row " << i;
+    }
+  }
+}
+
+// Every rows-per-CTA choice of the skinny kernel (16, 32, 64) with one and two n-tiles.
+TEST_F(CudaOpsTest, SkinnyMatMulEveryTileChoiceMatchesCpu) {
+  const size_t rows = 150, cols = 264;
+  const TestTensor w = RandomTensor(rng_, DType::kBF16, rows, cols, 0.5f);
+  DeviceTensor dw = ToDevice(w);
+  for (size_t n : {size_t{1}, size_t{7}, size_t{9}, size_t{16}}) {
+    const std::vector<float> x = RandomFloats(rng_, n * cols);
+    std::vector<float> ref(n * rows);
+    ops::MatMul(Pool(), w.view(), x.data(), n, ref.data());
+    DeviceBuffer dx = Upload(x);
+    for (int m_tiles : {1, 2, 4}) {
+      SCOPED_TRACE(::testing::Message() << "n=" << n << " m_tiles=" << m_tiles);
+      DeviceBuffer dy = Poisoned(ref.size() * 4);
+      const internal::SkinnyOutput out{dw.view.data, rows, dy.as<float>()};
+      ASSERT_EQ(internal::LaunchSkinnyMatMul(&out, 1, cols, dx.as<float>(), n,
+                                             reinterpret_cast<cudaStream_t>(stream_), m_tiles),
+                cudaSuccess);
+      EXPECT_LE(RelErr(Download<float>(dy, ref.size()), ref), kF32Tol);
     }
   }
 }

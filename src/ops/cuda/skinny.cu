@@ -5,7 +5,7 @@
 // Decode reads every weight once per step, so these products are bound by HBM bandwidth; cuBLAS
 // at n = 2..16 reaches about half of it, and needs x rounded to bf16 first (a second launch and
 // ~1e-3 error). Here:
-//  - a CTA owns 32 consecutive rows of one matrix (16 or 64 selectable, for measurements); its 8
+//  - a CTA owns 32 consecutive rows of one matrix (16 or 64 for some shapes at n > 8); its 8
 //    warps split the columns in k-steps of 32 (warp w takes steps w, w + 8, ...), so that the CTA
 //    streams 512 contiguous bytes of each row per round;
 //  - a lane loads 16 B (8 bf16) of rows g and g + 8 of each 16-row m-tile (g = lane / 4) straight
@@ -192,7 +192,17 @@ bool SkinnyMatMulApplies(DType dtype, size_t cols, size_t n, const void* w, cons
 
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
                                size_t n, cudaStream_t stream, int m_tiles) {
-  if (m_tiles == 0) m_tiles = kSkDefaultMTiles;
+  if (m_tiles == 0) {
+    // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products"): 32 rows per CTA at n <= 8 on
+    // every Llama-3-8B shape; at n = 9-16 (two n-tiles), 16 rows for up to 4096 rows in total and
+    // 64 rows from 16384 rows on.
+    m_tiles = kSkDefaultMTiles;
+    if (n > 8) {
+      size_t total = 0;
+      for (int i = 0; i < count && i < kMaxSkinnyOutputs; ++i) total += outputs[i].rows;
+      m_tiles = total <= 4096 ? 1 : total >= 16384 ? 4 : kSkDefaultMTiles;
+    }
+  }
   if (count < 1 || count > kMaxSkinnyOutputs || n < 1 || n > kMaxSkinnyRows ||
       (m_tiles != 1 && m_tiles != 2 && m_tiles != 4)) {
     return cudaErrorInvalidValue;
