@@ -300,7 +300,7 @@ BENCHMARK(BM_SkinnyTiles)
 // One Llama-3-8B decoder layer's products at decode batch n, as the engine issues them: q / k /
 // v and gate / up share x (MatMulShared), then o and down. kernel 0 = auto (the skinny kernel,
 // one launch per shared group), 1 = library (one launch per matrix, plus a rounding launch each
-// for n > 1). GB/s counts the weights (416 MiB) and activations once.
+// for n > 1). GB/s counts the weights (416 MiB) once.
 void BM_DecodeLayerProducts(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   const MatMulKernel kernel = KernelArg(state.range(1));

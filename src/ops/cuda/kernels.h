@@ -94,8 +94,10 @@ struct SkinnyOutput {
   size_t rows;
   float* y;  // [n][rows]
 };
-// Whether the skinny kernel takes these shapes (bf16, cols % 8 == 0, 16 B aligned w and x).
-bool SkinnyMatMulApplies(DType dtype, size_t cols, size_t n, const void* w, const float* x);
+// Whether the skinny kernel takes these shapes (bf16, rows < 2^30, 0 < cols <= 2^30 with
+// cols % 8 == 0, 16 B aligned w and x).
+bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const void* w,
+                         const float* x);
 // m_tiles: 16-row tiles per CTA, 1, 2 or 4 (0: chosen from n and the rows, as measured).
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
                                size_t n, cudaStream_t stream, int m_tiles = 0);

@@ -45,7 +45,7 @@ Status Gemm(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, c
 
 bool Skinny(MatMulKernel kernel, const TensorView& w, const float* x, size_t n) {
   return kernel != MatMulKernel::kLibrary &&
-         internal::SkinnyMatMulApplies(w.dtype, w.cols, n, w.data, x);
+         internal::SkinnyMatMulApplies(w.dtype, w.rows, w.cols, n, w.data, x);
 }
 
 Status SkinnyDoesNotApply(const char* op, const TensorView& w, size_t n) {

@@ -3,8 +3,8 @@
 // v, gate / up), in one launch.
 //
 // Decode reads every weight once per step, so these products are bound by HBM bandwidth; cuBLAS
-// at n = 2..16 reaches about half of it, and needs x rounded to bf16 first (a second launch and
-// ~1e-3 error). Here:
+// at n = 2..16 reaches 0.42-0.92 of it on Llama-3-8B shapes (0.70 over one layer; H100,
+// docs/BENCHMARKS.md), and needs x rounded to bf16 first (a second launch and ~1e-3 error). Here:
 //  - a CTA owns 32 consecutive rows of one matrix (16 or 64 for some shapes at n > 8); its 8
 //    warps split the columns in k-steps of 32 (warp w takes steps w, w + 8, ...), so that the CTA
 //    streams 512 contiguous bytes of each row per round;
@@ -184,10 +184,11 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
 
 }  // namespace
 
-bool SkinnyMatMulApplies(DType dtype, size_t cols, size_t n, const void* w, const float* x) {
-  return dtype == DType::kBF16 && n >= 1 && n <= kMaxSkinnyRows && cols > 0 && cols % 8 == 0 &&
-         cols <= (1u << 30) && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(x) % 16 == 0;
+bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const void* w,
+                         const float* x) {
+  return dtype == DType::kBF16 && n >= 1 && n <= kMaxSkinnyRows && rows < (size_t{1} << 30) &&
+         cols > 0 && cols % 8 == 0 && cols <= (size_t{1} << 30) &&
+         reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
@@ -213,8 +214,7 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
   int used = 0;
   for (int i = 0; i < count; ++i) {
     if (outputs[i].rows == 0) continue;
-    if (outputs[i].rows >= (1u << 30) ||
-        !SkinnyMatMulApplies(DType::kBF16, cols, n, outputs[i].w, x)) {
+    if (!SkinnyMatMulApplies(DType::kBF16, outputs[i].rows, cols, n, outputs[i].w, x)) {
       return cudaErrorInvalidValue;
     }
     p.w[used] = static_cast<const __nv_bfloat16*>(outputs[i].w);
