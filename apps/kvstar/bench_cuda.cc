@@ -247,6 +247,8 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.kvstar = f.kvstar;
       o.retrieval_threads = f.retrieval_threads;
       o.gpu_scoring = f.gpu_scoring;
+      o.exclusive_host = f.exclusive_host && mode == KvMode::kKvstar;
+      o.score_tensor_cores = f.score_tensor_cores;
       o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
@@ -463,6 +465,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"decode_tokens_per_second", tokens_per_s},
              {"prefill", f.prefill},
              {"matmul", f.matmul},
+             {"host_tier", o.exclusive_host ? "exclusive" : "inclusive"},
              {"prefill_tokens_per_second",
               prefill_s > 0 ? static_cast<double>(batch * context) / prefill_s : 0.0},
              {"prefill_seconds", prefill_s},
@@ -505,6 +508,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
           run["kvstar"] = {
               {"config", nlohmann::json::parse(f.kvstar.ToJson())},
               {"retrieval_device", f.gpu_scoring ? "gpu" : "cpu"},
+              {"gpu_scoring_kernel", f.score_tensor_cores ? "auto" : "f32"},
               {"retrieval_threads",
                f.gpu_scoring
                    ? 0

@@ -33,10 +33,12 @@ struct CudaBenchFlags {
   uint64_t seed = 1;
   std::string plot;  // PNG path: decode tokens/s vs context per mode
   bool json = false;
-  KvstarConfig kvstar;          // kvstar mode settings (--kvstar-config and the UCM-named flags)
-  int retrieval_threads = 0;    // 0: hardware threads - 3 (CudaBatch's default)
-  bool gpu_scoring = false;     // kvstar: score blocks on the GPU (--retrieval-device gpu)
-  std::string matmul = "auto";  // auto | library (--cuda-matmul)
+  KvstarConfig kvstar;             // kvstar mode settings (--kvstar-config and the UCM-named flags)
+  int retrieval_threads = 0;       // 0: hardware threads - 3 (CudaBatch's default)
+  bool gpu_scoring = false;        // kvstar: score blocks on the GPU (--retrieval-device gpu)
+  std::string matmul = "auto";     // auto | library (--cuda-matmul)
+  bool exclusive_host = false;     // kvstar: --host-tier exclusive
+  bool score_tensor_cores = true;  // kvstar, GPU scoring: --gpu-scoring-kernel auto (f32: false)
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

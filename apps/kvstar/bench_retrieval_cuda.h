@@ -16,6 +16,7 @@ struct GpuScoringRun {
   std::string device;           // the GPU's name
   std::vector<double> call_ms;  // one ScoreBlocks call (all tasks) per sample
   double max_rel_err = 0;       // of the scores against the CPU scorer (first task)
+  bool tensor_cores = false;    // the tensor-core kernel ran (BlockScoreUsesTensorCores)
 };
 
 // Scores `tasks` copies of one layer (each in its own device memory, as distinct (layer,
@@ -24,7 +25,7 @@ struct GpuScoringRun {
 StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
                                        const std::vector<float>& queries, size_t num_queries,
                                        size_t q_heads, size_t tasks, bool per_kv_head,
-                                       double min_seconds);
+                                       double min_seconds, bool tensor_cores = true);
 
 // The limits of this GPU, measured now: f32 GEMM rate (TFLOP/s, cuBLAS without TF32) and
 // device copy bandwidth (GB/s, read + write).

@@ -87,6 +87,14 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                   "low-priority stream; for batches whose retrieval the CPU cannot keep up with)")
       ->check(CLI::IsMember({"cpu", "gpu"}))
       ->group(group);
+  cmd->add_option("--host-tier", f->host_tier,
+                  "With --device cuda, kvstar: what the pinned host memory keeps. inclusive "
+                  "(default): every block, so a block leaving the device needs no copy. "
+                  "exclusive: only the blocks the device does not hold (about 1 - sparse_ratio "
+                  "of the KV), so more sequences fit the host; each block leaving the device is "
+                  "written back (as many bytes device to host as the delta moves host to device)")
+      ->check(CLI::IsMember({"inclusive", "exclusive"}))
+      ->group(group);
   cmd->add_option("--kvstar-config", f->kvstar_config,
                   "JSON file of KVstar settings with UCM's keys; the flags below override it")
       ->check(CLI::ExistingFile)
@@ -166,6 +174,11 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
     return InvalidArgument(
         "--retrieval-device gpu needs --device cuda (the CPU engine scores "
         "blocks on CPU threads)");
+  }
+  if (f.host_tier == "exclusive") {
+    return InvalidArgument(
+        "--host-tier exclusive needs --device cuda (the CPU engine keeps offloaded blocks in "
+        "its block store)");
   }
   if (!f.store_dram.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(o.store_dram_bytes, ParseBytes(f.store_dram, "--store-dram"));
@@ -297,9 +310,11 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
   if (cuda) {
     cpu.mode = "dense";
     cpu.retrieval_device = "cpu";
+    cpu.host_tier = "inclusive";
   }
   KVSTAR_ASSIGN_OR_RETURN(EngineOptions o, FinishEngineOptions(cpu));
   o.gpu_scoring = cuda && flags.retrieval_device == "gpu";
+  o.exclusive_host = cuda && flags.host_tier == "exclusive";
   if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;

@@ -50,6 +50,7 @@ struct BenchFlags {
   bool kvpr_calibrate = false;
   std::string plot;
   std::string cuda_matmul = "auto";
+  std::string gpu_scoring_kernel = "auto";
 };
 
 StatusOr<std::vector<int>> ParseIntList(const std::string& text, const std::string& flag) {
@@ -124,10 +125,13 @@ int RunBench(const BenchFlags& f) {
     c.json = f.json;
     EngineFlags engine = f.engine;
     engine.retrieval_device = "cpu";  // checked by the CPU engine's options otherwise
+    engine.host_tier = "inclusive";
     auto eo = FinishEngineOptions(engine);
     if (!eo.ok()) return ReportError(eo.status());
     c.kvstar = eo->kvstar;
     c.gpu_scoring = f.engine.retrieval_device == "gpu";
+    c.exclusive_host = f.engine.host_tier == "exclusive";
+    c.score_tensor_cores = f.gpu_scoring_kernel == "auto";
     // Not given: the CUDA engine's default (all hardware threads but three).
     c.retrieval_threads = RetrievalThreadsGiven(f.engine) ? eo->retrieval_threads : 0;
     return RunCudaBench(c);
@@ -388,6 +392,11 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "decode batch sizes up to 16, f32 activations) or library (MatVec at batch 1, "
                   "cuBLAS with bf16-rounded activations above), to compare the two")
       ->check(CLI::IsMember({"auto", "library"}))
+      ->capture_default_str();
+  cmd->add_option("--gpu-scoring-kernel", f->gpu_scoring_kernel,
+                  "cuda, --retrieval-device gpu: auto (the tensor-core scoring kernel where it "
+                  "applies) or f32 (the CUDA-core kernel), to compare the two")
+      ->check(CLI::IsMember({"auto", "f32"}))
       ->capture_default_str();
   AddEngineFlags(cmd, &f->engine, /*with_threads=*/false);
   cmd->callback([f, exit_code] { *exit_code = RunBench(*f); });

@@ -47,10 +47,11 @@ struct RetrievalFlags {
   size_t min_segments = sparse::RetrieverOptions{}.min_segments;
   size_t segment_blocks = sparse::RetrieverOptions{}.segment_blocks;
   bool json = false;
-  std::string device = "cpu";  // cpu | cuda (ScoreBlocks, CUDA builds)
-  size_t gpu_tasks = 32;       // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
-  size_t in_flight = 1;        // cpu: tasks submitted together, each over its own layer
-  std::string plot;            // cpu: PNG/SVG of speedup per thread against threads
+  std::string device = "cpu";       // cpu | cuda (ScoreBlocks, CUDA builds)
+  size_t gpu_tasks = 32;            // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
+  std::string gpu_kernel = "auto";  // cuda: auto (tensor cores where they apply) | f32
+  size_t in_flight = 1;             // cpu: tasks submitted together, each over its own layer
+  std::string plot;                 // cpu: PNG/SVG of speedup per thread against threads
 };
 
 StatusOr<std::vector<size_t>> ParseList(const std::string& text, const char* flag) {
@@ -294,7 +295,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
 #ifdef KVSTAR_HAVE_CUDA
           const sparse::RetrievalTask& task = tasks.front();
           auto g = TimeGpuScoring(task.reps, task.queries, f.queries, qh, f.gpu_tasks,
-                                  f.per_kv_head, f.min_seconds);
+                                  f.per_kv_head, f.min_seconds, f.gpu_kernel == "auto");
           if (!g.ok()) return fail(g.status());
           const double call = Percentile(g->call_ms, 0.5);
           const double n = static_cast<double>(f.gpu_tasks);
@@ -304,6 +305,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                           {"q_heads", qh},
                           {"kv_heads", kvh},
                           {"device", g->device},
+                          {"kernel", g->tensor_cores ? "tensor_cores" : "f32"},
                           {"tasks_per_call", f.gpu_tasks},
                           {"iterations", g->call_ms.size()},
                           {"median_ms_per_call", call},
@@ -474,6 +476,12 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
                   "--device cuda: tasks per call, each with its own copy of the "
                   "representations (e.g. 32 layers x batch)")
       ->check(AtLeastOne())
+      ->capture_default_str();
+  cmd->add_option("--gpu-kernel", flags->gpu_kernel,
+                  "--device cuda: auto (the tensor-core kernel where it applies: d_pruned 32, up "
+                  "to 64 vectors per block and 64 queries per KV head) or f32 (the CUDA-core "
+                  "kernel, to compare)")
+      ->check(CLI::IsMember({"auto", "f32"}))
       ->capture_default_str();
   cmd->add_option("--in-flight", flags->in_flight,
                   "CPU: tasks submitted together, each over its own copy of the representations "

@@ -45,11 +45,12 @@ std::string RopeText(const ModelConfig& c) {
   char buf[256];
   const RopeScaling& rs = c.rope_scaling;
   if (rs.type == "llama3") {
-    std::snprintf(buf, sizeof(buf),
-                  "theta %.10g, llama3 scaling (factor %g, low_freq_factor %g, high_freq_factor %g, "
-                  "original_max_position_embeddings %lld)",
-                  c.rope_theta, rs.factor, rs.low_freq_factor, rs.high_freq_factor,
-                  static_cast<long long>(rs.original_max_position_embeddings));
+    std::snprintf(
+        buf, sizeof(buf),
+        "theta %.10g, llama3 scaling (factor %g, low_freq_factor %g, high_freq_factor %g, "
+        "original_max_position_embeddings %lld)",
+        c.rope_theta, rs.factor, rs.low_freq_factor, rs.high_freq_factor,
+        static_cast<long long>(rs.original_max_position_embeddings));
   } else if (rs.type == "linear") {
     std::snprintf(buf, sizeof(buf), "theta %.10g, linear scaling (factor %g)", c.rope_theta,
                   rs.factor);

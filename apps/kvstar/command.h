@@ -20,6 +20,6 @@ void AddAllCommands(CLI::App& root, int* exit_code);
 
 }  // namespace kvstar::cli
 
-#define KVSTAR_COMMAND(name, order, adder) \
+#define KVSTAR_COMMAND(name, order, adder)                              \
   [[maybe_unused]] static const bool kvstar_command_registered_##name = \
       ::kvstar::cli::RegisterCommand(#name, order, adder)

@@ -76,6 +76,7 @@ StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
   r->base_.kvstar = options.kvstar;
   r->base_.retrieval_threads = options.retrieval_threads;
   r->base_.gpu_scoring = options.gpu_scoring;
+  r->base_.exclusive_host = options.exclusive_host && kv_mode == cuda::KvMode::kKvstar;
   if (kv_mode == cuda::KvMode::kKvstar && options.store != "dram") {
     KVSTAR_ASSIGN_OR_RETURN(
         KvStore ks, OpenKvStore(options.store, r->config_, options.block_tokens, options.kv_dtype,

@@ -38,6 +38,8 @@ struct EngineOptions {
   int retrieval_threads = 1;    // CPU threads scoring blocks
   // The CUDA engine only (--device cuda): blocks are scored on the GPU instead of CPU threads.
   bool gpu_scoring = false;
+  // The CUDA engine only, kvstar: the pinned host memory keeps only the blocks off the device.
+  bool exclusive_host = false;
 };
 
 Status ValidateEngineOptions(const EngineOptions& o);

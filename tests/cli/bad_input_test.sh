@@ -78,6 +78,11 @@ expect_error "unknown subcommand" "subcommand" "$K" frobnicate
 expect_error "zero decode steps" "decode-steps.*not in range 1 to" "$K" bench --decode-steps 0
 expect_error "host memory share out of range" "host-memory-share" "$K" bench --host-memory-share 1.5
 expect_error "unknown matmul kernel" "cuda-matmul.*not in" "$K" bench --cuda-matmul cublas
+expect_error "unknown host tier" "host-tier.*not in" "$K" bench --host-tier none
+expect_error "unknown scoring kernel" "gpu-scoring-kernel.*not in" "$K" bench --gpu-scoring-kernel tf32
+expect_error "unknown retrieval kernel" "gpu-kernel.*not in" "$K" bench-retrieval --gpu-kernel mma
+expect_error "exclusive host tier on the CPU" "host-tier exclusive needs --device cuda" "$K" generate \
+  --model "$GOLD" --prompt hi --host-tier exclusive
 expect_error "in-flight out of range" "in-flight" "$K" bench-retrieval --in-flight 0
 expect_error "zero retrieval threads" "retrieval-threads.*not in range 1 to 4096" "$K" generate \
   --model "$GOLD" --prompt hi --retrieval-threads 0

@@ -92,6 +92,7 @@ size_t CudaBatch::EstimateDeviceBytes(const ModelConfig& c, const BatchOptions& 
              c.num_layers * o.batch * 8;
     bytes += o.gpu_scoring ? KvstarGpuScoringBytes(c, o)
                            : c.num_layers * o.batch * c.q_dim() * 4;  // q_layers
+    if (o.exclusive_host) bytes += kKvstarBounceBlocks * bb;
   } else {
     bytes += 2 * blocks * bb;
   }
@@ -113,6 +114,9 @@ size_t CudaBatch::EstimateHostBytes(const ModelConfig& c, const BatchOptions& o)
   if (o.mode == KvMode::kDense) return 0;
   KvGeometry g{c.num_kv_heads, c.head_dim, o.block_tokens, o.kv_dtype};
   size_t bytes = c.num_layers * o.batch * MaxBlocks(o) * g.block_bytes();
+  if (o.mode == KvMode::kKvstar) {
+    bytes = c.num_layers * KvstarHomesPerLayer(o, c.num_kv_heads) * g.block_bytes();
+  }
   const size_t wb = DTypeSize(c.torch_dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
   bytes += c.num_layers * o.batch * SplitOf(o) * c.hidden_size * wb;
   return bytes;
@@ -141,6 +145,10 @@ StatusOr<std::unique_ptr<CudaBatch>> CudaBatch::Create(CudaModel& model,
   if (options.kv_dtype != DType::kBF16 && options.kv_dtype != DType::kF32) {
     return InvalidArgument("CUDA KV cache dtype must be bf16 or f32, not %s",
                            DTypeName(options.kv_dtype));
+  }
+  if (options.exclusive_host && options.mode != KvMode::kKvstar) {
+    return InvalidArgument("the exclusive host tier is a kvstar option (mode %s)",
+                           KvModeName(options.mode));
   }
   if (options.mode == KvMode::kKvpr && model.weight_dtype() == DType::kF32) {
     return InvalidArgument("kvpr keeps X in the weight dtype and needs bf16 or f16 weights");
@@ -224,8 +232,14 @@ Status CudaBatch::Init() {
     KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(ctx.compute_stream()));
   }
   if (opt_.mode != KvMode::kDense) {
+    // kvstar: the host tier's homes (every block, or those off the device: HostHomes).
+    const size_t homes = kvstar ? KvstarHomesPerLayer(opt_, c.num_kv_heads) : B * max_blocks_;
+    if (kvstar) {
+      m.homes =
+          std::make_unique<HostHomes>(c.num_layers, B, max_blocks_, homes, opt_.exclusive_host);
+    }
     for (size_t l = 0; l < c.num_layers; ++l) {
-      KVSTAR_ASSIGN_OR_RETURN(PinnedHostBuffer h, PinnedHostBuffer::Allocate(B * max_blocks_ * bb));
+      KVSTAR_ASSIGN_OR_RETURN(PinnedHostBuffer h, PinnedHostBuffer::Allocate(homes * bb));
       host_bytes_ += h.bytes();
       m.host_kv.push_back(std::move(h));
     }
@@ -387,8 +401,7 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
                                   : tables + (l * opt_.batch + seq) * max_blocks_;
     if (reused > 0) {
       // The reused blocks of this layer, loaded into the pinned region, go to the layer buffer.
-      KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(
-          layer_base, m.host_kv[l].as<char>() + seq * max_blocks_ * bb, reused * bb, s));
+      KVSTAR_RETURN_IF_ERROR(KvstarHomeCopy(l, seq, 0, reused, layer_base, false, s));
       stats_.h2d_bytes += reused * bb;
     }
     for (size_t begin = p; begin < n; begin += chunk) {
@@ -460,8 +473,12 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
     if (staged || kvstar) {
       // The layer's blocks go to the host; the next layer reuses the buffer after them (same
       // stream).
-      KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_kv[l].as<char>() + seq * max_blocks_ * bb,
-                                            layer_base, nblocks * bb, s));
+      if (kvstar) {
+        KVSTAR_RETURN_IF_ERROR(KvstarHomeCopy(l, seq, 0, nblocks, layer_base, true, s));
+      } else {
+        KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_kv[l].as<char>() + seq * max_blocks_ * bb,
+                                              layer_base, nblocks * bb, s));
+      }
       stats_.d2h_bytes += nblocks * bb;
       if (!chain.empty() && chain.size() > reused) {
         // The store copies from the pinned region: the layer's copy must have landed.
@@ -530,8 +547,7 @@ Status CudaBatch::FillRandomContext(size_t seq, size_t tokens, uint32_t seed) {
     for (size_t l = 0; l < c.num_layers; ++l) {
       KVSTAR_RETURN_IF_ERROR(
           FillRandom(s, tmp.data(), count, geom_.dtype, 1.0f, seed + static_cast<uint32_t>(l)));
-      KVSTAR_RETURN_IF_ERROR(
-          ctx.CopyToHost(m.host_kv[l].as<char>() + off, tmp.data(), nblocks * bb, s));
+      KVSTAR_RETURN_IF_ERROR(KvstarHomeCopy(l, seq, 0, nblocks, tmp.as<char>(), true, s));
     }
     KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
     const size_t nq = opt_.kvstar.prompt_queries();

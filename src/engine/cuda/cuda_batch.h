@@ -85,6 +85,9 @@ struct BatchOptions {
   // queries never leave the device, and the scores of each group come back for the host's
   // top-k. Scoring runs on the background (lowest priority) stream.
   bool gpu_scoring = false;
+  // gpu_scoring: the tensor-core scoring kernel where it applies (false: the f32 kernel, for
+  // comparisons; BlockScoreArgs::tensor_cores).
+  bool score_tensor_cores = true;
   // The kernel of the matrix products (kAuto: the skinny tensor-core kernel at decode batch sizes;
   // kLibrary: MatVec / cuBLAS, for comparisons).
   MatMulKernel matmul = MatMulKernel::kAuto;
@@ -97,6 +100,14 @@ struct BatchOptions {
   // decode-produced blocks live there only.
   BlockStore* store = nullptr;
   Hash128 kv_fingerprint;  // KvFingerprint(model weights, kv_dtype)
+  // kvstar: the pinned host region keeps only the blocks the device does not hold (kv/host_homes.h,
+  // exclusive), instead of every block (inclusive). A block dropped from the device is written
+  // back first (device to host, on the d2h stream, or through a device bounce buffer where the
+  // delta goes into the slots of the blocks that left); a block copied to the device frees its
+  // host home once it has landed. About 1 - sparse_ratio of the KV stays pinned, so more
+  // sequences fit a host; the write-backs move as many bytes device to host as the delta moves
+  // host to device.
+  bool exclusive_host = false;
 };
 
 struct BatchStats {
@@ -158,7 +169,7 @@ class CudaBatch {
   size_t device_bytes() const { return device_bytes_; }
   // Device KV bytes per sequence (dense: its blocks; offload / kvpr: its share of staging).
   size_t device_kv_bytes_per_sequence() const;
-  // Pinned host bytes (offload / kvpr: the KV and X of every sequence).
+  // Pinned host bytes (offload / kvpr: the KV and X of every sequence; kvstar: the host tier).
   size_t host_bytes() const { return host_bytes_; }
   static size_t EstimateDeviceBytes(const ModelConfig& config, const BatchOptions& options);
   static size_t EstimateHostBytes(const ModelConfig& config, const BatchOptions& options);
@@ -180,6 +191,9 @@ class CudaBatch {
   // kvstar: the selection attention reads for (layer, seq) from the next step on (ascending
   // candidate block indices; candidates held since the last selection not included).
   std::vector<uint32_t> kvstar_selection(size_t layer, size_t seq) const;
+  // kvstar: the bytes of block `block` of (layer, seq) from wherever it is now (its device slot,
+  // else its host home); waits for the device. For tests of the host tiers.
+  StatusOr<std::vector<uint8_t>> KvstarBlockBytes(size_t layer, size_t seq, size_t block) const;
   const BatchStats& stats() const { return stats_; }
   const BatchOptions& options() const { return opt_; }
   // kvpr: the split used (tokens recomputed per sequence, a multiple of block_tokens).
@@ -195,6 +209,9 @@ class CudaBatch {
   // Slots per (layer, sequence); with select_per_kv_head the selection is the union of
   // kv_heads top-k's, at most kv_heads times one.
   static size_t KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads);
+  // Homes of the host tier per layer (HostHomes): batch * max_blocks, or with exclusive_host
+  // enough for the blocks off the device.
+  static size_t KvstarHomesPerLayer(const BatchOptions& o, size_t kv_heads);
   Status KvstarInit();
   Status KvstarInitGpuScoring();
   // After sequence `seq`'s context is in host memory: representations, the first selection from
@@ -209,12 +226,26 @@ class CudaBatch {
   // must already hold them (the caller synchronizes). A failed dump only loses its reuse.
   StoreTask KvstarDumpBlocks(size_t layer, size_t seq, std::span<const Hash128> chain, size_t first,
                              size_t end);
+  // The pinned host home of (layer, seq, block), or nullptr when it has none (exclusive host tier,
+  // block on the device).
+  char* KvstarHome(size_t layer, size_t seq, size_t block) const;
+  // Copies blocks [first, first + count) of (layer, seq) between their host homes and the device
+  // (contiguous from `device`), acquiring homes when copying to the host; runs of consecutive
+  // homes go as one copy.
+  Status KvstarHomeCopy(size_t layer, size_t seq, size_t first, size_t count, char* device,
+                        bool to_host, CudaStream* stream);
+  // Exclusive host tier: KvstarReplaceSelection's swaps (Impl::swaps) on `stream`, in order:
+  // blocks that leave without a replacement are written back to new homes; each replaced block
+  // goes to the device bounce buffer, the incoming block into its slot, and the bounced block
+  // into the incoming block's home.
+  Status KvstarIssueSwaps(CudaStream* stream);
   // Before a step: applies finished retrievals (delta copies queued), uploads tables.
   Status KvstarBoundary();
   // Replaces (layer, seq)'s selection and extras below cand_end by `next` (ascending; blocks at or
   // above cand_end were not scored and stay held). Slots of blocks that leave are free at once:
   // the caller makes sure no queued work reads them. The incoming blocks' copies are appended to
-  // Impl::copy_dst/src/bytes for the caller to issue; the table mirror is rebuilt.
+  // Impl::copy_dst/src/bytes (inclusive host tier) or Impl::swaps (exclusive) for the caller to
+  // issue; the table mirror is rebuilt.
   Status KvstarReplaceSelection(size_t layer, size_t seq, const std::vector<uint32_t>& next,
                                 uint32_t cand_end);
   Status KvstarStage(size_t layer, size_t seq);

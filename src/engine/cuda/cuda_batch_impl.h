@@ -2,16 +2,22 @@
 // cuda_kvstar_gpu.cc).
 #pragma once
 
+#include <array>
 #include <deque>
 #include <memory>
 #include <optional>
 #include <vector>
 
 #include "engine/cuda/cuda_batch.h"
+#include "kv/host_homes.h"
 #include "sparse/block_representations.h"
 #include "sparse/retriever.h"
 
 namespace kvstar::cuda {
+
+// kvstar with the exclusive host tier: blocks of the device bounce buffer (swaps of a
+// deterministic or sync-step selection go through it in chunks of this many blocks).
+inline constexpr size_t kKvstarBounceBlocks = 64;
 
 // kvstar: blocks always on the device (init and local windows) per (layer, sequence).
 inline size_t KvstarWindows(const KvstarConfig& k) { return k.init_window_sz + k.local_window_sz; }
@@ -127,6 +133,30 @@ struct CudaBatch::Impl {
   DeviceBuffer q_layers;
   std::vector<Event> load_done;  // [layer] delta loads of this step
   std::vector<bool> load_pending;
+  // kvstar: the pinned homes of the blocks in host_kv (every block, or with exclusive_host only
+  // the blocks off the device).
+  std::unique_ptr<HostHomes> homes;
+  // Exclusive host tier, not deterministic: one layer's write-backs of dropped blocks (device slot
+  // to new home), queued in one batch on the d2h stream; wb_done[layer] is recorded after each
+  // batch (the layer's copies into slots wait for it, and so does the next step's compute stream
+  // when wb_since_step[layer]: a dropped slot may become a tail).
+  std::vector<void*> wb_dst;
+  std::vector<const void*> wb_src;
+  std::vector<size_t> wb_bytes;
+  std::vector<Event> wb_done;
+  std::vector<bool> wb_since_step;
+  // Exclusive host tier, KvstarReplaceSelection: slot <- src_home; with dst_home, the slot's old
+  // block goes to dst_home first (through the bounce buffer when src_home is the same home).
+  struct Swap {
+    char* slot;
+    const char* src_home;  // nullptr: the slot's block only leaves
+    char* dst_home;        // nullptr: the slot was free
+  };
+  std::vector<Swap> swaps;
+  // (layer, seq, block) whose homes are free once the swaps are queued.
+  std::vector<std::array<size_t, 3>> swap_releases;
+  DeviceBuffer bounce;  // bounce_blocks blocks
+  size_t bounce_blocks = 0;
   // Not deterministic: [layer] recorded after the layer's attention (its slots are read), and
   // once after the step's table and q_last copies (the mirrors may be rewritten).
   std::vector<Event> attn_read;

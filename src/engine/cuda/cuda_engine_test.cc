@@ -90,6 +90,7 @@ class CudaEngineTest : public ::testing::Test {
     o.kvstar = kvstar;
     o.retrieval_threads = 2;
     o.gpu_scoring = gpu_scoring_;
+    o.exclusive_host = exclusive_host_;
     o.mode = mode;
     o.batch = batch;
     o.max_tokens = max_tokens;
@@ -107,7 +108,8 @@ class CudaEngineTest : public ::testing::Test {
   void CompareWithCpuPolicy(KvstarConfig k);
   void CompareGpuWithCpuScoring(KvstarConfig k);
 
-  bool gpu_scoring_ = false;  // kvstar batches made by MakeBatch score on the GPU
+  bool gpu_scoring_ = false;     // kvstar batches made by MakeBatch score on the GPU
+  bool exclusive_host_ = false;  // ... and keep only the blocks off the device on the host
   std::unique_ptr<DeviceContext> ctx_;
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;
@@ -357,6 +359,95 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
     EXPECT_EQ(r.stats.selected_blocks, r.stats.candidate_blocks);
     EXPECT_EQ(r.stats.gpu_score_groups > 0, gpu_scoring_);
   }
+}
+
+// The exclusive host tier (the host keeps only the blocks the device does not hold).
+// Deterministic: the tokens and logits of the inclusive tier at every step, scored on the CPU and
+// on the GPU, with the exact first selection and sync steps (the boundary's swaps through the
+// bounce buffer and the sync steps' swaps on the compute stream), and afterwards every full block
+// holds the same bytes wherever it is. Not deterministic (timing decides the selections, so the
+// decoded KV differs): after many drops written back on the d2h stream, every prompt block holds
+// the bytes of the inclusive tier's copy.
+TEST_F(CudaEngineTest, KvstarExclusiveHostTierKeepsEveryBlock) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const auto prompts = DemoPrompts(config_.vocab_size);
+  const size_t vocab = model_->config().vocab_size;
+  const size_t steps = 48, bt = 16;
+  const size_t cap = prompts[0].size() + steps + 8;
+  for (int run = 0; run < 6; ++run) {
+    const bool deterministic = run < 4;
+    gpu_scoring_ = run % 2 == 1;
+    KvstarConfig k;
+    k.retrieval_stride = 4;
+    k.deterministic = deterministic;
+    if (run == 2 || run == 3) {
+      k.first_selection = "exact";
+      k.sync_steps = 6;
+    }
+    SCOPED_TRACE("run " + std::to_string(run));
+    exclusive_host_ = false;
+    auto inc = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
+    exclusive_host_ = true;
+    auto exc = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
+    exclusive_host_ = false;
+    ASSERT_NE(inc, nullptr);
+    ASSERT_NE(exc, nullptr);
+    EXPECT_LE(exc->host_bytes(), inc->host_bytes());
+    std::vector<int32_t> cur(2), next_inc(2), next_exc(2);
+    std::vector<float> logits(vocab), li(2 * vocab), le(2 * vocab);
+    for (size_t b = 0; b < 2; ++b) {
+      ASSERT_TRUE(exc->Prefill(b, prompts[b], nullptr).ok());
+      ASSERT_TRUE(inc->Prefill(b, prompts[b], logits.data()).ok());
+      cur[b] =
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    for (size_t step = 0; step < steps; ++step) {
+      ASSERT_TRUE(inc->Step(cur, next_inc, li.data()).ok());
+      ASSERT_TRUE(exc->Step(cur, next_exc, le.data()).ok());
+      if (deterministic) {
+        ASSERT_EQ(next_exc, next_inc) << "step " << step;
+        ASSERT_EQ(RowError(le.data(), li.data(), 2 * vocab), 0.0) << "step " << step;
+      }
+      cur = next_inc;  // both continue from the same tokens
+    }
+    EXPECT_GT(exc->stats().blocks_loaded, 0u);
+    // Blocks left the device: written back (d2h), which the inclusive tier never does.
+    EXPECT_GT(exc->stats().d2h_bytes, inc->stats().d2h_bytes);
+    if (deterministic) {
+      EXPECT_EQ(exc->stats().swaps, inc->stats().swaps);
+    }
+    size_t compared = 0;
+    for (size_t l = 0; l < config_.num_layers; ++l) {
+      for (size_t b = 0; b < 2; ++b) {
+        const size_t full = (deterministic ? exc->length(b) : prompts[b].size()) / bt;
+        for (size_t blk = 0; blk < full; ++blk) {
+          auto e = exc->KvstarBlockBytes(l, b, blk);
+          auto i = inc->KvstarBlockBytes(l, b, blk);
+          ASSERT_TRUE(e.ok()) << e.status().ToString();
+          ASSERT_TRUE(i.ok()) << i.status().ToString();
+          ASSERT_TRUE(*e == *i) << "layer " << l << " seq " << b << " block " << blk;
+          ++compared;
+        }
+      }
+    }
+    EXPECT_GT(compared, 0u);
+  }
+  gpu_scoring_ = false;
+  // At the Llama-3.1-8B shape and 128K tokens, 8 sequences: the exclusive tier pins about
+  // (1 - sparse_ratio) of the inclusive tier's KV.
+  ModelConfig llama = config_;
+  llama.num_layers = 32;
+  llama.num_kv_heads = 8;
+  llama.head_dim = 128;
+  BatchOptions o;
+  o.mode = KvMode::kKvstar;
+  o.batch = 8;
+  o.max_tokens = 131072;
+  const double inclusive = static_cast<double>(CudaBatch::EstimateHostBytes(llama, o));
+  o.exclusive_host = true;
+  const double exclusive = static_cast<double>(CudaBatch::EstimateHostBytes(llama, o));
+  EXPECT_GT(exclusive / inclusive, 0.75);
+  EXPECT_LT(exclusive / inclusive, 0.80);
 }
 
 // kvstar at ratio 0.25: HBM holds windows + tail + the selection per layer and sequence; the

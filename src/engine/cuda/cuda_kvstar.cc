@@ -32,6 +32,68 @@ size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads) {
                   (o.max_tokens + o.block_tokens - 1) / o.block_tokens);
 }
 
+size_t CudaBatch::KvstarHomesPerLayer(const BatchOptions& o, size_t kv_heads) {
+  const size_t max_blocks = (o.max_tokens + o.block_tokens - 1) / o.block_tokens;
+  if (!o.exclusive_host) return o.batch * max_blocks;
+  const KvstarConfig& k = o.kvstar;
+  const size_t full_max = o.max_tokens / o.block_tokens;
+  const size_t windows = std::min(full_max, KvstarWindows(k));
+  const size_t cands = full_max - windows;
+  // The device holds the windows and at least a selection of the candidates a stride earlier
+  // (a selection is made from the candidates when its group was submitted).
+  const size_t lag = (k.retrieval_stride + o.block_tokens - 1) / o.block_tokens + 1;
+  const size_t held = sparse::SelectionSize(cands > lag ? cands - lag : 0, k.sparse_ratio);
+  // Transient holds per sequence: blocks in flight to the device and the new block whose
+  // representation is made from the host.
+  const size_t slack = std::max<size_t>(k.staging_slots, 1) + 2;
+  (void)kv_heads;  // a per-KV-head union is at least one top-k
+  return HostHomes::ExclusiveHomesPerLayer(o.batch, max_blocks, windows + held, slack);
+}
+
+char* CudaBatch::KvstarHome(size_t l, size_t seq, size_t block) const {
+  const int32_t h = impl_->homes->home(l, seq, block);
+  return h < 0 ? nullptr
+               : impl_->host_kv[l].as<char>() + static_cast<size_t>(h) * geom_.block_bytes();
+}
+
+Status CudaBatch::KvstarHomeCopy(size_t l, size_t seq, size_t first, size_t count, char* device,
+                                 bool to_host, CudaStream* stream) {
+  DeviceContext& ctx = model_.ctx();
+  Impl& m = *impl_;
+  const size_t bb = geom_.block_bytes();
+  size_t run_first = first, run_len = 0;
+  char* run_home = nullptr;
+  auto flush = [&]() -> Status {
+    if (run_len == 0) return Status::Ok();
+    char* dev = device + (run_first - first) * bb;
+    const size_t bytes = run_len * bb;
+    run_len = 0;
+    return to_host ? ctx.CopyToHost(run_home, dev, bytes, stream)
+                   : ctx.CopyToDevice(dev, run_home, bytes, stream);
+  };
+  for (size_t b = first; b < first + count; ++b) {
+    char* home = nullptr;
+    if (to_host) {
+      KVSTAR_ASSIGN_OR_RETURN(const int32_t h, m.homes->Acquire(l, seq, b));
+      home = m.host_kv[l].as<char>() + static_cast<size_t>(h) * bb;
+    } else {
+      home = KvstarHome(l, seq, b);
+      if (home == nullptr) {
+        return Internal("kvstar: block %zu of layer %zu seq %zu has no host copy", b, l, seq);
+      }
+    }
+    if (run_len > 0 && home == run_home + run_len * bb) {
+      ++run_len;
+      continue;
+    }
+    KVSTAR_RETURN_IF_ERROR(flush());
+    run_first = b;
+    run_home = home;
+    run_len = 1;
+  }
+  return flush();
+}
+
 Status CudaBatch::KvstarInit() {
   const KvstarConfig& k = opt_.kvstar;
   KVSTAR_RETURN_IF_ERROR(k.Validate(opt_.block_tokens));
@@ -66,6 +128,17 @@ Status CudaBatch::KvstarInit() {
     m.load_done.push_back(std::move(e));
   }
   m.load_pending.assign(L, false);
+  if (opt_.exclusive_host) {
+    for (size_t l = 0; l < L; ++l) {
+      KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+      m.wb_done.push_back(std::move(e));
+    }
+    m.wb_since_step.assign(L, false);
+    m.bounce_blocks = kKvstarBounceBlocks;
+    KVSTAR_ASSIGN_OR_RETURN(m.bounce,
+                            DeviceBuffer::Allocate(m.bounce_blocks * geom_.block_bytes()));
+    device_bytes_ += m.bounce.bytes();
+  }
   if (!k.deterministic) {
     for (size_t l = 0; l < L; ++l) {
       KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
@@ -155,8 +228,11 @@ StatusOr<size_t> CudaBatch::KvstarLoadPrefix(size_t seq, std::span<const Hash128
   std::vector<LoadItem> items;
   items.reserve(L * run);
   for (size_t l = 0; l < L; ++l) {
-    char* host = impl_->host_kv[l].as<char>() + seq * max_blocks_ * bb;
-    for (size_t b = 0; b < run; ++b) items.push_back({ids[l * max_blocks + b], host + b * bb, bb});
+    for (size_t b = 0; b < run; ++b) {
+      KVSTAR_ASSIGN_OR_RETURN(const int32_t h, impl_->homes->Acquire(l, seq, b));
+      items.push_back({ids[l * max_blocks + b],
+                       impl_->host_kv[l].as<char>() + static_cast<size_t>(h) * bb, bb});
+    }
   }
   StoreTask task = opt_.store->Load(items);
   Status st = task.Wait();
@@ -180,11 +256,11 @@ StatusOr<size_t> CudaBatch::KvstarLoadPrefix(size_t seq, std::span<const Hash128
 StoreTask CudaBatch::KvstarDumpBlocks(size_t layer, size_t seq, std::span<const Hash128> chain,
                                       size_t first, size_t end) {
   const size_t bb = geom_.block_bytes();
-  const char* host = impl_->host_kv[layer].as<char>() + seq * max_blocks_ * bb;
   std::vector<DumpItem> items;
   items.reserve(end - first);
   for (size_t b = first; b < end; ++b) {
-    items.push_back({LayerBlockId(chain[b], static_cast<int>(layer)), host + b * bb, bb});
+    items.push_back(
+        {LayerBlockId(chain[b], static_cast<int>(layer)), KvstarHome(layer, seq, b), bb});
   }
   stats_.store_dumped_bytes += items.size() * bb;
   return opt_.store->Dump(items);
@@ -209,24 +285,29 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
     for (size_t l = begin; l < end; ++l) {
       errors[l] = [&]() -> Status {
         KvstarSeqLayer& s = m.ks[l][seq];
-        const char* host = m.host_kv[l].as<char>() + seq * max_blocks_ * bb;
+        // The whole context is in the host tier until the resident blocks are copied below.
+        std::vector<const char*> host((len + bt - 1) / bt);
+        for (size_t b = 0; b < host.size(); ++b) {
+          host[b] = KvstarHome(l, seq, b);
+          if (host[b] == nullptr) {
+            return Internal("kvstar: block %zu of layer %zu seq %zu has no host copy", b, l, seq);
+          }
+        }
         sparse::ChannelImportanceAccumulator acc(c.num_kv_heads, c.head_dim,
                                                  k.blk_repre_dim_prune_ratio);
         for (size_t b = 0; b * bt < len; ++b) {
-          KVSTAR_RETURN_IF_ERROR(acc.AddBlock(host + b * bb, geom_, std::min(bt, len - b * bt)));
+          KVSTAR_RETURN_IF_ERROR(acc.AddBlock(host[b], geom_, std::min(bt, len - b * bt)));
         }
         KVSTAR_ASSIGN_OR_RETURN(sparse::ChannelIndex channels, acc.Finalize());
         sparse::RepresentationOptions ropt;
         ropt.merge = k.blk_repre_inner_token_merge;
         KVSTAR_ASSIGN_OR_RETURN(s.reps,
                                 sparse::BlockRepresentations::Create(geom_, channels, ropt));
-        for (size_t b = 0; b < full; ++b)
-          KVSTAR_RETURN_IF_ERROR(s.reps->Append(host + b * bb, geom_));
+        for (size_t b = 0; b < full; ++b) KVSTAR_RETURN_IF_ERROR(s.reps->Append(host[b], geom_));
         if (!cands.empty() && k.first_selection == "exact") {
           // The prompt's last queries against the real keys of every block, from the host
           // copy, which holds the whole layer (kv/exact_selection.h, as on the CPU).
-          std::vector<const void*> blocks((len + bt - 1) / bt);
-          for (size_t b = 0; b < blocks.size(); ++b) blocks[b] = host + b * bb;
+          std::vector<const void*> blocks(host.begin(), host.end());
           s.selection =
               ExactSelection(geom_, group0[l].data(), nq, c.num_heads,
                              1.0f / std::sqrt(static_cast<float>(c.head_dim)), blocks.data(), len,
@@ -262,7 +343,6 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
       for (size_t b = full - k.local_window_sz; b < full; ++b) resident.push_back(b);
     }
     resident.push_back(full);  // the tail (possibly empty)
-    const char* host = m.host_kv[l].as<char>() + seq * max_blocks_ * bb;
     char* arena = m.kv[l].as<char>() + seq * m.slots_per_seq * bb;
     for (size_t b : resident) {
       if (st.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
@@ -273,8 +353,13 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
       } else {
         st.slot_of[b] = slot;
       }
-      KVSTAR_RETURN_IF_ERROR(
-          ctx.CopyToDevice(arena + static_cast<size_t>(slot) * bb, host + b * bb, bb, s));
+      const char* home = KvstarHome(l, seq, b);
+      if (home == nullptr) {
+        // An empty tail (the context ends on a block boundary) has no content yet.
+        if (b == full && len % bt == 0) continue;
+        return Internal("kvstar: block %zu of layer %zu seq %zu has no host copy", b, l, seq);
+      }
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(arena + static_cast<size_t>(slot) * bb, home, bb, s));
       stats_.h2d_bytes += bb;
     }
     KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, seq));
@@ -299,8 +384,18 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
       KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));  // `flat` is freed next
     }
   }
+  KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(s));
+  // Exclusive host tier: the resident blocks' homes are free now that their copies landed.
+  if (m.homes->exclusive()) {
+    for (size_t l = 0; l < L; ++l) {
+      const KvstarSeqLayer& st = m.ks[l][seq];
+      for (size_t b = 0; b <= full && b < max_blocks_; ++b) {
+        if (b == full || st.slot_of[b] >= 0) m.homes->Release(l, seq, b);
+      }
+    }
+  }
   KvstarCount();
-  return ctx.Synchronize(s);
+  return Status::Ok();
 }
 
 // Not deterministic: the incremental schedule for (layer l, sequence b), run in the window of
@@ -339,7 +434,18 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
   Impl& m = *impl_;
   KvstarSeqLayer& s = m.ks[l][b];
   bool changed = false;
-  auto drop = [&](uint32_t blk) {
+  const size_t bb = geom_.block_bytes();
+  char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
+  auto drop = [&](uint32_t blk) -> Status {
+    // Exclusive host tier: the block goes back to a home first (KvstarIssueCopies queues the
+    // layer's write-backs before any copy into the slot).
+    if (m.homes->exclusive()) {
+      KVSTAR_ASSIGN_OR_RETURN(const int32_t h, m.homes->Acquire(l, b, blk));
+      m.wb_dst.push_back(m.host_kv[l].as<char>() + static_cast<size_t>(h) * bb);
+      m.wb_src.push_back(arena + static_cast<size_t>(s.slot_of[blk]) * bb);
+      m.wb_bytes.push_back(bb);
+      stats_.d2h_bytes += bb;
+    }
     // Behind the truly free slots, which PlanCopies takes first (from the back).
     s.free_slots.insert(s.free_slots.begin(), s.slot_of[blk]);
     ++s.retired;
@@ -347,6 +453,7 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
     std::erase(s.selection, blk);
     std::erase(s.extras, blk);
     changed = true;
+    return Status::Ok();
   };
   // Held blocks that the target's task scored.
   auto held_scored = [&]() {
@@ -367,8 +474,9 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
           LowestLeaving(s, s.arriving.size() > room ? s.arriving.size() - room : 0);
       for (uint32_t blk : s.arriving) {
         s.selection.insert(std::upper_bound(s.selection.begin(), s.selection.end(), blk), blk);
+        m.homes->Release(l, b, blk);  // exclusive: on the device now
       }
-      for (uint32_t blk : out) drop(blk);
+      for (uint32_t blk : out) KVSTAR_RETURN_IF_ERROR(drop(blk));
       stats_.swaps += s.arriving.size();
       s.arriving.clear();
       changed = true;
@@ -378,7 +486,9 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
   if (s.arriving.empty() && s.target_cand_end > 0) {
     const size_t held = held_scored();
     if (held > s.target.size()) {
-      for (uint32_t blk : LowestLeaving(s, held - s.target.size())) drop(blk);
+      for (uint32_t blk : LowestLeaving(s, held - s.target.size())) {
+        KVSTAR_RETURN_IF_ERROR(drop(blk));
+      }
     }
   }
   if (changed) KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
@@ -432,17 +542,21 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
                     });
   missing.resize(n);
   const size_t bb = geom_.block_bytes();
-  const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
   char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
   // Some of these slots were in this step's table: the layer's copies wait for its attention.
   if (n > s.free_slots.size() - s.retired) m.copy_wait = true;
   for (uint32_t blk : missing) {
+    const char* home = KvstarHome(l, b, blk);
+    if (home == nullptr) {
+      return Internal("kvstar: block %u of layer %zu seq %zu is neither on the device nor the host",
+                      blk, l, b);
+    }
     const int slot = s.free_slots.back();
     s.free_slots.pop_back();
     s.retired = std::min(s.retired, s.free_slots.size());
     s.slot_of[blk] = slot;
     m.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
-    m.copy_src.push_back(host + static_cast<size_t>(blk) * bb);
+    m.copy_src.push_back(home);
     m.copy_bytes.push_back(bb);
     stats_.h2d_bytes += bb;
     ++stats_.blocks_loaded;
@@ -514,6 +628,9 @@ Status CudaBatch::KvstarIssueCopies() {
     m.copy_src.clear();
     m.copy_bytes.clear();
     m.copy_wait = false;
+    m.wb_dst.clear();
+    m.wb_src.clear();
+    m.wb_bytes.clear();
     planned.clear();
     for (size_t b = 0; b < m.ks[l].size(); ++b) {
       Stopwatch stage;
@@ -525,10 +642,24 @@ Status CudaBatch::KvstarIssueCopies() {
       if (m.copy_dst.size() > queued) planned.push_back(b);
       stats_.window_plan_ms_total += plan.Millis();
     }
-    if (planned.empty()) continue;
     Stopwatch issue;
+    if (!m.wb_dst.empty()) {
+      // Exclusive host tier: the dropped blocks go home on the d2h stream (they are immutable, so
+      // the copies may overlap the attention that still reads them); copies into their slots wait
+      // for them, and so does the next step (a dropped slot may become a tail).
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyBatch(m.wb_dst.data(), m.wb_src.data(), m.wb_bytes.data(),
+                                           m.wb_dst.size(), ctx.d2h_stream()));
+      KVSTAR_RETURN_IF_ERROR(m.wb_done[l].Record(ctx.d2h_stream()));
+      m.wb_since_step[l] = true;
+    }
+    if (planned.empty()) {
+      stats_.window_issue_ms_total += issue.Millis();
+      continue;
+    }
     // The layer's copies of every sequence in one call, then each sequence's arrival event.
     if (m.copy_wait) KVSTAR_RETURN_IF_ERROR(m.attn_read[l].WaitOn(ctx.h2d_stream()));
+    // A copy may go into a slot (or read a home) that a write-back of this layer still uses.
+    if (!m.wb_done.empty()) KVSTAR_RETURN_IF_ERROR(m.wb_done[l].WaitOn(ctx.h2d_stream()));
     KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(m.copy_dst.data(), m.copy_src.data(),
                                                  m.copy_bytes.data(), m.copy_dst.size(),
                                                  ctx.h2d_stream()));
@@ -561,26 +692,130 @@ Status CudaBatch::KvstarReplaceSelection(size_t l, size_t b, const std::vector<u
   std::set_difference(next.begin(), next.end(), held.begin(), held.end(), std::back_inserter(in));
   s.selection = next;
   if (out.empty() && in.empty()) return Status::Ok();
+  char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
+  s.retired = 0;
+  if (m.homes->exclusive()) {
+    // Pairs: the incoming block takes the leaving block's slot, the leaving block the incoming
+    // block's home (through the bounce buffer, KvstarIssueSwaps).
+    char* const base = m.host_kv[l].as<char>();
+    size_t i = 0;
+    for (; i < out.size() && i < in.size(); ++i) {
+      char* home = KvstarHome(l, b, in[i]);
+      if (home == nullptr) {
+        return Internal(
+            "kvstar: block %u of layer %zu seq %zu is neither on the device nor the host", in[i], l,
+            b);
+      }
+      const int slot = s.slot_of[out[i]];
+      KVSTAR_RETURN_IF_ERROR(m.homes->Transfer(l, b, in[i], out[i]));
+      s.slot_of[in[i]] = slot;
+      s.slot_of[out[i]] = -1;
+      m.swaps.push_back({arena + static_cast<size_t>(slot) * bb, home, home});
+    }
+    for (; i < out.size(); ++i) {  // leaving, no replacement: home first, then the slot is free
+      KVSTAR_ASSIGN_OR_RETURN(const int32_t h, m.homes->Acquire(l, b, out[i]));
+      const int slot = s.slot_of[out[i]];
+      m.swaps.push_back(
+          {arena + static_cast<size_t>(slot) * bb, nullptr, base + static_cast<size_t>(h) * bb});
+      s.free_slots.push_back(slot);
+      s.slot_of[out[i]] = -1;
+    }
+    for (; i < in.size(); ++i) {  // incoming into a free slot; its home is free once copied
+      const char* home = KvstarHome(l, b, in[i]);
+      if (home == nullptr || s.free_slots.empty()) {
+        return Internal("kvstar: block %u of layer %zu seq %zu: %s", in[i], l, b,
+                        home == nullptr ? "no host copy" : "out of slots");
+      }
+      const int slot = s.free_slots.back();
+      s.free_slots.pop_back();
+      s.slot_of[in[i]] = slot;
+      m.swaps.push_back({arena + static_cast<size_t>(slot) * bb, home, nullptr});
+      // The home is free once the copy is queued (KvstarIssueSwaps): a later write into it is
+      // queued after the copy on the same stream, or comes after the step.
+      m.swap_releases.push_back({l, b, in[i]});
+    }
+    stats_.h2d_bytes += in.size() * bb;
+    stats_.d2h_bytes += out.size() * bb;
+    stats_.blocks_loaded += in.size();
+    ++stats_.swaps;
+    return KvstarRebuildTable(l, b);
+  }
   for (uint32_t blk : out) {
     s.free_slots.push_back(s.slot_of[blk]);
     s.slot_of[blk] = -1;
   }
-  s.retired = 0;
-  const char* host = m.host_kv[l].as<char>() + b * max_blocks_ * bb;
-  char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
   for (uint32_t blk : in) {
     if (s.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
     const int slot = s.free_slots.back();
     s.free_slots.pop_back();
     s.slot_of[blk] = slot;
     m.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
-    m.copy_src.push_back(host + static_cast<size_t>(blk) * bb);
+    m.copy_src.push_back(KvstarHome(l, b, blk));
     m.copy_bytes.push_back(bb);
     stats_.h2d_bytes += bb;
     ++stats_.blocks_loaded;
   }
   ++stats_.swaps;
   return KvstarRebuildTable(l, b);
+}
+
+Status CudaBatch::KvstarIssueSwaps(CudaStream* stream) {
+  DeviceContext& ctx = model_.ctx();
+  Impl& m = *impl_;
+  const size_t bb = geom_.block_bytes();
+  std::vector<void*> dst;
+  std::vector<const void*> src;
+  auto flush = [&]() -> Status {
+    std::vector<size_t> bytes(dst.size(), bb);
+    const Status st = ctx.CopyBatch(dst.data(), src.data(), bytes.data(), dst.size(), stream);
+    dst.clear();
+    src.clear();
+    return st;
+  };
+  // 1. Blocks that leave without a replacement: to their new homes (before anything reuses the
+  // slot or the home).
+  for (const Impl::Swap& w : m.swaps) {
+    if (w.src_home == nullptr) {
+      dst.push_back(w.dst_home);
+      src.push_back(w.slot);
+    }
+  }
+  KVSTAR_RETURN_IF_ERROR(flush());
+  // 2. Pairs, bounce_blocks at a time: slot -> bounce, home -> slot, bounce -> home.
+  std::vector<const Impl::Swap*> pairs;
+  for (const Impl::Swap& w : m.swaps) {
+    if (w.src_home != nullptr && w.dst_home != nullptr) pairs.push_back(&w);
+  }
+  for (size_t p0 = 0; p0 < pairs.size(); p0 += m.bounce_blocks) {
+    const size_t n = std::min(m.bounce_blocks, pairs.size() - p0);
+    for (size_t i = 0; i < n; ++i) {
+      dst.push_back(m.bounce.as<char>() + i * bb);
+      src.push_back(pairs[p0 + i]->slot);
+    }
+    KVSTAR_RETURN_IF_ERROR(flush());
+    for (size_t i = 0; i < n; ++i) {
+      dst.push_back(pairs[p0 + i]->slot);
+      src.push_back(pairs[p0 + i]->src_home);
+    }
+    KVSTAR_RETURN_IF_ERROR(flush());
+    for (size_t i = 0; i < n; ++i) {
+      dst.push_back(pairs[p0 + i]->dst_home);
+      src.push_back(m.bounce.as<char>() + i * bb);
+    }
+    KVSTAR_RETURN_IF_ERROR(flush());
+  }
+  // 3. Incoming blocks into free slots.
+  for (const Impl::Swap& w : m.swaps) {
+    if (w.dst_home == nullptr) {
+      dst.push_back(w.slot);
+      src.push_back(w.src_home);
+    }
+  }
+  KVSTAR_RETURN_IF_ERROR(flush());
+  m.swaps.clear();
+  for (const auto& [l, b, blk] : m.swap_releases) m.homes->Release(l, b, blk);
+  m.swap_releases.clear();
+  return Status::Ok();
 }
 
 Status CudaBatch::KvstarBoundary() {
@@ -618,13 +853,21 @@ Status CudaBatch::KvstarBoundary() {
       KVSTAR_RETURN_IF_ERROR(
           KvstarReplaceSelection(l, b, KvstarResult(*take).blocks, take->cand_end));
     }
-    if (!m.copy_dst.empty()) {
+    if (!m.copy_dst.empty() || !m.swaps.empty()) {
       KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(m.copy_dst.data(), m.copy_src.data(),
                                                    m.copy_bytes.data(), m.copy_dst.size(),
                                                    ctx.h2d_stream()));
+      KVSTAR_RETURN_IF_ERROR(KvstarIssueSwaps(ctx.h2d_stream()));
       m.load_pending[l] = true;
       KVSTAR_RETURN_IF_ERROR(m.load_done[l].Record(ctx.h2d_stream()));
     }
+  }
+  // Exclusive host tier: write-backs queued in the last step's window read slots that this step
+  // may write (a dropped slot can be the new tail).
+  for (size_t l = 0; l < m.wb_since_step.size(); ++l) {
+    if (!m.wb_since_step[l]) continue;
+    KVSTAR_RETURN_IF_ERROR(m.wb_done[l].WaitOn(ctx.compute_stream()));
+    m.wb_since_step[l] = false;
   }
   // Tables and q_last for this step (small; ordered before the step's attention).
   CudaStream* s = ctx.compute_stream();
@@ -651,7 +894,8 @@ Status CudaBatch::KvstarAfterStep() {
   for (auto& row : m.ks) {
     for (KvstarSeqLayer& s : row) s.retired = 0;
   }
-  // Tails that just filled (lengths_ were advanced): to the host, then local window.
+  // Tails that just filled (lengths_ were advanced): to the host (with the exclusive host tier
+  // only until their representations are made: the device holds them), then local window.
   bool copied = false;
   for (size_t b = 0; b < B; ++b) {
     if (lengths_[b] % bt != 0) continue;
@@ -659,7 +903,8 @@ Status CudaBatch::KvstarAfterStep() {
     for (size_t l = 0; l < L; ++l) {
       KvstarSeqLayer& s = m.ks[l][b];
       char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
-      KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.host_kv[l].as<char>() + (b * max_blocks_ + blk) * bb,
+      KVSTAR_RETURN_IF_ERROR(m.homes->Acquire(l, b, blk).status());
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(KvstarHome(l, b, blk),
                                             arena + static_cast<size_t>(s.tail_slot) * bb, bb,
                                             ctx.compute_stream()));
       stats_.d2h_bytes += bb;
@@ -680,8 +925,8 @@ Status CudaBatch::KvstarAfterStep() {
     for (size_t l = 0; l < L; ++l) {
       KvstarSeqLayer& s = m.ks[l][b];
       s.slot_of[blk] = s.tail_slot;
-      KVSTAR_RETURN_IF_ERROR(
-          s.reps->Append(m.host_kv[l].as<char>() + (b * max_blocks_ + blk) * bb, geom_));
+      KVSTAR_RETURN_IF_ERROR(s.reps->Append(KvstarHome(l, b, blk), geom_));
+      m.homes->Release(l, b, blk);  // exclusive: the device holds it
       if (opt_.gpu_scoring) {
         const size_t task = l * B + b;
         uint16_t* stage = m.rep_stage.as<uint16_t>() + task * m.rep_elems;
@@ -700,7 +945,17 @@ Status CudaBatch::KvstarAfterStep() {
         }
       }
       if (s.free_slots.empty() && !s.extras.empty()) {
-        // Selections are late: the oldest extra leaves the device.
+        // Selections are late: the oldest extra leaves the device (exclusive host tier: back to
+        // a home first, ahead of the next step on the compute stream, which writes the slot).
+        if (m.homes->exclusive()) {
+          const uint32_t blk_out = s.extras.front();
+          KVSTAR_RETURN_IF_ERROR(m.homes->Acquire(l, b, blk_out).status());
+          KVSTAR_RETURN_IF_ERROR(
+              ctx.CopyToHost(KvstarHome(l, b, blk_out),
+                             m.kv[l].as<char>() + (b * m.slots_per_seq + s.slot_of[blk_out]) * bb,
+                             bb, ctx.compute_stream()));
+          stats_.d2h_bytes += bb;
+        }
         s.free_slots.push_back(s.slot_of[s.extras.front()]);
         s.slot_of[s.extras.front()] = -1;
         s.extras.erase(s.extras.begin());
@@ -760,6 +1015,32 @@ Status CudaBatch::KvstarWait(KvstarPending& p) {
 const sparse::RetrievalResult& CudaBatch::KvstarResult(const KvstarPending& p) {
   if (p.gpu) return p.gpu->results[p.gpu_index];
   return p.candidate_result ? *p.candidate_result : p.handle.result();
+}
+
+StatusOr<std::vector<uint8_t>> CudaBatch::KvstarBlockBytes(size_t layer, size_t seq,
+                                                           size_t block) const {
+  if (opt_.mode != KvMode::kKvstar) return FailedPrecondition("not a kvstar batch");
+  if (layer >= impl_->ks.size() || seq >= opt_.batch || block >= max_blocks_) {
+    return InvalidArgument("block (%zu, %zu, %zu) outside the batch", layer, seq, block);
+  }
+  DeviceContext& ctx = model_.ctx();
+  KVSTAR_RETURN_IF_ERROR(ctx.SynchronizeDevice());
+  const size_t bb = geom_.block_bytes();
+  std::vector<uint8_t> out(bb);
+  const int slot = impl_->ks[layer][seq].slot_of[block];
+  if (slot >= 0) {
+    const char* src = impl_->kv[layer].as<char>() + (seq * impl_->slots_per_seq + slot) * bb;
+    KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(out.data(), src, bb, ctx.compute_stream()));
+    KVSTAR_RETURN_IF_ERROR(ctx.Synchronize(ctx.compute_stream()));
+    return out;
+  }
+  const char* home = KvstarHome(layer, seq, block);
+  if (home == nullptr) {
+    return NotFound("block %zu of layer %zu seq %zu is neither on the device nor the host", block,
+                    layer, seq);
+  }
+  std::memcpy(out.data(), home, bb);
+  return out;
 }
 
 std::vector<uint32_t> CudaBatch::kvstar_selection(size_t layer, size_t seq) const {

@@ -32,6 +32,7 @@ BlockScoreArgs ScoreArgsFor(const ModelConfig& c, const BatchOptions& o, size_t 
   a.dtype = DType::kF16;  // sparse::RepresentationOptions' default
   a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   a.per_kv_head = o.kvstar.select_per_kv_head;
+  a.tensor_cores = o.score_tensor_cores;
   return a;
 }
 

@@ -48,6 +48,7 @@ Status CudaBatch::KvstarSyncReselect(size_t l, const float* q) {
     KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(m.copy_dst.data(), m.copy_src.data(),
                                                  m.copy_bytes.data(), m.copy_dst.size(), s));
   }
+  KVSTAR_RETURN_IF_ERROR(KvstarIssueSwaps(s));  // exclusive host tier
   // This layer's tables and q_last, ahead of its attention; waited for, so that the mirrors can
   // be rewritten in this step's window.
   const size_t row = m.slots_per_seq * sizeof(void*);

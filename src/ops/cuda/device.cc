@@ -302,15 +302,25 @@ Status DeviceContext::CopyToDevice(void* dst_device, const void* src_host, size_
 Status DeviceContext::CopyBatchToDevice(void* const* dst_device, const void* const* src_host,
                                         const size_t* bytes, size_t count,
                                         CudaStream* stream) const {
-  if (count == 0) return Status::Ok();
   if (count == 1) return CopyToDevice(dst_device[0], src_host[0], bytes[0], stream);
+  return CopyBatch(dst_device, src_host, bytes, count, stream);
+}
+
+Status DeviceContext::CopyBatch(void* const* dst, const void* const* src, const size_t* bytes,
+                                size_t count, CudaStream* stream) const {
+  if (count == 0) return Status::Ok();
+  if (count == 1) {
+    return internal::CudaStatus(
+        cudaMemcpyAsync(dst[0], src[0], bytes[0], cudaMemcpyDefault, AsCuda(stream)),
+        "cudaMemcpyAsync");
+  }
   cudaMemcpyAttributes attr{};
   attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
   attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
   size_t attr_index = 0;
-  return internal::CudaStatus(cudaMemcpyBatchAsync(dst_device, src_host, bytes, count, &attr,
-                                                   &attr_index, 1, AsCuda(stream)),
-                              "cudaMemcpyBatchAsync(host to device)");
+  return internal::CudaStatus(
+      cudaMemcpyBatchAsync(dst, src, bytes, count, &attr, &attr_index, 1, AsCuda(stream)),
+      "cudaMemcpyBatchAsync");
 }
 
 Status DeviceContext::CopyToHost(void* dst_host, const void* src_device, size_t bytes,

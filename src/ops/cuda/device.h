@@ -189,6 +189,9 @@ class DeviceContext {
   // instead of one per piece: the driver's per-call cost dominated small delta loads.
   Status CopyBatchToDevice(void* const* dst_device, const void* const* src_host,
                            const size_t* bytes, size_t count, CudaStream* stream) const;
+  // The same for pieces in any direction (host to device, device to host, device to device).
+  Status CopyBatch(void* const* dst, const void* const* src, const size_t* bytes, size_t count,
+                   CudaStream* stream) const;
   // `rows` rows of `width` bytes, src_pitch / dst_pitch bytes apart, in one copy.
   Status CopyToHost2D(void* dst_host, size_t dst_pitch, const void* src_device, size_t src_pitch,
                       size_t width, size_t rows, CudaStream* stream) const;

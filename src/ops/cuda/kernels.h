@@ -44,16 +44,38 @@ __device__ __forceinline__ uint4 LoadStream16(const void* p) {
   return v;
 }
 
-// Two f32 values as three packed bf16 pairs: out[j] holds term j of x0 (low half) and of x1.
-__device__ __forceinline__ void SplitPair(float x0, float x1, uint32_t& hi, uint32_t& mid,
-                                          uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+// Two f32 values as three packed pairs of H2 (__nv_bfloat162 or __half2): out[j] holds term j
+// of x0 (low half) and of x1. With f16 the caller scales x so that the terms stay normal.
+__device__ __forceinline__ __nv_bfloat162 PackPair(float x0, float x1, __nv_bfloat162) {
+  return __floats2bfloat162_rn(x0, x1);
+}
+__device__ __forceinline__ __half2 PackPair(float x0, float x1, __half2) {
+  return __floats2half2_rn(x0, x1);
+}
+template <typename H2>
+__device__ __forceinline__ void SplitPairAs(float x0, float x1, uint32_t& hi, uint32_t& mid,
+                                            uint32_t& lo) {
+  const H2 h = PackPair(x0, x1, H2{});
   const float r0 = x0 - __low2float(h), r1 = x1 - __high2float(h);
-  const __nv_bfloat162 m = __floats2bfloat162_rn(r0, r1);
-  const __nv_bfloat162 l = __floats2bfloat162_rn(r0 - __low2float(m), r1 - __high2float(m));
+  const H2 m = PackPair(r0, r1, H2{});
+  const H2 l = PackPair(r0 - __low2float(m), r1 - __high2float(m), H2{});
   hi = *reinterpret_cast<const uint32_t*>(&h);
   mid = *reinterpret_cast<const uint32_t*>(&m);
   lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+__device__ __forceinline__ void SplitPair(float x0, float x1, uint32_t& hi, uint32_t& mid,
+                                          uint32_t& lo) {
+  SplitPairAs<__nv_bfloat162>(x0, x1, hi, mid, lo);
+}
+
+// Mma16816 with f16 operands.
+__device__ __forceinline__ void Mma16816F16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                            uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // d += a b for one 16x8x16 tile: a = rows (g, g + 8) x k (2t, 2t + 1, 2t + 8, 2t + 9) of the

@@ -202,11 +202,18 @@ struct BlockScoreArgs {
   // Scores per KV head, [candidates][kv_heads] (each summed over the head's query heads and the
   // queries), instead of one per block (summed over every head).
   bool per_kv_head = false;
+  // The tensor-core kernel where it applies (d_pruned 32, vectors_per_block a multiple of 16 up
+  // to 64, x * group <= 64, 16-byte aligned representations); false: always the f32 kernel (for
+  // comparisons).
+  bool tensor_cores = true;
 };
 
 // The shape checks of ScoreBlocks without launching (InvalidArgument naming the first problem),
 // so that a caller can reject a configuration before its first group.
 Status ValidateBlockScoreShape(const BlockScoreArgs& args);
+
+// Whether ScoreBlocks takes the tensor-core kernel for these shapes (BlockScoreArgs::tensor_cores).
+bool BlockScoreUsesTensorCores(const BlockScoreArgs& args);
 
 // Device scratch bytes for ScoreBlocks with these shapes (per task: two floats per (query head,
 // query, candidate) and two per (query head, query)).

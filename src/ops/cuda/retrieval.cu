@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "ops/cuda/cuda_util.h"
 #include "ops/cuda/kernels.h"
@@ -29,6 +30,8 @@ namespace {
 
 using internal::AsCuda;
 using internal::LaunchStatus;
+using internal::Mma16816;
+using internal::Mma16816F16;
 using internal::ToF32;
 
 constexpr unsigned kPartialThreads = 256;  // 8 warps
@@ -119,29 +122,50 @@ __device__ __forceinline__ void LoadChannels8(const T* k, size_t c0, size_t dp, 
 // (max, sum of exp) of the block's vectors, reduced across the warp.
 constexpr int kQueryTile = 16;  // ScatterLevel's levels below assume 16
 
+// A partial CTA's share: blocks [b0, b0 + nb) of the task's candidates (nb == 0: none) for KV head
+// kvh, whose qn = x * group queries are qi = x * group + g (g < group = q_heads / kv_heads).
+struct PartialCta {
+  __device__ PartialCta(const BlockScoreTask* tasks, const Shape& sh) : t(tasks[blockIdx.z]) {
+    const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
+    b0 = blockIdx.x * kBlocksPerCta;
+    nb = b0 < n ? min(kBlocksPerCta, n - b0) : 0;
+    kvh = blockIdx.y;
+    qn = sh.num_queries * (sh.q_heads / sh.kv_heads);
+  }
+  BlockScoreTask t;
+  size_t b0, nb, kvh, qn;
+};
+
+// Query qi = x * group + g of KV head kvh (query head kvh * group + g of query x), kept channel
+// c, scaled by the softmax scale.
+__device__ __forceinline__ float ScaledQuery(const BlockScoreTask& t, const Shape& sh, size_t kvh,
+                                             size_t qi, size_t c) {
+  const size_t group = sh.q_heads / sh.kv_heads;
+  const size_t x = qi / group, g = qi % group;
+  const float* q = t.queries + x * sh.query_stride + (kvh * group + g) * sh.head_dim;
+  return q[t.channels[kvh * sh.d_pruned + c]] * sh.scale;
+}
+
+// The (block, pair) slot of the workspace for query qi of KV head kvh: pair (query head, x) =
+// (kvh * group + g) * x_count + x.
+__device__ __forceinline__ size_t PairOf(const Shape& sh, size_t kvh, size_t qi) {
+  const size_t group = sh.q_heads / sh.kv_heads;
+  return (kvh * group + qi % group) * sh.num_queries + qi / group;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kPartialThreads)
     PartialKernel(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
-  const BlockScoreTask t = tasks[blockIdx.z];
-  const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
-  const size_t b0 = blockIdx.x * kBlocksPerCta;
-  if (b0 >= n) return;  // the whole CTA: before any barrier
-  const size_t nb = min(kBlocksPerCta, n - b0);
-  const size_t kvh = blockIdx.y;
-  const size_t group = sh.q_heads / sh.kv_heads;
-  const size_t qn = sh.num_queries * group;  // queries of this KV head: qi = x * group + g
+  const PartialCta cta(tasks, sh);
+  if (cta.nb == 0) return;  // the whole CTA: before any barrier
+  const BlockScoreTask& t = cta.t;
+  const size_t b0 = cta.b0, nb = cta.nb, kvh = cta.kvh, qn = cta.qn;
   const size_t dp = sh.d_pruned;
   const size_t qpad = RoundUp(qn, kQueryTile), dpad = RoundUp(dp, 8);
   extern __shared__ float qt[];  // [dpad][qpad], scaled
   for (size_t i = threadIdx.x; i < qpad * dpad; i += blockDim.x) {
     const size_t c = i / qpad, qi = i % qpad;
-    float v = 0.0f;
-    if (c < dp && qi < qn) {
-      const size_t x = qi / group, g = qi % group;
-      const float* q = t.queries + x * sh.query_stride + (kvh * group + g) * sh.head_dim;
-      v = q[t.channels[kvh * dp + c]] * sh.scale;
-    }
-    qt[i] = v;
+    qt[i] = c < dp && qi < qn ? ScaledQuery(t, sh, kvh, qi, c) : 0.0f;
   }
   __syncthreads();
   const T* reps = static_cast<const T*>(t.reps);
@@ -216,13 +240,182 @@ __global__ void __launch_bounds__(kPartialThreads)
       ScatterLevel<1>(m, e, lane, 2);
       MergeTermsFast(m[0], e[0], __shfl_xor_sync(0xffffffffu, m[0], 1),
                      __shfl_xor_sync(0xffffffffu, e[0], 1));
-      // Pair (query head, x) = (kvh * group + g) * x_count + x.
       const size_t qi = q0 + lane / 2;
       if (lane % 2 == 0 && qi < qn) {
-        const size_t x = qi / group, g = qi % group;
-        const size_t p = (kvh * group + g) * sh.num_queries + x;
+        const size_t p = PairOf(sh, kvh, qi);
         ws_m[p * sh.max_candidates + b0 + bl] = m[0];
         ws_e[p * sh.max_candidates + b0 + bl] = e[0];
+      }
+    }
+  }
+}
+
+// The partial kernel on the tensor cores, for d_pruned == 32, vectors_per_block = 16 MT' (MT' <=
+// 4) and qn = x * group <= 8 NT queries per KV head. Same grid, workspace and results as
+// PartialKernel (up to summation order). Logits of a block are a [vectors] x [queries] product
+// with k = 32 channels: mma.sync m16n8k16 with the representations as A (rows: vectors) and the
+// queries as B. A lane loads 16 B (8 channels) of each of its two rows straight into its A
+// fragments of both k-steps: channels 8t .. 8t + 7 of lane t (t = lane % 4) fill its k-slots
+// (2t, 2t + 1, 2t + 8, 2t + 9) of k-step 0 with 8t .. 8t + 3 and of k-step 1 with 8t + 4 ..
+// 8t + 7; the query fragments use the same order. The f32 queries enter as three terms of the
+// representation's type (f32-level products); with f16, each query column is first scaled by a
+// power of two that keeps its terms normal f16 numbers (undone on the logits, exactly). The
+// warp keeps the B fragments of its KV head's queries in registers for all of its blocks. Per
+// (block, query): the maximum over the block's vectors (shuffles), then the sum of exp(logit -
+// max), one exponential per logit.
+constexpr int kMmaMaxTiles = 4;  // m-tiles of 16 vectors per block
+
+template <typename T>
+__device__ __forceinline__ void SplitTerms(float x0, float x1, uint32_t& hi, uint32_t& mid,
+                                           uint32_t& lo) {
+  using H2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+  internal::SplitPairAs<H2>(x0, x1, hi, mid, lo);
+}
+
+template <typename T>
+__device__ __forceinline__ void MmaT(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                     uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>) {
+    Mma16816F16(d, a, b0, b1);
+  } else {
+    Mma16816(d, a, b0, b1);
+  }
+}
+
+template <typename T, int NT>
+__global__ void __launch_bounds__(kPartialThreads)
+    PartialKernelMma(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
+  constexpr int kDp = 32, kCols = 8 * NT;
+  const PartialCta cta(tasks, sh);
+  if (cta.nb == 0) return;  // the whole CTA: before any barrier
+  const BlockScoreTask& t = cta.t;
+  const size_t b0 = cta.b0, nb = cta.nb, kvh = cta.kvh, qn = cta.qn;
+  __shared__ float qs[kCols][kDp];  // scaled queries, [query][channel], 0 past qn
+  __shared__ float col_scale[kCols];
+  for (size_t i = threadIdx.x; i < kCols * kDp; i += blockDim.x) {
+    const size_t qi = i / kDp, c = i % kDp;
+    qs[qi][c] = qi < qn ? ScaledQuery(t, sh, kvh, qi, c) : 0.0f;
+  }
+  __syncthreads();
+  if (threadIdx.x < kCols) {
+    // f16 terms: a power of two that brings the column's largest |q| to [2^13, 2^14), so that
+    // hi, mid and lo terms are normal f16 numbers (bf16 has f32's exponent range: 1).
+    float scale = 1.0f;
+    if constexpr (std::is_same_v<T, __half>) {
+      float mx = 0.0f;
+      for (int c = 0; c < kDp; ++c) mx = fmaxf(mx, fabsf(qs[threadIdx.x][c]));
+      if (mx > 0.0f && isfinite(mx)) {
+        int e;
+        frexpf(mx, &e);  // mx = f 2^e, f in [0.5, 1)
+        scale = ldexpf(1.0f, 14 - e);
+      }
+    }
+    col_scale[threadIdx.x] = scale;
+  }
+  __syncthreads();
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const unsigned g = lane / 4, tq = lane % 4;
+  // B fragments [term][n-tile][k-step][2]: column 8 j + g, channels 8 tq + 4 s + (0, 1) and
+  // (2, 3).
+  uint32_t bf[3][NT][2][2];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const float sc = col_scale[8 * j + g];
+    const float* q = qs[8 * j + g];
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int c = 8 * tq + 4 * ks + 2 * h;
+        SplitTerms<T>(q[c] * sc, q[c + 1] * sc, bf[0][j][ks][h], bf[1][j][ks][h], bf[2][j][ks][h]);
+      }
+    }
+  }
+  // Logit scale of the lane's two columns per n-tile (2 tq, 2 tq + 1).
+  float unscale[NT][2];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    unscale[j][0] = 1.0f / col_scale[8 * j + 2 * tq];
+    unscale[j][1] = 1.0f / col_scale[8 * j + 2 * tq + 1];
+  }
+  const T* reps = static_cast<const T*>(t.reps);
+  const bool aligned = (reinterpret_cast<uintptr_t>(t.reps) % 16) == 0;
+  const size_t vpb = sh.vectors_per_block;
+  const int mtiles = static_cast<int>(vpb / 16);
+  const size_t vstride = sh.kv_heads * kDp;  // elements from one vector to the next
+  float* ws_m = ws + blockIdx.z * TaskFloats(sh);
+  float* ws_e = ws_m + PairsOf(sh) * sh.max_candidates;
+  for (size_t bl = warp; bl < nb; bl += warps) {
+    const T* block_reps = reps + (t.cand_begin + b0 + bl) * vpb * vstride + kvh * kDp + 8 * tq;
+    // A fragments of every m-tile: rows g and g + 8, 16 B each.
+    uint4 ra[kMmaMaxTiles][2];
+#pragma unroll
+    for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
+      if (mt < mtiles) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const T* p = block_reps + (16 * mt + g + 8 * r) * vstride;
+          if (aligned) {
+            ra[mt][r] = internal::LoadStream16(p);
+          } else {
+            uint16_t h[8];
+#pragma unroll
+            for (int i = 0; i < 8; ++i) h[i] = reinterpret_cast<const uint16_t*>(p)[i];
+            ra[mt][r] = make_uint4(h[0] | (uint32_t{h[1]} << 16), h[2] | (uint32_t{h[3]} << 16),
+                                   h[4] | (uint32_t{h[5]} << 16), h[6] | (uint32_t{h[7]} << 16));
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      float d[kMmaMaxTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
+        d[mt][0] = d[mt][1] = d[mt][2] = d[mt][3] = 0.0f;
+        if (mt >= mtiles) continue;
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {
+          const uint32_t a[4] = {
+              ks == 0 ? ra[mt][0].x : ra[mt][0].z, ks == 0 ? ra[mt][1].x : ra[mt][1].z,
+              ks == 0 ? ra[mt][0].y : ra[mt][0].w, ks == 0 ? ra[mt][1].y : ra[mt][1].w};
+#pragma unroll
+          for (int term = 0; term < 3; ++term) {
+            MmaT<T>(d[mt], a, bf[term][j][ks][0], bf[term][j][ks][1]);
+          }
+        }
+      }
+      // Per column (2 tq + c): the lane's logits are d[mt][c] and d[mt][2 + c].
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
+          if (mt < mtiles) {
+            d[mt][c] *= unscale[j][c];
+            d[mt][2 + c] *= unscale[j][c];
+            mx = fmaxf(mx, fmaxf(d[mt][c], d[mt][2 + c]));
+          }
+        }
+        // The 8 lanes of this tq hold the block's other rows.
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        float e = 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
+          // fmaxf drops a NaN logit from the maximum, but exp(NaN - mx) makes e NaN.
+          if (mt < mtiles) e += __expf(d[mt][c] - mx) + __expf(d[mt][2 + c] - mx);
+        }
+        e += __shfl_xor_sync(0xffffffffu, e, 4);
+        e += __shfl_xor_sync(0xffffffffu, e, 8);
+        e += __shfl_xor_sync(0xffffffffu, e, 16);
+        const size_t qi = 8 * j + 2 * tq + c;
+        if (g == 0 && qi < qn) {
+          const size_t p = PairOf(sh, kvh, qi);
+          ws_m[p * sh.max_candidates + b0 + bl] = mx;
+          ws_e[p * sh.max_candidates + b0 + bl] = e;
+        }
       }
     }
   }
@@ -326,6 +519,14 @@ Shape ShapeOf(const BlockScoreArgs& a) {
 
 }  // namespace
 
+bool BlockScoreUsesTensorCores(const BlockScoreArgs& a) {
+  if (!a.tensor_cores || a.kv_heads == 0 || a.q_heads % a.kv_heads != 0) return false;
+  const size_t qn = a.num_queries * (a.q_heads / a.kv_heads);
+  return a.d_pruned == 32 && a.vectors_per_block % 16 == 0 &&
+         a.vectors_per_block <= 16 * kMmaMaxTiles && qn >= 1 && qn <= 64 &&
+         (a.dtype == DType::kF16 || a.dtype == DType::kBF16);
+}
+
 size_t BlockScoreWorkspaceBytes(const BlockScoreArgs& args) {
   return args.num_tasks * TaskFloats(ShapeOf(args)) * sizeof(float);
 }
@@ -342,7 +543,23 @@ Status ScoreBlocks(CudaStream* stream, const BlockScoreArgs& args, void* workspa
   const dim3 partial_grid(
       static_cast<unsigned>((args.max_candidates + kBlocksPerCta - 1) / kBlocksPerCta),
       static_cast<unsigned>(args.kv_heads), static_cast<unsigned>(args.num_tasks));
-  if (args.dtype == DType::kF16) {
+  const size_t qn = args.num_queries * (args.q_heads / args.kv_heads);
+  if (BlockScoreUsesTensorCores(args)) {
+    const bool f16 = args.dtype == DType::kF16;
+    if (qn <= 32) {
+      if (f16) {
+        PartialKernelMma<__half, 4><<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+      } else {
+        PartialKernelMma<__nv_bfloat16, 4>
+            <<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+      }
+    } else if (f16) {
+      PartialKernelMma<__half, 8><<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+    } else {
+      PartialKernelMma<__nv_bfloat16, 8>
+          <<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+    }
+  } else if (args.dtype == DType::kF16) {
     PartialKernel<__half><<<partial_grid, kPartialThreads, smem, s>>>(args.tasks, sh, ws);
   } else {
     PartialKernel<__nv_bfloat16><<<partial_grid, kPartialThreads, smem, s>>>(args.tasks, sh, ws);

@@ -31,12 +31,13 @@ struct DeviceLayer {
   std::unique_ptr<sparse::BlockRepresentations> reps;
   RetrievalTask task;  // the CPU task: candidates [begin, end)
   DeviceBuffer reps_dev, channels_dev, queries_dev, scores_dev;
+  size_t reps_offset = 0;  // bytes before the representations in reps_dev (alignment tests)
 };
 
 class ScoreBlocksTest : public CudaTest {
  protected:
   DeviceLayer Make(const RandomLayerSpec& spec, size_t x, size_t group, uint32_t begin,
-                   uint32_t end) {
+                   uint32_t end, bool misaligned = false) {
     DeviceLayer d;
     d.reps = RandomRepresentations(spec, rng_);
     const sparse::RepresentationView view = d.reps->View();
@@ -47,6 +48,10 @@ class ScoreBlocksTest : public CudaTest {
     for (uint32_t b = begin; b < end; ++b) d.task.candidates.push_back(b);
     d.task.sparse_ratio = 0.25;
     std::vector<uint16_t> flat;
+    if (misaligned) {
+      flat.push_back(0);
+      d.reps_offset = 2;
+    }
     for (size_t b = 0; b < view.num_blocks(); ++b) {
       flat.insert(flat.end(), view.block(b), view.block(b) + view.block_elements());
     }
@@ -75,7 +80,7 @@ class ScoreBlocksTest : public CudaTest {
 
   static BlockScoreTask TaskFor(const DeviceLayer& d) {
     BlockScoreTask t;
-    t.reps = d.reps_dev.data();
+    t.reps = d.reps_dev.as<char>() + d.reps_offset;
     t.channels = d.channels_dev.as<uint16_t>();
     t.queries = d.queries_dev.as<float>();
     t.scores = d.scores_dev.as<float>();
@@ -162,6 +167,57 @@ TEST_F(ScoreBlocksTest, MatchesCpuScorerAndReferenceOnRandomShapes) {
     }
     const auto cmp = CompareSelection(ref, 1, d.task.candidates, k, picked, 1e-4);
     EXPECT_EQ(cmp.unexplained, 0u) << name;
+  }
+}
+
+// The tensor-core kernel (d_pruned 32, 16 to 64 vectors per block, x * group up to 64) against
+// the f32 kernel and the CPU scorer: f32-level agreement for f16 and bf16 representations, both
+// query tile widths, every m-tile count, and representations that are not 16-byte aligned.
+TEST_F(ScoreBlocksTest, TensorCoreKernelMatchesF32KernelAndCpuScorer) {
+  struct Case {
+    size_t kv_heads, group, merge, block_tokens, blocks, x;
+    DType dtype;
+    bool misaligned = false;
+  };
+  const Case cases[] = {
+      {8, 4, 2, 128, 1021, 8, DType::kF16},  // Llama-3.1-8B at 128K: 64 vectors, 32 queries
+      {8, 4, 2, 128, 300, 8, DType::kBF16},
+      {4, 5, 2, 32, 211, 8, DType::kF16},         // 16 vectors, 40 queries (8 n-tiles)
+      {2, 8, 1, 48, 97, 8, DType::kBF16},         // 48 vectors, 64 queries
+      {1, 1, 2, 64, 50, 1, DType::kF16},          // 32 vectors, one query
+      {8, 4, 2, 128, 129, 8, DType::kF16, true},  // not 16-byte aligned
+  };
+  for (const Case& c : cases) {
+    RandomLayerSpec spec;
+    spec.kv_heads = c.kv_heads;
+    spec.head_dim = 128;
+    spec.block_tokens = c.block_tokens;
+    spec.merge = c.merge;
+    spec.blocks = c.blocks;
+    spec.prune_ratio = 0.25;
+    spec.rep_dtype = c.dtype;
+    const uint32_t begin = 1, end = static_cast<uint32_t>(c.blocks - 1);
+    DeviceLayer d = Make(spec, c.x, c.group, begin, end, c.misaligned);
+    const std::string name = "kv_heads " + std::to_string(c.kv_heads) + " group " +
+                             std::to_string(c.group) + " vectors " +
+                             std::to_string(d.task.reps.vectors_per_block()) + " x " +
+                             std::to_string(c.x) + (c.dtype == DType::kF16 ? " f16" : " bf16") +
+                             (c.misaligned ? " misaligned" : "");
+    BlockScoreArgs a = ArgsFor(d, end - begin);
+    ASSERT_EQ(a.d_pruned, 32u) << name;
+    EXPECT_TRUE(BlockScoreUsesTensorCores(a)) << name;
+    const std::vector<float> mma = Run({&d}, a)[0];
+    a.tensor_cores = false;
+    EXPECT_FALSE(BlockScoreUsesTensorCores(a));
+    const std::vector<float> f32 = Run({&d}, a)[0];
+    auto cpu = sparse::RunRetrieval(d.task);
+    ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+    const double err_mma = testing::RelErr(mma, cpu->candidate_scores);
+    const double err_f32 = testing::RelErr(f32, cpu->candidate_scores);
+    std::printf("%s: rel. error vs the CPU scorer %.2e (tensor cores), %.2e (f32)\n", name.c_str(),
+                err_mma, err_f32);
+    EXPECT_LT(err_mma, 1e-5) << name;
+    EXPECT_LT(testing::RelErr(mma, f32), 1e-5) << name;
   }
 }
 
