@@ -335,6 +335,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
                               {"batch", batch},
                               {"max_batch_in_budget", largest},
                               {"max_batch_hbm_only", largest_hbm},
+                              {"max_batch_limited_by", largest < largest_hbm ? "host" : "hbm"},
                               {"host_available_bytes", host_avail},
                               {"host_memory_share", f.host_memory_share}};
         if (batch == 0 || !fits(batch)) {
@@ -551,6 +552,14 @@ int RunCudaBench(const CudaBenchFlags& f) {
             std::printf(
                 "         prefill %.2f s for %zu prompt tokens (%zu loaded from the store)\n",
                 prefill_s, batch * context, cb.stats().prefix_reused_tokens);
+          }
+          if (max_batch && largest < largest_hbm) {
+            std::printf(
+                "         the batch is limited by pinned host memory (HBM would hold %zu)%s\n",
+                largest_hbm,
+                mode == KvMode::kKvstar && !o.exclusive_host
+                    ? "; --host-tier exclusive pins only the blocks off the device"
+                    : "");
           }
           if (mode == KvMode::kKvstar) {
             const nlohmann::json& kv = run["kvstar"];
