@@ -466,7 +466,9 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"decode_tokens_per_second", tokens_per_s},
              {"prefill", f.prefill},
              {"matmul", f.matmul},
-             {"host_tier", o.exclusive_host ? "exclusive" : "inclusive"},
+             {"host_tier", mode == KvMode::kDense ? "none"  // offload / kvpr pin every block
+                           : o.exclusive_host     ? "exclusive"
+                                                  : "inclusive"},
              {"prefill_tokens_per_second",
               prefill_s > 0 ? static_cast<double>(batch * context) / prefill_s : 0.0},
              {"prefill_seconds", prefill_s},
