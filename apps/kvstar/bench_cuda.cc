@@ -120,6 +120,11 @@ int RunCudaBench(const CudaBenchFlags& f) {
         "or drop --store",
         f.store.c_str()));
   }
+  if (f.exclusive_host && std::find(modes.begin(), modes.end(), KvMode::kKvstar) == modes.end()) {
+    return ReportError(InvalidArgument(
+        "--host-tier exclusive: only --modes kvstar has a host tier to choose (dense keeps its KV "
+        "in HBM, offload and kvpr pin every block); add kvstar to --modes or drop the flag"));
+  }
   size_t fixed_split = 0;
   const bool auto_split = f.kvpr_split == "auto";
   if (!auto_split) {

@@ -306,6 +306,12 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
         "%s keeps its KV in HBM or pinned host memory)",
         flags.store.c_str(), flags.mode.c_str());
   }
+  if (cuda && flags.host_tier == "exclusive" && flags.mode != "kvstar") {
+    return InvalidArgument(
+        "--host-tier exclusive: only --mode kvstar has a host tier to choose (mode %s keeps its "
+        "KV in HBM or pins every block)",
+        flags.mode.c_str());
+  }
   EngineFlags cpu = flags;
   if (cuda) {
     cpu.mode = "dense";

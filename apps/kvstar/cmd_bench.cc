@@ -101,6 +101,12 @@ double PrefillFlops(const ModelConfig& c, double n) {
 }
 
 int RunBench(const BenchFlags& f) {
+  if (f.gpu_scoring_kernel != "auto" && f.engine.retrieval_device != "gpu") {
+    return ReportError(InvalidArgument(
+        "--gpu-scoring-kernel %s: only GPU scoring has a kernel to choose (add --device cuda "
+        "--retrieval-device gpu)",
+        f.gpu_scoring_kernel.c_str()));
+  }
   if (f.device == "cuda") {
 #ifdef KVSTAR_HAVE_CUDA
     CudaBenchFlags c;

@@ -204,6 +204,10 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         "--device cuda: this build has the CPU backend only (build with -DKVSTAR_CUDA=ON)"));
   }
 #endif
+  if (!gpu && f.gpu_kernel != "auto") {
+    return fail(InvalidArgument("--gpu-kernel %s: the kernel of --device cuda; add it",
+                                f.gpu_kernel.c_str()));
+  }
   if (gpu && !f.plot.empty()) {
     return fail(
         InvalidArgument("--plot draws thread scaling of the CPU retriever; drop it with "

@@ -80,7 +80,15 @@ expect_error "host memory share out of range" "host-memory-share" "$K" bench --h
 expect_error "unknown matmul kernel" "cuda-matmul.*not in" "$K" bench --cuda-matmul cublas
 expect_error "unknown host tier" "host-tier.*not in" "$K" bench --host-tier none
 expect_error "unknown scoring kernel" "gpu-scoring-kernel.*not in" "$K" bench --gpu-scoring-kernel tf32
+expect_error "scoring kernel without GPU scoring" "only GPU scoring has a kernel" "$K" bench \
+  --gpu-scoring-kernel f32
+expect_error "bench: exclusive host tier without kvstar" "only --modes kvstar has a host tier|CPU backend only" \
+  "$K" bench --device cuda --modes dense --host-tier exclusive
+expect_error "exclusive host tier with CUDA dense" "only --mode kvstar has a host tier|CPU backend only" \
+  "$K" generate --model "$GOLD" --prompt hi --device cuda --host-tier exclusive
 expect_error "unknown retrieval kernel" "gpu-kernel.*not in" "$K" bench-retrieval --gpu-kernel mma
+expect_error "GPU kernel on the CPU retriever" "the kernel of --device cuda" "$K" bench-retrieval \
+  --gpu-kernel f32
 expect_error "exclusive host tier on the CPU" "host-tier exclusive needs --device cuda" "$K" generate \
   --model "$GOLD" --prompt hi --host-tier exclusive
 expect_error "in-flight out of range" "in-flight" "$K" bench-retrieval --in-flight 0

@@ -205,7 +205,8 @@ class CudaBatch {
   struct Impl;
   CudaBatch(CudaModel& model, const BatchOptions& options);
   Status Init();
-  // kvstar (cuda_kvstar.cc; GPU scoring in cuda_kvstar_gpu.cc).
+  // kvstar (cuda_kvstar.cc; GPU scoring in cuda_kvstar_gpu.cc; the host tier and prefix reuse in
+  // cuda_kvstar_host.cc).
   // Slots per (layer, sequence); with select_per_kv_head the selection is the union of
   // kv_heads top-k's, at most kv_heads times one.
   static size_t KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads);

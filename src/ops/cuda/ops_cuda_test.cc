@@ -52,6 +52,27 @@ class CudaOpsTest : public CudaTest {
     d.view = TensorView{d.buf.data(), hv.dtype, hv.rows, hv.cols};
     return d;
   }
+  // A random rows x cols weight of dtype and n random activation rows, on the host and the device,
+  // the CPU op's product as the reference, and a poisoned device output.
+  struct MatMulCase {
+    TestTensor w;
+    std::vector<float> x, ref;
+    DeviceTensor dw;
+    DeviceBuffer dx, dy;
+  };
+  MatMulCase MakeMatMulCase(DType dt, size_t rows, size_t cols, size_t n) {
+    MatMulCase c{RandomTensor(rng_, dt, rows, cols, 0.5f),
+                 RandomFloats(rng_, n * cols),
+                 std::vector<float>(n * rows),
+                 {},
+                 {},
+                 {}};
+    ops::MatMul(Pool(), c.w.view(), c.x.data(), n, c.ref.data());
+    c.dw = ToDevice(c.w);
+    c.dx = Upload(c.x);
+    c.dy = Poisoned(c.ref.size() * 4);
+    return c;
+  }
   std::mt19937 rng_{1234};
 };
 
@@ -195,13 +216,11 @@ TEST_F(CudaOpsTest, MatMulMatchesCpu) {
         SCOPED_TRACE(::testing::Message()
                      << DTypeName(dt) << " " << s.rows << "x" << s.cols << " n=" << s.n
                      << " kernel " << static_cast<int>(kernel));
-        const TestTensor w = RandomTensor(rng_, dt, s.rows, s.cols, 0.5f);
-        const std::vector<float> x = RandomFloats(rng_, s.n * s.cols);
-        std::vector<float> ref(s.n * s.rows);
-        ops::MatMul(Pool(), w.view(), x.data(), s.n, ref.data());
-        DeviceTensor dw = ToDevice(w);
-        DeviceBuffer dx = Upload(x);
-        DeviceBuffer dy = Poisoned(ref.size() * 4);
+        MatMulCase mc = MakeMatMulCase(dt, s.rows, s.cols, s.n);
+        const std::vector<float>& ref = mc.ref;
+        DeviceTensor& dw = mc.dw;
+        DeviceBuffer& dx = mc.dx;
+        DeviceBuffer& dy = mc.dy;
         auto ws = DeviceBuffer::Allocate(MatMulWorkspaceBytes(dw.view, s.n));
         ASSERT_TRUE(ws.ok());
         ASSERT_TRUE(
@@ -233,13 +252,11 @@ TEST_F(CudaOpsTest, SkinnyMatMulMatchesCpuAndIsBatchInvariant) {
                           {300, 1032, 16}, {64, 256, 2}, {1000, 4096, 5}, {7, 14336, 12}};
   for (const Shape& s : shapes) {
     SCOPED_TRACE(::testing::Message() << s.rows << "x" << s.cols << " n=" << s.n);
-    const TestTensor w = RandomTensor(rng_, DType::kBF16, s.rows, s.cols, 0.5f);
-    const std::vector<float> x = RandomFloats(rng_, s.n * s.cols);
-    std::vector<float> ref(s.n * s.rows);
-    ops::MatMul(Pool(), w.view(), x.data(), s.n, ref.data());
-    DeviceTensor dw = ToDevice(w);
-    DeviceBuffer dx = Upload(x);
-    DeviceBuffer dy = Poisoned(ref.size() * 4);
+    MatMulCase mc = MakeMatMulCase(DType::kBF16, s.rows, s.cols, s.n);
+    const std::vector<float>& ref = mc.ref;
+    DeviceTensor& dw = mc.dw;
+    DeviceBuffer& dx = mc.dx;
+    DeviceBuffer& dy = mc.dy;
     ASSERT_TRUE(MatMul(*ctx_, stream_, dw.view, dx.as<float>(), s.n, dy.as<float>(), nullptr,
                        MatMulKernel::kSkinny)
                     .ok());
