@@ -254,6 +254,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.gpu_scoring = f.gpu_scoring;
       o.exclusive_host = f.exclusive_host && mode == KvMode::kKvstar;
       o.score_tensor_cores = f.score_tensor_cores;
+      o.phase_timing = f.phase_timing;
       o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
@@ -509,6 +510,22 @@ int RunCudaBench(const CudaBenchFlags& f) {
                {"plan", (cb.stats().window_plan_ms_total - before.window_plan_ms_total) / steps},
                {"issue",
                 (cb.stats().window_issue_ms_total - before.window_issue_ms_total) / steps}}}});
+        run["step_ms"] = ms;
+        if (f.phase_timing) {
+          const cuda::BatchStats& st = cb.stats();
+          const double n = static_cast<double>(st.phase_steps - before.phase_steps);
+          run["device_phase_ms_per_step"] = {
+              {"pre_attention", (st.phase_pre_ms - before.phase_pre_ms) / n},
+              {"kv_wait", (st.phase_wait_ms - before.phase_wait_ms) / n},
+              {"attention", (st.phase_attention_ms - before.phase_attention_ms) / n},
+              {"post_attention", (st.phase_post_ms - before.phase_post_ms) / n},
+              {"embed_and_head", (st.phase_head_ms - before.phase_head_ms) / n},
+              {"idle_between_steps", (st.phase_gap_ms - before.phase_gap_ms) / n},
+              // The same bytes as bound_hbm_ms, split: weights (pre, post, head) and KV reads
+              // (attention).
+              {"bound_weights_ms", weight_read / (lim.hbm_gbs * 1e9) * 1e3},
+              {"bound_kv_ms", kv_read / (lim.hbm_gbs * 1e9) * 1e3}};
+        }
         if (mode == KvMode::kKvstar) {
           const cuda::BatchStats& st = cb.stats();
           const double applied = static_cast<double>(st.retrievals - before.retrievals);
@@ -553,6 +570,17 @@ int RunCudaBench(const CudaBenchFlags& f) {
               Percentile(ms, 0.99), tokens_per_s, h2d_per_step / 1e6, bound_ms, mean / bound_ms,
               cb.device_kv_bytes_per_sequence() / 1073741824.0, largest);
           if (!split_reason.empty()) std::printf("         kvpr split: %s\n", split_reason.c_str());
+          if (f.phase_timing) {
+            const nlohmann::json& p = run["device_phase_ms_per_step"];
+            std::printf(
+                "         device ms per step: before attention %.2f, KV wait %.2f, attention "
+                "%.2f (KV bound %.2f), after attention %.2f, head %.2f (weights bound %.2f for "
+                "the three), idle between steps %.3f\n",
+                p["pre_attention"].get<double>(), p["kv_wait"].get<double>(),
+                p["attention"].get<double>(), p["bound_kv_ms"].get<double>(),
+                p["post_attention"].get<double>(), p["embed_and_head"].get<double>(),
+                p["bound_weights_ms"].get<double>(), p["idle_between_steps"].get<double>());
+          }
           std::printf("         host time per step with no kernel queued: %.3f ms\n",
                       run["host_idle_ms_per_step"].get<double>());
           if (prefill_s > 0) {

@@ -39,6 +39,7 @@ struct CudaBenchFlags {
   std::string matmul = "auto";     // auto | library (--cuda-matmul)
   bool exclusive_host = false;     // kvstar: --host-tier exclusive
   bool score_tensor_cores = true;  // kvstar, GPU scoring: --gpu-scoring-kernel auto (f32: false)
+  bool phase_timing = false;       // --phase-timing: device time per decode phase
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

@@ -51,6 +51,7 @@ struct BenchFlags {
   std::string plot;
   std::string cuda_matmul = "auto";
   std::string gpu_scoring_kernel = "auto";
+  bool phase_timing = false;
 };
 
 StatusOr<std::vector<int>> ParseIntList(const std::string& text, const std::string& flag) {
@@ -101,6 +102,10 @@ double PrefillFlops(const ModelConfig& c, double n) {
 }
 
 int RunBench(const BenchFlags& f) {
+  if (f.phase_timing && f.device != "cuda") {
+    return ReportError(
+        InvalidArgument("--phase-timing times the CUDA engine's phases (add --device cuda)"));
+  }
   if (f.gpu_scoring_kernel != "auto" && f.engine.retrieval_device != "gpu") {
     return ReportError(InvalidArgument(
         "--gpu-scoring-kernel %s: only GPU scoring has a kernel to choose (add --device cuda "
@@ -138,6 +143,7 @@ int RunBench(const BenchFlags& f) {
     c.gpu_scoring = f.engine.retrieval_device == "gpu";
     c.exclusive_host = f.engine.host_tier == "exclusive";
     c.score_tensor_cores = f.gpu_scoring_kernel == "auto";
+    c.phase_timing = f.phase_timing;
     // Not given: the CUDA engine's default (all hardware threads but three).
     c.retrieval_threads = RetrievalThreadsGiven(f.engine) ? eo->retrieval_threads : 0;
     return RunCudaBench(c);
@@ -404,6 +410,10 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "applies) or f32 (the CUDA-core kernel), to compare the two")
       ->check(CLI::IsMember({"auto", "f32"}))
       ->capture_default_str();
+  cmd->add_flag("--phase-timing", f->phase_timing,
+                "cuda: time each decode phase on the device with events (before attention, "
+                "waiting for KV, attention, after attention, head, idle between steps) and "
+                "report them per step next to the weight and KV bounds");
   AddEngineFlags(cmd, &f->engine, /*with_threads=*/false);
   cmd->callback([f, exit_code] { *exit_code = RunBench(*f); });
 }

@@ -197,6 +197,12 @@ Status CudaBatch::Init() {
   KVSTAR_RETURN_IF_ERROR(alloc(m.ids, rows * 4));
   KVSTAR_RETURN_IF_ERROR(alloc(m.step_pos, B * 8));
   KVSTAR_RETURN_IF_ERROR(alloc(m.iota, opt_.max_tokens * 8));
+  if (opt_.phase_timing) {
+    for (size_t i = 0; i < 4 * c.num_layers + 2 + 2; ++i) {
+      KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
+      (i < 4 * c.num_layers + 2 ? m.phase_marks : m.phase_end).push_back(std::move(e));
+    }
+  }
   KVSTAR_ASSIGN_OR_RETURN(m.host_ids, PinnedHostBuffer::Allocate(rows * 4));
   KVSTAR_ASSIGN_OR_RETURN(m.host_pos, PinnedHostBuffer::Allocate(B * 8));
   {
@@ -322,6 +328,7 @@ Status Ensure(DeviceBuffer& buf, size_t bytes, size_t& device_bytes) {
 
 Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* last_logits,
                           const std::function<bool(size_t, size_t)>& progress) {
+  impl_->phase_have_prev = false;  // the gap to the next step is not an idle device
   DeviceContext& ctx = model_.ctx();
   KVSTAR_RETURN_IF_ERROR(ctx.Activate());
   const ModelConfig& c = model_.config();
@@ -520,6 +527,7 @@ Status CudaBatch::Prefill(size_t seq, std::span<const int32_t> prompt, float* la
 }
 
 Status CudaBatch::FillRandomContext(size_t seq, size_t tokens, uint32_t seed) {
+  impl_->phase_have_prev = false;  // the gap to the next step is not an idle device
   DeviceContext& ctx = model_.ctx();
   KVSTAR_RETURN_IF_ERROR(ctx.Activate());
   const ModelConfig& c = model_.config();
@@ -590,6 +598,36 @@ Status CudaBatch::FillRandomContext(size_t seq, size_t tokens, uint32_t seed) {
 
 // ---- Decode ----------------------------------------------------------------------------------
 
+Status CudaBatch::AddPhaseTimes(size_t parity) {
+  Impl& m = *impl_;
+  const size_t L = model_.config().num_layers;
+  auto ms = [&](size_t from, size_t to) -> StatusOr<double> {
+    KVSTAR_ASSIGN_OR_RETURN(float t, m.phase_marks[to].ElapsedMsSince(m.phase_marks[from]));
+    return static_cast<double>(t);
+  };
+  for (size_t l = 0; l < L; ++l) {
+    const size_t b = 1 + 4 * l;
+    KVSTAR_ASSIGN_OR_RETURN(double pre, ms(b, b + 1));
+    KVSTAR_ASSIGN_OR_RETURN(double wait, ms(b + 1, b + 2));
+    KVSTAR_ASSIGN_OR_RETURN(double attention, ms(b + 2, b + 3));
+    KVSTAR_ASSIGN_OR_RETURN(double post, ms(b + 3, b + 4));
+    stats_.phase_pre_ms += pre;
+    stats_.phase_wait_ms += wait;
+    stats_.phase_attention_ms += attention;
+    stats_.phase_post_ms += post;
+  }
+  KVSTAR_ASSIGN_OR_RETURN(double embed, ms(0, 1));
+  KVSTAR_ASSIGN_OR_RETURN(float head, m.phase_end[parity].ElapsedMsSince(m.phase_marks[4 * L + 1]));
+  stats_.phase_head_ms += embed + head;
+  if (m.phase_have_prev) {
+    KVSTAR_ASSIGN_OR_RETURN(float gap, m.phase_marks[0].ElapsedMsSince(m.phase_end[1 - parity]));
+    stats_.phase_gap_ms += gap;
+  }
+  m.phase_have_prev = true;
+  ++stats_.phase_steps;
+  return Status::Ok();
+}
+
 Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next, float* logits) {
   DeviceContext& ctx = model_.ctx();
   KVSTAR_RETURN_IF_ERROR(ctx.Activate());
@@ -622,6 +660,12 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
   Stopwatch host_idle;
   if (kvstar) KVSTAR_RETURN_IF_ERROR(KvstarBoundary());
   stats_.host_boundary_ms_total += host_idle.Millis();
+  // phase_timing: mark i of the step (see Impl::phase_marks).
+  const bool timing = opt_.phase_timing;
+  auto mark = [&](size_t i) -> Status {
+    return timing ? m.phase_marks[i].Record(s) : Status::Ok();
+  };
+  KVSTAR_RETURN_IF_ERROR(mark(0));
 
   // Inputs: tokens and positions through pinned memory.
   std::memcpy(m.host_ids.data(), tokens.data(), B * 4);
@@ -725,12 +769,17 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
 
   if (staged) KVSTAR_RETURN_IF_ERROR(prefetch(0));
   void* ws = m.workspace.data();
+  // The residual adds are fused into the next norm: proj holds the output to add to x.
+  float* proj = m.proj.as<float>();
   for (size_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& L = model_.layer(l);
     const size_t j = l % 2;
     if (staged && l + 1 < c.num_layers) KVSTAR_RETURN_IF_ERROR(prefetch(l + 1));
+    KVSTAR_RETURN_IF_ERROR(mark(1 + 4 * l));
     if (kvpr) KVSTAR_RETURN_IF_ERROR(recompute(l));
-    KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.input_norm, B, hidden, c.rms_norm_eps, xn));
+    KVSTAR_RETURN_IF_ERROR(
+        l == 0 ? RmsNorm(s, x, L.input_norm, B, hidden, c.rms_norm_eps, xn)
+               : AddRmsNorm(s, x, proj, L.input_norm, B, hidden, c.rms_norm_eps, xn));
     float* q = m.q.as<float>();
     if (kvstar) {
       // GPU scoring: row kv_steps_ % 2R of the device ring; otherwise the step's query buffer.
@@ -744,28 +793,36 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
         ctx, s,
         {{L.q, L.q_bias, q}, {L.k, L.k_bias, m.k.as<float>()}, {L.v, L.v_bias, m.v.as<float>()}},
         xn, B, ws, opt_.matmul));
-    KVSTAR_RETURN_IF_ERROR(ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_heads, q));
-    KVSTAR_RETURN_IF_ERROR(
-        ApplyRope(s, model_.inv_freq(), hd, pos, B, c.num_kv_heads, m.k.as<float>()));
     const size_t table_index = staged ? j : l;
     void* const* table = m.tables.as<void*>() + table_index * B * row_stride;
+    KVSTAR_RETURN_IF_ERROR(mark(2 + 4 * l));
     if (staged) KVSTAR_RETURN_IF_ERROR(m.kv_ready[j].WaitOn(s));
+    // Rotation of q and k and the new token's K/V, every sequence in one launch; rows are the
+    // new token's index in each table (its position, or q_last in kvstar's tables).
+    const int64_t* rows = pos;
+    bool rotated = false;
     if (kvstar) {
-      if (kv_steps_ < opt_.kvstar.sync_steps) KVSTAR_RETURN_IF_ERROR(KvstarSyncReselect(l, q));
+      if (kv_steps_ < opt_.kvstar.sync_steps) {
+        // The re-selection scores the rotated query, and re-makes the tables the write goes to.
+        KVSTAR_RETURN_IF_ERROR(RopeWriteKv(s, geom_, model_.inv_freq(), pos, c.num_heads, q, B,
+                                           m.k.as<float>(), m.v.as<float>(), nullptr, row_stride,
+                                           nullptr));
+        rotated = true;
+        KVSTAR_RETURN_IF_ERROR(KvstarSyncReselect(l, q));
+      }
       // This layer's delta copies before its attention (earlier layers ran while they streamed).
       if (m.load_pending[l]) KVSTAR_RETURN_IF_ERROR(m.load_done[l].WaitOn(s));
-      a.q_last = m.qlast_dev.as<int64_t>() + l * B;
+      rows = m.qlast_dev.as<int64_t>() + l * B;
+      a.q_last = rows;
       a.q = q;
     }
-    for (size_t b = 0; b < B; ++b) {
-      const size_t row =
-          kvstar ? static_cast<size_t>(m.qlast_mirror.as<int64_t>()[l * B + b]) : lengths_[b];
-      KVSTAR_RETURN_IF_ERROR(WriteKv(s, geom_, table + b * row_stride, row, 1,
-                                     m.k.as<float>() + b * c.kv_dim(),
-                                     m.v.as<float>() + b * c.kv_dim()));
-    }
+    KVSTAR_RETURN_IF_ERROR(mark(3 + 4 * l));
+    KVSTAR_RETURN_IF_ERROR(RopeWriteKv(s, geom_, rotated ? nullptr : model_.inv_freq(), pos,
+                                       c.num_heads, q, B, m.k.as<float>(), m.v.as<float>(), table,
+                                       row_stride, rows));
     a.blocks = table;
     KVSTAR_RETURN_IF_ERROR(RunAttention(s, a, plan, m.attn_ws.data()));
+    KVSTAR_RETURN_IF_ERROR(mark(4 + 4 * l));
     if (kvstar && !m.attn_read.empty()) KVSTAR_RETURN_IF_ERROR(m.attn_read[l].Record(s));
     if (staged) {
       // The block that received the new token goes back to the host; staging j is free for
@@ -780,19 +837,17 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
       }
       KVSTAR_RETURN_IF_ERROR(m.staging_wb[j].Record(d2h));
     }
-    float* proj = m.proj.as<float>();
     KVSTAR_RETURN_IF_ERROR(
         Linear(ctx, s, L.o, L.o_bias, m.attn.as<float>(), B, proj, ws, opt_.matmul));
-    KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, B * hidden, x));
-    KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, L.post_attn_norm, B, hidden, c.rms_norm_eps, xn));
+    KVSTAR_RETURN_IF_ERROR(AddRmsNorm(s, x, proj, L.post_attn_norm, B, hidden, c.rms_norm_eps, xn));
     float* gate = m.gate.as<float>();
     KVSTAR_RETURN_IF_ERROR(
         LinearShared(ctx, s, {{L.gate, L.gate_bias, gate}, {L.up, L.up_bias, m.up.as<float>()}}, xn,
                      B, ws, opt_.matmul));
     KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), B * c.intermediate_size, gate));
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws, opt_.matmul));
-    KVSTAR_RETURN_IF_ERROR(Add(s, x, proj, B * hidden, x));
   }
+  KVSTAR_RETURN_IF_ERROR(mark(4 * c.num_layers + 1));
   if (kvstar && !opt_.gpu_scoring) {
     // The step's queries of every layer to the host ring (row step % 2R of each layer) for
     // retrieval, in one copy; the host reads them after the step has finished.
@@ -802,7 +857,8 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost2D(ring, 2 * R * row_bytes, m.q_layers.data(), row_bytes,
                                             row_bytes, c.num_layers, s));
   }
-  KVSTAR_RETURN_IF_ERROR(RmsNorm(s, x, model_.final_norm(), B, hidden, c.rms_norm_eps, xn));
+  KVSTAR_RETURN_IF_ERROR(
+      AddRmsNorm(s, x, proj, model_.final_norm(), B, hidden, c.rms_norm_eps, xn));
   float* lg = m.logits.as<float>();
   KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, model_.lm_head(), xn, B, lg, ws, opt_.matmul));
   KVSTAR_RETURN_IF_ERROR(ArgmaxSample(s, lg, B, c.vocab_size, m.ids.as<int32_t>()));
@@ -812,6 +868,8 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(logits, lg, B * c.vocab_size * 4, s));
     stats_.d2h_bytes += B * c.vocab_size * 4;
   }
+  const size_t parity = stats_.decode_steps % 2;
+  if (timing) KVSTAR_RETURN_IF_ERROR(m.phase_end[parity].Record(s));
   if (kvstar) {
     Stopwatch window;
     KVSTAR_RETURN_IF_ERROR(KvstarIssueCopies());
@@ -838,6 +896,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
       }
     }
   }
+  if (timing) KVSTAR_RETURN_IF_ERROR(AddPhaseTimes(parity));
   std::memcpy(next.data(), m.host_ids.data(), B * 4);
   for (size_t b = 0; b < B; ++b) ++lengths_[b];
   ++stats_.decode_steps;

@@ -108,6 +108,9 @@ struct BatchOptions {
   // sequences fit a host; the write-backs move as many bytes device to host as the delta moves
   // host to device.
   bool exclusive_host = false;
+  // Decode steps record events between their phases on the compute stream and sum the device
+  // time of each (BatchStats::phase_*); a few dozen events per step, off by default.
+  bool phase_timing = false;
 };
 
 struct BatchStats {
@@ -158,6 +161,15 @@ struct BatchStats {
   size_t store_loaded_bytes = 0;
   size_t store_dumped_bytes = 0;
   size_t store_dump_failures = 0;  // blocks the store refused (the request goes on without them)
+  // phase_timing: device time of each decode phase, summed over steps and layers, ms: before
+  // attention (kvpr recomputation, norm, q/k/v products), waiting for the layer's KV (the staged
+  // layer, kvstar's delta copies and sync re-selections), attention (rotation, the new K/V, the
+  // attention kernels), after attention (output product, norm, MLP), embedding and head (final
+  // norm, LM head, sampling, results to the host), and the device's idle time between steps
+  // (previous step's last event to this step's first).
+  size_t phase_steps = 0;
+  double phase_pre_ms = 0, phase_wait_ms = 0, phase_attention_ms = 0, phase_post_ms = 0;
+  double phase_head_ms = 0, phase_gap_ms = 0;
 };
 
 class CudaBatch {
@@ -205,6 +217,8 @@ class CudaBatch {
   struct Impl;
   CudaBatch(CudaModel& model, const BatchOptions& options);
   Status Init();
+  // phase_timing: adds the last step's phase times to stats_ (its marks have completed).
+  Status AddPhaseTimes(size_t parity);
   // kvstar (cuda_kvstar.cc; GPU scoring in cuda_kvstar_gpu.cc; the host tier and prefix reuse in
   // cuda_kvstar_host.cc).
   // Slots per (layer, sequence); with select_per_kv_head the selection is the union of

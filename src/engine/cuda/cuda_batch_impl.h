@@ -217,6 +217,12 @@ struct CudaBatch::Impl {
   // offload / kvpr, per layer of the last step: link busy (first copy queued to KV arrived;
   // includes any wait for the staging buffer) and recomputation on the compute stream.
   std::vector<Event> link_begin, rc_begin, rc_end;
+  // phase_timing (BatchOptions): the step's marks on the compute stream (step begin; per layer:
+  // start, before the KV wait, after it, after attention; head start) and the step's last mark,
+  // alternating so that the previous step's survives for the gap between steps.
+  std::vector<Event> phase_marks;
+  std::vector<Event> phase_end;  // [2]
+  bool phase_have_prev = false;
 };
 
 }  // namespace kvstar::cuda

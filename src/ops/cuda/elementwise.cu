@@ -45,13 +45,24 @@ __global__ void AddBiasKernel(const T* __restrict__ bias, size_t cols, size_t to
   }
 }
 
+// add != nullptr: x += add first (the residual), each thread reading back only the elements it
+// wrote, so the result equals Add then RmsNorm bit for bit.
 template <typename T>
-__global__ void RmsNormKernel(const float* x, const T* __restrict__ weight, size_t dim, float eps,
-                              float* out) {
-  const float* row = x + blockIdx.x * dim;
+__global__ void RmsNormKernel(float* x, const float* add, const T* __restrict__ weight, size_t dim,
+                              float eps, float* out) {
+  float* row = x + blockIdx.x * dim;
   float* dst = out + blockIdx.x * dim;
   float ss = 0.0f;
-  for (size_t i = threadIdx.x; i < dim; i += blockDim.x) ss = fmaf(row[i], row[i], ss);
+  if (add != nullptr) {
+    const float* a = add + blockIdx.x * dim;
+    for (size_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float v = row[i] + a[i];
+      row[i] = v;
+      ss = fmaf(v, v, ss);
+    }
+  } else {
+    for (size_t i = threadIdx.x; i < dim; i += blockDim.x) ss = fmaf(row[i], row[i], ss);
+  }
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   __shared__ float warp_sums[32];
   const unsigned warp = threadIdx.x / 32;
@@ -69,6 +80,19 @@ __global__ void RmsNormKernel(const float* x, const T* __restrict__ weight, size
   }
 }
 
+// Rotation of the pair (a, b) = (x[i], x[i + half]) at position p; every rotating kernel uses it,
+// so that their results agree bit for bit. The angle is rounded to f32 before cos/sin, as
+// transformers (and the CPU op) compute it.
+__device__ __forceinline__ void RotatePair(int64_t p, float inv_freq, float& a, float& b) {
+  const float angle = __fmul_rn(static_cast<float>(p), inv_freq);
+  const float c = cosf(angle);
+  const float s = sinf(angle);
+  const float ra = a * c - b * s;
+  const float rb = b * c + a * s;
+  a = ra;
+  b = rb;
+}
+
 __global__ void RopeKernel(const float* __restrict__ inv_freq, size_t head_dim,
                            const int64_t* __restrict__ pos, size_t heads, size_t total,
                            float* __restrict__ x) {
@@ -78,15 +102,12 @@ __global__ void RopeKernel(const float* __restrict__ inv_freq, size_t head_dim,
     const size_t i = j % half;
     const size_t th = j / half;  // t * heads + h
     const size_t t = th / heads;
-    // The angle is rounded to f32 before cos/sin, as transformers (and the CPU op) compute it.
-    const float angle = __fmul_rn(static_cast<float>(pos[t]), inv_freq[i]);
-    const float c = cosf(angle);
-    const float s = sinf(angle);
     float* x1 = x + th * head_dim;
-    const float a = x1[i];
-    const float b = x1[i + half];
-    x1[i] = a * c - b * s;
-    x1[i + half] = b * c + a * s;
+    float a = x1[i];
+    float b = x1[i + half];
+    RotatePair(pos[t], inv_freq[i], a, b);
+    x1[i] = a;
+    x1[i + half] = b;
   }
 }
 
@@ -135,6 +156,49 @@ __global__ void WriteKvKernel(void* const* __restrict__ blocks, size_t kv_heads,
     const size_t row = t % block_tokens;
     block[((0 * kv_heads + h) * block_tokens + row) * head_dim + d] = FromF32<T>(k[j]);
     block[((1 * kv_heads + h) * block_tokens + row) * head_dim + d] = FromF32<T>(v[j]);
+  }
+}
+
+// Decode: thread j covers the pair (d, d + half) of one head of one sequence; heads
+// [0, q_heads) are q's, [q_heads, q_heads + kv_heads) k's (and v's). Rotation as RopeKernel
+// (when kRope), then k and v go to row rows[i] of sequence i's table, as WriteKvKernel.
+template <typename T, bool kRope>
+__global__ void RopeWriteKvKernel(const float* __restrict__ inv_freq,
+                                  const int64_t* __restrict__ pos, size_t q_heads,
+                                  float* __restrict__ q, size_t kv_heads, size_t head_dim,
+                                  size_t block_tokens, float* __restrict__ k,
+                                  const float* __restrict__ v, void* const* __restrict__ blocks,
+                                  size_t blocks_stride, const int64_t* __restrict__ rows,
+                                  size_t total) {
+  const size_t half = head_dim / 2;
+  const size_t heads = q_heads + kv_heads;
+  for (size_t j = blockIdx.x * size_t{blockDim.x} + threadIdx.x; j < total;
+       j += size_t{gridDim.x} * blockDim.x) {
+    const size_t d = j % half;
+    const size_t h = (j / half) % heads;
+    const size_t i = j / (half * heads);
+    const bool is_q = h < q_heads;
+    float* x =
+        is_q ? q + (i * q_heads + h) * head_dim : k + (i * kv_heads + (h - q_heads)) * head_dim;
+    float a = x[d];
+    float b = x[d + half];
+    if constexpr (kRope) {
+      RotatePair(pos[i], inv_freq[d], a, b);
+      x[d] = a;
+      x[d + half] = b;
+    }
+    if (is_q || blocks == nullptr) continue;
+    const size_t kh = h - q_heads;
+    const size_t t = static_cast<size_t>(rows[i]);
+    T* block = static_cast<T*>(blocks[i * blocks_stride + t / block_tokens]);
+    const size_t row = t % block_tokens;
+    T* kd = block + ((0 * kv_heads + kh) * block_tokens + row) * head_dim;
+    T* vd = block + ((1 * kv_heads + kh) * block_tokens + row) * head_dim;
+    const float* vs = v + (i * kv_heads + kh) * head_dim;
+    kd[d] = FromF32<T>(a);
+    kd[d + half] = FromF32<T>(b);
+    vd[d] = FromF32<T>(vs[d]);
+    vd[d + half] = FromF32<T>(vs[d + half]);
   }
 }
 
@@ -355,7 +419,22 @@ Status RmsNorm(CudaStream* stream, const float* x, const TensorView& weight, siz
   if (n > 0x7fffffff) return InvalidArgument("RmsNorm: %zu rows", n);
   return DispatchDType(weight.dtype, [&]<typename T>() {
     RmsNormKernel<T><<<static_cast<unsigned>(n), 256, 0, AsCuda(stream)>>>(
-        x, static_cast<const T*>(weight.data), dim, eps, out);
+        const_cast<float*>(x), nullptr, static_cast<const T*>(weight.data), dim, eps, out);
+    return LaunchStatus("RmsNormKernel");
+  });
+}
+
+Status AddRmsNorm(CudaStream* stream, float* x, const float* add, const TensorView& weight,
+                  size_t n, size_t dim, float eps, float* out) {
+  if (weight.elements() != dim) {
+    return InvalidArgument("norm weight has %zu elements, dim is %zu", weight.elements(), dim);
+  }
+  if (add == nullptr) return InvalidArgument("AddRmsNorm: no residual to add");
+  if (n == 0 || dim == 0) return Status::Ok();
+  if (n > 0x7fffffff) return InvalidArgument("AddRmsNorm: %zu rows", n);
+  return DispatchDType(weight.dtype, [&]<typename T>() {
+    RmsNormKernel<T><<<static_cast<unsigned>(n), 256, 0, AsCuda(stream)>>>(
+        x, add, static_cast<const T*>(weight.data), dim, eps, out);
     return LaunchStatus("RmsNormKernel");
   });
 }
@@ -415,6 +494,31 @@ Status WriteKv(CudaStream* stream, const KvGeometry& geom, void* const* blocks, 
     WriteKvKernel<T><<<GridFor(total, kThreads), kThreads, 0, AsCuda(stream)>>>(
         blocks, geom.kv_heads, geom.head_dim, geom.block_tokens, first_token, total, k, v);
     return LaunchStatus("WriteKvKernel");
+  });
+}
+
+Status RopeWriteKv(CudaStream* stream, const KvGeometry& geom, const float* inv_freq,
+                   const int64_t* pos, size_t q_heads, float* q, size_t n, float* k, const float* v,
+                   void* const* blocks, size_t blocks_stride, const int64_t* rows) {
+  if (geom.block_tokens == 0 || geom.head_dim == 0 || geom.kv_heads == 0 ||
+      geom.head_dim % 2 != 0) {
+    return InvalidArgument("RopeWriteKv: kv_heads=%zu head_dim=%zu (even) block_tokens=%zu",
+                           geom.kv_heads, geom.head_dim, geom.block_tokens);
+  }
+  if (blocks != nullptr && n > 1 && blocks_stride == 0) {
+    return InvalidArgument("RopeWriteKv: %zu sequences need a table stride", n);
+  }
+  const bool rope = inv_freq != nullptr;
+  if (!rope && blocks == nullptr) return Status::Ok();
+  if (!rope) q_heads = 0;
+  const size_t total = n * (q_heads + geom.kv_heads) * (geom.head_dim / 2);
+  if (total == 0) return Status::Ok();
+  return DispatchDType(geom.dtype, [&]<typename T>() {
+    const auto kernel = rope ? RopeWriteKvKernel<T, true> : RopeWriteKvKernel<T, false>;
+    kernel<<<GridFor(total, kThreads), kThreads, 0, AsCuda(stream)>>>(
+        inv_freq, pos, q_heads, q, geom.kv_heads, geom.head_dim, geom.block_tokens, k, v, blocks,
+        blocks_stride, rows, total);
+    return LaunchStatus("RopeWriteKvKernel");
   });
 }
 

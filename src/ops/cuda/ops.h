@@ -84,6 +84,11 @@ Status AddBias(CudaStream* stream, const TensorView& bias, size_t n, float* y);
 Status RmsNorm(CudaStream* stream, const float* x, const TensorView& weight, size_t n, size_t dim,
                float eps, float* out);
 
+// x[n][dim] += add, then out = RmsNorm(x) (the residual add fused into the next norm; equal bit
+// for bit to Add then RmsNorm). out may alias x; add must not.
+Status AddRmsNorm(CudaStream* stream, float* x, const float* add, const TensorView& weight,
+                  size_t n, size_t dim, float eps, float* out);
+
 // In-place rotary embedding (rotate_half), angle = float(pos[t]) * inv_freq[i] in f32, then
 // cos/sin in f32. inv_freq: [head_dim / 2]; pos: [n] (device int64); x: [n][heads][head_dim].
 Status ApplyRope(CudaStream* stream, const float* inv_freq, size_t head_dim, const int64_t* pos,
@@ -108,6 +113,16 @@ Status Add(CudaStream* stream, const float* a, const float* b, size_t count, flo
 // in geom.dtype (bf16: round to nearest even).
 Status WriteKv(CudaStream* stream, const KvGeometry& geom, void* const* blocks, size_t first_token,
                size_t n, const float* k, const float* v);
+
+// One decode token for each of n sequences in one launch: q [n][q_heads][head_dim] and k
+// [n][kv_heads][head_dim] rotated in place at pos[i] (as ApplyRope), then k and v of sequence i
+// written to row rows[i] (logical token index in its table) of the table blocks + i *
+// blocks_stride (as WriteKv). inv_freq null: no rotation and q untouched (a write only); blocks
+// null: the rotation only. Rotations agree bit for bit with ApplyRope's. pos, rows: device int64
+// [n].
+Status RopeWriteKv(CudaStream* stream, const KvGeometry& geom, const float* inv_freq,
+                   const int64_t* pos, size_t q_heads, float* q, size_t n, float* k, const float* v,
+                   void* const* blocks, size_t blocks_stride, const int64_t* rows);
 
 // ids[i] = argmax of logits[i][vocab] (lowest id on ties; non-finite logits count as -inf; -1 when
 // a row has no finite logit). ids: device int32 [n].

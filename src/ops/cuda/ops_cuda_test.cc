@@ -402,6 +402,44 @@ TEST_F(CudaOpsTest, RmsNormMatchesCpu) {
   }
 }
 
+TEST_F(CudaOpsTest, AddRmsNormEqualsAddThenRmsNorm) {
+  for (DType dt : kDTypes) {
+    for (size_t dim : {1, 7, 4097}) {
+      const size_t n = 5;
+      const TestTensor w = RandomTensor(rng_, dt, 1, dim);
+      const std::vector<float> x = RandomFloats(rng_, n * dim, 3.0f);
+      const std::vector<float> add = RandomFloats(rng_, n * dim, 2.0f);
+      std::vector<float> sum(x.size()), ref(x.size());
+      ops::Add(x.data(), add.data(), x.size(), sum.data());
+      ops::RmsNorm(sum.data(), w.view(), n, dim, 1e-6f, ref.data());
+      DeviceTensor dw = ToDevice(w);
+      DeviceBuffer dx = Upload(x), dadd = Upload(add), dout = Poisoned(x.size() * 4);
+      ASSERT_TRUE(AddRmsNorm(stream_, dx.as<float>(), dadd.as<float>(), dw.view, n, dim, 1e-6f,
+                             dout.as<float>())
+                      .ok());
+      const std::vector<float> fused = Download<float>(dout, x.size());
+      EXPECT_EQ(Download<float>(dx, x.size()), sum) << "x += add in place, bit-exact";
+      EXPECT_LE(RelErr(fused, ref), kF32Tol) << DTypeName(dt) << dim;
+      // The separate ops on the device give the same bits.
+      DeviceBuffer dx2 = Upload(x), dout2 = Poisoned(x.size() * 4);
+      ASSERT_TRUE(Add(stream_, dx2.as<float>(), dadd.as<float>(), x.size(), dx2.as<float>()).ok());
+      ASSERT_TRUE(
+          RmsNorm(stream_, dx2.as<float>(), dw.view, n, dim, 1e-6f, dout2.as<float>()).ok());
+      EXPECT_EQ(Download<float>(dout2, x.size()), fused);
+    }
+  }
+  const TestTensor w = RandomTensor(rng_, DType::kF32, 1, 8);
+  DeviceTensor dw = ToDevice(w);
+  DeviceBuffer dx = Poisoned(64);
+  EXPECT_EQ(
+      AddRmsNorm(stream_, dx.as<float>(), nullptr, dw.view, 2, 8, 1e-6f, dx.as<float>()).code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      AddRmsNorm(stream_, dx.as<float>(), dx.as<float>(), dw.view, 2, 9, 1e-6f, dx.as<float>())
+          .code(),
+      StatusCode::kInvalidArgument);
+}
+
 TEST_F(CudaOpsTest, RopeMatchesCpu) {
   for (size_t hd : {64, 80, 128, 6}) {
     for (size_t n : {1, 9}) {
@@ -522,6 +560,98 @@ TEST_F(CudaOpsTest, WriteKvMatchesCpuBytes) {
       }
     }
   }
+}
+
+// One decode token per sequence: the fused rotation and K/V write of a batch against ApplyRope
+// and WriteKv on the CPU, each sequence with its own table and row.
+TEST_F(CudaOpsTest, RopeWriteKvMatchesCpuPerSequence) {
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    for (size_t hd : {64, 128, 80}) {
+      for (bool rope : {true, false}) {
+        const size_t n = 5, q_heads = 8, bt = 16, per_seq = 4;
+        const KvGeometry geom{.kv_heads = 2, .head_dim = hd, .block_tokens = bt, .dtype = dt};
+        const size_t bb = geom.block_bytes();
+        std::vector<float> inv_freq(hd / 2);
+        for (size_t i = 0; i < hd / 2; ++i) {
+          inv_freq[i] = std::pow(500000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(hd));
+        }
+        std::vector<int64_t> pos(n), rows(n);
+        std::uniform_int_distribution<int64_t> pd(0, 130000), rd(0, per_seq * bt - 1);
+        for (size_t i = 0; i < n; ++i) {
+          pos[i] = pd(rng_);
+          rows[i] = rd(rng_);
+        }
+        std::vector<float> q = RandomFloats(rng_, n * q_heads * hd);
+        std::vector<float> k = RandomFloats(rng_, n * geom.kv_heads * hd);
+        const std::vector<float> v = RandomFloats(rng_, k.size());
+        // Host blocks with a pattern; the device holds them in a shuffled order (table stride
+        // per_seq + 1: one unused entry per sequence).
+        const size_t nb = n * per_seq;
+        std::vector<std::vector<unsigned char>> host(nb, std::vector<unsigned char>(bb));
+        for (size_t b = 0; b < nb; ++b) {
+          for (size_t i = 0; i < bb; ++i) host[b][i] = static_cast<unsigned char>(3 * b + i);
+        }
+        DeviceBuffer storage = Poisoned(nb * bb);
+        std::vector<void*> dev_table(n * (per_seq + 1), nullptr);
+        for (size_t b = 0; b < nb; ++b) {
+          void* d = storage.as<unsigned char>() + ((b * 7) % nb) * bb;
+          dev_table[(b / per_seq) * (per_seq + 1) + b % per_seq] = d;
+          ASSERT_TRUE(ctx_->CopyToDevice(d, host[b].data(), bb, stream_).ok());
+        }
+        DeviceBuffer table = Upload(dev_table);
+        DeviceBuffer df = Upload(inv_freq), dp = Upload(pos), dr = Upload(rows);
+        DeviceBuffer dq = Upload(q), dk = Upload(k), dv = Upload(v);
+        ASSERT_TRUE(RopeWriteKv(stream_, geom, rope ? df.as<float>() : nullptr, dp.as<int64_t>(),
+                                q_heads, dq.as<float>(), n, dk.as<float>(), dv.as<float>(),
+                                table.as<void*>(), per_seq + 1, dr.as<int64_t>())
+                        .ok());
+        const std::vector<float> got_q = Download<float>(dq, q.size());
+        const std::vector<float> got_k = Download<float>(dk, k.size());
+        if (rope) {
+          // ApplyRope on the device gives the same bits; so does the rotation alone (no blocks).
+          DeviceBuffer aq = Upload(q), ak = Upload(k), oq = Upload(q), ok = Upload(k);
+          ASSERT_TRUE(
+              ApplyRope(stream_, df.as<float>(), hd, dp.as<int64_t>(), n, q_heads, aq.as<float>())
+                  .ok());
+          ASSERT_TRUE(ApplyRope(stream_, df.as<float>(), hd, dp.as<int64_t>(), n, geom.kv_heads,
+                                ak.as<float>())
+                          .ok());
+          ASSERT_TRUE(RopeWriteKv(stream_, geom, df.as<float>(), dp.as<int64_t>(), q_heads,
+                                  oq.as<float>(), n, ok.as<float>(), dv.as<float>(), nullptr, 0,
+                                  nullptr)
+                          .ok());
+          EXPECT_EQ(Download<float>(aq, q.size()), got_q);
+          EXPECT_EQ(Download<float>(ak, k.size()), got_k);
+          EXPECT_EQ(Download<float>(oq, q.size()), got_q);
+          EXPECT_EQ(Download<float>(ok, k.size()), got_k);
+          ops::ApplyRope(inv_freq.data(), hd, pos.data(), n, q_heads, q.data());
+          ops::ApplyRope(inv_freq.data(), hd, pos.data(), n, geom.kv_heads, k.data());
+          EXPECT_LE(RelErr(got_q, q), kF32Tol);
+          EXPECT_LE(RelErr(got_k, k), kF32Tol);
+        } else {
+          EXPECT_EQ(got_q, q);
+          EXPECT_EQ(got_k, k);
+        }
+        // The blocks: the CPU write of the device's rotated k, sequence by sequence.
+        std::vector<void*> host_ptrs(nb);
+        for (size_t b = 0; b < nb; ++b) host_ptrs[b] = host[b].data();
+        for (size_t i = 0; i < n; ++i) {
+          ops::WriteKv(geom, host_ptrs.data() + i * per_seq, static_cast<size_t>(rows[i]), 1,
+                       got_k.data() + i * geom.kv_heads * hd, v.data() + i * geom.kv_heads * hd);
+        }
+        const std::vector<unsigned char> got = Download<unsigned char>(storage, nb * bb);
+        for (size_t b = 0; b < nb; ++b) {
+          EXPECT_EQ(std::memcmp(got.data() + ((b * 7) % nb) * bb, host[b].data(), bb), 0)
+              << DTypeName(dt) << " hd=" << hd << " rope=" << rope << " block " << b;
+        }
+      }
+    }
+  }
+  const KvGeometry odd{.kv_heads = 1, .head_dim = 5, .block_tokens = 16, .dtype = DType::kF32};
+  EXPECT_EQ(RopeWriteKv(stream_, odd, nullptr, nullptr, 0, nullptr, 1, nullptr, nullptr, nullptr, 1,
+                        nullptr)
+                .code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_F(CudaOpsTest, ArgmaxTakesLowestIdOnTiesAndSkipsNonFinite) {
