@@ -255,6 +255,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.exclusive_host = f.exclusive_host && mode == KvMode::kKvstar;
       o.score_tensor_cores = f.score_tensor_cores;
       o.phase_timing = f.phase_timing;
+      o.gpu_score_spread = f.gpu_score_spread;
       o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
@@ -534,6 +535,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
               {"config", nlohmann::json::parse(f.kvstar.ToJson())},
               {"retrieval_device", f.gpu_scoring ? "gpu" : "cpu"},
               {"gpu_scoring_kernel", f.score_tensor_cores ? "auto" : "f32"},
+              {"gpu_score_spread", f.gpu_score_spread},
               {"retrieval_threads",
                f.gpu_scoring
                    ? 0

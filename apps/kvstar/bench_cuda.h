@@ -40,6 +40,7 @@ struct CudaBenchFlags {
   bool exclusive_host = false;     // kvstar: --host-tier exclusive
   bool score_tensor_cores = true;  // kvstar, GPU scoring: --gpu-scoring-kernel auto (f32: false)
   bool phase_timing = false;       // --phase-timing: device time per decode phase
+  size_t gpu_score_spread = 1;     // kvstar, GPU scoring: --gpu-score-spread
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

@@ -79,6 +79,9 @@ expect_error "zero decode steps" "decode-steps.*not in range 1 to" "$K" bench --
 expect_error "host memory share out of range" "host-memory-share" "$K" bench --host-memory-share 1.5
 expect_error "unknown matmul kernel" "cuda-matmul.*not in" "$K" bench --cuda-matmul cublas
 expect_error "unknown host tier" "host-tier.*not in" "$K" bench --host-tier none
+expect_error "score spread without GPU scoring" "only GPU scoring is spread" "$K" bench \
+  --gpu-score-spread 4
+expect_error "score spread out of range" "gpu-score-spread.*not in range" "$K" bench --gpu-score-spread 0
 expect_error "phase timing on the CPU" "phase-timing.*--device cuda" "$K" bench --phase-timing
 expect_error "unknown scoring kernel" "gpu-scoring-kernel.*not in" "$K" bench --gpu-scoring-kernel tf32
 expect_error "scoring kernel without GPU scoring" "only GPU scoring has a kernel" "$K" bench \

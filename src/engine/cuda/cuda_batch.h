@@ -88,6 +88,11 @@ struct BatchOptions {
   // gpu_scoring: the tensor-core scoring kernel where it applies (false: the f32 kernel, for
   // comparisons; BlockScoreArgs::tensor_cores).
   bool score_tensor_cores = true;
+  // gpu_scoring, not deterministic: a group's scoring is queued over this many steps' windows
+  // (its layers in equal shares) instead of all in the window after the group ends, so that no
+  // single step carries the whole of it; results are then up to that many steps later (at most
+  // retrieval_stride).
+  size_t gpu_score_spread = 1;
   // The kernel of the matrix products (kAuto: the skinny tensor-core kernel at decode batch sizes;
   // kLibrary: MatVec / cuBLAS, for comparisons).
   MatMulKernel matmul = MatMulKernel::kAuto;
@@ -279,6 +284,9 @@ class CudaBatch {
   // gpu_scoring: turns the scores of completed groups into results (host top-k). Groups up to
   // and including `wait_for` (when not null) are waited for; later ones only if already done.
   Status KvstarHarvest(const KvstarGpuGroup* wait_for);
+  // GPU scoring: queues the group's next ScoreBlocks calls (all the rest with `all`, else this
+  // step's share of gpu_score_spread), then the scores' copy to the host after the last.
+  Status KvstarIssueScoring(KvstarGpuGroup& g, bool all);
   bool KvstarReady(const KvstarPending& p) const;
   Status KvstarWait(KvstarPending& p);
   static const sparse::RetrievalResult& KvstarResult(const KvstarPending& p);

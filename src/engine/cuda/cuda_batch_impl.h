@@ -76,6 +76,10 @@ struct KvstarGpuGroup {
   size_t group = 0;
   size_t half = 0;  // of the query ring, the pinned scores and the task mirror: (group - 1) % 2
   bool harvested = false;
+  // Layers whose ScoreBlocks calls are queued (gpu_score_spread issues them over several steps'
+  // windows); the scores go to the host once all are.
+  size_t layers_issued = 0;
+  bool issued_all = false;
   std::vector<uint32_t> cand_end;                // [layer * batch + seq]; 0: no task
   std::vector<sparse::RetrievalResult> results;  // [layer * batch + seq], once harvested
 };

@@ -91,6 +91,7 @@ class CudaEngineTest : public ::testing::Test {
     o.retrieval_threads = 2;
     o.gpu_scoring = gpu_scoring_;
     o.exclusive_host = exclusive_host_;
+    o.gpu_score_spread = gpu_score_spread_;
     o.mode = mode;
     o.batch = batch;
     o.max_tokens = max_tokens;
@@ -110,6 +111,7 @@ class CudaEngineTest : public ::testing::Test {
 
   bool gpu_scoring_ = false;     // kvstar batches made by MakeBatch score on the GPU
   bool exclusive_host_ = false;  // ... and keep only the blocks off the device on the host
+  size_t gpu_score_spread_ = 1;  // ... and queue a group's scoring over this many steps
   std::unique_ptr<DeviceContext> ctx_;
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;
@@ -335,15 +337,16 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
   ASSERT_NE(dense, nullptr);
   const RunOut ref = Decode(*dense, prompts, steps, vocab);
   // Runs 4 to 7: the exact first selection and 10 sync steps (re-selections inside the step),
-  // scored on the CPU (4, 5) and on the GPU (6, 7).
-  for (int run = 0; run < 8; ++run) {
+  // scored on the CPU (4, 5) and on the GPU (6, 7). Run 9: GPU scoring queued over 3 steps.
+  for (int run = 0; run < 10; ++run) {
     const bool deterministic = run % 2 == 0;
     gpu_scoring_ = run == 2 || run == 3 || run >= 6;
+    gpu_score_spread_ = run >= 8 ? 3 : 1;
     KvstarConfig k;
     k.sparse_ratio = 1.0;
     k.retrieval_stride = 4;
     k.deterministic = deterministic;
-    if (run >= 4) {
+    if (run >= 4 && run < 8) {
       k.first_selection = "exact";
       k.sync_steps = 10;
     }
@@ -353,7 +356,7 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
     EXPECT_EQ(r.tokens, ref.tokens) << "run " << run;
     // Only the first sequence re-selects: the second (78 tokens, 2 full blocks of 32) has no
     // candidate blocks beyond the windows during the 10 sync steps.
-    EXPECT_EQ(r.stats.sync_retrievals, run >= 4 ? 10 * config_.num_layers : 0u);
+    EXPECT_EQ(r.stats.sync_retrievals, run >= 4 && run < 8 ? 10 * config_.num_layers : 0u);
     EXPECT_EQ(RowError(r.last_logits.data(), ref.last_logits.data(), 2 * vocab), 0.0);
     EXPECT_GT(r.stats.retrievals, 0u);
     EXPECT_EQ(r.stats.selected_blocks, r.stats.candidate_blocks);

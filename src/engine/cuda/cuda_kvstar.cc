@@ -486,15 +486,27 @@ Status CudaBatch::KvstarSubmitGroup() {
 Status CudaBatch::KvstarIssueCopies() {
   if (opt_.kvstar.deterministic) return Status::Ok();
   Impl& m = *impl_;
+  bool just_submitted_scoring = false;  // its first share is queued already
   if (submit_due_) {
     // The device is writing the other half of the query ring now.
     submit_due_ = false;
+    just_submitted_scoring = opt_.gpu_scoring;
     Stopwatch submit;
     KVSTAR_RETURN_IF_ERROR(KvstarSubmitGroup());
     stats_.window_submit_ms_total += submit.Millis();
   }
   if (opt_.gpu_scoring) {
     Stopwatch harvest;
+    // A group submitted in an earlier window: this step's share of its scoring (the older first).
+    KvstarGpuGroup* groups[2] = {m.gpu_group[0].get(), m.gpu_group[1].get()};
+    if (groups[0] != nullptr && groups[1] != nullptr && groups[1]->group < groups[0]->group) {
+      std::swap(groups[0], groups[1]);
+    }
+    for (KvstarGpuGroup* g : groups) {
+      if (g != nullptr && !g->issued_all && !just_submitted_scoring) {
+        KVSTAR_RETURN_IF_ERROR(KvstarIssueScoring(*g, /*all=*/false));
+      }
+    }
     KVSTAR_RETURN_IF_ERROR(KvstarHarvest(nullptr));
     stats_.window_plan_ms_total += harvest.Millis();
   }

@@ -178,6 +178,11 @@ Status CudaBatch::KvstarScoreGroupOnDevice() {
       return Status::Ok();
     }
   }
+  // The device scores buffer is shared by the groups: an earlier group's scoring is queued in
+  // full (and its copy to the host) before this group's.
+  for (auto& earlier : m.gpu_group) {
+    if (earlier) KVSTAR_RETURN_IF_ERROR(KvstarIssueScoring(*earlier, /*all=*/true));
+  }
   auto g = std::make_shared<KvstarGpuGroup>();
   g->group = group;
   g->half = half;
@@ -210,17 +215,37 @@ Status CudaBatch::KvstarScoreGroupOnDevice() {
   KVSTAR_RETURN_IF_ERROR(ctx.CopyToDevice(dev, tasks, L * B * sizeof(BlockScoreTask), bg));
   KVSTAR_RETURN_IF_ERROR(m.tasks_sent[half].Record(bg));
   KVSTAR_RETURN_IF_ERROR(m.score_begin[half].Record(bg));
-  for (size_t l0 = 0; l0 < L; l0 += m.score_layers) {
-    BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, std::min(m.score_layers, L - l0) * B);
+  m.gpu_group[half] = std::move(g);
+  return KvstarIssueScoring(*m.gpu_group[half], k.deterministic);
+}
+
+Status CudaBatch::KvstarIssueScoring(KvstarGpuGroup& g, bool all) {
+  if (g.issued_all) return Status::Ok();
+  DeviceContext& ctx = model_.ctx();
+  const ModelConfig& c = model_.config();
+  Impl& m = *impl_;
+  const size_t L = c.num_layers, B = opt_.batch;
+  CudaStream* bg = ctx.background_stream();
+  const BlockScoreTask* dev = m.score_tasks_dev.as<BlockScoreTask>() + g.half * L * B;
+  // This step's share: ceil(L / spread) layers, whole calls of score_layers.
+  const size_t spread = std::clamp<size_t>(opt_.gpu_score_spread, 1, opt_.kvstar.retrieval_stride);
+  const size_t share = all ? L : (L + spread - 1) / spread;
+  const size_t end = std::min(L, g.layers_issued + std::max(share, size_t{1}));
+  while (g.layers_issued < end) {
+    const size_t l0 = g.layers_issued;
+    const size_t n = std::min(m.score_layers, L - l0);
+    BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, n * B);
     a.tasks = dev + l0 * B;
     KVSTAR_RETURN_IF_ERROR(ScoreBlocks(bg, a, m.score_ws.data()));
+    g.layers_issued += n;
   }
+  if (g.layers_issued < L) return Status::Ok();
   const size_t score_floats = L * B * max_blocks_ * m.score_per;
-  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.scores_host.as<float>() + half * score_floats,
+  KVSTAR_RETURN_IF_ERROR(ctx.CopyToHost(m.scores_host.as<float>() + g.half * score_floats,
                                         m.scores_dev.data(), score_floats * 4, bg));
   stats_.d2h_bytes += score_floats * 4;
-  KVSTAR_RETURN_IF_ERROR(m.score_done[half].Record(bg));
-  m.gpu_group[half] = std::move(g);
+  KVSTAR_RETURN_IF_ERROR(m.score_done[g.half].Record(bg));
+  g.issued_all = true;
   return Status::Ok();
 }
 
@@ -236,8 +261,10 @@ Status CudaBatch::KvstarHarvest(const KvstarGpuGroup* wait_for) {
     if (g == nullptr || g->harvested) continue;
     const Event& done = m.score_done[g->half];
     if (wait_for != nullptr && g->group <= wait_for->group) {
+      KVSTAR_RETURN_IF_ERROR(KvstarIssueScoring(*g, /*all=*/true));
       KVSTAR_RETURN_IF_ERROR(done.Synchronize());
     } else {
+      if (!g->issued_all) break;
       KVSTAR_ASSIGN_OR_RETURN(bool ready, done.Query());
       if (!ready) break;
     }

@@ -127,9 +127,11 @@ constexpr int kQueryTile = 16;  // ScatterLevel's levels below assume 16
 struct PartialCta {
   __device__ PartialCta(const BlockScoreTask* tasks, const Shape& sh) : t(tasks[blockIdx.z]) {
     const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
-    b0 = blockIdx.x * kBlocksPerCta;
+    // KV heads vary fastest in the grid: the CTAs running together read neighbouring channels of
+    // the same representation rows ([block][vector][kv head][channel]).
+    b0 = blockIdx.y * kBlocksPerCta;
     nb = b0 < n ? min(kBlocksPerCta, n - b0) : 0;
-    kvh = blockIdx.y;
+    kvh = blockIdx.x;
     qn = sh.num_queries * (sh.q_heads / sh.kv_heads);
   }
   BlockScoreTask t;
@@ -257,12 +259,12 @@ __global__ void __launch_bounds__(kPartialThreads)
 // queries as B. A lane loads 16 B (8 channels) of each of its two rows straight into its A
 // fragments of both k-steps: channels 8t .. 8t + 7 of lane t (t = lane % 4) fill its k-slots
 // (2t, 2t + 1, 2t + 8, 2t + 9) of k-step 0 with 8t .. 8t + 3 and of k-step 1 with 8t + 4 ..
-// 8t + 7; the query fragments use the same order. The f32 queries enter as three terms of the
-// representation's type (f32-level products); with f16, each query column is first scaled by a
-// power of two that keeps its terms normal f16 numbers (undone on the logits, exactly). The
-// warp keeps the B fragments of its KV head's queries in registers for all of its blocks. Per
+// 8t + 7; the query fragments use the same order. The f32 queries enter as two (f16) or three
+// (bf16) terms of the representation's type (f32-level products); with f16, each query column is
+// first scaled by a power of two that keeps its terms normal f16 numbers (undone on the logits,
+// exactly). The warp keeps the B fragments of its KV head's queries in registers for all of its blocks. Per
 // (block, query): the maximum over the block's vectors (shuffles), then the sum of exp(logit -
-// max), one exponential per logit.
+// max), one exponential per logit (base 2: log2(e) is folded into the logits' scale).
 constexpr int kMmaMaxTiles = 4;  // m-tiles of 16 vectors per block
 
 template <typename T>
@@ -282,10 +284,21 @@ __device__ __forceinline__ void MmaT(float (&d)[4], const uint32_t (&a)[4], uint
   }
 }
 
+// 2^x (one MUFU instruction; the logits below are in base-2 units, so no multiply before it).
+__device__ __forceinline__ float Exp2Approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <typename T, int NT>
 __global__ void __launch_bounds__(kPartialThreads)
     PartialKernelMma(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
   constexpr int kDp = 32, kCols = 8 * NT;
+  // Terms of each f32 query: f16 keeps 11 significant bits, so hi + mid carry 22 of f32's 24
+  // (the products' error stays below 2^-22 of sum |q k|, under the f32 summation's own); bf16
+  // keeps 8, so it needs three.
+  constexpr int kTerms = std::is_same_v<T, __half> ? 2 : 3;
   const PartialCta cta(tasks, sh);
   if (cta.nb == 0) return;  // the whole CTA: before any barrier
   const BlockScoreTask& t = cta.t;
@@ -331,12 +344,15 @@ __global__ void __launch_bounds__(kPartialThreads)
       }
     }
   }
-  // Logit scale of the lane's two columns per n-tile (2 tq, 2 tq + 1).
+  // Logit scale of the lane's two columns per n-tile (2 tq, 2 tq + 1), with log2(e): the
+  // logits become base-2 exponents (the maxima go back to natural units when stored).
+  constexpr float kLog2e = 1.4426950408889634f;
+  constexpr float kLn2 = 0.6931471805599453f;
   float unscale[NT][2];
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
-    unscale[j][0] = 1.0f / col_scale[8 * j + 2 * tq];
-    unscale[j][1] = 1.0f / col_scale[8 * j + 2 * tq + 1];
+    unscale[j][0] = kLog2e / col_scale[8 * j + 2 * tq];
+    unscale[j][1] = kLog2e / col_scale[8 * j + 2 * tq + 1];
   }
   const T* reps = static_cast<const T*>(t.reps);
   const bool aligned = (reinterpret_cast<uintptr_t>(t.reps) % 16) == 0;
@@ -380,7 +396,7 @@ __global__ void __launch_bounds__(kPartialThreads)
               ks == 0 ? ra[mt][0].x : ra[mt][0].z, ks == 0 ? ra[mt][1].x : ra[mt][1].z,
               ks == 0 ? ra[mt][0].y : ra[mt][0].w, ks == 0 ? ra[mt][1].y : ra[mt][1].w};
 #pragma unroll
-          for (int term = 0; term < 3; ++term) {
+          for (int term = 0; term < kTerms; ++term) {
             MmaT<T>(d[mt], a, bf[term][j][ks][0], bf[term][j][ks][1]);
           }
         }
@@ -405,7 +421,7 @@ __global__ void __launch_bounds__(kPartialThreads)
 #pragma unroll
         for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
           // fmaxf drops a NaN logit from the maximum, but exp(NaN - mx) makes e NaN.
-          if (mt < mtiles) e += __expf(d[mt][c] - mx) + __expf(d[mt][2 + c] - mx);
+          if (mt < mtiles) e += Exp2Approx(d[mt][c] - mx) + Exp2Approx(d[mt][2 + c] - mx);
         }
         e += __shfl_xor_sync(0xffffffffu, e, 4);
         e += __shfl_xor_sync(0xffffffffu, e, 8);
@@ -413,7 +429,7 @@ __global__ void __launch_bounds__(kPartialThreads)
         const size_t qi = 8 * j + 2 * tq + c;
         if (g == 0 && qi < qn) {
           const size_t p = PairOf(sh, kvh, qi);
-          ws_m[p * sh.max_candidates + b0 + bl] = mx;
+          ws_m[p * sh.max_candidates + b0 + bl] = mx * kLn2;
           ws_e[p * sh.max_candidates + b0 + bl] = e;
         }
       }
@@ -503,9 +519,12 @@ Status ValidateBlockScoreShape(const BlockScoreArgs& a) {
         "(shared memory)",
         a.num_queries, a.q_heads / a.kv_heads, a.d_pruned, qfloats, kMaxQueryFloats);
   }
-  if (a.num_tasks > 65535 || a.kv_heads > 65535) {
-    return InvalidArgument("ScoreBlocks: %zu tasks / %zu KV heads exceed the grid (65535)",
-                           a.num_tasks, a.kv_heads);
+  const size_t chunks = (a.max_candidates + kBlocksPerCta - 1) / kBlocksPerCta;
+  if (a.num_tasks > 65535 || a.kv_heads > 65535 || chunks > 65535) {
+    return InvalidArgument(
+        "ScoreBlocks: %zu tasks / %zu KV heads / %zu chunks of %zu candidates exceed the grid "
+        "(65535)",
+        a.num_tasks, a.kv_heads, chunks, kBlocksPerCta);
   }
   return Status::Ok();
 }
@@ -541,8 +560,9 @@ Status ScoreBlocks(CudaStream* stream, const BlockScoreArgs& args, void* workspa
   const cudaStream_t s = AsCuda(stream);
   const size_t smem = QueryFloats(args) * sizeof(float);
   const dim3 partial_grid(
+      static_cast<unsigned>(args.kv_heads),
       static_cast<unsigned>((args.max_candidates + kBlocksPerCta - 1) / kBlocksPerCta),
-      static_cast<unsigned>(args.kv_heads), static_cast<unsigned>(args.num_tasks));
+      static_cast<unsigned>(args.num_tasks));
   const size_t qn = args.num_queries * (args.q_heads / args.kv_heads);
   if (BlockScoreUsesTensorCores(args)) {
     const bool f16 = args.dtype == DType::kF16;
