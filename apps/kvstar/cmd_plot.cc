@@ -123,9 +123,13 @@ void AddPlot(CLI::App& root, int* exit_code) {
       "Line plot (PNG, or SVG when --out ends in .svg) of the JSON the bench commands write.\n"
       "Each input's records (its 'runs', 'points' or 'results' array, or --rows KEY) give one\n"
       "point each: x = --x field, y = --y field (or FIELD/FIELD, a ratio). One series per input,\n"
-      "or per value of --series FIELD. Example, thread scaling of two bench-retrieval runs:\n"
+      "or per value of --series FIELD. With --x index, an array --y field (bench's step_ms)\n"
+      "gives one point per element. Example, thread scaling of two bench-retrieval runs:\n"
       "  kvstar plot --input best.json,avx2.json --labels AVX-512,AVX2 --x threads \\\n"
-      "      --y speedup_vs_first/threads --title 'speedup per thread' --out scaling.png");
+      "      --y speedup_vs_first/threads --title 'speedup per thread' --out scaling.png\n"
+      "and the time of every decode step of two CUDA bench runs:\n"
+      "  kvstar plot --input a.json,b.json --x index --y step_ms --where mode=kvstar --out "
+      "steps.png");
   cmd->add_option("--input", f->inputs,
                   "JSON files written by a bench command (--json), comma-separated")
       ->required()

@@ -52,11 +52,34 @@ StatusOr<std::vector<Series>> SeriesFromRecords(const nlohmann::json& records,
       keep = keep && it != rec.end() && JsonFieldText(*it) == value;
     }
     if (!keep) continue;
-    KVSTAR_ASSIGN_OR_RETURN(double x, NumberField(rec, spec.x, source));
-    KVSTAR_ASSIGN_OR_RETURN(double y, NumberField(rec, spec.y, source));
-    if (!spec.y_div.empty()) {
-      KVSTAR_ASSIGN_OR_RETURN(double d, NumberField(rec, spec.y_div, source));
-      y = d != 0 ? y / d : NAN;
+    // (x, y) points of the record: one, or with x "index" and an array y (per-step times) one
+    // per element, x its position.
+    std::vector<std::pair<double, double>> xy;
+    auto yit = rec.find(spec.y);
+    if (spec.x == "index" && !rec.contains("index") && yit != rec.end() && yit->is_array()) {
+      if (!spec.y_div.empty()) {
+        return InvalidArgument("%s: '%s' is an array: plot it without a ratio", source.c_str(),
+                               spec.y.c_str());
+      }
+      for (size_t i = 0; i < yit->size(); ++i) {
+        if (!(*yit)[i].is_number()) {
+          return InvalidArgument("%s: element %zu of '%s' is not a number", source.c_str(), i,
+                                 spec.y.c_str());
+        }
+        xy.emplace_back(static_cast<double>(i), (*yit)[i].get<double>());
+      }
+    } else {
+      if (yit != rec.end() && yit->is_array()) {
+        return InvalidArgument("%s: '%s' is an array: use --x index to plot its elements",
+                               source.c_str(), spec.y.c_str());
+      }
+      KVSTAR_ASSIGN_OR_RETURN(double x, NumberField(rec, spec.x, source));
+      KVSTAR_ASSIGN_OR_RETURN(double y, NumberField(rec, spec.y, source));
+      if (!spec.y_div.empty()) {
+        KVSTAR_ASSIGN_OR_RETURN(double d, NumberField(rec, spec.y_div, source));
+        y = d != 0 ? y / d : NAN;
+      }
+      xy.emplace_back(x, y);
     }
     std::string name = spec.label_prefix;
     for (size_t i = 0; i < spec.group_by.size(); ++i) {
@@ -68,7 +91,7 @@ StatusOr<std::vector<Series>> SeriesFromRecords(const nlohmann::json& records,
               (it == rec.end() ? std::string("?") : JsonFieldText(*it));
     }
     if (!points.count(name)) order.push_back(name);
-    points[name].emplace_back(x, y);
+    points[name].insert(points[name].end(), xy.begin(), xy.end());
   }
   std::vector<Series> out;
   for (const std::string& name : order) {

@@ -41,6 +41,18 @@ check "svg legend label" grep -q ">small<" "$TMP/a.svg"
   >"$TMP/out" 2>&1
 check "points array found by default" grep -q "1 series, 2 points" "$TMP/out"
 
+# An array field (bench's per-step times) against its index.
+cat >"$TMP/c.json" <<'JSON'
+{"runs": [{"mode": "dense", "step_ms": [3.0, 3.1, 3.0]},
+          {"mode": "kvstar", "step_ms": [1.0, 1.2, 4.0, 1.1], "median_ms": 1.1}]}
+JSON
+"$K" plot --input "$TMP/c.json" --x index --y step_ms --series mode --out "$TMP/c.svg" \
+  >"$TMP/out" 2>&1
+check "array y against its index: 2 series, 7 points" grep -q "2 series, 7 points" "$TMP/out"
+"$K" plot --input "$TMP/c.json" --x index --y step_ms --where mode=kvstar --out "$TMP/c.png" \
+  >"$TMP/out" 2>&1
+check "array y filtered: 1 series, 4 points" grep -q "1 series, 4 points" "$TMP/out"
+
 # The --plot flags of the bench commands (tiny runs).
 "$K" store-bench --backends dram --block-sizes 64K,256K --queue-depths 1,2 --total-bytes 4M \
   --plot "$TMP/store.png" >"$TMP/out" 2>&1
@@ -80,6 +92,10 @@ expect_error "labels count" "2 names for 1 inputs" --input "$TMP/a.json" --label
   --y median_ms --out "$TMP/o.png"
 expect_error "bad ratio" "FIELD or FIELD/FIELD" --input "$TMP/a.json" --x threads --y median_ms/ \
   --out "$TMP/o.png"
+expect_error "array y without --x index" "is an array: use --x index" --input "$TMP/c.json" \
+  --x median_ms --y step_ms --out "$TMP/o.png"
+expect_error "array y as a ratio" "is an array: plot it without a ratio" --input "$TMP/c.json" \
+  --x index --y step_ms/median_ms --out "$TMP/o.png"
 expect_error "unwritable output" "$TMP/no/dir" --input "$TMP/a.json" --x threads --y median_ms \
   --out "$TMP/no/dir/o.png"
 if [ "$fail" -ne 0 ]; then echo "$fail check(s) failed"; exit 1; fi
