@@ -95,6 +95,13 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                   "written back (as many bytes device to host as the delta moves host to device)")
       ->check(CLI::IsMember({"inclusive", "exclusive"}))
       ->group(group);
+  cmd->add_option("--gpu-score-spread", f->gpu_score_spread,
+                  "With --retrieval-device gpu: queue each group's scoring over this many decode "
+                  "steps (its layers in equal shares; at most retrieval_stride) instead of all in "
+                  "one step: a lower latency peak every retrieval_stride steps, selections up to "
+                  "that many steps later")
+      ->check(CLI::Range(1, 64))
+      ->group(group);
   cmd->add_option("--kvstar-config", f->kvstar_config,
                   "JSON file of KVstar settings with UCM's keys; the flags below override it")
       ->check(CLI::ExistingFile)
@@ -179,6 +186,12 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
     return InvalidArgument(
         "--host-tier exclusive needs --device cuda (the CPU engine keeps offloaded blocks in "
         "its block store)");
+  }
+  if (f.gpu_score_spread != 1) {
+    return InvalidArgument(
+        "--gpu-score-spread %zu: only GPU scoring is spread over steps (add --device cuda "
+        "--retrieval-device gpu)",
+        f.gpu_score_spread);
   }
   if (!f.store_dram.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(o.store_dram_bytes, ParseBytes(f.store_dram, "--store-dram"));
@@ -317,10 +330,18 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
     cpu.mode = "dense";
     cpu.retrieval_device = "cpu";
     cpu.host_tier = "inclusive";
+    cpu.gpu_score_spread = 1;
+  }
+  if (cuda && flags.gpu_score_spread != 1 && flags.retrieval_device != "gpu") {
+    return InvalidArgument(
+        "--gpu-score-spread %zu: only GPU scoring is spread over steps (add --retrieval-device "
+        "gpu)",
+        flags.gpu_score_spread);
   }
   KVSTAR_ASSIGN_OR_RETURN(EngineOptions o, FinishEngineOptions(cpu));
   o.gpu_scoring = cuda && flags.retrieval_device == "gpu";
   o.exclusive_host = cuda && flags.host_tier == "exclusive";
+  o.gpu_score_spread = cuda ? flags.gpu_score_spread : 1;
   if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;

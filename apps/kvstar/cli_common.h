@@ -30,6 +30,7 @@ struct EngineFlags {
   CLI::Option* retrieval_threads_flag = nullptr;  // given? (--device cuda defaults otherwise)
   std::string retrieval_device = "cpu";           // cpu | gpu (--device cuda only)
   std::string host_tier = "inclusive";            // inclusive | exclusive (--device cuda only)
+  size_t gpu_score_spread = 1;                    // --retrieval-device gpu only
   KvstarConfig kvstar;                            // values of the individual flags
   std::vector<CLI::Option*> kvstar_flags;         // to know which were given
 };

@@ -52,7 +52,6 @@ struct BenchFlags {
   std::string cuda_matmul = "auto";
   std::string gpu_scoring_kernel = "auto";
   bool phase_timing = false;
-  size_t gpu_score_spread = 1;
 };
 
 StatusOr<std::vector<int>> ParseIntList(const std::string& text, const std::string& flag) {
@@ -103,11 +102,11 @@ double PrefillFlops(const ModelConfig& c, double n) {
 }
 
 int RunBench(const BenchFlags& f) {
-  if (f.gpu_score_spread != 1 && f.engine.retrieval_device != "gpu") {
+  if (f.engine.gpu_score_spread != 1 && f.engine.retrieval_device != "gpu") {
     return ReportError(InvalidArgument(
         "--gpu-score-spread %zu: only GPU scoring is spread over steps (add --device cuda "
         "--retrieval-device gpu)",
-        f.gpu_score_spread));
+        f.engine.gpu_score_spread));
   }
   if (f.phase_timing && f.device != "cuda") {
     return ReportError(
@@ -144,6 +143,7 @@ int RunBench(const BenchFlags& f) {
     EngineFlags engine = f.engine;
     engine.retrieval_device = "cpu";  // checked by the CPU engine's options otherwise
     engine.host_tier = "inclusive";
+    engine.gpu_score_spread = 1;
     auto eo = FinishEngineOptions(engine);
     if (!eo.ok()) return ReportError(eo.status());
     c.kvstar = eo->kvstar;
@@ -151,7 +151,7 @@ int RunBench(const BenchFlags& f) {
     c.exclusive_host = f.engine.host_tier == "exclusive";
     c.score_tensor_cores = f.gpu_scoring_kernel == "auto";
     c.phase_timing = f.phase_timing;
-    c.gpu_score_spread = f.gpu_score_spread;
+    c.gpu_score_spread = f.engine.gpu_score_spread;
     // Not given: the CUDA engine's default (all hardware threads but three).
     c.retrieval_threads = RetrievalThreadsGiven(f.engine) ? eo->retrieval_threads : 0;
     return RunCudaBench(c);
@@ -417,13 +417,6 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "cuda, --retrieval-device gpu: auto (the tensor-core scoring kernel where it "
                   "applies) or f32 (the CUDA-core kernel), to compare the two")
       ->check(CLI::IsMember({"auto", "f32"}))
-      ->capture_default_str();
-  cmd->add_option("--gpu-score-spread", f->gpu_score_spread,
-                  "cuda, --retrieval-device gpu: queue each group's scoring over this many "
-                  "decode steps (its layers in equal shares; at most retrieval_stride) instead "
-                  "of all in one step: a smaller latency peak every retrieval_stride steps, "
-                  "selections up to that many steps later")
-      ->check(CLI::Range(1, 64))
       ->capture_default_str();
   cmd->add_flag("--phase-timing", f->phase_timing,
                 "cuda: time each decode phase on the device with events (before attention, "

@@ -29,7 +29,8 @@ struct RecordPlotSpec {
 // Series in order of first appearance, points sorted by x. `source` names the input in errors.
 // A record without a numeric x or y field is InvalidArgument; records failing `where` are
 // skipped. With x "index" (and no such field) an array y gives one point per element, x its
-// position (e.g. bench's per-step times, `step_ms`). No series (nothing matched) is an empty result, not an error.
+// position (e.g. bench's per-step times, `step_ms`). No series (nothing matched) is an empty
+// result, not an error.
 StatusOr<std::vector<Series>> SeriesFromRecords(const nlohmann::json& records,
                                                 const RecordPlotSpec& spec,
                                                 const std::string& source);

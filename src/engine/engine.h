@@ -40,6 +40,9 @@ struct EngineOptions {
   bool gpu_scoring = false;
   // The CUDA engine only, kvstar: the pinned host memory keeps only the blocks off the device.
   bool exclusive_host = false;
+  // The CUDA engine only, kvstar with gpu_scoring: a group's scoring queued over this many steps
+  // (cuda::BatchOptions::gpu_score_spread).
+  size_t gpu_score_spread = 1;
 };
 
 Status ValidateEngineOptions(const EngineOptions& o);

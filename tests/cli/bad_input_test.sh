@@ -82,6 +82,10 @@ expect_error "unknown host tier" "host-tier.*not in" "$K" bench --host-tier none
 expect_error "score spread without GPU scoring" "only GPU scoring is spread" "$K" bench \
   --gpu-score-spread 4
 expect_error "score spread out of range" "gpu-score-spread.*not in range" "$K" bench --gpu-score-spread 0
+expect_error "score spread on the CPU engine" "only GPU scoring is spread" "$K" generate \
+  --model "$GOLD" --prompt hi --mode kvstar --gpu-score-spread 2
+expect_error "score spread with CPU scoring on CUDA" "add --retrieval-device gpu|CPU backend only" \
+  "$K" generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --gpu-score-spread 2
 expect_error "phase timing on the CPU" "phase-timing.*--device cuda" "$K" bench --phase-timing
 expect_error "unknown scoring kernel" "gpu-scoring-kernel.*not in" "$K" bench --gpu-scoring-kernel tf32
 expect_error "scoring kernel without GPU scoring" "only GPU scoring has a kernel" "$K" bench \
