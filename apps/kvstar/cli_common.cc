@@ -136,6 +136,11 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                               "Per layer: free slots that delta loads go to before outgoing "
                               "blocks' slots are reused (default 4)")
                   ->group(group));
+  v.push_back(cmd->add_option("--max_loads_per_step", k.max_loads_per_step,
+                              "CPU engine, not deterministic: at most this many blocks of a new "
+                              "selection load per layer and step, highest score first (0 = all "
+                              "at once); emulates the CUDA engine's staging_slots")
+                  ->group(group));
   v.push_back(cmd->add_option("--prompt_query_window", k.prompt_query_window,
                               "Last prompt tokens whose queries make the first selection "
                               "(default 0 = retrieval_stride, as in UCM)")
@@ -223,6 +228,8 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
       o.kvstar.deterministic = k.deterministic;
     else if (name == "--staging_slots")
       o.kvstar.staging_slots = k.staging_slots;
+    else if (name == "--max_loads_per_step")
+      o.kvstar.max_loads_per_step = k.max_loads_per_step;
     else if (name == "--prompt_query_window")
       o.kvstar.prompt_query_window = k.prompt_query_window;
     else if (name == "--sync_steps")

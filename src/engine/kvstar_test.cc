@@ -56,10 +56,11 @@ GenerateRequest Request(std::vector<int32_t> prompt, size_t max_new) {
 }
 
 TEST(KvstarTest, RatioOneGivesExactlyTheDenseTokens) {
-  for (int variant = 0; variant < 5; ++variant) {
-    const bool deterministic = variant != 1 && variant != 3;
+  for (int variant = 0; variant < 6; ++variant) {
+    const bool deterministic = variant != 1 && variant != 3 && variant != 5;
     EngineOptions o = Options(variant == 4 ? "oracle" : "kvstar", 1.0, 4);
     o.kvstar.deterministic = deterministic;
+    if (variant == 5) o.kvstar.max_loads_per_step = 1;  // targets loaded a block per step
     if (variant == 2) {  // our options: exact first selection, windows in the softmax
       o.kvstar.first_selection = "exact";
       o.kvstar.softmax_scope = "all";
@@ -232,6 +233,30 @@ TEST(KvstarTest, DeviceMemoryStaysBoundedOverLongGenerations) {
   EXPECT_LE(st.device_blocks, layers * (1 + 2 + 1 + k + 1));
   EXPECT_LT(st.device_blocks, layers * (full + 1));
   EXPECT_GT(st.bytes_dumped, 0u);
+}
+
+// max_loads_per_step: a new selection's blocks arrive at most N per layer and step (each swap
+// brings at most N), highest score first, and the device holds no more than with all at once.
+TEST(KvstarTest, MaxLoadsPerStepBoundsEachSwap) {
+  for (size_t n : {1u, 2u}) {
+    EngineOptions o = Options("kvstar", 0.25, 4);
+    o.kvstar.deterministic = false;
+    o.kvstar.max_loads_per_step = n;
+    auto engine = Load(o);
+    auto policy = engine->NewPolicy();
+    ASSERT_TRUE(policy.ok());
+    auto result = engine->GenerateWith(Request(Prompt(600, 9), 120), **policy);
+    ASSERT_TRUE(result.ok()) << result.status().ToString();
+    const KvStats st = (*policy)->Stats();
+    EXPECT_GT(st.swaps, 0u);
+    EXPECT_GT(st.blocks_loaded, 0u) << "random weights: selections change";
+    EXPECT_LE(st.blocks_loaded, st.swaps * n);
+    const size_t layers = engine->config().num_layers;
+    const size_t full = st.tokens / 16;
+    const size_t k = (full - 3 + 3) / 4;
+    // Windows, the tail, the selection, blocks that left the local window since the last swap.
+    EXPECT_LE(st.device_blocks, layers * (1 + 2 + 1 + k + 1));
+  }
 }
 
 TEST(KvstarTest, CancelWithRetrievalInFlightReturnsEverySlot) {

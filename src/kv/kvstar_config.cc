@@ -1,7 +1,6 @@
 #include "kv/kvstar_config.h"
 
 #include <cmath>
-
 #include <nlohmann/json.hpp>
 
 namespace kvstar {
@@ -18,9 +17,8 @@ Status KvstarConfig::Validate(size_t block_tokens) const {
                            blk_repre_dim_prune_ratio);
   }
   if (blk_repre_inner_token_merge == 0 || block_tokens % blk_repre_inner_token_merge != 0) {
-    return InvalidArgument(
-        "blk_repre_inner_token_merge must divide block_tokens (%zu), got %zu", block_tokens,
-        blk_repre_inner_token_merge);
+    return InvalidArgument("blk_repre_inner_token_merge must divide block_tokens (%zu), got %zu",
+                           block_tokens, blk_repre_inner_token_merge);
   }
   if (init_window_sz > 1024 || local_window_sz > 1024) {
     return InvalidArgument("window sizes are in blocks and must be <= 1024 (init %zu, local %zu)",
@@ -46,6 +44,9 @@ Status KvstarConfig::Validate(size_t block_tokens) const {
   if (staging_slots > 4096) {
     return InvalidArgument("staging_slots must be <= 4096, got %zu", staging_slots);
   }
+  if (max_loads_per_step > 4096) {
+    return InvalidArgument("max_loads_per_step must be <= 4096, got %zu", max_loads_per_step);
+  }
   return Status::Ok();
 }
 
@@ -59,6 +60,7 @@ std::string KvstarConfig::ToJson() const {
                       {"select_per_kv_head", select_per_kv_head},
                       {"deterministic", deterministic},
                       {"staging_slots", staging_slots},
+                      {"max_loads_per_step", max_loads_per_step},
                       {"prompt_query_window", prompt_query_window},
                       {"first_selection", first_selection},
                       {"vote", vote},
@@ -85,40 +87,57 @@ StatusOr<KvstarConfig> ParseKvstarConfig(std::string_view json, std::string_view
       return Status::Ok();
     };
     auto want_double = [&](double* out) -> Status {
-      if (!v.is_number()) return InvalidArgument("%s: %s must be a number", src.c_str(), key.c_str());
+      if (!v.is_number())
+        return InvalidArgument("%s: %s must be a number", src.c_str(), key.c_str());
       *out = v.get<double>();
       return Status::Ok();
     };
     auto want_bool = [&](bool* out) -> Status {
-      if (!v.is_boolean()) return InvalidArgument("%s: %s must be true or false", src.c_str(), key.c_str());
+      if (!v.is_boolean())
+        return InvalidArgument("%s: %s must be true or false", src.c_str(), key.c_str());
       *out = v.get<bool>();
       return Status::Ok();
     };
     Status s;
-    if (key == "init_window_sz") s = want_size(&c.init_window_sz);
-    else if (key == "local_window_sz") s = want_size(&c.local_window_sz);
-    else if (key == "sparse_ratio") s = want_double(&c.sparse_ratio);
-    else if (key == "retrieval_stride") s = want_size(&c.retrieval_stride);
-    else if (key == "blk_repre_dim_prune_ratio") s = want_double(&c.blk_repre_dim_prune_ratio);
-    else if (key == "blk_repre_inner_token_merge") s = want_size(&c.blk_repre_inner_token_merge);
-    else if (key == "select_per_kv_head") s = want_bool(&c.select_per_kv_head);
-    else if (key == "deterministic") s = want_bool(&c.deterministic);
-    else if (key == "staging_slots") s = want_size(&c.staging_slots);
-    else if (key == "prompt_query_window") s = want_size(&c.prompt_query_window);
-    else if (key == "sync_steps") s = want_size(&c.sync_steps);
+    if (key == "init_window_sz")
+      s = want_size(&c.init_window_sz);
+    else if (key == "local_window_sz")
+      s = want_size(&c.local_window_sz);
+    else if (key == "sparse_ratio")
+      s = want_double(&c.sparse_ratio);
+    else if (key == "retrieval_stride")
+      s = want_size(&c.retrieval_stride);
+    else if (key == "blk_repre_dim_prune_ratio")
+      s = want_double(&c.blk_repre_dim_prune_ratio);
+    else if (key == "blk_repre_inner_token_merge")
+      s = want_size(&c.blk_repre_inner_token_merge);
+    else if (key == "select_per_kv_head")
+      s = want_bool(&c.select_per_kv_head);
+    else if (key == "deterministic")
+      s = want_bool(&c.deterministic);
+    else if (key == "staging_slots")
+      s = want_size(&c.staging_slots);
+    else if (key == "max_loads_per_step")
+      s = want_size(&c.max_loads_per_step);
+    else if (key == "prompt_query_window")
+      s = want_size(&c.prompt_query_window);
+    else if (key == "sync_steps")
+      s = want_size(&c.sync_steps);
     else if (key == "first_selection" || key == "vote" || key == "softmax_scope") {
       if (!v.is_string()) {
         return InvalidArgument("%s: %s must be a string", src.c_str(), key.c_str());
       }
-      (key == "vote" ? c.vote : key == "softmax_scope" ? c.softmax_scope : c.first_selection) =
-          v.get<std::string>();
-    }
-    else if (key == "block_tokens") continue;  // engine-wide: taken by the engine options
+      (key == "vote"            ? c.vote
+       : key == "softmax_scope" ? c.softmax_scope
+                                : c.first_selection) = v.get<std::string>();
+    } else if (key == "block_tokens")
+      continue;  // engine-wide: taken by the engine options
     else {
       return InvalidArgument(
           "%s: unknown KVstar setting '%s' (known: init_window_sz, local_window_sz, sparse_ratio, "
           "retrieval_stride, blk_repre_dim_prune_ratio, blk_repre_inner_token_merge, "
-          "select_per_kv_head, deterministic, staging_slots, prompt_query_window, first_selection, vote, softmax_scope, sync_steps, "
+          "select_per_kv_head, deterministic, staging_slots, max_loads_per_step, "
+          "prompt_query_window, first_selection, vote, softmax_scope, sync_steps, "
           "block_tokens)",
           src.c_str(), key.c_str());
     }

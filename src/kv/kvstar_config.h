@@ -11,15 +11,20 @@
 namespace kvstar {
 
 struct KvstarConfig {
-  size_t init_window_sz = 1;              // first blocks, always on device, never scored
-  size_t local_window_sz = 2;             // newest full blocks, always on device
-  double sparse_ratio = 0.25;             // share of candidate blocks selected
-  size_t retrieval_stride = 8;            // decode steps per query group / retrieval
+  size_t init_window_sz = 1;                // first blocks, always on device, never scored
+  size_t local_window_sz = 2;               // newest full blocks, always on device
+  double sparse_ratio = 0.25;               // share of candidate blocks selected
+  size_t retrieval_stride = 8;              // decode steps per query group / retrieval
   double blk_repre_dim_prune_ratio = 0.25;  // share of channels kept in representations
   size_t blk_repre_inner_token_merge = 2;   // tokens averaged into one representation vector
-  bool select_per_kv_head = false;        // top-k per KV head (device holds the union)
-  bool deterministic = false;             // fixed swap timing (UCM's): for tests
-  size_t staging_slots = 4;               // per layer: extra slots for delta loads
+  bool select_per_kv_head = false;          // top-k per KV head (device holds the union)
+  bool deterministic = false;               // fixed swap timing (UCM's): for tests
+  size_t staging_slots = 4;                 // per layer: extra slots for delta loads
+  // CPU engine, not deterministic (ours): at most this many blocks of a new selection are loaded
+  // per layer and step, highest score first, each replacing the lowest-scoring block that left
+  // it; the rest follow in the next steps. 0 = the whole delta at once. Emulates how the CUDA
+  // engine's staging_slots converge to a selection, to measure what that costs in accuracy.
+  size_t max_loads_per_step = 0;
   // Prompt queries that make the first selection (group 0); 0 = retrieval_stride, as in UCM.
   size_t prompt_query_window = 0;
   // The first selection (end of prefill): "representations" (UCM) or "exact" (the real keys,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "base/logging.h"
 #include "base/timer.h"
@@ -43,6 +44,12 @@ struct KvstarPolicy::LayerState {
   std::vector<std::pair<uint32_t, int>> incoming;  // (block, slot) being loaded
   std::vector<uint32_t> next_selection;
   size_t applied_group = 0;  // group whose selection is active (0 = the prompt's)
+  // max_loads_per_step: the newest selection (sorted) while its blocks load a few per step,
+  // those still missing (highest score first), and the scores of its retrieval per block.
+  std::vector<uint32_t> target;
+  std::vector<uint32_t> target_missing;
+  std::vector<float> target_score;  // [block]; -inf where not scored
+  size_t target_group = 0, target_cand_end = 0;
 };
 
 StatusOr<std::unique_ptr<KvstarPolicy>> KvstarPolicy::Create(const KvstarResources& resources,
@@ -435,7 +442,10 @@ Status KvstarPolicy::SubmitGroup(LayerState& L, int layer) {
   const size_t rows = L.group_rows;
   L.group_rows = 0;
   if (Candidates(L).empty()) return Status::Ok();
-  if (L.retrieval.valid() || L.load_pending) {
+  // With max_loads_per_step a target's blocks load over many steps: a new group is submitted
+  // anyway (the CUDA engine's schedule), and replaces the target when it finishes.
+  const bool loads_block = L.load_pending && config_.max_loads_per_step == 0;
+  if (L.retrieval.valid() || loads_block) {
     stats_.skipped_retrievals++;  // the previous group is still in flight: skip this one
     return Status::Ok();
   }
@@ -458,11 +468,114 @@ Status KvstarPolicy::TakeRetrieval(LayerState& L, int layer) {
   }
   std::vector<uint32_t> sel = SelectionFromResult(L, L.submitted, L.retrieval.result());
   if (observer_ != nullptr) observer_->OnRetrieval(layer, L.retrieval_group, L.submitted, sel);
-  L.submitted = sparse::RetrievalTask();
+  if (config_.max_loads_per_step > 0 && !config_.deterministic) {
+    // The previous target's blocks in flight land first (a few blocks).
+    if (L.load_pending) KVSTAR_RETURN_IF_ERROR(FinishLoad(L, layer));
+    // The new target: its missing blocks load a few per step, highest score first.
+    const sparse::RetrievalResult& r = L.retrieval.result();
+    const std::vector<uint32_t>& scored = L.submitted.candidates;
+    const size_t stride = config_.select_per_kv_head ? geom_.kv_heads : 1;
+    L.target_score.assign(L.slot.size(), -std::numeric_limits<float>::infinity());
+    for (size_t i = 0; i < scored.size() && scored[i] < L.target_score.size(); ++i) {
+      float v = 0;
+      for (size_t h = 0; h < stride; ++h) v += r.candidate_scores[i * stride + h];
+      L.target_score[scored[i]] = v;
+    }
+    L.target = sel;
+    L.target_missing.clear();
+    for (uint32_t b : sel)
+      if (L.slot[b] < 0) L.target_missing.push_back(b);
+    std::stable_sort(L.target_missing.begin(), L.target_missing.end(),
+                     [&](uint32_t a, uint32_t b) { return L.target_score[a] > L.target_score[b]; });
+    L.target_group = L.retrieval_group;
+    L.target_cand_end = L.retrieval_cand_end;
+    L.submitted = sparse::RetrievalTask();
+    L.retrieval = sparse::RetrievalHandle();
+    return IssueTargetPart(L, layer);
+  }
   L.load_group = L.retrieval_group;
   L.load_cand_end = L.retrieval_cand_end;
+  L.submitted = sparse::RetrievalTask();
   L.retrieval = sparse::RetrievalHandle();
   return IssueLoad(L, layer, std::move(sel));
+}
+
+Status KvstarPolicy::IssueTargetPart(LayerState& L, int layer) {
+  L.load_group = L.target_group;
+  L.load_cand_end = L.target_cand_end;
+  // Held blocks the target scored: those it keeps, and those leaving (lowest score first).
+  std::vector<uint32_t> held = L.selected;
+  held.insert(held.end(), L.extras.begin(), L.extras.end());
+  std::vector<uint32_t> leaving;
+  size_t held_scored = 0;
+  for (uint32_t b : held) {
+    if (b >= L.target_cand_end) continue;
+    ++held_scored;
+    if (!std::binary_search(L.target.begin(), L.target.end(), b)) leaving.push_back(b);
+  }
+  std::stable_sort(leaving.begin(), leaving.end(),
+                   [&](uint32_t a, uint32_t b) { return L.target_score[a] < L.target_score[b]; });
+  size_t next_leaving = 0;
+  L.incoming.clear();
+  std::vector<uint32_t> gone;  // leaving blocks whose slots the incoming ones take
+  size_t taken = 0;
+  while (taken < L.target_missing.size() && L.incoming.size() < config_.max_loads_per_step) {
+    const uint32_t b = L.target_missing[taken++];
+    if (L.slot[b] >= 0) continue;  // on the device already
+    int s = -1;
+    if (held_scored >= L.target.size() && next_leaving < leaving.size()) {
+      // One in, one out: the incoming block replaces the lowest-scoring leaving one, whose slot
+      // nothing reads any more at this step boundary.
+      const uint32_t o = leaving[next_leaving++];
+      KVSTAR_RETURN_IF_ERROR(WaitDump(L, o));
+      s = L.slot[o];
+      L.slot[o] = -1;
+      gone.push_back(o);
+    } else {
+      auto slot = res_.pool->Allocate();
+      if (!slot.ok()) {
+        --taken;  // no room now: it stays missing, the next step tries again
+        break;
+      }
+      s = *slot;
+      ++held_scored;
+    }
+    L.incoming.emplace_back(b, s);
+  }
+  L.target_missing.erase(L.target_missing.begin(),
+                         L.target_missing.begin() + static_cast<std::ptrdiff_t>(taken));
+  auto erase_from = [&](std::vector<uint32_t>& v) {
+    v.erase(std::remove_if(
+                v.begin(), v.end(),
+                [&](uint32_t b) { return std::find(gone.begin(), gone.end(), b) != gone.end(); }),
+            v.end());
+  };
+  erase_from(L.selected);
+  erase_from(L.extras);
+  // Attended from the swap on: the held blocks the target scored (kept or still leaving) and the
+  // incoming ones; once the target is complete, only its blocks (the leaving ones are freed).
+  std::vector<uint32_t> next;
+  if (L.target_missing.empty()) {
+    next = L.target;
+  } else {
+    for (uint32_t b : L.selected)
+      if (b < L.target_cand_end) next.push_back(b);
+    for (uint32_t b : L.extras)
+      if (b < L.target_cand_end) next.push_back(b);
+    for (const auto& [b, s] : L.incoming) next.push_back(b);
+    std::sort(next.begin(), next.end());
+    next.erase(std::unique(next.begin(), next.end()), next.end());
+  }
+  L.next_selection = std::move(next);
+  if (L.incoming.empty()) return ApplySwap(L, layer);
+  std::vector<LoadItem> items;
+  items.reserve(L.incoming.size());
+  for (auto& [b, s] : L.incoming) {
+    items.push_back({BlockId(layer, b), res_.pool->slot(s), geom_.block_bytes()});
+  }
+  L.load = res_.store->Load(items);
+  L.load_pending = true;
+  return Status::Ok();
 }
 
 Status KvstarPolicy::IssueLoad(LayerState& L, int layer, std::vector<uint32_t> selection) {
@@ -589,6 +702,8 @@ Status KvstarPolicy::SyncReselect(LayerState& L, int layer, const float* q) {
   if (observer_ != nullptr) observer_->OnRetrieval(layer, L.groups_done, task, sel);
   L.load_group = L.applied_group;
   L.load_cand_end = Candidates(L).back() + 1;
+  L.target.clear();  // a synchronous selection replaces any target still loading, at once
+  L.target_missing.clear();
   KVSTAR_RETURN_IF_ERROR(IssueLoad(L, layer, std::move(sel)));
   if (L.load_pending) KVSTAR_RETURN_IF_ERROR(FinishLoad(L, layer));
   const double ms = wait.Millis();
@@ -613,6 +728,10 @@ Status KvstarPolicy::StepBoundary(LayerState& L, int layer) {
   // Never stall: take what is ready, count what is late.
   if (L.retrieval.valid() && L.retrieval.Ready()) KVSTAR_RETURN_IF_ERROR(TakeRetrieval(L, layer));
   if (L.load_pending && L.load.Ready()) KVSTAR_RETURN_IF_ERROR(FinishLoad(L, layer));
+  // max_loads_per_step: the target's next blocks.
+  if (!L.load_pending && !L.target_missing.empty()) {
+    KVSTAR_RETURN_IF_ERROR(IssueTargetPart(L, layer));
+  }
   if (group_full) {
     const size_t k = L.groups_done + 1;  // the group completing now
     if (k >= 2 && L.applied_group < k - 1 && (L.retrieval.valid() || L.load_pending)) {

@@ -102,6 +102,8 @@ class KvstarPolicy final : public KvPolicy {
   Status SubmitGroup(LayerState& L, int layer);
   Status TakeRetrieval(LayerState& L, int layer);
   Status IssueLoad(LayerState& L, int layer, std::vector<uint32_t> selection);
+  // max_loads_per_step: the next blocks of the target (LayerState::target) into the device.
+  Status IssueTargetPart(LayerState& L, int layer);
   Status FinishLoad(LayerState& L, int layer);
   Status ApplySwap(LayerState& L, int layer);
   Status FreeBlock(LayerState& L, size_t block);
