@@ -21,7 +21,8 @@ TEST(KvstarConfigTest, ParsesUcmKeysAndRejectsBadOnes) {
       R"({"init_window_sz": 2, "local_window_sz": 4, "sparse_ratio": 0.125,
           "retrieval_stride": 32, "blk_repre_dim_prune_ratio": 0.5,
           "blk_repre_inner_token_merge": 4, "select_per_kv_head": true, "deterministic": true,
-          "staging_slots": 8, "prompt_query_window": 64, "block_tokens": 128})",
+          "staging_slots": 8, "max_loads_per_step": 3, "prompt_query_window": 64,
+          "block_tokens": 128})",
       "cfg.json");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->init_window_sz, 2u);
@@ -31,6 +32,12 @@ TEST(KvstarConfigTest, ParsesUcmKeysAndRejectsBadOnes) {
   EXPECT_TRUE(c->select_per_kv_head);
   EXPECT_TRUE(c->deterministic);
   EXPECT_EQ(c->staging_slots, 8u);
+  EXPECT_EQ(c->max_loads_per_step, 3u);
+  EXPECT_EQ(KvstarConfig{}.max_loads_per_step, 0u);  // the whole delta at once
+  // ToJson round-trips.
+  auto again = ParseKvstarConfig(c->ToJson(), "json");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->max_loads_per_step, 3u);
   EXPECT_EQ(c->prompt_queries(), 64u);
   EXPECT_EQ(KvstarConfig{}.prompt_queries(), 8u);  // UCM: the last retrieval_stride queries
 
@@ -50,6 +57,9 @@ TEST(KvstarConfigTest, ParsesUcmKeysAndRejectsBadOnes) {
   EXPECT_FALSE(bad.Validate(128).ok());
   bad = {};
   bad.retrieval_stride = 0;
+  EXPECT_FALSE(bad.Validate(128).ok());
+  bad = {};
+  bad.max_loads_per_step = 5000;
   EXPECT_FALSE(bad.Validate(128).ok());
 }
 
