@@ -515,7 +515,15 @@ Status KvstarPolicy::IssueTargetPart(LayerState& L, int layer) {
   }
   std::stable_sort(leaving.begin(), leaving.end(),
                    [&](uint32_t a, uint32_t b) { return L.target_score[a] < L.target_score[b]; });
-  size_t next_leaving = 0;
+  // More held than the target has (blocks that left the local window since the last target,
+  // or a smaller target): the surplus, lowest score first, leaves at the swap (as the CUDA
+  // engine drops it at once), so the device never holds more than with the whole delta.
+  const size_t surplus =
+      std::min(leaving.size(), held_scored > L.target.size() ? held_scored - L.target.size() : 0);
+  const std::vector<uint32_t> surplus_blocks(
+      leaving.begin(), leaving.begin() + static_cast<std::ptrdiff_t>(surplus));
+  held_scored -= surplus;
+  size_t next_leaving = surplus;
   L.incoming.clear();
   std::vector<uint32_t> gone;  // leaving blocks whose slots the incoming ones take
   size_t taken = 0;
@@ -552,21 +560,30 @@ Status KvstarPolicy::IssueTargetPart(LayerState& L, int layer) {
   };
   erase_from(L.selected);
   erase_from(L.extras);
-  // Attended from the swap on: the held blocks the target scored (kept or still leaving) and the
-  // incoming ones; once the target is complete, only its blocks (the leaving ones are freed).
+  // Attended from the swap on: the held blocks the target scored (kept, or leaving and not yet
+  // replaced, less the surplus) and the incoming ones; once the target is complete, only its
+  // blocks (the leaving ones are freed).
   std::vector<uint32_t> next;
   if (L.target_missing.empty()) {
     next = L.target;
   } else {
+    auto kept = [&](uint32_t b) {
+      return b < L.target_cand_end &&
+             std::find(surplus_blocks.begin(), surplus_blocks.end(), b) == surplus_blocks.end();
+    };
     for (uint32_t b : L.selected)
-      if (b < L.target_cand_end) next.push_back(b);
+      if (kept(b)) next.push_back(b);
     for (uint32_t b : L.extras)
-      if (b < L.target_cand_end) next.push_back(b);
+      if (kept(b)) next.push_back(b);
     for (const auto& [b, s] : L.incoming) next.push_back(b);
     std::sort(next.begin(), next.end());
     next.erase(std::unique(next.begin(), next.end()), next.end());
   }
   L.next_selection = std::move(next);
+  return LoadIncoming(L, layer);
+}
+
+Status KvstarPolicy::LoadIncoming(LayerState& L, int layer) {
   if (L.incoming.empty()) return ApplySwap(L, layer);
   std::vector<LoadItem> items;
   items.reserve(L.incoming.size());
@@ -627,17 +644,7 @@ Status KvstarPolicy::IssueLoad(LayerState& L, int layer, std::vector<uint32_t> s
   for (uint32_t b : dropped)
     selection.erase(std::remove(selection.begin(), selection.end(), b), selection.end());
   L.next_selection = std::move(selection);
-  if (L.incoming.empty()) {
-    return ApplySwap(L, layer);
-  }
-  std::vector<LoadItem> items;
-  items.reserve(L.incoming.size());
-  for (auto& [b, s] : L.incoming) {
-    items.push_back({BlockId(layer, b), res_.pool->slot(s), geom_.block_bytes()});
-  }
-  L.load = res_.store->Load(items);
-  L.load_pending = true;
-  return Status::Ok();
+  return LoadIncoming(L, layer);
 }
 
 Status KvstarPolicy::FinishLoad(LayerState& L, int layer) {

@@ -104,6 +104,9 @@ class KvstarPolicy final : public KvPolicy {
   Status IssueLoad(LayerState& L, int layer, std::vector<uint32_t> selection);
   // max_loads_per_step: the next blocks of the target (LayerState::target) into the device.
   Status IssueTargetPart(LayerState& L, int layer);
+  // Starts the load of L.incoming from the store (the swap to next_selection follows it), or
+  // swaps at once when nothing is incoming.
+  Status LoadIncoming(LayerState& L, int layer);
   Status FinishLoad(LayerState& L, int layer);
   Status ApplySwap(LayerState& L, int layer);
   Status FreeBlock(LayerState& L, size_t block);
@@ -126,8 +129,8 @@ class KvstarPolicy final : public KvPolicy {
   size_t steps_ = 0;  // decode steps completed
   KvStats stats_;
   KvstarObserver* observer_ = nullptr;
-  std::vector<int64_t> q_last_;          // scratch
-  std::vector<const void*> table_;       // scratch: attention block table
+  std::vector<int64_t> q_last_;     // scratch
+  std::vector<const void*> table_;  // scratch: attention block table
 };
 
 }  // namespace kvstar
