@@ -346,12 +346,19 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
         flags.gpu_score_spread);
   }
   KVSTAR_ASSIGN_OR_RETURN(EngineOptions o, FinishEngineOptions(cpu));
+  if (cuda && o.kvstar.max_loads_per_step != 0) return CudaMaxLoadsError();
   o.gpu_scoring = cuda && flags.retrieval_device == "gpu";
   o.exclusive_host = cuda && flags.host_tier == "exclusive";
   o.gpu_score_spread = cuda ? flags.gpu_score_spread : 1;
   if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;
+}
+
+Status CudaMaxLoadsError() {
+  return InvalidArgument(
+      "max_loads_per_step is the CPU engine's emulation of the CUDA engine's staging slots; "
+      "with --device cuda use --staging_slots");
 }
 
 std::string DumpJson(const nlohmann::json& j) {

@@ -40,6 +40,9 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& flags);
 // Validator of counts (tokens, steps, threads): 1 .. 2^40, with a message that says so.
 const CLI::Validator& AtLeastOne();
 
+// max_loads_per_step given with --device cuda (the CUDA engine has staging_slots instead).
+Status CudaMaxLoadsError();
+
 // Whether --retrieval-threads was on the command line.
 bool RetrievalThreadsGiven(const EngineFlags& flags);
 

@@ -146,6 +146,7 @@ int RunBench(const BenchFlags& f) {
     engine.gpu_score_spread = 1;
     auto eo = FinishEngineOptions(engine);
     if (!eo.ok()) return ReportError(eo.status());
+    if (eo->kvstar.max_loads_per_step != 0) return ReportError(CudaMaxLoadsError());
     c.kvstar = eo->kvstar;
     c.gpu_scoring = f.engine.retrieval_device == "gpu";
     c.exclusive_host = f.engine.host_tier == "exclusive";

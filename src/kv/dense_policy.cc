@@ -8,8 +8,8 @@
 
 namespace kvstar {
 
-DensePolicy::DensePolicy(DevicePool& pool, ThreadPool& threads, size_t num_layers,
-                         size_t q_heads, float attn_scale)
+DensePolicy::DensePolicy(DevicePool& pool, ThreadPool& threads, size_t num_layers, size_t q_heads,
+                         float attn_scale)
     : pool_(pool),
       threads_(threads),
       q_heads_(q_heads),
@@ -37,8 +37,8 @@ Status DensePolicy::Reserve(int layer, size_t end) {
 
 Status DensePolicy::Attend(int layer, const float* q, const float* k, const float* v, size_t n,
                            int64_t first_pos, float* out) {
-  KVSTAR_CHECK(layer >= 0 && static_cast<size_t>(layer) < slots_.size(), "layer %d of %zu",
-               layer, slots_.size());
+  KVSTAR_CHECK(layer >= 0 && static_cast<size_t>(layer) < slots_.size(), "layer %d of %zu", layer,
+               slots_.size());
   size_t& cached = layer_tokens_[static_cast<size_t>(layer)];
   KVSTAR_CHECK(static_cast<size_t>(first_pos) == cached,
                "layer %d holds %zu tokens, chunk starts at %lld", layer, cached,

@@ -30,7 +30,8 @@ std::vector<double> Reference(const std::vector<float>& q, const std::vector<flo
       double z = 0;
       for (double& x : s) z += (x = std::exp(x - m));
       for (size_t t = 0; t <= last; ++t)
-        for (size_t c = 0; c < hd; ++c) out[(i * qh + h) * hd + c] += s[t] / z * v[(t * kvh + g) * hd + c];
+        for (size_t c = 0; c < hd; ++c)
+          out[(i * qh + h) * hd + c] += s[t] / z * v[(t * kvh + g) * hd + c];
     }
   }
   return out;
@@ -55,8 +56,10 @@ TEST(DensePolicyTest, ChunkedAttentionMatchesReference) {
     all_v.insert(all_v.end(), v.begin(), v.end());
     const auto ref = Reference(q, all_k, all_v, n, pos, qh, kvh, hd, scale);
     for (size_t l = 0; l < layers; ++l) {
-      ASSERT_TRUE(policy.Attend(static_cast<int>(l), q.data(), k.data(), v.data(), n,
-                                static_cast<int64_t>(pos), out.data()).ok());
+      ASSERT_TRUE(policy
+                      .Attend(static_cast<int>(l), q.data(), k.data(), v.data(), n,
+                              static_cast<int64_t>(pos), out.data())
+                      .ok());
       for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-4) << i;
     }
     ASSERT_TRUE(policy.EndChunk(n, false).ok());
@@ -95,8 +98,9 @@ TEST(DensePolicyTest, OracleAttendsToTheWindowsAndTheExactTopBlocks) {
     std::vector<float> pq(prompt * qh * hd, 0.0f), pout(prompt * qh * hd), out(qh * hd);
     ASSERT_TRUE(policy.Attend(0, pq.data(), k.data(), v.data(), prompt, 0, pout.data()).ok());
     ASSERT_TRUE(policy.EndChunk(prompt, true).ok());
-    ASSERT_TRUE(policy.Attend(0, q.data(), k.data() + prompt * kvh * hd,
-                              v.data() + prompt * kvh * hd, 1, prompt, out.data())
+    ASSERT_TRUE(policy
+                    .Attend(0, q.data(), k.data() + prompt * kvh * hd, v.data() + prompt * kvh * hd,
+                            1, prompt, out.data())
                     .ok());
     // Candidates are blocks 1..7; ratio 0.1 keeps ceil(0.7) = 1 of them: the planted one.
     std::vector<size_t> kept;

@@ -7,8 +7,9 @@
 namespace kvstar {
 namespace {
 
-KvGeometry Geom() { return KvGeometry{.kv_heads = 2, .head_dim = 8, .block_tokens = 16,
-                                      .dtype = DType::kBF16}; }
+KvGeometry Geom() {
+  return KvGeometry{.kv_heads = 2, .head_dim = 8, .block_tokens = 16, .dtype = DType::kBF16};
+}
 
 TEST(DevicePoolTest, AllocatesDistinctSlotsUntilFull) {
   DevicePool pool(Geom(), 5);

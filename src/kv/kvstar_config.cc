@@ -47,6 +47,12 @@ Status KvstarConfig::Validate(size_t block_tokens) const {
   if (max_loads_per_step > 4096) {
     return InvalidArgument("max_loads_per_step must be <= 4096, got %zu", max_loads_per_step);
   }
+  if (deterministic && max_loads_per_step != 0) {
+    return InvalidArgument(
+        "max_loads_per_step %zu needs the asynchronous schedule: deterministic applies every "
+        "selection whole at UCM's step",
+        max_loads_per_step);
+  }
   return Status::Ok();
 }
 

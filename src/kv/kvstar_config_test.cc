@@ -61,6 +61,11 @@ TEST(KvstarConfigTest, ParsesUcmKeysAndRejectsBadOnes) {
   bad = {};
   bad.max_loads_per_step = 5000;
   EXPECT_FALSE(bad.Validate(128).ok());
+  bad = {};
+  bad.max_loads_per_step = 2;
+  EXPECT_TRUE(bad.Validate(128).ok());
+  bad.deterministic = true;  // the deterministic schedule applies whole selections
+  EXPECT_FALSE(bad.Validate(128).ok());
 }
 
 }  // namespace

@@ -86,6 +86,12 @@ expect_error "score spread on the CPU engine" "only GPU scoring is spread" "$K" 
   --model "$GOLD" --prompt hi --mode kvstar --gpu-score-spread 2
 expect_error "score spread with CPU scoring on CUDA" "add --retrieval-device gpu|CPU backend only" \
   "$K" generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --gpu-score-spread 2
+expect_error "max loads per step on CUDA" "use --staging_slots|CPU backend only" "$K" generate \
+  --model "$GOLD" --prompt hi --device cuda --mode kvstar --max_loads_per_step 2
+expect_error "bench: max loads per step on CUDA" "use --staging_slots|CPU backend only" "$K" bench \
+  --device cuda --modes kvstar --max_loads_per_step 2
+expect_error "max loads per step with the deterministic schedule" "needs the asynchronous" "$K" \
+  generate --model "$GOLD" --prompt hi --mode kvstar --max_loads_per_step 2 --deterministic
 expect_error "phase timing on the CPU" "phase-timing.*--device cuda" "$K" bench --phase-timing
 expect_error "unknown scoring kernel" "gpu-scoring-kernel.*not in" "$K" bench --gpu-scoring-kernel tf32
 expect_error "scoring kernel without GPU scoring" "only GPU scoring has a kernel" "$K" bench \

@@ -150,6 +150,12 @@ StatusOr<std::unique_ptr<CudaBatch>> CudaBatch::Create(CudaModel& model,
     return InvalidArgument("the exclusive host tier is a kvstar option (mode %s)",
                            KvModeName(options.mode));
   }
+  if (options.kvstar.max_loads_per_step != 0) {
+    return InvalidArgument(
+        "max_loads_per_step %zu is the CPU engine's emulation of this engine's staging_slots; "
+        "use staging_slots",
+        options.kvstar.max_loads_per_step);
+  }
   if (options.mode == KvMode::kKvpr && model.weight_dtype() == DType::kF32) {
     return InvalidArgument("kvpr keeps X in the weight dtype and needs bf16 or f16 weights");
   }

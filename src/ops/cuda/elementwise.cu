@@ -410,8 +410,11 @@ Status AddBias(CudaStream* stream, const TensorView& bias, size_t n, float* y) {
   });
 }
 
-Status RmsNorm(CudaStream* stream, const float* x, const TensorView& weight, size_t n, size_t dim,
-               float eps, float* out) {
+namespace {
+
+// RmsNorm and AddRmsNorm: add == nullptr leaves x unwritten.
+Status LaunchRmsNorm(CudaStream* stream, float* x, const float* add, const TensorView& weight,
+                     size_t n, size_t dim, float eps, float* out) {
   if (weight.elements() != dim) {
     return InvalidArgument("norm weight has %zu elements, dim is %zu", weight.elements(), dim);
   }
@@ -419,24 +422,22 @@ Status RmsNorm(CudaStream* stream, const float* x, const TensorView& weight, siz
   if (n > 0x7fffffff) return InvalidArgument("RmsNorm: %zu rows", n);
   return DispatchDType(weight.dtype, [&]<typename T>() {
     RmsNormKernel<T><<<static_cast<unsigned>(n), 256, 0, AsCuda(stream)>>>(
-        const_cast<float*>(x), nullptr, static_cast<const T*>(weight.data), dim, eps, out);
+        x, add, static_cast<const T*>(weight.data), dim, eps, out);
     return LaunchStatus("RmsNormKernel");
   });
 }
 
+}  // namespace
+
+Status RmsNorm(CudaStream* stream, const float* x, const TensorView& weight, size_t n, size_t dim,
+               float eps, float* out) {
+  return LaunchRmsNorm(stream, const_cast<float*>(x), nullptr, weight, n, dim, eps, out);
+}
+
 Status AddRmsNorm(CudaStream* stream, float* x, const float* add, const TensorView& weight,
                   size_t n, size_t dim, float eps, float* out) {
-  if (weight.elements() != dim) {
-    return InvalidArgument("norm weight has %zu elements, dim is %zu", weight.elements(), dim);
-  }
   if (add == nullptr) return InvalidArgument("AddRmsNorm: no residual to add");
-  if (n == 0 || dim == 0) return Status::Ok();
-  if (n > 0x7fffffff) return InvalidArgument("AddRmsNorm: %zu rows", n);
-  return DispatchDType(weight.dtype, [&]<typename T>() {
-    RmsNormKernel<T><<<static_cast<unsigned>(n), 256, 0, AsCuda(stream)>>>(
-        x, add, static_cast<const T*>(weight.data), dim, eps, out);
-    return LaunchStatus("RmsNormKernel");
-  });
+  return LaunchRmsNorm(stream, x, add, weight, n, dim, eps, out);
 }
 
 Status ApplyRope(CudaStream* stream, const float* inv_freq, size_t head_dim, const int64_t* pos,
