@@ -256,6 +256,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.score_tensor_cores = f.score_tensor_cores;
       o.phase_timing = f.phase_timing;
       o.gpu_score_spread = f.gpu_score_spread;
+      o.gpu_score_ctas = f.gpu_score_ctas;
       o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
@@ -536,6 +537,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
               {"retrieval_device", f.gpu_scoring ? "gpu" : "cpu"},
               {"gpu_scoring_kernel", f.score_tensor_cores ? "auto" : "f32"},
               {"gpu_score_spread", f.gpu_score_spread},
+              {"gpu_score_ctas", f.gpu_score_ctas},
               {"retrieval_threads",
                f.gpu_scoring
                    ? 0

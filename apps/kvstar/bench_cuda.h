@@ -41,6 +41,7 @@ struct CudaBenchFlags {
   bool score_tensor_cores = true;  // kvstar, GPU scoring: --gpu-scoring-kernel auto (f32: false)
   bool phase_timing = false;       // --phase-timing: device time per decode phase
   size_t gpu_score_spread = 1;     // kvstar, GPU scoring: --gpu-score-spread
+  size_t gpu_score_ctas = 0;       // kvstar, GPU scoring: --gpu-score-ctas
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

@@ -25,7 +25,7 @@ StatusOr<std::unique_ptr<cuda::DeviceContext>> OpenDevice() {
 StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
                                        const std::vector<float>& queries, size_t num_queries,
                                        size_t q_heads, size_t tasks, bool per_kv_head,
-                                       double min_seconds, bool tensor_cores) {
+                                       double min_seconds, bool tensor_cores, size_t max_ctas) {
   KVSTAR_ASSIGN_OR_RETURN(auto ctx, OpenDevice());
   cuda::CudaStream* s = ctx->compute_stream();
   const size_t nb = reps.num_blocks();
@@ -75,6 +75,7 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
   a.scale = 1.0f / std::sqrt(static_cast<float>(reps.head_dim()));
   a.per_kv_head = per_kv_head;
   a.tensor_cores = tensor_cores;
+  a.max_ctas = max_ctas;
   KVSTAR_ASSIGN_OR_RETURN(auto ws, cuda::DeviceBuffer::Allocate(cuda::BlockScoreWorkspaceBytes(a)));
   KVSTAR_ASSIGN_OR_RETURN(cuda::Event start, cuda::Event::Create());
   KVSTAR_ASSIGN_OR_RETURN(cuda::Event stop, cuda::Event::Create());

@@ -102,6 +102,14 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                   "that many steps later")
       ->check(CLI::Range(1, 64))
       ->group(group);
+  cmd->add_option("--gpu-score-ctas", f->gpu_score_ctas,
+                  "With --retrieval-device gpu: run the groups' scoring kernels on at most this "
+                  "many CTAs of 64 threads that loop over the work, so that scoring keeps a small, "
+                  "fixed share of the SMs beside decoding instead of filling every free slot "
+                  "between its launches (0, the default: the whole grid at once, the fastest "
+                  "alone). Same scores either way")
+      ->check(CLI::Range(0, 1 << 20))
+      ->group(group);
   cmd->add_option("--kvstar-config", f->kvstar_config,
                   "JSON file of KVstar settings with UCM's keys; the flags below override it")
       ->check(CLI::ExistingFile)
@@ -198,6 +206,7 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
         "--retrieval-device gpu)",
         f.gpu_score_spread);
   }
+  if (f.gpu_score_ctas != 0) return GpuScoreCtasError(f.gpu_score_ctas);
   if (!f.store_dram.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(o.store_dram_bytes, ParseBytes(f.store_dram, "--store-dram"));
   }
@@ -338,6 +347,7 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
     cpu.retrieval_device = "cpu";
     cpu.host_tier = "inclusive";
     cpu.gpu_score_spread = 1;
+    cpu.gpu_score_ctas = 0;
   }
   if (cuda && flags.gpu_score_spread != 1 && flags.retrieval_device != "gpu") {
     return InvalidArgument(
@@ -345,14 +355,25 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
         "gpu)",
         flags.gpu_score_spread);
   }
+  if (cuda && flags.gpu_score_ctas != 0 && flags.retrieval_device != "gpu") {
+    return GpuScoreCtasError(flags.gpu_score_ctas);
+  }
   KVSTAR_ASSIGN_OR_RETURN(EngineOptions o, FinishEngineOptions(cpu));
   if (cuda && o.kvstar.max_loads_per_step != 0) return CudaMaxLoadsError();
   o.gpu_scoring = cuda && flags.retrieval_device == "gpu";
   o.exclusive_host = cuda && flags.host_tier == "exclusive";
   o.gpu_score_spread = cuda ? flags.gpu_score_spread : 1;
+  o.gpu_score_ctas = cuda ? flags.gpu_score_ctas : 0;
   if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;
+}
+
+Status GpuScoreCtasError(size_t ctas) {
+  return InvalidArgument(
+      "--gpu-score-ctas %zu: only GPU scoring has kernels to limit (add --device cuda "
+      "--retrieval-device gpu)",
+      ctas);
 }
 
 Status CudaMaxLoadsError() {

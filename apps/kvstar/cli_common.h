@@ -31,6 +31,7 @@ struct EngineFlags {
   std::string retrieval_device = "cpu";           // cpu | gpu (--device cuda only)
   std::string host_tier = "inclusive";            // inclusive | exclusive (--device cuda only)
   size_t gpu_score_spread = 1;                    // --retrieval-device gpu only
+  size_t gpu_score_ctas = 0;                      // --retrieval-device gpu only
   KvstarConfig kvstar;                            // values of the individual flags
   std::vector<CLI::Option*> kvstar_flags;         // to know which were given
 };
@@ -42,6 +43,9 @@ const CLI::Validator& AtLeastOne();
 
 // max_loads_per_step given with --device cuda (the CUDA engine has staging_slots instead).
 Status CudaMaxLoadsError();
+
+// --gpu-score-ctas without GPU scoring: the one message every command gives.
+Status GpuScoreCtasError(size_t ctas);
 
 // Whether --retrieval-threads was on the command line.
 bool RetrievalThreadsGiven(const EngineFlags& flags);

@@ -108,6 +108,9 @@ int RunBench(const BenchFlags& f) {
         "--retrieval-device gpu)",
         f.engine.gpu_score_spread));
   }
+  if (f.engine.gpu_score_ctas != 0 && f.engine.retrieval_device != "gpu") {
+    return ReportError(GpuScoreCtasError(f.engine.gpu_score_ctas));
+  }
   if (f.phase_timing && f.device != "cuda") {
     return ReportError(
         InvalidArgument("--phase-timing times the CUDA engine's phases (add --device cuda)"));
@@ -144,6 +147,7 @@ int RunBench(const BenchFlags& f) {
     engine.retrieval_device = "cpu";  // checked by the CPU engine's options otherwise
     engine.host_tier = "inclusive";
     engine.gpu_score_spread = 1;
+    engine.gpu_score_ctas = 0;
     auto eo = FinishEngineOptions(engine);
     if (!eo.ok()) return ReportError(eo.status());
     if (eo->kvstar.max_loads_per_step != 0) return ReportError(CudaMaxLoadsError());
@@ -153,6 +157,7 @@ int RunBench(const BenchFlags& f) {
     c.score_tensor_cores = f.gpu_scoring_kernel == "auto";
     c.phase_timing = f.phase_timing;
     c.gpu_score_spread = f.engine.gpu_score_spread;
+    c.gpu_score_ctas = f.engine.gpu_score_ctas;
     // Not given: the CUDA engine's default (all hardware threads but three).
     c.retrieval_threads = RetrievalThreadsGiven(f.engine) ? eo->retrieval_threads : 0;
     return RunCudaBench(c);

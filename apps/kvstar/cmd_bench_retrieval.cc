@@ -50,6 +50,7 @@ struct RetrievalFlags {
   std::string device = "cpu";       // cpu | cuda (ScoreBlocks, CUDA builds)
   size_t gpu_tasks = 32;            // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
   std::string gpu_kernel = "auto";  // cuda: auto (tensor cores where they apply) | f32
+  size_t gpu_ctas = 0;              // cuda: BlockScoreArgs::max_ctas (0: the whole grid)
   size_t in_flight = 1;             // cpu: tasks submitted together, each over its own layer
   std::string plot;                 // cpu: PNG/SVG of speedup per thread against threads
 };
@@ -208,6 +209,12 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
     return fail(InvalidArgument("--gpu-kernel %s: the kernel of --device cuda; add it",
                                 f.gpu_kernel.c_str()));
   }
+  if (!gpu && f.gpu_ctas != 0) {
+    return fail(
+        InvalidArgument("--gpu-ctas %zu: the scoring kernels' CTA limit of --device cuda; "
+                        "add it",
+                        f.gpu_ctas));
+  }
   if (gpu && !f.plot.empty()) {
     return fail(
         InvalidArgument("--plot draws thread scaling of the CPU retriever; drop it with "
@@ -243,6 +250,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
     out["gpu_copy_gbps"] = copy_gbps;
     out["config"]["device"] = "cuda";
     out["config"]["tasks_per_call"] = f.gpu_tasks;
+    out["config"]["max_ctas"] = f.gpu_ctas;
     if (!f.json) {
       std::printf(
           "GPU limits measured now: f32 GEMM %.1f TFLOP/s, device copy %.0f GB/s\n%7s "
@@ -299,7 +307,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
 #ifdef KVSTAR_HAVE_CUDA
           const sparse::RetrievalTask& task = tasks.front();
           auto g = TimeGpuScoring(task.reps, task.queries, f.queries, qh, f.gpu_tasks,
-                                  f.per_kv_head, f.min_seconds, f.gpu_kernel == "auto");
+                                  f.per_kv_head, f.min_seconds, f.gpu_kernel == "auto", f.gpu_ctas);
           if (!g.ok()) return fail(g.status());
           const double call = Percentile(g->call_ms, 0.5);
           const double n = static_cast<double>(f.gpu_tasks);
@@ -311,6 +319,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                           {"device", g->device},
                           {"kernel", g->tensor_cores ? "tensor_cores" : "f32"},
                           {"tasks_per_call", f.gpu_tasks},
+                          {"max_ctas", f.gpu_ctas},
                           {"iterations", g->call_ms.size()},
                           {"median_ms_per_call", call},
                           {"p99_ms_per_call", Percentile(g->call_ms, 0.99)},
@@ -486,6 +495,12 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
                   "to 64 vectors per block and 64 queries per KV head) or f32 (the CUDA-core "
                   "kernel, to compare)")
       ->check(CLI::IsMember({"auto", "f32"}))
+      ->capture_default_str();
+  cmd->add_option("--gpu-ctas", flags->gpu_ctas,
+                  "--device cuda: run the scoring kernels on at most this many CTAs of 64 threads "
+                  "that loop over the work (--gpu-score-ctas of the engine commands; 0: the whole "
+                  "grid at once)")
+      ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--in-flight", flags->in_flight,
                   "CPU: tasks submitted together, each over its own copy of the representations "

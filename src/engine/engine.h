@@ -43,6 +43,9 @@ struct EngineOptions {
   // The CUDA engine only, kvstar with gpu_scoring: a group's scoring queued over this many steps
   // (cuda::BatchOptions::gpu_score_spread).
   size_t gpu_score_spread = 1;
+  // The CUDA engine only, kvstar with gpu_scoring: the scoring kernels' CTA limit
+  // (cuda::BatchOptions::gpu_score_ctas; 0: the whole grid).
+  size_t gpu_score_ctas = 0;
 };
 
 Status ValidateEngineOptions(const EngineOptions& o);

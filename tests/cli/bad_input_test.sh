@@ -86,6 +86,13 @@ expect_error "score spread on the CPU engine" "only GPU scoring is spread" "$K" 
   --model "$GOLD" --prompt hi --mode kvstar --gpu-score-spread 2
 expect_error "score spread with CPU scoring on CUDA" "add --retrieval-device gpu|CPU backend only" \
   "$K" generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --gpu-score-spread 2
+expect_error "score CTAs without GPU scoring" "only GPU scoring has kernels to limit" "$K" bench \
+  --gpu-score-ctas 32
+expect_error "score CTAs out of range" "gpu-score-ctas.*not in range" "$K" bench --gpu-score-ctas -1
+expect_error "score CTAs on the CPU engine" "only GPU scoring has kernels to limit" "$K" eval \
+  --model "$GOLD" --mode kvstar --gpu-score-ctas 8
+expect_error "score CTAs with CPU scoring on CUDA" "add --device cuda --retrieval-device gpu|CPU backend only" \
+  "$K" generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --gpu-score-ctas 8
 expect_error "max loads per step on CUDA" "use --staging_slots|CPU backend only" "$K" generate \
   --model "$GOLD" --prompt hi --device cuda --mode kvstar --max_loads_per_step 2
 expect_error "bench: max loads per step on CUDA" "use --staging_slots|CPU backend only" "$K" bench \
@@ -100,6 +107,8 @@ expect_error "bench: exclusive host tier without kvstar" "only --modes kvstar ha
   "$K" bench --device cuda --modes dense --host-tier exclusive
 expect_error "exclusive host tier with CUDA dense" "only --mode kvstar has a host tier|CPU backend only" \
   "$K" generate --model "$GOLD" --prompt hi --device cuda --host-tier exclusive
+expect_error "retrieval CTA limit on the CPU" "gpu-ctas.*device cuda" "$K" bench-retrieval \
+  --gpu-ctas 16
 expect_error "unknown retrieval kernel" "gpu-kernel.*not in" "$K" bench-retrieval --gpu-kernel mma
 expect_error "GPU kernel on the CPU retriever" "the kernel of --device cuda" "$K" bench-retrieval \
   --gpu-kernel f32

@@ -93,6 +93,12 @@ struct BatchOptions {
   // single step carries the whole of it; results are then up to that many steps later (at most
   // retrieval_stride).
   size_t gpu_score_spread = 1;
+  // gpu_scoring: the groups' scoring kernels run on at most this many CTAs of 64 threads, each
+  // looping over the work (BlockScoreArgs::max_ctas), so that they hold a small, fixed share of
+  // the SMs beside the decode kernels instead of filling every slot between two launches; 0: the
+  // whole grid at once. The same scores either way. The sync steps' scoring, which the step
+  // waits for, always takes the whole grid.
+  size_t gpu_score_ctas = 0;
   // The kernel of the matrix products (kAuto: the skinny tensor-core kernel at decode batch sizes;
   // kLibrary: MatVec / cuBLAS, for comparisons).
   MatMulKernel matmul = MatMulKernel::kAuto;

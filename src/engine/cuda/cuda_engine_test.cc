@@ -92,6 +92,7 @@ class CudaEngineTest : public ::testing::Test {
     o.gpu_scoring = gpu_scoring_;
     o.exclusive_host = exclusive_host_;
     o.gpu_score_spread = gpu_score_spread_;
+    o.gpu_score_ctas = gpu_score_ctas_;
     o.mode = mode;
     o.batch = batch;
     o.max_tokens = max_tokens;
@@ -112,6 +113,7 @@ class CudaEngineTest : public ::testing::Test {
   bool gpu_scoring_ = false;     // kvstar batches made by MakeBatch score on the GPU
   bool exclusive_host_ = false;  // ... and keep only the blocks off the device on the host
   size_t gpu_score_spread_ = 1;  // ... and queue a group's scoring over this many steps
+  size_t gpu_score_ctas_ = 0;    // ... on at most this many CTAs (0: the whole grid)
   std::unique_ptr<DeviceContext> ctx_;
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;
@@ -894,6 +896,66 @@ void CudaEngineTest::CompareGpuWithCpuScoring(KvstarConfig k) {
   std::printf("GPU vs CPU scoring, %s: selection overlap %.4f, identical selections %zu of %zu\n",
               Describe(k).c_str(), overlap, equal, compared);
   EXPECT_GE(overlap, 0.99);
+}
+
+// GPU scoring on a few looping CTAs (gpu_score_ctas) gives the scores of the whole grid bit for
+// bit: deterministic, the same selection of every (layer, sequence) at every step, the same
+// tokens and logits; also with the group's scoring spread over steps and the per-KV-head scores.
+TEST_F(CudaEngineTest, KvstarGpuScoreCtasGiveTheSameSelections) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const auto prompts = DemoPrompts(config_.vocab_size);
+  const size_t steps = 41, bt = 16, vocab = config_.vocab_size;
+  const size_t cap = prompts[0].size() + steps + 8;
+  gpu_scoring_ = true;
+  for (int variant = 0; variant < 3; ++variant) {
+    KvstarConfig k;
+    k.retrieval_stride = 4;
+    k.deterministic = variant < 2;
+    k.select_per_kv_head = variant == 1;
+    SCOPED_TRACE(Describe(k));
+    gpu_score_spread_ = variant == 2 ? 3 : 1;
+    gpu_score_ctas_ = 0;
+    auto full = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
+    gpu_score_ctas_ = 3;
+    auto few = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
+    gpu_score_ctas_ = 0;
+    ASSERT_NE(full, nullptr);
+    ASSERT_NE(few, nullptr);
+    std::vector<int32_t> cur(2), next_full(2), next_few(2);
+    std::vector<float> logits_full(2 * vocab), logits_few(2 * vocab);
+    for (size_t b = 0; b < 2; ++b) {
+      ASSERT_TRUE(full->Prefill(b, prompts[b], logits_full.data()).ok());
+      ASSERT_TRUE(few->Prefill(b, prompts[b], nullptr).ok());
+      cur[b] = static_cast<int32_t>(
+          std::max_element(logits_full.begin(), logits_full.begin() + vocab) - logits_full.begin());
+    }
+    size_t compared = 0;
+    for (size_t step = 0; step < steps; ++step) {
+      ASSERT_TRUE(full->Step(cur, next_full, logits_full.data()).ok());
+      ASSERT_TRUE(few->Step(cur, next_few, logits_few.data()).ok());
+      if (k.deterministic) {
+        ASSERT_EQ(next_few, next_full) << "step " << step;
+        ASSERT_EQ(RowError(logits_few.data(), logits_full.data(), 2 * vocab), 0.0)
+            << "step " << step;
+        for (size_t l = 0; l < config_.num_layers; ++l) {
+          for (size_t b = 0; b < 2; ++b) {
+            ASSERT_EQ(few->kvstar_selection(l, b), full->kvstar_selection(l, b))
+                << "step " << step << " layer " << l << " sequence " << b;
+            ++compared;
+          }
+        }
+      }
+      cur = next_full;
+    }
+    EXPECT_GT(few->stats().gpu_score_groups, 0u);
+    EXPECT_GT(few->stats().retrievals, 0u);
+    if (k.deterministic) {
+      EXPECT_EQ(few->stats().retrievals, full->stats().retrievals);
+      EXPECT_EQ(compared, steps * config_.num_layers * 2);
+    }
+  }
+  gpu_scoring_ = false;
+  gpu_score_spread_ = 1;
 }
 
 // f32 KV: the tiled attention kernel; bf16 KV: the tensor-core prefill kernel (chunks of 64).

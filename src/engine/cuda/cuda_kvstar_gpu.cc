@@ -236,6 +236,7 @@ Status CudaBatch::KvstarIssueScoring(KvstarGpuGroup& g, bool all) {
     const size_t n = std::min(m.score_layers, L - l0);
     BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, n * B);
     a.tasks = dev + l0 * B;
+    a.max_ctas = opt_.gpu_score_ctas;
     KVSTAR_RETURN_IF_ERROR(ScoreBlocks(bg, a, m.score_ws.data()));
     g.layers_issued += n;
   }

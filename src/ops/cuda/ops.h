@@ -221,6 +221,10 @@ struct BlockScoreArgs {
   // to 64, x * group <= 64, 16-byte aligned representations); false: always the f32 kernel (for
   // comparisons).
   bool tensor_cores = true;
+  // 0: one CTA per work item, the whole grid at once (the fastest alone). N > 0: at most N CTAs of
+  // 64 threads, each looping over work items, so that the scoring holds a small, fixed share of
+  // the SMs while decode kernels run beside it (the same scores, bit for bit).
+  size_t max_ctas = 0;
 };
 
 // The shape checks of ScoreBlocks without launching (InvalidArgument naming the first problem),

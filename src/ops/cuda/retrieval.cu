@@ -4,7 +4,7 @@
 //
 // Three kernels per call; the softmax of a (query head, query) spans every candidate of the task,
 // so its maximum and denominator are known only once all blocks were seen:
-//  1. Partial: one CTA per (task, KV head, chunk of candidate blocks). The CTA keeps the pruned,
+//  1. Partial: one item per (task, KV head, chunk of candidate blocks). The CTA keeps the pruned,
 //     scaled queries of its KV head (x queries times the group's query heads) in shared memory;
 //     each warp takes whole blocks and reduces, per query, the block's logits to their maximum m
 //     and sum of exponentials e = sum exp(logit - m) (the lanes split the block's vectors).
@@ -13,10 +13,18 @@
 //  3. Combine: one thread per (task, block): score = sum over (query head, query) of
 //     e exp(m - M) / S; with per_kv_head one such sum per KV head.
 // Workspace per task: m and e [P][max_candidates] and M, 1/S [P], P = x * q_heads.
+//
+// Each kernel walks its work items (the CTAs above) with a grid-stride loop over one linear
+// index. By default the grid has one CTA per item; with BlockScoreArgs::max_ctas it has at most
+// that many small CTAs (kSlimThreads threads), each looping over items, so that the scoring keeps
+// a fixed share of the SMs for its whole duration instead of taking every slot that a decode
+// kernel leaves between two launches. The items and their arithmetic are the same either way, so
+// the scores are bit-identical.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -35,6 +43,7 @@ using internal::Mma16816F16;
 using internal::ToF32;
 
 constexpr unsigned kPartialThreads = 256;  // 8 warps
+constexpr unsigned kSlimThreads = 64;      // every kernel's CTA size with max_ctas
 constexpr size_t kBlocksPerCta = 16;       // candidate blocks per partial CTA
 constexpr unsigned kNormThreads = 256;
 constexpr unsigned kCombineThreads = 256;
@@ -51,7 +60,17 @@ struct Shape {
   size_t vectors_per_block;
   float scale;
   bool per_kv_head;
+  size_t num_tasks;
 };
+
+// Work items of the partial kernel: (KV head, chunk of kBlocksPerCta candidates, task), KV heads
+// fastest.
+__host__ __device__ inline size_t ChunksOf(const Shape& s) {
+  return (s.max_candidates + kBlocksPerCta - 1) / kBlocksPerCta;
+}
+__host__ __device__ inline size_t PartialItems(const Shape& s) {
+  return s.kv_heads * ChunksOf(s) * s.num_tasks;
+}
 
 // Pairs per task: (query head, query).
 __host__ __device__ inline size_t PairsOf(const Shape& s) { return s.num_queries * s.q_heads; }
@@ -114,28 +133,42 @@ __device__ __forceinline__ void LoadChannels8(const T* k, size_t c0, size_t dp, 
   }
 }
 
-// One CTA per (chunk of kBlocksPerCta candidate blocks, KV head, task); each warp takes whole
-// blocks. A lane owns representation vectors of the block (lane, lane + 32, ...) and computes
+// One work item per (chunk of kBlocksPerCta candidate blocks, KV head, task); each warp takes
+// whole blocks. A lane owns representation vectors of the block (lane, lane + 32, ...) and computes
 // the logits of two of them at a time against kQueryTile queries, from the queries kept
 // transposed in shared memory ([channel][query], zero-padded to multiples of 8 channels and
 // kQueryTile queries: one 16-byte broadcast load feeds eight multiply-adds). Then per query the
 // (max, sum of exp) of the block's vectors, reduced across the warp.
 constexpr int kQueryTile = 16;  // ScatterLevel's levels below assume 16
 
-// A partial CTA's share: blocks [b0, b0 + nb) of the task's candidates (nb == 0: none) for KV head
-// kvh, whose qn = x * group queries are qi = x * group + g (g < group = q_heads / kv_heads).
+// Work item `item` of the partial kernel: blocks [b0, b0 + nb) of task `task`'s candidates (nb
+// == 0: none) for KV head kvh, whose qn = x * group queries are qi = x * group + g (g < group =
+// q_heads / kv_heads).
 struct PartialCta {
-  __device__ PartialCta(const BlockScoreTask* tasks, const Shape& sh) : t(tasks[blockIdx.z]) {
+  __device__ PartialCta(const BlockScoreTask* tasks, const Shape& sh, unsigned kv_head,
+                        unsigned chunk, unsigned task_index)
+      : kvh(kv_head), task(task_index), t(tasks[task_index]) {
     const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
-    // KV heads vary fastest in the grid: the CTAs running together read neighbouring channels of
-    // the same representation rows ([block][vector][kv head][channel]).
-    b0 = blockIdx.y * kBlocksPerCta;
+    b0 = size_t{chunk} * kBlocksPerCta;
     nb = b0 < n ? min(kBlocksPerCta, n - b0) : 0;
-    kvh = blockIdx.x;
     qn = sh.num_queries * (sh.q_heads / sh.kv_heads);
   }
+  // One item per CTA: the grid is (KV heads, chunks, tasks). KV heads vary fastest: the CTAs
+  // running together read neighbouring channels of the same representation rows
+  // ([block][vector][kv head][channel]).
+  __device__ static PartialCta OfBlock(const BlockScoreTask* tasks, const Shape& sh) {
+    return PartialCta(tasks, sh, blockIdx.x, blockIdx.y, blockIdx.z);
+  }
+  // Item `item` of the linear order with the same nesting (fewer than 2^31 items).
+  __device__ static PartialCta OfItem(const BlockScoreTask* tasks, const Shape& sh, unsigned item) {
+    const auto kv_heads = static_cast<unsigned>(sh.kv_heads);
+    const auto chunks = static_cast<unsigned>(ChunksOf(sh));
+    return PartialCta(tasks, sh, item % kv_heads, item / kv_heads % chunks,
+                      item / kv_heads / chunks);
+  }
+  size_t kvh, task;
   BlockScoreTask t;
-  size_t b0, nb, kvh, qn;
+  size_t b0, nb, qn;
 };
 
 // Query qi = x * group + g of KV head kvh (query head kvh * group + g of query x), kept channel
@@ -156,15 +189,13 @@ __device__ __forceinline__ size_t PairOf(const Shape& sh, size_t kvh, size_t qi)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kPartialThreads)
-    PartialKernel(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
-  const PartialCta cta(tasks, sh);
+__device__ __forceinline__ void PartialItem(const Shape& sh, float* __restrict__ ws,
+                                            const PartialCta& cta, float* qt) {
   if (cta.nb == 0) return;  // the whole CTA: before any barrier
   const BlockScoreTask& t = cta.t;
   const size_t b0 = cta.b0, nb = cta.nb, kvh = cta.kvh, qn = cta.qn;
   const size_t dp = sh.d_pruned;
   const size_t qpad = RoundUp(qn, kQueryTile), dpad = RoundUp(dp, 8);
-  extern __shared__ float qt[];  // [dpad][qpad], scaled
   for (size_t i = threadIdx.x; i < qpad * dpad; i += blockDim.x) {
     const size_t c = i / qpad, qi = i % qpad;
     qt[i] = c < dp && qi < qn ? ScaledQuery(t, sh, kvh, qi, c) : 0.0f;
@@ -174,7 +205,7 @@ __global__ void __launch_bounds__(kPartialThreads)
   const bool aligned = dp % 8 == 0 && (reinterpret_cast<uintptr_t>(t.reps) % 16) == 0;
   const size_t vpb = sh.vectors_per_block;
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  float* ws_m = ws + blockIdx.z * TaskFloats(sh);
+  float* ws_m = ws + cta.task * TaskFloats(sh);
   float* ws_e = ws_m + PairsOf(sh) * sh.max_candidates;
   for (size_t bl = warp; bl < nb; bl += warps) {
     const T* block_reps = reps + (t.cand_begin + b0 + bl) * vpb * sh.kv_heads * dp + kvh * dp;
@@ -252,6 +283,21 @@ __global__ void __launch_bounds__(kPartialThreads)
   }
 }
 
+// kSlim: as PartialKernelMma's.
+template <typename T, bool kSlim>
+__global__ void __launch_bounds__(kSlim ? kSlimThreads : kPartialThreads)
+    PartialKernel(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
+  extern __shared__ float qt[];  // [dpad][qpad], scaled
+  if constexpr (kSlim) {
+    for (unsigned item = blockIdx.x; item < PartialItems(sh); item += gridDim.x) {
+      __syncthreads();  // the previous item's readers of qt are done
+      PartialItem<T>(sh, ws, PartialCta::OfItem(tasks, sh, item), qt);
+    }
+  } else {
+    PartialItem<T>(sh, ws, PartialCta::OfBlock(tasks, sh), qt);
+  }
+}
+
 // The partial kernel on the tensor cores, for d_pruned == 32, vectors_per_block = 16 MT' (MT' <=
 // 4) and qn = x * group <= 8 NT queries per KV head. Same grid, workspace and results as
 // PartialKernel (up to summation order). Logits of a block are a [vectors] x [queries] product
@@ -262,9 +308,9 @@ __global__ void __launch_bounds__(kPartialThreads)
 // 8t + 7; the query fragments use the same order. The f32 queries enter as two (f16) or three
 // (bf16) terms of the representation's type (f32-level products); with f16, each query column is
 // first scaled by a power of two that keeps its terms normal f16 numbers (undone on the logits,
-// exactly). The warp keeps the B fragments of its KV head's queries in registers for all of its blocks. Per
-// (block, query): the maximum over the block's vectors (shuffles), then the sum of exp(logit -
-// max), one exponential per logit (base 2: log2(e) is folded into the logits' scale).
+// exactly). The warp keeps the B fragments of its KV head's queries in registers for all of its
+// blocks. Per (block, query): the maximum over the block's vectors (shuffles), then the sum of
+// exp(logit - max), one exponential per logit (base 2: log2(e) is folded into the logits' scale).
 constexpr int kMmaMaxTiles = 4;  // m-tiles of 16 vectors per block
 
 template <typename T>
@@ -292,14 +338,13 @@ __device__ __forceinline__ float Exp2Approx(float x) {
 }
 
 template <typename T, int NT>
-__global__ void __launch_bounds__(kPartialThreads)
-    PartialKernelMma(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
+__device__ __forceinline__ void MmaItem(const Shape& sh, float* __restrict__ ws,
+                                        const PartialCta& cta) {
   constexpr int kDp = 32, kCols = 8 * NT;
   // Terms of each f32 query: f16 keeps 11 significant bits, so hi + mid carry 22 of f32's 24
   // (the products' error stays below 2^-22 of sum |q k|, under the f32 summation's own); bf16
   // keeps 8, so it needs three.
   constexpr int kTerms = std::is_same_v<T, __half> ? 2 : 3;
-  const PartialCta cta(tasks, sh);
   if (cta.nb == 0) return;  // the whole CTA: before any barrier
   const BlockScoreTask& t = cta.t;
   const size_t b0 = cta.b0, nb = cta.nb, kvh = cta.kvh, qn = cta.qn;
@@ -359,7 +404,7 @@ __global__ void __launch_bounds__(kPartialThreads)
   const size_t vpb = sh.vectors_per_block;
   const int mtiles = static_cast<int>(vpb / 16);
   const size_t vstride = sh.kv_heads * kDp;  // elements from one vector to the next
-  float* ws_m = ws + blockIdx.z * TaskFloats(sh);
+  float* ws_m = ws + cta.task * TaskFloats(sh);
   float* ws_e = ws_m + PairsOf(sh) * sh.max_candidates;
   for (size_t bl = warp; bl < nb; bl += warps) {
     const T* block_reps = reps + (t.cand_begin + b0 + bl) * vpb * vstride + kvh * kDp + 8 * tq;
@@ -437,51 +482,74 @@ __global__ void __launch_bounds__(kPartialThreads)
   }
 }
 
-__global__ void __launch_bounds__(kNormThreads)
-    NormaliseKernel(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
-  const BlockScoreTask t = tasks[blockIdx.y];
-  const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
-  const size_t P = PairsOf(sh);
-  const unsigned lane = threadIdx.x % 32;
-  const size_t p = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  if (n == 0 || p >= P) return;
-  const float* ws_m = ws + blockIdx.y * TaskFloats(sh) + p * sh.max_candidates;
-  const float* ws_e = ws_m + P * sh.max_candidates;
-  float* norm = ws + blockIdx.y * TaskFloats(sh) + 2 * P * sh.max_candidates;
-  float m = -INFINITY, e = 0.0f;
-  for (size_t b = lane; b < n; b += 32) MergeTerms(m, e, ws_m[b], ws_e[b]);
-  for (int o = 16; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-    const float e2 = __shfl_xor_sync(0xffffffffu, e, o);
-    MergeTerms(m, e, m2, e2);
-  }
-  if (lane == 0) {
-    norm[p] = m;
-    norm[P + p] = 1.0f / e;  // e >= 1 for finite logits (the maximum's own term)
+// kSlim: a grid of at most max_ctas CTAs that loop over the items; else the grid (KV heads,
+// chunks, tasks), one item per CTA, as few registers as before the loop existed.
+template <typename T, int NT, bool kSlim>
+__global__ void __launch_bounds__(kSlim ? kSlimThreads : kPartialThreads)
+    PartialKernelMma(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
+  if constexpr (kSlim) {
+    for (unsigned item = blockIdx.x; item < PartialItems(sh); item += gridDim.x) {
+      __syncthreads();  // the previous item's readers of the shared queries are done
+      MmaItem<T, NT>(sh, ws, PartialCta::OfItem(tasks, sh, item));
+    }
+  } else {
+    MmaItem<T, NT>(sh, ws, PartialCta::OfBlock(tasks, sh));
   }
 }
 
+// One warp per (query head, query) pair of a task; pairs fastest.
+__global__ void __launch_bounds__(kNormThreads)
+    NormaliseKernel(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
+  const size_t P = PairsOf(sh);
+  const unsigned lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (size_t item = size_t{blockIdx.x} * warps + threadIdx.x / 32; item < P * sh.num_tasks;
+       item += size_t{gridDim.x} * warps) {
+    const size_t p = item % P, task = item / P;
+    const BlockScoreTask& t = tasks[task];
+    const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
+    if (n == 0) continue;  // the whole warp
+    const float* ws_m = ws + task * TaskFloats(sh) + p * sh.max_candidates;
+    const float* ws_e = ws_m + P * sh.max_candidates;
+    float* norm = ws + task * TaskFloats(sh) + 2 * P * sh.max_candidates;
+    float m = -INFINITY, e = 0.0f;
+    for (size_t b = lane; b < n; b += 32) MergeTerms(m, e, ws_m[b], ws_e[b]);
+    for (int o = 16; o > 0; o >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+      const float e2 = __shfl_xor_sync(0xffffffffu, e, o);
+      MergeTerms(m, e, m2, e2);
+    }
+    if (lane == 0) {
+      norm[p] = m;
+      norm[P + p] = 1.0f / e;  // e >= 1 for finite logits (the maximum's own term)
+    }
+  }
+}
+
+// One thread per (candidate, task); candidates fastest.
 __global__ void __launch_bounds__(kCombineThreads)
     CombineKernel(const BlockScoreTask* __restrict__ tasks, Shape sh,
                   const float* __restrict__ ws) {
-  const BlockScoreTask t = tasks[blockIdx.y];
-  const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
-  const size_t b = blockIdx.x * size_t{blockDim.x} + threadIdx.x;
-  if (b >= n) return;
   const size_t P = PairsOf(sh);
-  const float* ws_m = ws + blockIdx.y * TaskFloats(sh);
-  const float* ws_e = ws_m + P * sh.max_candidates;
-  const float* norm = ws_e + P * sh.max_candidates;
   // Pairs of KV head h are [h * P / kv_heads, (h + 1) * P / kv_heads).
   const size_t outputs = sh.per_kv_head ? sh.kv_heads : 1;
   const size_t per_output = P / outputs;
-  for (size_t o = 0; o < outputs; ++o) {
-    float score = 0.0f;
-    for (size_t p = o * per_output; p < (o + 1) * per_output; ++p) {
-      const float m = ws_m[p * sh.max_candidates + b];
-      score = fmaf(ws_e[p * sh.max_candidates + b] * expf(m - norm[p]), norm[P + p], score);
+  for (size_t item = size_t{blockIdx.x} * blockDim.x + threadIdx.x;
+       item < sh.max_candidates * sh.num_tasks; item += size_t{gridDim.x} * blockDim.x) {
+    const size_t b = item % sh.max_candidates, task = item / sh.max_candidates;
+    const BlockScoreTask& t = tasks[task];
+    const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
+    if (b >= n) continue;
+    const float* ws_m = ws + task * TaskFloats(sh);
+    const float* ws_e = ws_m + P * sh.max_candidates;
+    const float* norm = ws_e + P * sh.max_candidates;
+    for (size_t o = 0; o < outputs; ++o) {
+      float score = 0.0f;
+      for (size_t p = o * per_output; p < (o + 1) * per_output; ++p) {
+        const float m = ws_m[p * sh.max_candidates + b];
+        score = fmaf(ws_e[p * sh.max_candidates + b] * expf(m - norm[p]), norm[P + p], score);
+      }
+      t.scores[b * outputs + o] = score;
     }
-    t.scores[b * outputs + o] = score;
   }
 }
 
@@ -532,8 +600,9 @@ Status ValidateBlockScoreShape(const BlockScoreArgs& a) {
 namespace {
 
 Shape ShapeOf(const BlockScoreArgs& a) {
-  return Shape{a.max_candidates, a.num_queries, a.query_stride,      a.q_heads, a.kv_heads,
-               a.head_dim,       a.d_pruned,    a.vectors_per_block, a.scale,   a.per_kv_head};
+  return Shape{a.max_candidates, a.num_queries, a.query_stride, a.q_heads,
+               a.kv_heads,       a.head_dim,    a.d_pruned,     a.vectors_per_block,
+               a.scale,          a.per_kv_head, a.num_tasks};
 }
 
 }  // namespace
@@ -559,41 +628,52 @@ Status ScoreBlocks(CudaStream* stream, const BlockScoreArgs& args, void* workspa
   float* ws = static_cast<float*>(workspace);
   const cudaStream_t s = AsCuda(stream);
   const size_t smem = QueryFloats(args) * sizeof(float);
-  const dim3 partial_grid(
-      static_cast<unsigned>(args.kv_heads),
-      static_cast<unsigned>((args.max_candidates + kBlocksPerCta - 1) / kBlocksPerCta),
-      static_cast<unsigned>(args.num_tasks));
+  // One CTA per work item, or at most max_ctas slim CTAs looping over the items.
+  const bool slim = args.max_ctas > 0;
+  const auto grid_for = [&](size_t items, size_t per_cta) {
+    const size_t full = (items + per_cta - 1) / per_cta;
+    return static_cast<unsigned>(slim ? std::min(full, args.max_ctas) : full);
+  };
+  const dim3 partial_grid =
+      slim ? dim3(grid_for(PartialItems(sh), 1))
+           : dim3(static_cast<unsigned>(args.kv_heads), static_cast<unsigned>(ChunksOf(sh)),
+                  static_cast<unsigned>(args.num_tasks));
   const size_t qn = args.num_queries * (args.q_heads / args.kv_heads);
   if (BlockScoreUsesTensorCores(args)) {
     const bool f16 = args.dtype == DType::kF16;
-    if (qn <= 32) {
-      if (f16) {
-        PartialKernelMma<__half, 4><<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+    const auto launch = [&]<typename T, int NT>() {
+      if (slim) {
+        PartialKernelMma<T, NT, true><<<partial_grid, kSlimThreads, 0, s>>>(args.tasks, sh, ws);
       } else {
-        PartialKernelMma<__nv_bfloat16, 4>
-            <<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+        PartialKernelMma<T, NT, false><<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
       }
-    } else if (f16) {
-      PartialKernelMma<__half, 8><<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+    };
+    if (qn <= 32) {
+      f16 ? launch.template operator()<__half, 4>()
+          : launch.template operator()<__nv_bfloat16, 4>();
     } else {
-      PartialKernelMma<__nv_bfloat16, 8>
-          <<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+      f16 ? launch.template operator()<__half, 8>()
+          : launch.template operator()<__nv_bfloat16, 8>();
     }
-  } else if (args.dtype == DType::kF16) {
-    PartialKernel<__half><<<partial_grid, kPartialThreads, smem, s>>>(args.tasks, sh, ws);
   } else {
-    PartialKernel<__nv_bfloat16><<<partial_grid, kPartialThreads, smem, s>>>(args.tasks, sh, ws);
+    const auto launch = [&]<typename T>() {
+      if (slim) {
+        PartialKernel<T, true><<<partial_grid, kSlimThreads, smem, s>>>(args.tasks, sh, ws);
+      } else {
+        PartialKernel<T, false><<<partial_grid, kPartialThreads, smem, s>>>(args.tasks, sh, ws);
+      }
+    };
+    args.dtype == DType::kF16 ? launch.template operator()<__half>()
+                              : launch.template operator()<__nv_bfloat16>();
   }
   KVSTAR_RETURN_IF_ERROR(LaunchStatus("ScoreBlocks PartialKernel"));
-  const size_t warps = kNormThreads / 32;
-  const dim3 norm_grid(static_cast<unsigned>((PairsOf(sh) + warps - 1) / warps),
-                       static_cast<unsigned>(args.num_tasks));
-  NormaliseKernel<<<norm_grid, kNormThreads, 0, s>>>(args.tasks, sh, ws);
+  const unsigned norm_threads = slim ? kSlimThreads : kNormThreads;
+  NormaliseKernel<<<grid_for(PairsOf(sh) * args.num_tasks, norm_threads / 32), norm_threads, 0,
+                    s>>>(args.tasks, sh, ws);
   KVSTAR_RETURN_IF_ERROR(LaunchStatus("ScoreBlocks NormaliseKernel"));
-  const dim3 combine_grid(
-      static_cast<unsigned>((args.max_candidates + kCombineThreads - 1) / kCombineThreads),
-      static_cast<unsigned>(args.num_tasks));
-  CombineKernel<<<combine_grid, kCombineThreads, 0, s>>>(args.tasks, sh, ws);
+  const unsigned combine_threads = slim ? kSlimThreads : kCombineThreads;
+  CombineKernel<<<grid_for(args.max_candidates * args.num_tasks, combine_threads), combine_threads,
+                  0, s>>>(args.tasks, sh, ws);
   return LaunchStatus("ScoreBlocks CombineKernel");
 }
 

@@ -297,6 +297,56 @@ TEST_F(ScoreBlocksTest, PerKvHeadScoresMatchTheCpuScorer) {
   }
 }
 
+// max_ctas: a few CTAs looping over the work items give the whole grid's scores bit for bit, on
+// both kernels, with several tasks (one without candidates), per KV head, and with fewer items
+// than CTAs.
+TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
+  struct Case {
+    size_t kv_heads, group, head_dim, merge, block_tokens, blocks, x;
+    DType dtype;
+    bool per_kv_head;
+  };
+  const Case cases[] = {
+      {8, 4, 128, 2, 128, 300, 8, DType::kF16, false},  // tensor cores, 32 queries
+      {4, 5, 128, 2, 32, 211, 8, DType::kBF16, true},   // tensor cores, 40 queries, per KV head
+      {2, 3, 64, 2, 32, 120, 4, DType::kF16, false},    // the f32 kernel (d_pruned 16)
+      {3, 2, 80, 1, 32, 50, 5, DType::kBF16, true},     // the f32 kernel, d_pruned 20
+  };
+  for (const Case& c : cases) {
+    RandomLayerSpec spec;
+    spec.kv_heads = c.kv_heads;
+    spec.head_dim = c.head_dim;
+    spec.block_tokens = c.block_tokens;
+    spec.merge = c.merge;
+    spec.blocks = c.blocks;
+    spec.prune_ratio = 0.25;
+    spec.rep_dtype = c.dtype;
+    DeviceLayer a = Make(spec, c.x, c.group, 1, static_cast<uint32_t>(c.blocks - 1));
+    DeviceLayer b = Make(spec, c.x, c.group, 0, static_cast<uint32_t>(c.blocks / 2));
+    DeviceLayer empty = Make(spec, c.x, c.group, 0, 0);
+    BlockScoreArgs args = ArgsFor(a, c.blocks);
+    args.query_stride = args.q_heads * args.head_dim;
+    args.per_kv_head = c.per_kv_head;
+    const std::string name = "kv_heads " + std::to_string(c.kv_heads) + " group " +
+                             std::to_string(c.group) + " d_pruned " +
+                             std::to_string(args.d_pruned) +
+                             (BlockScoreUsesTensorCores(args) ? " tensor cores" : " f32");
+    const auto whole = Run({&a, &empty, &b}, args);
+    for (size_t ctas : {size_t{1}, size_t{5}, size_t{132}, size_t{100000}}) {
+      args.max_ctas = ctas;
+      const auto few = Run({&a, &empty, &b}, args);
+      EXPECT_EQ(few[0], whole[0]) << name << ", " << ctas << " CTAs";
+      EXPECT_EQ(few[2], whole[2]) << name << ", " << ctas << " CTAs";
+    }
+    args.max_ctas = 0;
+    auto cpu = sparse::RunRetrieval(a.task);
+    ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+    if (!c.per_kv_head) {
+      EXPECT_LT(testing::RelErr(whole[0], cpu->candidate_scores), 1e-4) << name;
+    }
+  }
+}
+
 TEST_F(ScoreBlocksTest, NonFiniteQueriesGiveNonFiniteScores) {
   RandomLayerSpec spec;
   spec.blocks = 20;
