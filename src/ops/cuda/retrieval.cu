@@ -298,20 +298,23 @@ __global__ void __launch_bounds__(kSlim ? kSlimThreads : kPartialThreads)
   }
 }
 
-// The partial kernel on the tensor cores, for d_pruned == 32, vectors_per_block = 16 MT' (MT' <=
-// 4) and qn = x * group <= 8 NT queries per KV head. Same grid, workspace and results as
-// PartialKernel (up to summation order). Logits of a block are a [vectors] x [queries] product
-// with k = 32 channels: mma.sync m16n8k16 with the representations as A (rows: vectors) and the
-// queries as B. A lane loads 16 B (8 channels) of each of its two rows straight into its A
-// fragments of both k-steps: channels 8t .. 8t + 7 of lane t (t = lane % 4) fill its k-slots
-// (2t, 2t + 1, 2t + 8, 2t + 9) of k-step 0 with 8t .. 8t + 3 and of k-step 1 with 8t + 4 ..
-// 8t + 7; the query fragments use the same order. The f32 queries enter as two (f16) or three
-// (bf16) terms of the representation's type (f32-level products); with f16, each query column is
-// first scaled by a power of two that keeps its terms normal f16 numbers (undone on the logits,
-// exactly). The warp keeps the B fragments of its KV head's queries in registers for all of its
-// blocks. Per (block, query): the maximum over the block's vectors (shuffles), then the sum of
-// exp(logit - max), one exponential per logit (base 2: log2(e) is folded into the logits' scale).
-constexpr int kMmaMaxTiles = 4;  // m-tiles of 16 vectors per block
+// The partial kernel on the tensor cores, for d_pruned == 32, vectors_per_block = 8 NV (NV <=
+// kMmaMaxVecTiles) and qn = x * group <= 16 MQ queries per KV head. Same grid, workspace and
+// results as PartialKernel (up to rounding and summation order). Logits of a block are a
+// [queries] x [vectors] product with k = 32 channels: mma.sync m16n8k16 with the queries as A
+// (rows; m-tiles of 16 queries, kept in registers for all of the warp's blocks) and the
+// representations as B (columns; n-tiles of 8 vectors). A lane loads 16 B (8 channels) of its
+// vector of each n-tile straight into its B fragments of both k-steps: channels 8t .. 8t + 7 of
+// lane t (t = lane % 4) fill its k-slots (2t, 2t + 1, 2t + 8, 2t + 9) of k-step 0 with 8t ..
+// 8t + 3 and of k-step 1 with 8t + 4 .. 8t + 7; the query fragments use the same order. The f32
+// queries enter as two (f16) or three (bf16) terms of the representation's type (f32-level
+// products); with f16, each query row is first scaled by a power of two that keeps its terms
+// normal f16 numbers (undone on the logits, exactly). A lane holds two columns of every n-tile
+// for rows g and g + 8, so a query's (max, sum of exp) over the block is a reduction in
+// registers plus two shuffles across the 4 lanes of the row; one exponential per logit (base 2:
+// log2(e) is folded into the logits' scale, and the maximum is taken before scaling, which is
+// positive, so each exponent is one fused multiply-add).
+constexpr int kMmaMaxVecTiles = 8;  // n-tiles of 8 vectors per block
 
 template <typename T>
 __device__ __forceinline__ void SplitTerms(float x0, float x1, uint32_t& hi, uint32_t& mid,
@@ -337,10 +340,10 @@ __device__ __forceinline__ float Exp2Approx(float x) {
   return y;
 }
 
-template <typename T, int NT>
+template <typename T, int MQ>
 __device__ __forceinline__ void MmaItem(const Shape& sh, float* __restrict__ ws,
                                         const PartialCta& cta) {
-  constexpr int kDp = 32, kCols = 8 * NT;
+  constexpr int kDp = 32, kRows = 16 * MQ;
   // Terms of each f32 query: f16 keeps 11 significant bits, so hi + mid carry 22 of f32's 24
   // (the products' error stays below 2^-22 of sum |q k|, under the f32 summation's own); bf16
   // keeps 8, so it needs three.
@@ -348,133 +351,135 @@ __device__ __forceinline__ void MmaItem(const Shape& sh, float* __restrict__ ws,
   if (cta.nb == 0) return;  // the whole CTA: before any barrier
   const BlockScoreTask& t = cta.t;
   const size_t b0 = cta.b0, nb = cta.nb, kvh = cta.kvh, qn = cta.qn;
-  __shared__ float qs[kCols][kDp];  // scaled queries, [query][channel], 0 past qn
-  __shared__ float col_scale[kCols];
-  for (size_t i = threadIdx.x; i < kCols * kDp; i += blockDim.x) {
+  __shared__ float qs[kRows][kDp];  // scaled queries, [query][channel], 0 past qn
+  __shared__ float row_scale[kRows];
+  for (size_t i = threadIdx.x; i < kRows * kDp; i += blockDim.x) {
     const size_t qi = i / kDp, c = i % kDp;
     qs[qi][c] = qi < qn ? ScaledQuery(t, sh, kvh, qi, c) : 0.0f;
   }
   __syncthreads();
-  if (threadIdx.x < kCols) {
-    // f16 terms: a power of two that brings the column's largest |q| to [2^13, 2^14), so that
-    // hi, mid and lo terms are normal f16 numbers (bf16 has f32's exponent range: 1).
+  for (size_t r = threadIdx.x; r < kRows; r += blockDim.x) {
+    // f16 terms: a power of two that brings the row's largest |q| to [2^13, 2^14), so that hi,
+    // mid and lo terms are normal f16 numbers (bf16 has f32's exponent range: 1).
     float scale = 1.0f;
     if constexpr (std::is_same_v<T, __half>) {
       float mx = 0.0f;
-      for (int c = 0; c < kDp; ++c) mx = fmaxf(mx, fabsf(qs[threadIdx.x][c]));
+      for (int c = 0; c < kDp; ++c) mx = fmaxf(mx, fabsf(qs[r][c]));
       if (mx > 0.0f && isfinite(mx)) {
         int e;
         frexpf(mx, &e);  // mx = f 2^e, f in [0.5, 1)
         scale = ldexpf(1.0f, 14 - e);
       }
     }
-    col_scale[threadIdx.x] = scale;
+    row_scale[r] = scale;
   }
   __syncthreads();
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const unsigned g = lane / 4, tq = lane % 4;
-  // B fragments [term][n-tile][k-step][2]: column 8 j + g, channels 8 tq + 4 s + (0, 1) and
-  // (2, 3).
-  uint32_t bf[3][NT][2][2];
+  // A fragments [term][m-tile][k-step][4]: rows g (0, 2) and g + 8 (1, 3) of the m-tile,
+  // channels 8 tq + 4 ks + (0, 1) in k-slots (2 tq, 2 tq + 1) and + (2, 3) in (2 tq + 8, 2 tq + 9).
+  uint32_t af[kTerms][MQ][2][4];
 #pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    const float sc = col_scale[8 * j + g];
-    const float* q = qs[8 * j + g];
+  for (int mt = 0; mt < MQ; ++mt) {
 #pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
+    for (int h = 0; h < 2; ++h) {
+      const int row = 16 * mt + static_cast<int>(g) + 8 * h;
+      const float sc = row_scale[row];
+      const float* q = qs[row];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int c = 8 * tq + 4 * ks + 2 * h;
-        SplitTerms<T>(q[c] * sc, q[c + 1] * sc, bf[0][j][ks][h], bf[1][j][ks][h], bf[2][j][ks][h]);
+      for (int ks = 0; ks < 2; ++ks) {
+        const int c = 8 * static_cast<int>(tq) + 4 * ks;
+        uint32_t lo[3], hi[3];
+        SplitTerms<T>(q[c] * sc, q[c + 1] * sc, lo[0], lo[1], lo[2]);
+        SplitTerms<T>(q[c + 2] * sc, q[c + 3] * sc, hi[0], hi[1], hi[2]);
+#pragma unroll
+        for (int term = 0; term < kTerms; ++term) {
+          af[term][mt][ks][h] = lo[term];
+          af[term][mt][ks][2 + h] = hi[term];
+        }
       }
     }
   }
-  // Logit scale of the lane's two columns per n-tile (2 tq, 2 tq + 1), with log2(e): the
-  // logits become base-2 exponents (the maxima go back to natural units when stored).
+  // Logit scale of the lane's two rows per m-tile, with log2(e): the logits become base-2
+  // exponents (the maxima go back to natural units when stored). Positive.
   constexpr float kLog2e = 1.4426950408889634f;
   constexpr float kLn2 = 0.6931471805599453f;
-  float unscale[NT][2];
+  float unscale[MQ][2];
 #pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    unscale[j][0] = kLog2e / col_scale[8 * j + 2 * tq];
-    unscale[j][1] = kLog2e / col_scale[8 * j + 2 * tq + 1];
+  for (int mt = 0; mt < MQ; ++mt) {
+    unscale[mt][0] = kLog2e / row_scale[16 * mt + g];
+    unscale[mt][1] = kLog2e / row_scale[16 * mt + g + 8];
   }
   const T* reps = static_cast<const T*>(t.reps);
   const bool aligned = (reinterpret_cast<uintptr_t>(t.reps) % 16) == 0;
   const size_t vpb = sh.vectors_per_block;
-  const int mtiles = static_cast<int>(vpb / 16);
+  const int vtiles = static_cast<int>(vpb / 8);
   const size_t vstride = sh.kv_heads * kDp;  // elements from one vector to the next
   float* ws_m = ws + cta.task * TaskFloats(sh);
   float* ws_e = ws_m + PairsOf(sh) * sh.max_candidates;
   for (size_t bl = warp; bl < nb; bl += warps) {
     const T* block_reps = reps + (t.cand_begin + b0 + bl) * vpb * vstride + kvh * kDp + 8 * tq;
-    // A fragments of every m-tile: rows g and g + 8, 16 B each.
-    uint4 ra[kMmaMaxTiles][2];
+    // B fragments of every n-tile: vector 8 nt + g, 16 B.
+    uint4 rb[kMmaMaxVecTiles];
 #pragma unroll
-    for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
-      if (mt < mtiles) {
+    for (int nt = 0; nt < kMmaMaxVecTiles; ++nt) {
+      if (nt < vtiles) {
+        const T* p = block_reps + (8 * nt + g) * vstride;
+        if (aligned) {
+          rb[nt] = internal::LoadStream16(p);
+        } else {
+          uint16_t h[8];
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const T* p = block_reps + (16 * mt + g + 8 * r) * vstride;
-          if (aligned) {
-            ra[mt][r] = internal::LoadStream16(p);
-          } else {
-            uint16_t h[8];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) h[i] = reinterpret_cast<const uint16_t*>(p)[i];
-            ra[mt][r] = make_uint4(h[0] | (uint32_t{h[1]} << 16), h[2] | (uint32_t{h[3]} << 16),
-                                   h[4] | (uint32_t{h[5]} << 16), h[6] | (uint32_t{h[7]} << 16));
-          }
+          for (int i = 0; i < 8; ++i) h[i] = reinterpret_cast<const uint16_t*>(p)[i];
+          rb[nt] = make_uint4(h[0] | (uint32_t{h[1]} << 16), h[2] | (uint32_t{h[3]} << 16),
+                              h[4] | (uint32_t{h[5]} << 16), h[6] | (uint32_t{h[7]} << 16));
         }
       }
     }
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      float d[kMmaMaxTiles][4];
+    for (int mt = 0; mt < MQ; ++mt) {
+      float d[kMmaMaxVecTiles][4];
 #pragma unroll
-      for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
-        d[mt][0] = d[mt][1] = d[mt][2] = d[mt][3] = 0.0f;
-        if (mt >= mtiles) continue;
+      for (int nt = 0; nt < kMmaMaxVecTiles; ++nt) {
+        d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.0f;
+        if (nt >= vtiles) continue;
 #pragma unroll
         for (int ks = 0; ks < 2; ++ks) {
-          const uint32_t a[4] = {
-              ks == 0 ? ra[mt][0].x : ra[mt][0].z, ks == 0 ? ra[mt][1].x : ra[mt][1].z,
-              ks == 0 ? ra[mt][0].y : ra[mt][0].w, ks == 0 ? ra[mt][1].y : ra[mt][1].w};
+          const uint32_t b_lo = ks == 0 ? rb[nt].x : rb[nt].z;
+          const uint32_t b_hi = ks == 0 ? rb[nt].y : rb[nt].w;
 #pragma unroll
-          for (int term = 0; term < kTerms; ++term) {
-            MmaT<T>(d[mt], a, bf[term][j][ks][0], bf[term][j][ks][1]);
-          }
+          for (int term = 0; term < kTerms; ++term) MmaT<T>(d[nt], af[term][mt][ks], b_lo, b_hi);
         }
       }
-      // Per column (2 tq + c): the lane's logits are d[mt][c] and d[mt][2 + c].
+      // Row g + 8 h: the lane's logits are d[nt][2 h] and d[nt][2 h + 1] of every n-tile.
 #pragma unroll
-      for (int c = 0; c < 2; ++c) {
+      for (int h = 0; h < 2; ++h) {
         float mx = -INFINITY;
 #pragma unroll
-        for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
-          if (mt < mtiles) {
-            d[mt][c] *= unscale[j][c];
-            d[mt][2 + c] *= unscale[j][c];
-            mx = fmaxf(mx, fmaxf(d[mt][c], d[mt][2 + c]));
-          }
+        for (int nt = 0; nt < kMmaMaxVecTiles; ++nt) {
+          if (nt < vtiles) mx = fmaxf(mx, fmaxf(d[nt][2 * h], d[nt][2 * h + 1]));
         }
-        // The 8 lanes of this tq hold the block's other rows.
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        // The 4 lanes of this g hold the block's other columns.
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float u = unscale[mt][h];
+        const float m2 = mx * u;  // the maximum in base-2 units
         float e = 0.0f;
 #pragma unroll
-        for (int mt = 0; mt < kMmaMaxTiles; ++mt) {
-          // fmaxf drops a NaN logit from the maximum, but exp(NaN - mx) makes e NaN.
-          if (mt < mtiles) e += Exp2Approx(d[mt][c] - mx) + Exp2Approx(d[mt][2 + c] - mx);
+        for (int nt = 0; nt < kMmaMaxVecTiles; ++nt) {
+          // fmaxf drops a NaN logit from the maximum, but exp(NaN - m) makes e NaN (and an
+          // infinite logit gives Inf - Inf = NaN).
+          if (nt < vtiles) {
+            e +=
+                Exp2Approx(fmaf(d[nt][2 * h], u, -m2)) + Exp2Approx(fmaf(d[nt][2 * h + 1], u, -m2));
+          }
         }
-        e += __shfl_xor_sync(0xffffffffu, e, 4);
-        e += __shfl_xor_sync(0xffffffffu, e, 8);
-        e += __shfl_xor_sync(0xffffffffu, e, 16);
-        const size_t qi = 8 * j + 2 * tq + c;
-        if (g == 0 && qi < qn) {
+        e += __shfl_xor_sync(0xffffffffu, e, 1);
+        e += __shfl_xor_sync(0xffffffffu, e, 2);
+        const size_t qi = 16 * mt + g + 8 * h;
+        if (tq == 0 && qi < qn) {
           const size_t p = PairOf(sh, kvh, qi);
-          ws_m[p * sh.max_candidates + b0 + bl] = mx * kLn2;
+          ws_m[p * sh.max_candidates + b0 + bl] = m2 * kLn2;
           ws_e[p * sh.max_candidates + b0 + bl] = e;
         }
       }
@@ -484,16 +489,16 @@ __device__ __forceinline__ void MmaItem(const Shape& sh, float* __restrict__ ws,
 
 // kSlim: a grid of at most max_ctas CTAs that loop over the items; else the grid (KV heads,
 // chunks, tasks), one item per CTA, as few registers as before the loop existed.
-template <typename T, int NT, bool kSlim>
-__global__ void __launch_bounds__(kSlim ? kSlimThreads : kPartialThreads)
+template <typename T, int MQ, bool kSlim>
+__global__ void __launch_bounds__(kSlim ? kSlimThreads : kPartialThreads, kSlim || MQ > 2 ? 1 : 2)
     PartialKernelMma(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
   if constexpr (kSlim) {
     for (unsigned item = blockIdx.x; item < PartialItems(sh); item += gridDim.x) {
       __syncthreads();  // the previous item's readers of the shared queries are done
-      MmaItem<T, NT>(sh, ws, PartialCta::OfItem(tasks, sh, item));
+      MmaItem<T, MQ>(sh, ws, PartialCta::OfItem(tasks, sh, item));
     }
   } else {
-    MmaItem<T, NT>(sh, ws, PartialCta::OfBlock(tasks, sh));
+    MmaItem<T, MQ>(sh, ws, PartialCta::OfBlock(tasks, sh));
   }
 }
 
@@ -611,7 +616,7 @@ bool BlockScoreUsesTensorCores(const BlockScoreArgs& a) {
   if (!a.tensor_cores || a.kv_heads == 0 || a.q_heads % a.kv_heads != 0) return false;
   const size_t qn = a.num_queries * (a.q_heads / a.kv_heads);
   return a.d_pruned == 32 && a.vectors_per_block % 16 == 0 &&
-         a.vectors_per_block <= 16 * kMmaMaxTiles && qn >= 1 && qn <= 64 &&
+         a.vectors_per_block <= 8 * kMmaMaxVecTiles && qn >= 1 && qn <= 64 &&
          (a.dtype == DType::kF16 || a.dtype == DType::kBF16);
 }
 
@@ -641,19 +646,19 @@ Status ScoreBlocks(CudaStream* stream, const BlockScoreArgs& args, void* workspa
   const size_t qn = args.num_queries * (args.q_heads / args.kv_heads);
   if (BlockScoreUsesTensorCores(args)) {
     const bool f16 = args.dtype == DType::kF16;
-    const auto launch = [&]<typename T, int NT>() {
+    const auto launch = [&]<typename T, int MQ>() {
       if (slim) {
-        PartialKernelMma<T, NT, true><<<partial_grid, kSlimThreads, 0, s>>>(args.tasks, sh, ws);
+        PartialKernelMma<T, MQ, true><<<partial_grid, kSlimThreads, 0, s>>>(args.tasks, sh, ws);
       } else {
-        PartialKernelMma<T, NT, false><<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+        PartialKernelMma<T, MQ, false><<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
       }
     };
     if (qn <= 32) {
+      f16 ? launch.template operator()<__half, 2>()
+          : launch.template operator()<__nv_bfloat16, 2>();
+    } else {
       f16 ? launch.template operator()<__half, 4>()
           : launch.template operator()<__nv_bfloat16, 4>();
-    } else {
-      f16 ? launch.template operator()<__half, 8>()
-          : launch.template operator()<__nv_bfloat16, 8>();
     }
   } else {
     const auto launch = [&]<typename T>() {

@@ -324,6 +324,11 @@ TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
     DeviceLayer a = Make(spec, c.x, c.group, 1, static_cast<uint32_t>(c.blocks - 1));
     DeviceLayer b = Make(spec, c.x, c.group, 0, static_cast<uint32_t>(c.blocks / 2));
     DeviceLayer empty = Make(spec, c.x, c.group, 0, 0);
+    if (c.per_kv_head) {  // one score per KV head and block
+      for (DeviceLayer* d : {&a, &b}) {
+        d->scores_dev = Poisoned(d->task.candidates.size() * c.kv_heads * sizeof(float));
+      }
+    }
     BlockScoreArgs args = ArgsFor(a, c.blocks);
     args.query_stride = args.q_heads * args.head_dim;
     args.per_kv_head = c.per_kv_head;
