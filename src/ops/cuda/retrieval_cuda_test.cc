@@ -62,6 +62,19 @@ class ScoreBlocksTest : public CudaTest {
     return d;
   }
 
+  static RandomLayerSpec Spec(size_t kv_heads, size_t head_dim, size_t block_tokens, size_t merge,
+                              size_t blocks, double prune, DType dtype) {
+    RandomLayerSpec spec;
+    spec.kv_heads = kv_heads;
+    spec.head_dim = head_dim;
+    spec.block_tokens = block_tokens;
+    spec.merge = merge;
+    spec.blocks = blocks;
+    spec.prune_ratio = prune;
+    spec.rep_dtype = dtype;
+    return spec;
+  }
+
   BlockScoreArgs ArgsFor(const DeviceLayer& d, size_t max_candidates) const {
     const sparse::RepresentationView& v = d.task.reps;
     BlockScoreArgs a;
@@ -133,14 +146,8 @@ TEST_F(ScoreBlocksTest, MatchesCpuScorerAndReferenceOnRandomShapes) {
       {4, 2, 64, 0.21, 1, 33, 3, DType::kF16, 80},
   };
   for (const Case& c : cases) {
-    RandomLayerSpec spec;
-    spec.kv_heads = c.kv_heads;
-    spec.head_dim = c.head_dim;
-    spec.block_tokens = c.block_tokens;
-    spec.merge = c.merge;
-    spec.blocks = c.blocks;
-    spec.prune_ratio = c.prune;
-    spec.rep_dtype = c.dtype;
+    const RandomLayerSpec spec =
+        Spec(c.kv_heads, c.head_dim, c.block_tokens, c.merge, c.blocks, c.prune, c.dtype);
     // Candidates: everything but a first and a last block when there are enough.
     const uint32_t begin = c.blocks > 3 ? 1 : 0;
     const uint32_t end = static_cast<uint32_t>(c.blocks > 3 ? c.blocks - 1 : c.blocks);
@@ -313,14 +320,8 @@ TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
       {3, 2, 80, 1, 32, 50, 5, DType::kBF16, true},     // the f32 kernel, d_pruned 20
   };
   for (const Case& c : cases) {
-    RandomLayerSpec spec;
-    spec.kv_heads = c.kv_heads;
-    spec.head_dim = c.head_dim;
-    spec.block_tokens = c.block_tokens;
-    spec.merge = c.merge;
-    spec.blocks = c.blocks;
-    spec.prune_ratio = 0.25;
-    spec.rep_dtype = c.dtype;
+    const RandomLayerSpec spec =
+        Spec(c.kv_heads, c.head_dim, c.block_tokens, c.merge, c.blocks, 0.25, c.dtype);
     DeviceLayer a = Make(spec, c.x, c.group, 1, static_cast<uint32_t>(c.blocks - 1));
     DeviceLayer b = Make(spec, c.x, c.group, 0, static_cast<uint32_t>(c.blocks / 2));
     DeviceLayer empty = Make(spec, c.x, c.group, 0, 0);
