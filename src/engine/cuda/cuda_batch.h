@@ -230,8 +230,8 @@ class CudaBatch {
   Status Init();
   // phase_timing: adds the last step's phase times to stats_ (its marks have completed).
   Status AddPhaseTimes(size_t parity);
-  // kvstar (cuda_kvstar.cc; GPU scoring in cuda_kvstar_gpu.cc; the host tier and prefix reuse in
-  // cuda_kvstar_host.cc).
+  // kvstar (setup in cuda_kvstar_setup.cc, the schedule in cuda_kvstar.cc; GPU scoring in
+  // cuda_kvstar_gpu.cc; the host tier and prefix reuse in cuda_kvstar_host.cc).
   // Slots per (layer, sequence); with select_per_kv_head the selection is the union of
   // kv_heads top-k's, at most kv_heads times one.
   static size_t KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads);

@@ -1,19 +1,63 @@
-// CudaBatch's device and host buffers (shared by cuda_batch.cc, cuda_kvstar.cc and
-// cuda_kvstar_gpu.cc).
+// CudaBatch's device and host buffers and the forward pass's helpers (shared by cuda_batch.cc,
+// cuda_batch_prefill.cc, cuda_kvstar.cc and cuda_kvstar_gpu.cc).
 #pragma once
 
 #include <array>
 #include <deque>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <vector>
 
+#include "base/check.h"
 #include "engine/cuda/cuda_batch.h"
 #include "kv/host_homes.h"
 #include "sparse/block_representations.h"
 #include "sparse/retriever.h"
 
 namespace kvstar::cuda {
+
+// ---- Helpers of the forward pass (Prefill in cuda_batch_prefill.cc, Step in cuda_batch.cc) ----
+
+inline Status Linear(const DeviceContext& ctx, CudaStream* s, const TensorView& w,
+                     const TensorView& bias, const float* x, size_t n, float* y, void* workspace,
+                     MatMulKernel kernel) {
+  KVSTAR_RETURN_IF_ERROR(MatMul(ctx, s, w, x, n, y, workspace, kernel));
+  if (!bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, bias, n, y));
+  return Status::Ok();
+}
+
+// Products of one x with several weights (q / k / v, gate / up): one launch of the skinny kernel
+// at decode batch sizes (MatMulShared), then the biases.
+struct LinearOut {
+  TensorView w;
+  TensorView bias;
+  float* y;
+};
+inline Status LinearShared(const DeviceContext& ctx, CudaStream* s,
+                           std::initializer_list<LinearOut> outs, const float* x, size_t n,
+                           void* workspace, MatMulKernel kernel) {
+  std::array<MatMulTarget, 3> targets;
+  KVSTAR_CHECK(outs.size() <= targets.size(), "%zu products", outs.size());
+  size_t count = 0;
+  for (const LinearOut& o : outs) targets[count++] = MatMulTarget{o.w, o.y};
+  KVSTAR_RETURN_IF_ERROR(
+      MatMulShared(ctx, s, std::span(targets.data(), count), x, n, workspace, kernel));
+  for (const LinearOut& o : outs) {
+    if (!o.bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, o.bias, n, o.y));
+  }
+  return Status::Ok();
+}
+
+// Grows `buf` to at least `bytes` (cudaMalloc synchronizes: only when a larger plan appears).
+inline Status Ensure(DeviceBuffer& buf, size_t bytes, size_t& device_bytes) {
+  if (buf.bytes() >= bytes) return Status::Ok();
+  device_bytes -= buf.bytes();
+  buf = DeviceBuffer();
+  KVSTAR_ASSIGN_OR_RETURN(buf, DeviceBuffer::Allocate(bytes));
+  device_bytes += bytes;
+  return Status::Ok();
+}
 
 // kvstar with the exclusive host tier: blocks of the device bounce buffer (swaps of a
 // deterministic or sync-step selection go through it in chunks of this many blocks).

@@ -3,16 +3,8 @@
 // inputs. Needs a GPU (label gpu); the kvstar tests are in cuda_kvstar_test.cc.
 #include "engine/cuda/cuda_engine_test_util.h"
 
-namespace kvstar::cuda {
+namespace kvstar::cuda::testing {
 namespace {
-
-using testing::CudaEngineTest;
-using testing::Decode;
-using testing::DemoPrompts;
-using testing::Describe;
-using testing::Golden;
-using testing::RowError;
-using testing::RunOut;
 
 // Logits at every golden position: position 0 from a one-token prefill, the others from decode
 // steps (batch 1, f32 KV): the decode path (products with f32 activations, attention over the
@@ -323,4 +315,4 @@ TEST_F(CudaEngineTest, BadInputsAreErrors) {
 }
 
 }  // namespace
-}  // namespace kvstar::cuda
+}  // namespace kvstar::cuda::testing

@@ -3,8 +3,7 @@
 // CPU scoring, and the scoring kernels' CTA limit. Needs a GPU (label gpu).
 #include "engine/cuda/cuda_engine_test_util.h"
 
-namespace kvstar::cuda {
-namespace testing {
+namespace kvstar::cuda::testing {
 
 // Records the selection each layer's attention reads at each decode step (CPU policy).
 struct SwapLog : KvstarObserver {
@@ -154,16 +153,7 @@ void CudaEngineTest::CompareGpuWithCpuScoring(KvstarConfig k) {
   EXPECT_GE(overlap, 0.99);
 }
 
-}  // namespace testing
 namespace {
-
-using testing::CudaEngineTest;
-using testing::Decode;
-using testing::DemoPrompts;
-using testing::Describe;
-using testing::Golden;
-using testing::RowError;
-using testing::RunOut;
 
 // kvstar with every candidate selected reads the same blocks in the same order as dense: the
 // same tokens and logits, through decode-made blocks that become candidates (block 32).
@@ -597,4 +587,4 @@ TEST_F(CudaEngineTest, KvstarGpuScoreCtasGiveTheSameSelections) {
 }
 
 }  // namespace
-}  // namespace kvstar::cuda
+}  // namespace kvstar::cuda::testing
