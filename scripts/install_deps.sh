@@ -10,7 +10,6 @@ PKGS=(
   libpcre2-dev          # tokenizer pre-split regex (Unicode classes)
   libicu-dev            # tokenizer NFC normalization (Qwen2 tokenizer.json)
   libxxhash-dev         # XXH3-128 block ids
-  liburing-dev          # FileStore io_uring path
   bible-kjv-text        # natural-text haystacks for the eval suite
 )
 missing=()
