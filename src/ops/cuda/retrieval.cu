@@ -14,12 +14,12 @@
 //     e exp(m - M) / S; with per_kv_head one such sum per KV head.
 // Workspace per task: m and e [P][max_candidates] and M, 1/S [P], P = x * q_heads.
 //
-// Each kernel walks its work items (the CTAs above) with a grid-stride loop over one linear
-// index. By default the grid has one CTA per item; with BlockScoreArgs::max_ctas it has at most
-// that many small CTAs (kSlimThreads threads), each looping over items, so that the scoring keeps
-// a fixed share of the SMs for its whole duration instead of taking every slot that a decode
-// kernel leaves between two launches. The items and their arithmetic are the same either way, so
-// the scores are bit-identical.
+// By default each kernel has one CTA per work item (the items above). With
+// BlockScoreArgs::max_ctas it has at most that many small CTAs (kSlimThreads threads) that walk
+// the items with a grid-stride loop, so that the scoring holds a fixed share of the SMs for its
+// whole duration instead of taking every slot a decode kernel leaves free between two launches
+// (measured: decode then loses at least the scoring's SM time anyway, docs/BENCHMARKS.md). The
+// items and their arithmetic are the same either way, so the scores are bit-identical.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
