@@ -18,10 +18,12 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #include "base/check.h"
 #include "base/tensor_view.h"
 #include "base/thread_pool.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "ops/cpu/simd_common-inl.h"
 
@@ -30,6 +32,13 @@ namespace kvstar::ops::HWY_NAMESPACE {
 
 // ---------------------------------------------------------------------------------------------
 // Dot tiles.
+
+// Prefetches element `elems` of p into the caches. The address may lie past the array (the last
+// tile prefetches beyond the matrix): it is formed as an integer, and a prefetch never faults.
+template <typename T>
+HWY_INLINE void PrefetchAhead(const T* p, size_t elems) {
+  hwy::Prefetch(reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(p) + elems * sizeof(T)));
+}
 
 // y[i * y_stride + j] = dot(w row j, x row i) for i < kX, j < kW; rows of w are `cols` apart,
 // rows of x are `x_stride` apart.
@@ -45,7 +54,12 @@ HWY_INLINE void DotTile(const TW* HWY_RESTRICT w, size_t cols, const float* HWY_
   size_t k = 0;
   for (; k + N <= cols; k += N) {
     VF wv[kW];
-    for (size_t j = 0; j < kW; ++j) wv[j] = LoadAsF32(df, w + j * cols + k);
+    for (size_t j = 0; j < kW; ++j) {
+      // The same place in the next tile's row j (the rows below these kW): every weight line is
+      // requested one tile before it is read, whatever the row length.
+      PrefetchAhead(w, (kW + j) * cols + k);
+      wv[j] = LoadAsF32(df, w + j * cols + k);
+    }
     for (size_t i = 0; i < kX; ++i) {
       const VF xv = hn::LoadU(df, x + i * x_stride + k);
       for (size_t j = 0; j < kW; ++j) acc[i][j] = hn::MulAdd(wv[j], xv, acc[i][j]);
