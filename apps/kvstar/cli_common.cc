@@ -106,8 +106,9 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                   "With --retrieval-device gpu: run the groups' scoring kernels on at most this "
                   "many CTAs of 64 threads that loop over the work, so that scoring keeps a small, "
                   "fixed share of the SMs beside decoding instead of filling every free slot "
-                  "between its launches (0, the default: the whole grid at once, the fastest "
-                  "alone). Same scores either way")
+                  "between its launches (0, the default: the whole grid at once). Same scores "
+                  "either way; for measurements: every N tried was slower than the default on an "
+                  "H100 (docs/BENCHMARKS.md)")
       ->check(CLI::Range(0, 1 << 20))
       ->group(group);
   cmd->add_option("--kvstar-config", f->kvstar_config,
@@ -200,12 +201,7 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
         "--host-tier exclusive needs --device cuda (the CPU engine keeps offloaded blocks in "
         "its block store)");
   }
-  if (f.gpu_score_spread != 1) {
-    return InvalidArgument(
-        "--gpu-score-spread %zu: only GPU scoring is spread over steps (add --device cuda "
-        "--retrieval-device gpu)",
-        f.gpu_score_spread);
-  }
+  if (f.gpu_score_spread != 1) return GpuScoreSpreadError(f.gpu_score_spread);
   if (f.gpu_score_ctas != 0) return GpuScoreCtasError(f.gpu_score_ctas);
   if (!f.store_dram.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(o.store_dram_bytes, ParseBytes(f.store_dram, "--store-dram"));
@@ -350,10 +346,7 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
     cpu.gpu_score_ctas = 0;
   }
   if (cuda && flags.gpu_score_spread != 1 && flags.retrieval_device != "gpu") {
-    return InvalidArgument(
-        "--gpu-score-spread %zu: only GPU scoring is spread over steps (add --retrieval-device "
-        "gpu)",
-        flags.gpu_score_spread);
+    return GpuScoreSpreadError(flags.gpu_score_spread);
   }
   if (cuda && flags.gpu_score_ctas != 0 && flags.retrieval_device != "gpu") {
     return GpuScoreCtasError(flags.gpu_score_ctas);
@@ -367,6 +360,13 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
   if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;
+}
+
+Status GpuScoreSpreadError(size_t spread) {
+  return InvalidArgument(
+      "--gpu-score-spread %zu: only GPU scoring is spread over steps (add --device cuda "
+      "--retrieval-device gpu)",
+      spread);
 }
 
 Status GpuScoreCtasError(size_t ctas) {

@@ -44,7 +44,8 @@ const CLI::Validator& AtLeastOne();
 // max_loads_per_step given with --device cuda (the CUDA engine has staging_slots instead).
 Status CudaMaxLoadsError();
 
-// --gpu-score-ctas without GPU scoring: the one message every command gives.
+// --gpu-score-spread / --gpu-score-ctas without GPU scoring: the one message every command gives.
+Status GpuScoreSpreadError(size_t spread);
 Status GpuScoreCtasError(size_t ctas);
 
 // Whether --retrieval-threads was on the command line.

@@ -103,10 +103,7 @@ double PrefillFlops(const ModelConfig& c, double n) {
 
 int RunBench(const BenchFlags& f) {
   if (f.engine.gpu_score_spread != 1 && f.engine.retrieval_device != "gpu") {
-    return ReportError(InvalidArgument(
-        "--gpu-score-spread %zu: only GPU scoring is spread over steps (add --device cuda "
-        "--retrieval-device gpu)",
-        f.engine.gpu_score_spread));
+    return ReportError(GpuScoreSpreadError(f.engine.gpu_score_spread));
   }
   if (f.engine.gpu_score_ctas != 0 && f.engine.retrieval_device != "gpu") {
     return ReportError(GpuScoreCtasError(f.engine.gpu_score_ctas));

@@ -84,7 +84,7 @@ expect_error "score spread without GPU scoring" "only GPU scoring is spread" "$K
 expect_error "score spread out of range" "gpu-score-spread.*not in range" "$K" bench --gpu-score-spread 0
 expect_error "score spread on the CPU engine" "only GPU scoring is spread" "$K" generate \
   --model "$GOLD" --prompt hi --mode kvstar --gpu-score-spread 2
-expect_error "score spread with CPU scoring on CUDA" "add --retrieval-device gpu|CPU backend only" \
+expect_error "score spread with CPU scoring on CUDA" "only GPU scoring is spread|CPU backend only" \
   "$K" generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --gpu-score-spread 2
 expect_error "score CTAs without GPU scoring" "only GPU scoring has kernels to limit" "$K" bench \
   --gpu-score-ctas 32

@@ -97,7 +97,8 @@ struct BatchOptions {
   // looping over the work (BlockScoreArgs::max_ctas), so that they hold a small, fixed share of
   // the SMs beside the decode kernels instead of filling every slot between two launches; 0: the
   // whole grid at once. The same scores either way. The sync steps' scoring, which the step
-  // waits for, always takes the whole grid.
+  // waits for, always takes the whole grid. For measurements: every N tried was slower than 0
+  // (decode lost at least the scoring's SM time; docs/BENCHMARKS.md).
   size_t gpu_score_ctas = 0;
   // The kernel of the matrix products (kAuto: the skinny tensor-core kernel at decode batch sizes;
   // kLibrary: MatVec / cuBLAS, for comparisons).

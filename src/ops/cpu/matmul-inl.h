@@ -3,7 +3,9 @@
 // Two kernel shapes:
 // - Dot tiles (decode and small n): 4 weight rows x up to 4 rows of x, accumulating along the
 //   shared `cols` dimension in vectors, reduced at the end. Weights are read straight from their
-//   storage and promoted in registers; this is memory-bound, so the point is to read W once.
+//   storage and promoted in registers; this is memory-bound, so the point is to read W once, and
+//   each load prefetches the same place one tile further (short rows are too short a stream for
+//   the hardware prefetchers).
 // - Packed outer-product tiles (prefill): a panel of kNR weight rows x kKc columns is converted to
 //   f32 once and stored transposed ([kKc][kNR]); then every group of kMR rows of x runs a register
 //   tile of kMR x kNR accumulators (broadcast x, FMA with weight vectors): no horizontal
