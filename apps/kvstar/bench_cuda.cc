@@ -83,6 +83,7 @@ struct Limits {
 }  // namespace
 
 int RunCudaBench(const CudaBenchFlags& f) {
+  cuda::SetDependentLaunches(f.pdl);
   auto contexts = ParseSizeList(f.contexts, "--context");
   if (!contexts.ok()) return ReportError(contexts.status());
   std::vector<size_t> batches;
@@ -474,6 +475,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"decode_tokens_per_second", tokens_per_s},
              {"prefill", f.prefill},
              {"matmul", f.matmul},
+             {"pdl", f.pdl},
              {"host_tier", mode == KvMode::kDense ? "none"  // offload / kvpr pin every block
                            : o.exclusive_host     ? "exclusive"
                                                   : "inclusive"},

@@ -42,6 +42,7 @@ struct CudaBenchFlags {
   bool phase_timing = false;       // --phase-timing: device time per decode phase
   size_t gpu_score_spread = 1;     // kvstar, GPU scoring: --gpu-score-spread
   size_t gpu_score_ctas = 0;       // kvstar, GPU scoring: --gpu-score-ctas
+  bool pdl = true;                 // --cuda-pdl: programmatic dependent launch of decode kernels
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

@@ -50,6 +50,7 @@ struct BenchFlags {
   bool kvpr_calibrate = false;
   std::string plot;
   std::string cuda_matmul = "auto";
+  std::string cuda_pdl = "on";
   std::string gpu_scoring_kernel = "auto";
   bool phase_timing = false;
 };
@@ -112,6 +113,11 @@ int RunBench(const BenchFlags& f) {
     return ReportError(
         InvalidArgument("--phase-timing times the CUDA engine's phases (add --device cuda)"));
   }
+  if (f.device != "cuda" && (f.cuda_matmul != "auto" || f.cuda_pdl != "on")) {
+    return ReportError(
+        InvalidArgument("%s: a choice of the CUDA engine's kernels (add --device cuda)",
+                        f.cuda_matmul != "auto" ? "--cuda-matmul" : "--cuda-pdl"));
+  }
   if (f.gpu_scoring_kernel != "auto" && f.engine.retrieval_device != "gpu") {
     return ReportError(InvalidArgument(
         "--gpu-scoring-kernel %s: only GPU scoring has a kernel to choose (add --device cuda "
@@ -136,6 +142,7 @@ int RunBench(const BenchFlags& f) {
     c.store = f.engine.store;
     c.kvpr_split = f.kvpr_split;
     c.matmul = f.cuda_matmul;
+    c.pdl = f.cuda_pdl == "on";
     c.kvpr_calibrate = f.kvpr_calibrate;
     c.seed = f.seed;
     c.plot = f.plot;
@@ -415,6 +422,13 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "decode batch sizes up to 16, f32 activations) or library (MatVec at batch 1, "
                   "cuBLAS with bf16-rounded activations above), to compare the two")
       ->check(CLI::IsMember({"auto", "library"}))
+      ->capture_default_str();
+  cmd->add_option("--cuda-pdl", f->cuda_pdl,
+                  "cuda: on (default) launches each decode kernel as a programmatic dependent "
+                  "of the one before it, so that it is scheduled, and the matrix products start "
+                  "to read their weights, while that kernel drains; off launches them one after "
+                  "the other, to compare (the results are the same bit for bit)")
+      ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
   cmd->add_option("--gpu-scoring-kernel", f->gpu_scoring_kernel,
                   "cuda, --retrieval-device gpu: auto (the tensor-core scoring kernel where it "

@@ -78,6 +78,10 @@ expect_error "unknown subcommand" "subcommand" "$K" frobnicate
 expect_error "zero decode steps" "decode-steps.*not in range 1 to" "$K" bench --decode-steps 0
 expect_error "host memory share out of range" "host-memory-share" "$K" bench --host-memory-share 1.5
 expect_error "unknown matmul kernel" "cuda-matmul.*not in" "$K" bench --cuda-matmul cublas
+expect_error "CUDA matmul choice on the CPU" "cuda-matmul: a choice of the CUDA engine" "$K" bench \
+  --cuda-matmul library
+expect_error "unknown PDL setting" "cuda-pdl.*not in" "$K" bench --cuda-pdl maybe
+expect_error "PDL setting on the CPU" "cuda-pdl: a choice of the CUDA engine" "$K" bench --cuda-pdl off
 expect_error "unknown host tier" "host-tier.*not in" "$K" bench --host-tier none
 expect_error "score spread without GPU scoring" "only GPU scoring is spread" "$K" bench \
   --gpu-score-spread 4

@@ -163,6 +163,47 @@ TEST_F(CudaEngineTest, OffloadAndKvprMatchDense) {
   }
 }
 
+// Programmatic dependent launches (ops.h) change when the decode kernels are scheduled, never
+// what they compute: every mode, and kvstar with CPU scoring, GPU scoring and the exclusive host
+// tier, gives the same tokens at every step and the same last logits bit for bit with them on
+// and off (deterministic kvstar: the same selections).
+TEST_F(CudaEngineTest, DependentLaunchesChangeNoResult) {
+  LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
+  const auto prompts = DemoPrompts(config_.vocab_size);
+  const size_t vocab = config_.vocab_size;
+  const size_t steps = 24;
+  const size_t cap = prompts[0].size() + steps + 8;
+  KvstarConfig k;
+  k.retrieval_stride = 4;
+  k.deterministic = true;
+  struct Restore {
+    ~Restore() { SetDependentLaunches(true); }
+  } restore;
+  for (int run = 0; run < 6; ++run) {
+    const KvMode mode = run == 0   ? KvMode::kDense
+                        : run == 1 ? KvMode::kOffload
+                        : run == 2 ? KvMode::kKvpr
+                                   : KvMode::kKvstar;
+    gpu_scoring_ = run >= 4;
+    exclusive_host_ = run == 5;
+    SCOPED_TRACE(std::string(KvModeName(mode)) + " run " + std::to_string(run));
+    RunOut out[2];
+    for (int on = 0; on < 2; ++on) {
+      SetDependentLaunches(on == 1);
+      auto b = MakeBatch(mode, 2, cap, DType::kBF16, 16, mode == KvMode::kKvpr ? 32 : 0, 64, k);
+      ASSERT_NE(b, nullptr);
+      out[on] = Decode(*b, prompts, steps, vocab);
+      if (mode == KvMode::kKvstar) {
+        EXPECT_GT(out[on].stats.retrievals, 0u);
+      }
+    }
+    EXPECT_EQ(out[1].tokens, out[0].tokens);
+    EXPECT_EQ(RowError(out[1].last_logits.data(), out[0].last_logits.data(), 2 * vocab), 0.0);
+  }
+  gpu_scoring_ = false;
+  exclusive_host_ = false;
+}
+
 // One sequence from a one-token prompt, decoded in every mode that needs no cuBLAS at batch 1
 // (every projection runs the skinny kernel, or MatVec for f16 weights): the target of
 // compute-sanitizer racecheck over the whole engine (`tools/gpu_engine.sh test`), where cuBLAS's

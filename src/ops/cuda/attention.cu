@@ -435,7 +435,8 @@ __global__ void __launch_bounds__(kMergeThreads)
   __shared__ float warp_val[kMergeThreads / 32];
   // Launched as a programmatic dependent of the attention kernel (its launch overlaps that
   // kernel's tail): wait here until the partials are complete and visible.
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  internal::AllowDependentGrid();
+  internal::WaitForPriorGrid();
   const int tid = threadIdx.x;
   const int lane = tid % 32;
   const int warp = tid / 32;
@@ -521,6 +522,9 @@ __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p
   float* acc_s = reinterpret_cast<float*>(smem);  // [kDecWarps][G][D]
   float* m_s = acc_s + kDecWarps * G * D;         // [kDecWarps][G], log2 units
   float* l_s = m_s + kDecWarps * G;               // [kDecWarps][G]
+  // A programmatic dependent of the K/V write before it (kernels.h): every read after the wait.
+  internal::AllowDependentGrid();
+  internal::WaitForPriorGrid();
 
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
@@ -1061,8 +1065,9 @@ Status LaunchDecode(const KernelParams& kp, const AttentionPlan& plan, size_t n,
   constexpr int kSmem = DecCfg<D, G>::kSmemBytes;
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(kv_heads),
                   static_cast<unsigned>(plan.num_splits));
-  DecodeKernel<D, G><<<grid, kDecThreads, kSmem, stream>>>(kp);
-  return internal::LaunchStatus("DecodeKernel");
+  return internal::CudaStatus(
+      internal::LaunchDependent(DecodeKernel<D, G>, grid, kDecThreads, kSmem, stream, kp),
+      "DecodeKernel");
 }
 
 template <int D>
@@ -1279,20 +1284,11 @@ Status RunAttention(CudaStream* stream, const AttentionArgs& a, const AttentionP
         a.geom.head_dim, [&]<int D>() { return LaunchForDim<D>(bf16, kp, plan, a.n, kvh, s); }));
   }
   if (plan.num_splits > 1) {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(a.n * a.q_heads));
-    cfg.blockDim = dim3(kMergeThreads);
-    cfg.stream = s;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
     const float* part_acc = kp.part_acc;
     const float* part_ml = kp.part_ml;
-    KVSTAR_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, MergeKernel, part_acc, part_ml,
-                                                   kp.num_splits, static_cast<int>(a.geom.head_dim),
-                                                   a.out));
+    KVSTAR_CUDA_RETURN_IF_ERROR(internal::LaunchDependent(
+        MergeKernel, static_cast<unsigned>(a.n * a.q_heads), kMergeThreads, 0, s, part_acc, part_ml,
+        kp.num_splits, static_cast<int>(a.geom.head_dim), a.out));
   }
   return Status::Ok();
 }

@@ -5,10 +5,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
 
 #include "base/check.h"
 #include "ops/cuda/cuda_util.h"
+#include "ops/cuda/ops.h"
 
 namespace kvstar::cuda {
 
@@ -21,6 +23,13 @@ Status CudaStatus(cudaError_t err, const char* what) {
 
 using internal::AsCuda;
 using internal::FromCuda;
+
+namespace {
+std::atomic<bool> g_dependent_launches{true};
+}  // namespace
+
+void SetDependentLaunches(bool on) { g_dependent_launches.store(on, std::memory_order_relaxed); }
+bool DependentLaunches() { return g_dependent_launches.load(std::memory_order_relaxed); }
 
 int DeviceCount() {
   int n = 0;

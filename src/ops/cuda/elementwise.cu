@@ -14,11 +14,15 @@
 namespace kvstar::cuda {
 namespace {
 
+using internal::AllowDependentGrid;
 using internal::AsCuda;
+using internal::CudaStatus;
 using internal::FromF32;
 using internal::GridFor;
+using internal::LaunchDependent;
 using internal::LaunchStatus;
 using internal::ToF32;
+using internal::WaitForPriorGrid;
 
 constexpr unsigned kThreads = 256;
 
@@ -50,6 +54,8 @@ __global__ void AddBiasKernel(const T* __restrict__ bias, size_t cols, size_t to
 template <typename T>
 __global__ void RmsNormKernel(float* x, const float* add, const T* __restrict__ weight, size_t dim,
                               float eps, float* out) {
+  AllowDependentGrid();
+  WaitForPriorGrid();
   float* row = x + blockIdx.x * dim;
   float* dst = out + blockIdx.x * dim;
   float ss = 0.0f;
@@ -113,6 +119,8 @@ __global__ void RopeKernel(const float* __restrict__ inv_freq, size_t head_dim,
 
 __global__ void SwiGluKernel(const float* gate, const float* __restrict__ up, size_t count,
                              float* out) {
+  AllowDependentGrid();
+  WaitForPriorGrid();
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < count;
        i += size_t{gridDim.x} * blockDim.x) {
     const float g = gate[i];
@@ -131,6 +139,8 @@ template <typename T>
 __global__ void EmbedKernel(const T* __restrict__ table, size_t vocab, size_t cols,
                             const int32_t* __restrict__ tokens, size_t total,
                             float* __restrict__ out) {
+  AllowDependentGrid();
+  WaitForPriorGrid();
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < total;
        i += size_t{gridDim.x} * blockDim.x) {
     const int32_t id = tokens[i / cols];
@@ -170,6 +180,8 @@ __global__ void RopeWriteKvKernel(const float* __restrict__ inv_freq,
                                   const float* __restrict__ v, void* const* __restrict__ blocks,
                                   size_t blocks_stride, const int64_t* __restrict__ rows,
                                   size_t total) {
+  AllowDependentGrid();
+  WaitForPriorGrid();
   const size_t half = head_dim / 2;
   const size_t heads = q_heads + kv_heads;
   for (size_t j = blockIdx.x * size_t{blockDim.x} + threadIdx.x; j < total;
@@ -212,6 +224,8 @@ __device__ __forceinline__ void ArgmaxPick(float& v, int32_t& id, float ov, int3
 
 __global__ void ArgmaxKernel(const float* __restrict__ logits, size_t vocab,
                              int32_t* __restrict__ ids) {
+  AllowDependentGrid();
+  WaitForPriorGrid();
   const float* row = logits + blockIdx.x * vocab;
   float best = -INFINITY;
   int32_t best_id = -1;
@@ -421,9 +435,10 @@ Status LaunchRmsNorm(CudaStream* stream, float* x, const float* add, const Tenso
   if (n == 0 || dim == 0) return Status::Ok();
   if (n > 0x7fffffff) return InvalidArgument("RmsNorm: %zu rows", n);
   return DispatchDType(weight.dtype, [&]<typename T>() {
-    RmsNormKernel<T><<<static_cast<unsigned>(n), 256, 0, AsCuda(stream)>>>(
-        x, add, static_cast<const T*>(weight.data), dim, eps, out);
-    return LaunchStatus("RmsNormKernel");
+    return CudaStatus(
+        LaunchDependent(RmsNormKernel<T>, static_cast<unsigned>(n), 256, 0, AsCuda(stream), x, add,
+                        static_cast<const T*>(weight.data), dim, eps, out),
+        "RmsNormKernel");
   });
 }
 
@@ -452,8 +467,9 @@ Status ApplyRope(CudaStream* stream, const float* inv_freq, size_t head_dim, con
 
 Status SwiGlu(CudaStream* stream, const float* gate, const float* up, size_t count, float* out) {
   if (count == 0) return Status::Ok();
-  SwiGluKernel<<<GridFor(count, kThreads), kThreads, 0, AsCuda(stream)>>>(gate, up, count, out);
-  return LaunchStatus("SwiGluKernel");
+  return CudaStatus(LaunchDependent(SwiGluKernel, GridFor(count, kThreads), kThreads, 0,
+                                    AsCuda(stream), gate, up, count, out),
+                    "SwiGluKernel");
 }
 
 Status Add(CudaStream* stream, const float* a, const float* b, size_t count, float* out) {
@@ -467,9 +483,10 @@ Status Embed(CudaStream* stream, const TensorView& table, const int32_t* tokens,
   const size_t total = n * table.cols;
   if (total == 0) return Status::Ok();
   return DispatchDType(table.dtype, [&]<typename T>() {
-    EmbedKernel<T><<<GridFor(total, kThreads), kThreads, 0, AsCuda(stream)>>>(
-        static_cast<const T*>(table.data), table.rows, table.cols, tokens, total, out);
-    return LaunchStatus("EmbedKernel");
+    return CudaStatus(LaunchDependent(EmbedKernel<T>, GridFor(total, kThreads), kThreads, 0,
+                                      AsCuda(stream), static_cast<const T*>(table.data), table.rows,
+                                      table.cols, tokens, total, out),
+                      "EmbedKernel");
   });
 }
 
@@ -516,10 +533,10 @@ Status RopeWriteKv(CudaStream* stream, const KvGeometry& geom, const float* inv_
   if (total == 0) return Status::Ok();
   return DispatchDType(geom.dtype, [&]<typename T>() {
     const auto kernel = rope ? RopeWriteKvKernel<T, true> : RopeWriteKvKernel<T, false>;
-    kernel<<<GridFor(total, kThreads), kThreads, 0, AsCuda(stream)>>>(
-        inv_freq, pos, q_heads, q, geom.kv_heads, geom.head_dim, geom.block_tokens, k, v, blocks,
-        blocks_stride, rows, total);
-    return LaunchStatus("RopeWriteKvKernel");
+    return CudaStatus(LaunchDependent(kernel, GridFor(total, kThreads), kThreads, 0, AsCuda(stream),
+                                      inv_freq, pos, q_heads, q, geom.kv_heads, geom.head_dim,
+                                      geom.block_tokens, k, v, blocks, blocks_stride, rows, total),
+                      "RopeWriteKvKernel");
   });
 }
 
@@ -528,8 +545,9 @@ Status ArgmaxSample(CudaStream* stream, const float* logits, size_t n, size_t vo
   if (vocab == 0 || vocab > 0x7fffffff || n > 0x7fffffff) {
     return InvalidArgument("ArgmaxSample: n=%zu vocab=%zu", n, vocab);
   }
-  ArgmaxKernel<<<static_cast<unsigned>(n), 1024, 0, AsCuda(stream)>>>(logits, vocab, ids);
-  return LaunchStatus("ArgmaxKernel");
+  return CudaStatus(LaunchDependent(ArgmaxKernel, static_cast<unsigned>(n), 1024, 0, AsCuda(stream),
+                                    logits, vocab, ids),
+                    "ArgmaxKernel");
 }
 
 }  // namespace kvstar::cuda

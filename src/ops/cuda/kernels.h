@@ -9,12 +9,48 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "base/half.h"
+#include "ops/cuda/ops.h"
 
 namespace kvstar::cuda::internal {
 
 #ifdef __CUDACC__
+// Programmatic dependent launch (ops.h, SetDependentLaunches). A kernel launched with
+// LaunchDependent calls AllowDependentGrid, then WaitForPriorGrid in every thread before its
+// first access to memory that another kernel writes or reads (weights excepted) and before any
+// early return: a grid's completion then implies its predecessors' completion, so ordering holds
+// down the whole chain. Both are no-ops in a kernel launched without the attribute.
+__device__ __forceinline__ void AllowDependentGrid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void WaitForPriorGrid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent of the
+// kernel before it in the stream when DependentLaunches() is on.
+template <typename... Params, typename... Args>
+cudaError_t LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                            cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = DependentLaunches() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
 __device__ __forceinline__ float ToF32(float v) { return v; }
 __device__ __forceinline__ float ToF32(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float ToF32(__half v) { return __half2float(v); }

@@ -31,6 +31,20 @@
 
 namespace kvstar::cuda {
 
+// ---- Programmatic dependent launch -----------------------------------------------------------
+
+// Whether the decode-step kernels (norms, skinny products, RoPE + KV write, decode attention and
+// its merge, SwiGLU, embedding, sampling) are launched as programmatic dependents of the kernel
+// before them in the stream (sm_90+; process-wide, on by default). Each such kernel lets its
+// successor launch as soon as all of its own CTAs are resident, and waits for its predecessor
+// (griddepcontrol.wait) before it touches any activation, cache or table; only the skinny
+// products read weights before that wait. So a kernel's CTAs become resident, and start to
+// stream their weights, while the kernel before it drains. Results are the same bit for bit
+// either way; off is for measurements and for debugging. Weights must not be written by a kernel
+// that runs just before a product in the same stream (they are written at load time).
+void SetDependentLaunches(bool on);
+bool DependentLaunches();
+
 // ---- Matrix products (cuBLAS) ----------------------------------------------------------------
 
 // Device scratch bytes MatMul needs for these shapes (the activations in the weight dtype).

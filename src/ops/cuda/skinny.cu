@@ -101,9 +101,9 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
 
   float acc[kSkMTiles][NT][4] = {};
   const unsigned steps = (cols + kSkStepCols - 1) / kSkStepCols;
-  for (unsigned s0 = warp; s0 < steps; s0 += kSkWarps * kSkUnroll) {
-    uint4 wv[kSkUnroll][kSkMTiles][2];
-    float xv[kSkUnroll][NT][8];
+  uint4 wv[kSkUnroll][kSkMTiles][2];
+  // The weights of k-steps s0, s0 + 8, ... (zero past the last column).
+  auto load_weights = [&](unsigned s0) {
 #pragma unroll
     for (int u = 0; u < kSkUnroll; ++u) {
       const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;  // + t * 8 in the row pointers
@@ -115,6 +115,20 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
           wv[u][mt][h] = in ? LoadStream16(wrow[mt][h] + c) : make_uint4(0, 0, 0, 0);
         }
       }
+    }
+  };
+  // Launched as a programmatic dependent: the first weights are read (they are not written by
+  // any kernel of the step) while the kernel before this one drains; x only after it completed.
+  AllowDependentGrid();
+  load_weights(warp);
+  WaitForPriorGrid();
+  for (unsigned s0 = warp; s0 < steps; s0 += kSkWarps * kSkUnroll) {
+    if (s0 != static_cast<unsigned>(warp)) load_weights(s0);
+    float xv[kSkUnroll][NT][8];
+#pragma unroll
+    for (int u = 0; u < kSkUnroll; ++u) {
+      const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;
+      const bool in = c + t * 8 < cols;
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
@@ -230,17 +244,15 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
   p.n = static_cast<unsigned>(n);
   p.x = x;
   const bool two = n > 8;
+  void (*kernel)(SkinnyParams) = nullptr;
   if (m_tiles == 1) {
-    two ? SkinnyMatMulKernel<2, 1><<<ctas, kSkThreads, 0, stream>>>(p)
-        : SkinnyMatMulKernel<1, 1><<<ctas, kSkThreads, 0, stream>>>(p);
+    kernel = two ? SkinnyMatMulKernel<2, 1> : SkinnyMatMulKernel<1, 1>;
   } else if (m_tiles == 2) {
-    two ? SkinnyMatMulKernel<2, 2><<<ctas, kSkThreads, 0, stream>>>(p)
-        : SkinnyMatMulKernel<1, 2><<<ctas, kSkThreads, 0, stream>>>(p);
+    kernel = two ? SkinnyMatMulKernel<2, 2> : SkinnyMatMulKernel<1, 2>;
   } else {
-    two ? SkinnyMatMulKernel<2, 4><<<ctas, kSkThreads, 0, stream>>>(p)
-        : SkinnyMatMulKernel<1, 4><<<ctas, kSkThreads, 0, stream>>>(p);
+    kernel = two ? SkinnyMatMulKernel<2, 4> : SkinnyMatMulKernel<1, 4>;
   }
-  return cudaGetLastError();
+  return LaunchDependent(kernel, ctas, kSkThreads, 0, stream, p);
 }
 
 }  // namespace kvstar::cuda::internal
