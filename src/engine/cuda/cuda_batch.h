@@ -57,6 +57,7 @@ namespace kvstar::cuda {
 
 struct KvstarPending;
 struct KvstarGpuGroup;
+struct KvstarLayerWork;
 struct BlockScoreTask;
 
 enum class KvMode { kDense, kOffload, kKvpr, kKvstar };
@@ -77,7 +78,9 @@ struct BatchOptions {
   // empty. Each is rounded down to block_tokens and clipped to the prompt.
   std::vector<size_t> kvpr_layer_splits;
   // kvstar: the settings (UCM names; sync_steps counts the batch's first decode steps) and the
-  // CPU threads that score blocks (0: hardware threads - 3, at least 1).
+  // CPU threads that score blocks (0: hardware threads - 3, at least 1); with gpu_scoring, the
+  // threads of the step window's bookkeeping (0: hardware threads - 3, at most 8; 1: none but the
+  // caller).
   KvstarConfig kvstar;
   int retrieval_threads = 0;
   // kvstar: score the block representations on the GPU instead of CPU threads. The
@@ -155,8 +158,10 @@ struct BatchStats {
   // device runs the step; a window longer than the step's kernels leaves the device idle.
   double host_window_ms_total = 0;
   double host_window_ms_max = 0;
-  // Of the window: retrieval submission, staging (joins and drops, tables), planning (finished
-  // retrievals, choice of the next copies) and issuing the batched copies and their events.
+  // Of the window, wall time: retrieval submission; staging (joins and drops, tables, finished
+  // retrievals and the choice of the next copies, on the window threads with GPU scoring);
+  // planning (GPU scoring: queuing the step's share of scoring and the top k of a scored group);
+  // issuing the batched copies and their events.
   double window_submit_ms_total = 0;
   double window_stage_ms_total = 0;
   double window_plan_ms_total = 0;
@@ -275,11 +280,14 @@ class CudaBatch {
   // issue; the table mirror is rebuilt.
   Status KvstarReplaceSelection(size_t layer, size_t seq, const std::vector<uint32_t>& next,
                                 uint32_t cand_end);
-  Status KvstarStage(size_t layer, size_t seq);
-  Status KvstarPlanCopies(size_t layer, size_t seq);
-  // Not deterministic: KvstarStage and KvstarPlanCopies for every (layer, sequence) and one batch
-  // of copies per layer, called once the step's kernels are queued so that this host work
-  // overlaps the step instead of preceding it.
+  // Not deterministic, for one (layer, seq), adding its copies and counters to `work` (layer's):
+  // joins the blocks whose copies completed and drops what the target no longer wants; takes
+  // finished retrievals and chooses the next copies. Calls for different layers may run at once.
+  Status KvstarStage(size_t layer, size_t seq, KvstarLayerWork& work);
+  Status KvstarPlanCopies(size_t layer, size_t seq, KvstarLayerWork& work);
+  // Not deterministic: KvstarStage and KvstarPlanCopies for every (layer, sequence) (on the
+  // window threads with GPU scoring) and one batch of copies per layer, called once the step's
+  // kernels are queued so that this host work overlaps the step instead of preceding it.
   Status KvstarIssueCopies();
   // One retrieval task per (layer, sequence) for the group that ended at step kv_steps_.
   Status KvstarSubmitGroup();

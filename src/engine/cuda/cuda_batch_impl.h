@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "base/thread_pool.h"
 #include "engine/cuda/cuda_batch.h"
 #include "kv/host_homes.h"
 #include "sparse/block_representations.h"
@@ -142,6 +143,27 @@ struct KvstarPending {
   size_t gpu_index = 0;
 };
 
+// kvstar, not deterministic: one layer's share of a step's window, made by KvstarStage and
+// KvstarPlanCopies for each of its sequences on any thread (layers are independent), then issued
+// and counted by the thread that drives the batch.
+struct KvstarLayerWork {
+  Status status;
+  // Delta copies host -> device slot, and (exclusive host tier) write-backs of dropped blocks
+  // device slot -> new home: one batch each; copy_wait: some slot was in this step's table.
+  std::vector<void*> copy_dst;
+  std::vector<const void*> copy_src;
+  std::vector<size_t> copy_bytes;
+  bool copy_wait = false;
+  std::vector<void*> wb_dst;
+  std::vector<const void*> wb_src;
+  std::vector<size_t> wb_bytes;
+  std::vector<size_t> planned;  // sequences whose copies are in the batch
+  // Added to BatchStats once issued.
+  size_t h2d_bytes = 0, d2h_bytes = 0, swaps = 0, blocks_loaded = 0;
+  size_t retrievals = 0, late_retrievals = 0;
+  double retrieval_ms = 0;
+};
+
 // kvstar mode, one (layer, sequence): which blocks are on the device and where.
 struct KvstarSeqLayer {
   std::unique_ptr<sparse::BlockRepresentations> reps;  // every full block, in order
@@ -184,13 +206,13 @@ struct CudaBatch::Impl {
   // kvstar: the pinned homes of the blocks in host_kv (every block, or with exclusive_host only
   // the blocks off the device).
   std::unique_ptr<HostHomes> homes;
-  // Exclusive host tier, not deterministic: one layer's write-backs of dropped blocks (device slot
-  // to new home), queued in one batch on the d2h stream; wb_done[layer] is recorded after each
-  // batch (the layer's copies into slots wait for it, and so does the next step's compute stream
-  // when wb_since_step[layer]: a dropped slot may become a tail).
-  std::vector<void*> wb_dst;
-  std::vector<const void*> wb_src;
-  std::vector<size_t> wb_bytes;
+  // Not deterministic: each layer's share of the step's window (KvstarIssueCopies), and the
+  // threads that make them with GPU scoring (null: the calling thread).
+  std::vector<KvstarLayerWork> window_work;
+  std::unique_ptr<ThreadPool> window_pool;
+  // Exclusive host tier, not deterministic: wb_done[layer] is recorded after each layer's batch
+  // of write-backs (the layer's copies into slots wait for it, and so does the next step's
+  // compute stream when wb_since_step[layer]: a dropped slot may become a tail).
   std::vector<Event> wb_done;
   std::vector<bool> wb_since_step;
   // Exclusive host tier, KvstarReplaceSelection: slot <- src_home; with dst_home, the slot's old

@@ -47,7 +47,7 @@ std::vector<uint32_t> LowestLeaving(const KvstarSeqLayer& s, size_t count) {
 
 }  // namespace
 
-Status CudaBatch::KvstarStage(size_t l, size_t b) {
+Status CudaBatch::KvstarStage(size_t l, size_t b, KvstarLayerWork& w) {
   Impl& m = *impl_;
   KvstarSeqLayer& s = m.ks[l][b];
   bool changed = false;
@@ -58,10 +58,10 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
     // layer's write-backs before any copy into the slot).
     if (m.homes->exclusive()) {
       KVSTAR_ASSIGN_OR_RETURN(const int32_t h, m.homes->Acquire(l, b, blk));
-      m.wb_dst.push_back(m.host_kv[l].as<char>() + static_cast<size_t>(h) * bb);
-      m.wb_src.push_back(arena + static_cast<size_t>(s.slot_of[blk]) * bb);
-      m.wb_bytes.push_back(bb);
-      stats_.d2h_bytes += bb;
+      w.wb_dst.push_back(m.host_kv[l].as<char>() + static_cast<size_t>(h) * bb);
+      w.wb_src.push_back(arena + static_cast<size_t>(s.slot_of[blk]) * bb);
+      w.wb_bytes.push_back(bb);
+      w.d2h_bytes += bb;
     }
     // Behind the truly free slots, which PlanCopies takes first (from the back).
     s.free_slots.insert(s.free_slots.begin(), s.slot_of[blk]);
@@ -94,7 +94,7 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
         m.homes->Release(l, b, blk);  // exclusive: on the device now
       }
       for (uint32_t blk : out) KVSTAR_RETURN_IF_ERROR(drop(blk));
-      stats_.swaps += s.arriving.size();
+      w.swaps += s.arriving.size();
       s.arriving.clear();
       changed = true;
     }
@@ -112,21 +112,21 @@ Status CudaBatch::KvstarStage(size_t l, size_t b) {
   return Status::Ok();
 }
 
-Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
+Status CudaBatch::KvstarPlanCopies(size_t l, size_t b, KvstarLayerWork& w) {
   const KvstarConfig& k = opt_.kvstar;
   Impl& m = *impl_;
   KvstarSeqLayer& s = m.ks[l][b];
   const size_t R = k.retrieval_stride;
   // 3. Finished retrievals: the newest becomes the target.
   for (const KvstarPending& p : s.pending) {
-    if (p.submitted_step + R == kv_steps_ && !KvstarReady(p)) ++stats_.late_retrievals;
+    if (p.submitted_step + R == kv_steps_ && !KvstarReady(p)) ++w.late_retrievals;
   }
   while (!s.pending.empty() && KvstarReady(s.pending.front())) {
     KvstarPending p = std::move(s.pending.front());
     s.pending.pop_front();
     KVSTAR_RETURN_IF_ERROR(KvstarWait(p));
-    ++stats_.retrievals;
-    stats_.retrieval_ms_total += (NowSeconds() - p.submitted_at) * 1e3;
+    ++w.retrievals;
+    w.retrieval_ms += (NowSeconds() - p.submitted_at) * 1e3;
     const sparse::RetrievalResult& r = KvstarResult(p);
     if (s.in_target.size() < max_blocks_) s.in_target.assign(max_blocks_, 0);
     for (uint32_t blk : s.target) s.in_target[blk] = 0;
@@ -161,7 +161,7 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
   const size_t bb = geom_.block_bytes();
   char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
   // Some of these slots were in this step's table: the layer's copies wait for its attention.
-  if (n > s.free_slots.size() - s.retired) m.copy_wait = true;
+  if (n > s.free_slots.size() - s.retired) w.copy_wait = true;
   for (uint32_t blk : missing) {
     const char* home = KvstarHome(l, b, blk);
     if (home == nullptr) {
@@ -172,11 +172,11 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b) {
     s.free_slots.pop_back();
     s.retired = std::min(s.retired, s.free_slots.size());
     s.slot_of[blk] = slot;
-    m.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
-    m.copy_src.push_back(home);
-    m.copy_bytes.push_back(bb);
-    stats_.h2d_bytes += bb;
-    ++stats_.blocks_loaded;
+    w.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
+    w.copy_src.push_back(home);
+    w.copy_bytes.push_back(bb);
+    w.h2d_bytes += bb;
+    ++w.blocks_loaded;
   }
   s.arriving = std::move(missing);
   return Status::Ok();
@@ -251,48 +251,58 @@ Status CudaBatch::KvstarIssueCopies() {
   // The step's tables left the mirrors long ago (they were queued before its first kernel).
   KVSTAR_RETURN_IF_ERROR(m.mirrors_sent->Synchronize());
   DeviceContext& ctx = model_.ctx();
-  std::vector<size_t> planned;  // sequences of this layer whose copies are queued now
-  for (size_t l = 0; l < m.ks.size(); ++l) {
-    m.copy_dst.clear();
-    m.copy_src.clear();
-    m.copy_bytes.clear();
-    m.copy_wait = false;
-    m.wb_dst.clear();
-    m.wb_src.clear();
-    m.wb_bytes.clear();
-    planned.clear();
-    for (size_t b = 0; b < m.ks[l].size(); ++b) {
-      Stopwatch stage;
-      KVSTAR_RETURN_IF_ERROR(KvstarStage(l, b));
-      stats_.window_stage_ms_total += stage.Millis();
-      Stopwatch plan;
-      const size_t queued = m.copy_dst.size();
-      KVSTAR_RETURN_IF_ERROR(KvstarPlanCopies(l, b));
-      if (m.copy_dst.size() > queued) planned.push_back(b);
-      stats_.window_plan_ms_total += plan.Millis();
+  const size_t L = m.ks.size();
+  // Stage and plan every (layer, sequence): layers are independent (their own slots, homes,
+  // tables and copy lists), so with GPU scoring they run on the window threads.
+  Stopwatch stage;
+  m.window_work.resize(L);
+  auto stage_layers = [&](size_t l0, size_t l1) {
+    for (size_t l = l0; l < l1; ++l) {
+      KvstarLayerWork& w = m.window_work[l];
+      w = KvstarLayerWork{};
+      for (size_t b = 0; b < m.ks[l].size() && w.status.ok(); ++b) {
+        w.status = KvstarStage(l, b, w);
+        const size_t queued = w.copy_dst.size();
+        if (w.status.ok()) w.status = KvstarPlanCopies(l, b, w);
+        if (w.copy_dst.size() > queued) w.planned.push_back(b);
+      }
     }
-    Stopwatch issue;
-    if (!m.wb_dst.empty()) {
+  };
+  if (m.window_pool != nullptr) {
+    m.window_pool->ParallelFor(L, [&](size_t l0, size_t l1, int) { stage_layers(l0, l1); });
+  } else {
+    stage_layers(0, L);
+  }
+  stats_.window_stage_ms_total += stage.Millis();
+  Stopwatch issue;
+  for (size_t l = 0; l < L; ++l) {
+    KvstarLayerWork& w = m.window_work[l];
+    KVSTAR_RETURN_IF_ERROR(w.status);
+    stats_.d2h_bytes += w.d2h_bytes;
+    stats_.h2d_bytes += w.h2d_bytes;
+    stats_.swaps += w.swaps;
+    stats_.late_retrievals += w.late_retrievals;
+    stats_.retrievals += w.retrievals;
+    stats_.retrieval_ms_total += w.retrieval_ms;
+    stats_.blocks_loaded += w.blocks_loaded;
+    if (!w.wb_dst.empty()) {
       // Exclusive host tier: the dropped blocks go home on the d2h stream (they are immutable, so
       // the copies may overlap the attention that still reads them); copies into their slots wait
       // for them, and so does the next step (a dropped slot may become a tail).
-      KVSTAR_RETURN_IF_ERROR(ctx.CopyBatch(m.wb_dst.data(), m.wb_src.data(), m.wb_bytes.data(),
-                                           m.wb_dst.size(), ctx.d2h_stream()));
+      KVSTAR_RETURN_IF_ERROR(ctx.CopyBatch(w.wb_dst.data(), w.wb_src.data(), w.wb_bytes.data(),
+                                           w.wb_dst.size(), ctx.d2h_stream()));
       KVSTAR_RETURN_IF_ERROR(m.wb_done[l].Record(ctx.d2h_stream()));
       m.wb_since_step[l] = true;
     }
-    if (planned.empty()) {
-      stats_.window_issue_ms_total += issue.Millis();
-      continue;
-    }
+    if (w.planned.empty()) continue;
     // The layer's copies of every sequence in one call, then each sequence's arrival event.
-    if (m.copy_wait) KVSTAR_RETURN_IF_ERROR(m.attn_read[l].WaitOn(ctx.h2d_stream()));
+    if (w.copy_wait) KVSTAR_RETURN_IF_ERROR(m.attn_read[l].WaitOn(ctx.h2d_stream()));
     // A copy may go into a slot (or read a home) that a write-back of this layer still uses.
     if (!m.wb_done.empty()) KVSTAR_RETURN_IF_ERROR(m.wb_done[l].WaitOn(ctx.h2d_stream()));
-    KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(m.copy_dst.data(), m.copy_src.data(),
-                                                 m.copy_bytes.data(), m.copy_dst.size(),
+    KVSTAR_RETURN_IF_ERROR(ctx.CopyBatchToDevice(w.copy_dst.data(), w.copy_src.data(),
+                                                 w.copy_bytes.data(), w.copy_dst.size(),
                                                  ctx.h2d_stream()));
-    for (size_t b : planned) {
+    for (size_t b : w.planned) {
       KvstarSeqLayer& s = m.ks[l][b];
       if (!s.arrive) {
         KVSTAR_ASSIGN_OR_RETURN(Event e, Event::Create());
@@ -300,8 +310,8 @@ Status CudaBatch::KvstarIssueCopies() {
       }
       KVSTAR_RETURN_IF_ERROR(s.arrive->Record(ctx.h2d_stream()));
     }
-    stats_.window_issue_ms_total += issue.Millis();
   }
+  stats_.window_issue_ms_total += issue.Millis();
   return Status::Ok();
 }
 

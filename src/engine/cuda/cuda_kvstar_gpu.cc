@@ -274,11 +274,21 @@ Status CudaBatch::KvstarHarvest(const KvstarGpuGroup* wait_for) {
     ++stats_.gpu_score_groups;
     const size_t row = max_blocks_ * m.score_per;
     const float* all = m.scores_host.as<float>() + g->half * g->cand_end.size() * row;
-    for (size_t i = 0; i < g->cand_end.size(); ++i) {
-      if (g->cand_end[i] == 0) continue;
-      KVSTAR_RETURN_IF_ERROR(TopKOfScores(k, all + i * row, m.score_per, g->cand_end[i], i / B,
-                                          i % B, &g->results[i]));
+    // Each (layer, sequence)'s top k on its own: on the window threads when there are some.
+    std::vector<Status> failed(g->cand_end.size());
+    auto top_k = [&](size_t i0, size_t i1, int) {
+      for (size_t i = i0; i < i1; ++i) {
+        if (g->cand_end[i] == 0) continue;
+        failed[i] = TopKOfScores(k, all + i * row, m.score_per, g->cand_end[i], i / B, i % B,
+                                 &g->results[i]);
+      }
+    };
+    if (m.window_pool != nullptr) {
+      m.window_pool->ParallelFor(g->cand_end.size(), top_k, /*min_chunk=*/4);
+    } else {
+      top_k(0, g->cand_end.size(), 0);
     }
+    for (const Status& st : failed) KVSTAR_RETURN_IF_ERROR(st);
     g->harvested = true;
   }
   return Status::Ok();

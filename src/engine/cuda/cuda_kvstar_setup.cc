@@ -86,7 +86,17 @@ Status CudaBatch::KvstarInit() {
     m.mirrors_sent = std::make_unique<Event>(std::move(e));
   }
   // CPU threads score the groups and the sync steps, unless the device does (gpu_scoring).
-  if (opt_.gpu_scoring) return KvstarInitGpuScoring();
+  if (opt_.gpu_scoring) {
+    // The cores are free then: the window's per-layer work and the top k of each scored group
+    // run on retrieval_threads threads (default: hardware threads - 3, at most 8).
+    const int hw = static_cast<int>(std::thread::hardware_concurrency());
+    const int n = opt_.retrieval_threads > 0 ? opt_.retrieval_threads : std::clamp(hw - 3, 1, 8);
+    if (!k.deterministic && n > 1) {
+      m.window_pool =
+          std::make_unique<ThreadPool>(ThreadPoolOptions{.num_threads = n, .name = "kvwindow"});
+    }
+    return KvstarInitGpuScoring();
+  }
   sparse::RetrieverOptions ro;
   // Default: all cores but three, kept for the decode thread, the driver's threads and the
   // copies (at batch 22 on the 16-core H100 host, 13 threads gave more tokens/s than 15).
