@@ -79,8 +79,7 @@ struct BatchOptions {
   std::vector<size_t> kvpr_layer_splits;
   // kvstar: the settings (UCM names; sync_steps counts the batch's first decode steps) and the
   // CPU threads that score blocks (0: hardware threads - 3, at least 1); with gpu_scoring, the
-  // threads of the step window's bookkeeping (0: hardware threads - 3, at most 8; 1: none but the
-  // caller).
+  // threads of the step window's bookkeeping (0 or 1: the decoding thread alone).
   KvstarConfig kvstar;
   int retrieval_threads = 0;
   // kvstar: score the block representations on the GPU instead of CPU threads. The

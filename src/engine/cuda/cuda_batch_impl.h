@@ -185,6 +185,7 @@ struct KvstarSeqLayer {
   std::vector<uint8_t> in_target;  // [block] 1 when the block is in `target`
   std::vector<uint32_t> arriving;
   std::unique_ptr<Event> arrive;
+  bool arrived = false;  // `arrive` had completed when the window began
   // Not deterministic: the front `retired` entries of free_slots were dropped from the table in
   // this step's window while the step may still read them; a copy into one of them waits for
   // this layer's attention (event attn_read[layer]). Zero again once the step has finished.

@@ -83,8 +83,7 @@ Status CudaBatch::KvstarStage(size_t l, size_t b, KvstarLayerWork& w) {
   // except while fewer blocks are held than the target has (a larger target: more candidates,
   // or a per-KV-head union that grew).
   if (!s.arriving.empty()) {
-    KVSTAR_ASSIGN_OR_RETURN(bool done, s.arrive->Query());
-    if (done) {
+    if (s.arrived) {
       const size_t held = held_scored();
       const size_t room = s.target.size() > held ? s.target.size() - held : 0;
       const std::vector<uint32_t> out =
@@ -252,9 +251,18 @@ Status CudaBatch::KvstarIssueCopies() {
   KVSTAR_RETURN_IF_ERROR(m.mirrors_sent->Synchronize());
   DeviceContext& ctx = model_.ctx();
   const size_t L = m.ks.size();
-  // Stage and plan every (layer, sequence): layers are independent (their own slots, homes,
-  // tables and copy lists), so with GPU scoring they run on the window threads.
   Stopwatch stage;
+  // Which copies have landed, asked here so that the window threads make no CUDA call.
+  for (auto& row : m.ks) {
+    for (KvstarSeqLayer& s : row) {
+      s.arrived = false;
+      if (!s.arriving.empty()) {
+        KVSTAR_ASSIGN_OR_RETURN(s.arrived, s.arrive->Query());
+      }
+    }
+  }
+  // Stage and plan every (layer, sequence): layers are independent (their own slots, homes,
+  // tables and copy lists), so with GPU scoring they may run on the window threads.
   m.window_work.resize(L);
   auto stage_layers = [&](size_t l0, size_t l1) {
     for (size_t l = l0; l < l1; ++l) {

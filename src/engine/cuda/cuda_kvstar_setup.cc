@@ -87,10 +87,9 @@ Status CudaBatch::KvstarInit() {
   }
   // CPU threads score the groups and the sync steps, unless the device does (gpu_scoring).
   if (opt_.gpu_scoring) {
-    // The cores are free then: the window's per-layer work and the top k of each scored group
-    // run on retrieval_threads threads (default: hardware threads - 3, at most 8).
-    const int hw = static_cast<int>(std::thread::hardware_concurrency());
-    const int n = opt_.retrieval_threads > 0 ? opt_.retrieval_threads : std::clamp(hw - 3, 1, 8);
+    // The cores are free then: with retrieval_threads > 1 the window's per-layer work and the top
+    // k of each scored group run on that many threads (default: the decoding thread alone).
+    const int n = opt_.retrieval_threads;
     if (!k.deterministic && n > 1) {
       m.window_pool =
           std::make_unique<ThreadPool>(ThreadPoolOptions{.num_threads = n, .name = "kvwindow"});
