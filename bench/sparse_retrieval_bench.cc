@@ -115,6 +115,27 @@ BENCHMARK(BM_Task)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
+// The host's share of GPU scoring: one (layer, sequence)'s top k from its device scores
+// (SelectionFromScores, as the CUDA engine's harvest calls it). Args: candidates, scores per
+// block (1; the KV heads with select_per_kv_head). 1020 candidates = a 128K-token context at 128
+// tokens a block; a group of the Llama-3-8B shape at 8 sequences is 256 of these.
+void BM_SelectionFromScores(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const size_t per = static_cast<size_t>(state.range(1));
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> scores(n * per);
+  for (float& v : scores) v = u(rng);
+  std::vector<uint32_t> cands(n);
+  for (size_t j = 0; j < n; ++j) cands[j] = static_cast<uint32_t>(4 + j);
+  const size_t k = SelectionSize(n, 0.25);
+  for (auto _ : state) {
+    RetrievalResult r = SelectionFromScores(scores, per, cands, k, per > 1);
+    benchmark::DoNotOptimize(r.blocks.data());
+  }
+}
+BENCHMARK(BM_SelectionFromScores)->Args({1020, 1})->Args({1020, 8})->Args({252, 1});
+
 }  // namespace
 }  // namespace kvstar::sparse
 

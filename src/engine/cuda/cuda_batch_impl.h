@@ -211,6 +211,9 @@ struct CudaBatch::Impl {
   // threads that make them with GPU scoring (null: the calling thread).
   std::vector<KvstarLayerWork> window_work;
   std::unique_ptr<ThreadPool> window_pool;
+  // The arrival event recorded last (on the h2d stream, after every earlier one); null before
+  // the first copy.
+  const Event* last_arrive = nullptr;
   // Exclusive host tier, not deterministic: wb_done[layer] is recorded after each layer's batch
   // of write-backs (the layer's copies into slots wait for it, and so does the next step's
   // compute stream when wb_since_step[layer]: a dropped slot may become a tail).

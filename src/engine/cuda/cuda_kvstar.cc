@@ -252,11 +252,21 @@ Status CudaBatch::KvstarIssueCopies() {
   DeviceContext& ctx = model_.ctx();
   const size_t L = m.ks.size();
   Stopwatch stage;
-  // Which copies have landed, asked here so that the window threads make no CUDA call.
+  // Which copies have landed, asked here so that the window threads make no CUDA call. The
+  // arrival events are all on the h2d stream, which completes them in order: once the last one
+  // recorded has completed, so has every other (usually by the next window: one query, not one
+  // per (layer, sequence)).
+  bool all_landed = false;
+  if (m.last_arrive != nullptr) {
+    KVSTAR_ASSIGN_OR_RETURN(all_landed, m.last_arrive->Query());
+  }
   for (auto& row : m.ks) {
     for (KvstarSeqLayer& s : row) {
       s.arrived = false;
-      if (!s.arriving.empty()) {
+      if (s.arriving.empty()) continue;
+      if (all_landed) {
+        s.arrived = true;
+      } else {
         KVSTAR_ASSIGN_OR_RETURN(s.arrived, s.arrive->Query());
       }
     }
@@ -317,6 +327,7 @@ Status CudaBatch::KvstarIssueCopies() {
         s.arrive = std::make_unique<Event>(std::move(e));
       }
       KVSTAR_RETURN_IF_ERROR(s.arrive->Record(ctx.h2d_stream()));
+      m.last_arrive = s.arrive.get();
     }
   }
   stats_.window_issue_ms_total += issue.Millis();
