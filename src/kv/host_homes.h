@@ -10,7 +10,8 @@
 //              first be written back into a newly acquired home. The host then keeps about
 //              (1 - sparse_ratio) of the KV instead of all of it, so more sequences fit.
 //
-// Not thread-safe: the thread that drives the batch owns it.
+// Not thread-safe, except that calls for different layers may run at once (each touches only its
+// layer's homes): the CUDA engine's window threads stage different layers in parallel.
 #pragma once
 
 #include <cstddef>
