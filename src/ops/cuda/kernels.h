@@ -34,7 +34,8 @@ __device__ __forceinline__ void WaitForPriorGrid() {
 }
 
 // Launches kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent of the
-// kernel before it in the stream when DependentLaunches() is on.
+// kernel before it in the stream when DependentLaunches() is on and every architecture built is
+// sm_90 or newer (KVSTAR_CUDA_PDL, src/ops/cuda/CMakeLists.txt: an older image has no wait).
 template <typename... Params, typename... Args>
 cudaError_t LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                             cudaStream_t stream, Args&&... args) {
@@ -47,7 +48,11 @@ cudaError_t LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, si
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
+#if defined(KVSTAR_CUDA_PDL) && KVSTAR_CUDA_PDL
   cfg.numAttrs = DependentLaunches() ? 1 : 0;
+#else
+  cfg.numAttrs = 0;
+#endif
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
