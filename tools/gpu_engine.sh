@@ -10,7 +10,8 @@
 #   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the CUDA op tests (memcheck,
 #                                            racecheck and synccheck over the scoring kernels),
 #                                            the whole-model GPU tests and memcheck over
-#                                            the offload, kvpr and kvstar tests
+#                                            the offload, kvpr, kvstar and dependent-launch
+#                                            tests
 #   tools/gpu_engine.sh racecheck [out_dir]  on the GPU machine: compute-sanitizer racecheck over
 #                                            the whole engine on a short run of dense, offload
 #                                            and kvstar without cuBLAS (about 6 minutes)
@@ -82,7 +83,7 @@ if [[ $mode == test ]]; then
     grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/ops_$tool.txt"
   done
   compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/kvstar-gpu/cuda_engine_test \
-    --gtest_filter='*Kvstar*:*Offload*' --gtest_brief=1 >"$out/memcheck.txt" 2>&1 || status=1
+    --gtest_filter='*Kvstar*:*Offload*:*DependentLaunches*' --gtest_brief=1 >"$out/memcheck.txt" 2>&1 || status=1
   grep -E 'ERROR SUMMARY' "$out/memcheck.txt"
   exit $status
 fi
