@@ -506,7 +506,6 @@ TEST_F(CudaEngineTest, KvstarSelectsTheBlocksOfTheCpuPolicy) {
   }
 }
 
-// The CUDA prefill logits of the demo model agree with the CPU engine's.
 // GPU scoring (deterministic) selects the blocks that CPU scoring selects on the same device
 // queries and keys, step by step; only near-ties of f32 summation order may differ.
 // With sync_steps the first steps' re-selections are scored on the device too; with
