@@ -126,6 +126,25 @@ int RunCudaBench(const CudaBenchFlags& f) {
         "--host-tier exclusive: only --modes kvstar has a host tier to choose (dense keeps its KV "
         "in HBM, offload and kvpr pin every block); add kvstar to --modes or drop the flag"));
   }
+  // kvstar's device cache: a block count per (layer, sequence), or "max".
+  const bool cache_max = f.kvstar_cache_blocks == "max";
+  size_t cache_fixed = 0;
+  if (!cache_max) {
+    auto c = ParseSizeList(f.kvstar_cache_blocks, "--kvstar-cache-blocks");
+    if (!c.ok() || c->size() != 1) {
+      return ReportError(
+          InvalidArgument("--kvstar-cache-blocks must be max or one block count, not '%s'",
+                          f.kvstar_cache_blocks.c_str()));
+    }
+    cache_fixed = (*c)[0];
+  }
+  if ((cache_max || cache_fixed > 0) &&
+      (std::find(modes.begin(), modes.end(), KvMode::kKvstar) == modes.end() ||
+       f.kvstar.deterministic)) {
+    return ReportError(InvalidArgument(
+        "--kvstar-cache-blocks: the device cache is part of kvstar's non-deterministic schedule; "
+        "add kvstar to --modes (without --deterministic) or drop the flag"));
+  }
   size_t fixed_split = 0;
   const bool auto_split = f.kvpr_split == "auto";
   if (!auto_split) {
@@ -258,6 +277,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.phase_timing = f.phase_timing;
       o.gpu_score_spread = f.gpu_score_spread;
       o.gpu_score_ctas = f.gpu_score_ctas;
+      o.kvstar_cache_blocks = mode == KvMode::kKvstar ? cache_fixed : 0;
       o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
@@ -316,21 +336,40 @@ int RunCudaBench(const CudaBenchFlags& f) {
         layer_splits = plan->layer_splits;
         return plan->split;
       };
+      // A batch of b sequences: the kvpr split, and kvstar's device cache (--kvstar-cache-blocks
+      // max: the most blocks per (layer, sequence) that keep the batch in the HBM budget).
+      auto options_for = [&](size_t b) {
+        BatchOptions t = o;
+        t.batch = b;
+        t.kvpr_split = plan_split(b);
+        t.kvpr_layer_splits = layer_splits;
+        if (mode == KvMode::kKvstar && cache_max) {
+          auto in_budget = [&](size_t c) {
+            t.kvstar_cache_blocks = c;
+            return weight_bytes + CudaBatch::EstimateDeviceBytes(cfg, t) <= budget;
+          };
+          size_t lo = 0, hi = (t.max_tokens + t.block_tokens - 1) / t.block_tokens;
+          while (lo < hi) {
+            const size_t mid = (lo + hi + 1) / 2;
+            if (in_budget(mid)) {
+              lo = mid;
+            } else {
+              hi = mid - 1;
+            }
+          }
+          t.kvstar_cache_blocks = lo;
+        }
+        return t;
+      };
       // The largest batch that fits the HBM budget (and, for offload modes, host memory).
       auto fits_hbm = [&](size_t b) {
-        BatchOptions t = o;
-        t.batch = b;
-        t.kvpr_split = plan_split(b);
-        t.kvpr_layer_splits = layer_splits;
-        return weight_bytes + CudaBatch::EstimateDeviceBytes(cfg, t) <= budget;
+        return weight_bytes + CudaBatch::EstimateDeviceBytes(cfg, options_for(b)) <= budget;
       };
       auto fits = [&](size_t b) {
-        BatchOptions t = o;
-        t.batch = b;
-        t.kvpr_split = plan_split(b);
-        t.kvpr_layer_splits = layer_splits;
-        return fits_hbm(b) && static_cast<double>(CudaBatch::EstimateHostBytes(cfg, t)) <=
-                                  static_cast<double>(host_avail) * f.host_memory_share;
+        const BatchOptions t = options_for(b);
+        return weight_bytes + CudaBatch::EstimateDeviceBytes(cfg, t) <= budget &&
+               static_cast<double>(CudaBatch::EstimateHostBytes(cfg, t)) <=
+                   static_cast<double>(host_avail) * f.host_memory_share;
       };
       size_t largest = 0, largest_hbm = 0;
       for (size_t b = 1; b <= 512 && fits(b); b = b < 8 ? b + 1 : b + b / 8) largest = b;
@@ -356,9 +395,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
           }
           continue;
         }
-        o.batch = batch;
-        o.kvpr_split = plan_split(batch);
-        o.kvpr_layer_splits = layer_splits;
+        o = options_for(batch);
         auto b = CudaBatch::Create(*model, o);
         if (!b.ok()) return ReportError(b.status());
         CudaBatch& cb = **b;
@@ -564,6 +601,9 @@ int RunCudaBench(const CudaBenchFlags& f) {
                applied > 0 ? (st.retrieval_ms_total - before.retrieval_ms_total) / applied : 0.0},
               {"blocks_loaded_per_step",
                static_cast<double>(st.blocks_loaded - before.blocks_loaded) / steps},
+              {"cache_blocks", o.kvstar_cache_blocks},
+              {"cache_hits_per_step",
+               static_cast<double>(st.cache_hits - before.cache_hits) / steps},
               {"device_blocks", st.device_blocks},
               {"candidate_blocks", st.candidate_blocks},
               {"selected_blocks", st.selected_blocks}};
@@ -610,6 +650,13 @@ int RunCudaBench(const CudaBenchFlags& f) {
                 f.gpu_scoring ? "GPU" : "CPU", kv["retrieval_ms_mean"].get<double>(),
                 kv["retrievals_applied"].get<size_t>(), kv["late_retrievals"].get<size_t>(),
                 kv["skipped_retrievals"].get<size_t>());
+            if (o.kvstar_cache_blocks > 0) {
+              std::printf(
+                  "         device cache: %zu blocks per (layer, sequence); %.1f blocks per step "
+                  "taken back from it, %.1f copied in\n",
+                  o.kvstar_cache_blocks, kv["cache_hits_per_step"].get<double>(),
+                  kv["blocks_loaded_per_step"].get<double>());
+            }
           }
         }
       }

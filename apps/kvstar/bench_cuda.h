@@ -43,6 +43,7 @@ struct CudaBenchFlags {
   size_t gpu_score_spread = 1;     // kvstar, GPU scoring: --gpu-score-spread
   size_t gpu_score_ctas = 0;       // kvstar, GPU scoring: --gpu-score-ctas
   bool pdl = true;                 // --cuda-pdl: programmatic dependent launch of decode kernels
+  std::string kvstar_cache_blocks = "0";  // kvstar: --kvstar-cache-blocks N|max
 };
 
 int RunCudaBench(const CudaBenchFlags& flags);

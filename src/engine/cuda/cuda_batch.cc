@@ -150,6 +150,13 @@ StatusOr<std::unique_ptr<CudaBatch>> CudaBatch::Create(CudaModel& model,
     return InvalidArgument("the exclusive host tier is a kvstar option (mode %s)",
                            KvModeName(options.mode));
   }
+  if (options.kvstar_cache_blocks > 0 &&
+      (options.mode != KvMode::kKvstar || options.kvstar.deterministic)) {
+    return InvalidArgument(
+        "kvstar_cache_blocks %zu: the device cache is a kvstar option of the non-deterministic "
+        "schedule",
+        options.kvstar_cache_blocks);
+  }
   if (options.kvstar.max_loads_per_step != 0) {
     return InvalidArgument(
         "max_loads_per_step %zu is the CPU engine's emulation of this engine's staging_slots; "

@@ -122,6 +122,15 @@ struct BatchOptions {
   // sequences fit a host; the write-backs move as many bytes device to host as the delta moves
   // host to device.
   bool exclusive_host = false;
+  // kvstar, not deterministic: this many more slots per (layer, sequence) than the schedule
+  // needs, used as a device cache. A block that leaves the selection stays in its slot, out of
+  // the table (attention does not read it), until the slot is needed for another block (the
+  // oldest cached block goes first; with the exclusive host tier it is written back then); a
+  // selection that wants it again takes it back without a copy. The sequence's setup fills the
+  // cache with the candidates nearest the local window. With the exclusive host tier the host
+  // then pins that many fewer blocks per (layer, sequence): spare HBM holds blocks the host
+  // would otherwise pin, so more sequences fit a host.
+  size_t kvstar_cache_blocks = 0;
   // Decode steps record events between their phases on the compute stream and sum the device
   // time of each (BatchStats::phase_*); a few dozen events per step, off by default.
   bool phase_timing = false;
@@ -142,6 +151,7 @@ struct BatchStats {
   size_t sync_retrievals = 0;
   double sync_wait_ms = 0;
   size_t blocks_loaded = 0;       // delta blocks copied host -> device
+  size_t cache_hits = 0;          // blocks a selection took back from the device cache, no copy
   double retrieval_ms_total = 0;  // submit -> applied, summed over tasks
   // Host time inside Step while the device has no work of this step queued: before the first
   // kernel (kvstar boundary, inputs) and after the final synchronization (kvstar bookkeeping,

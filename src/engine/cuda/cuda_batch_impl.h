@@ -159,7 +159,7 @@ struct KvstarLayerWork {
   std::vector<size_t> wb_bytes;
   std::vector<size_t> planned;  // sequences whose copies are in the batch
   // Added to BatchStats once issued.
-  size_t h2d_bytes = 0, d2h_bytes = 0, swaps = 0, blocks_loaded = 0;
+  size_t h2d_bytes = 0, d2h_bytes = 0, swaps = 0, blocks_loaded = 0, cache_hits = 0;
   size_t retrievals = 0, late_retrievals = 0;
   double retrieval_ms = 0;
 };
@@ -186,10 +186,13 @@ struct KvstarSeqLayer {
   std::vector<uint32_t> arriving;
   std::unique_ptr<Event> arrive;
   bool arrived = false;  // `arrive` had completed when the window began
-  // Not deterministic: the front `retired` entries of free_slots were dropped from the table in
-  // this step's window while the step may still read them; a copy into one of them waits for
-  // this layer's attention (event attn_read[layer]). Zero again once the step has finished.
-  size_t retired = 0;
+  // Not deterministic: blocks that left the table and keep their slots (the device cache,
+  // BatchOptions::kvstar_cache_blocks), oldest first. A slot for a copy is a free one or, failing
+  // that, the oldest cached block's that the target does not want. The last `cached_fresh` were
+  // dropped in this step's window while the step may still read them: a copy into one of their
+  // slots waits for this layer's attention (event attn_read[layer]). Zero once the step finished.
+  std::vector<uint32_t> cached;
+  size_t cached_fresh = 0;
 };
 
 struct CudaBatch::Impl {

@@ -47,5 +47,39 @@ TEST(CudaBatchSizesTest, ExclusiveHostTierPinsTheBlocksOffTheDevice) {
   EXPECT_EQ(CudaBatch::EstimateHostBytes(*cfg, dense), 0u);
 }
 
+// The device cache (kvstar_cache_blocks): C more slots per (layer, sequence) on the device, C
+// fewer homes per sequence on the exclusive host tier (plus slack for the cached blocks written
+// back while their replacements are in flight). Enough of it lets 9 sequences pin no more than
+// 8 did without it.
+TEST(CudaBatchSizesTest, DeviceCacheMovesBlocksFromTheHostToHbm) {
+  auto cfg = NamedShape("llama3-8b");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+  const size_t block = 2 * 8 * 128 * 128 * 2;
+  auto with_cache = [](size_t batch, size_t cache) {
+    BatchOptions o = Kvstar128K(batch, true);
+    o.kvstar_cache_blocks = cache;
+    return o;
+  };
+  for (size_t c : {16, 64, 105}) {
+    EXPECT_EQ(CudaBatch::EstimateDeviceBytes(*cfg, with_cache(9, c)) -
+                  CudaBatch::EstimateDeviceBytes(*cfg, with_cache(9, 0)),
+              32 * 9 * c * block)
+        << c;
+    // Per sequence C fewer homes and 7 more of slack (4 staging slots, 2 extras, 1); 8 of the 9
+    // sequences hold `need` homes, the one being set up all of its blocks.
+    const size_t homes0 = 8 * (1024 - 258 + 6) + 1024 + 6;
+    const size_t homes = 8 * (1024 - 258 - c + 13) + 1024 + 13;
+    EXPECT_EQ(CudaBatch::EstimateHostBytes(*cfg, with_cache(9, c)), 32 * homes * block) << c;
+    EXPECT_EQ(CudaBatch::EstimateHostBytes(*cfg, with_cache(9, 0)), 32 * homes0 * block);
+  }
+  const size_t eight = CudaBatch::EstimateHostBytes(*cfg, with_cache(8, 0));
+  EXPECT_GT(CudaBatch::EstimateHostBytes(*cfg, with_cache(9, 104)), eight);
+  EXPECT_LE(CudaBatch::EstimateHostBytes(*cfg, with_cache(9, 105)), eight);
+  // More cache than unselected candidates (1018 scored a stride earlier, 255 of them selected):
+  // the host cannot give back more than it holds.
+  EXPECT_EQ(CudaBatch::EstimateHostBytes(*cfg, with_cache(2, 5000)),
+            CudaBatch::EstimateHostBytes(*cfg, with_cache(2, 763)));
+}
+
 }  // namespace
 }  // namespace kvstar::cuda

@@ -94,6 +94,7 @@ class CudaEngineTest : public ::testing::Test {
     o.exclusive_host = exclusive_host_;
     o.gpu_score_spread = gpu_score_spread_;
     o.gpu_score_ctas = gpu_score_ctas_;
+    o.kvstar_cache_blocks = cache_blocks_;
     o.mode = mode;
     o.batch = batch;
     o.max_tokens = max_tokens;
@@ -115,6 +116,7 @@ class CudaEngineTest : public ::testing::Test {
   bool exclusive_host_ = false;  // ... and keep only the blocks off the device on the host
   size_t gpu_score_spread_ = 1;  // ... and queue a group's scoring over this many steps
   size_t gpu_score_ctas_ = 0;    // ... on at most this many CTAs (0: the whole grid)
+  size_t cache_blocks_ = 0;      // ... with this many device-cache slots (not deterministic)
   std::unique_ptr<DeviceContext> ctx_;
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;

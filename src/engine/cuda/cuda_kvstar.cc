@@ -51,26 +51,14 @@ Status CudaBatch::KvstarStage(size_t l, size_t b, KvstarLayerWork& w) {
   Impl& m = *impl_;
   KvstarSeqLayer& s = m.ks[l][b];
   bool changed = false;
-  const size_t bb = geom_.block_bytes();
-  char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
-  auto drop = [&](uint32_t blk) -> Status {
-    // Exclusive host tier: the block goes back to a home first (KvstarIssueCopies queues the
-    // layer's write-backs before any copy into the slot).
-    if (m.homes->exclusive()) {
-      KVSTAR_ASSIGN_OR_RETURN(const int32_t h, m.homes->Acquire(l, b, blk));
-      w.wb_dst.push_back(m.host_kv[l].as<char>() + static_cast<size_t>(h) * bb);
-      w.wb_src.push_back(arena + static_cast<size_t>(s.slot_of[blk]) * bb);
-      w.wb_bytes.push_back(bb);
-      w.d2h_bytes += bb;
-    }
-    // Behind the truly free slots, which PlanCopies takes first (from the back).
-    s.free_slots.insert(s.free_slots.begin(), s.slot_of[blk]);
-    ++s.retired;
-    s.slot_of[blk] = -1;
+  // A block that leaves the table keeps its slot (the device cache) until KvstarPlanCopies or
+  // KvstarAfterStep needs the slot; the running step may still read it.
+  auto drop = [&](uint32_t blk) {
+    s.cached.push_back(blk);
+    ++s.cached_fresh;
     std::erase(s.selection, blk);
     std::erase(s.extras, blk);
     changed = true;
-    return Status::Ok();
   };
   // Held blocks that the target's task scored.
   auto held_scored = [&]() {
@@ -79,32 +67,43 @@ Status CudaBatch::KvstarStage(size_t l, size_t b, KvstarLayerWork& w) {
     for (uint32_t blk : s.extras) n += blk < s.target_cand_end;
     return n;
   };
-  // 1. Copies that completed: the blocks join the selection, each replacing a leaving block,
-  // except while fewer blocks are held than the target has (a larger target: more candidates,
-  // or a per-KV-head union that grew).
-  if (!s.arriving.empty()) {
-    if (s.arrived) {
-      const size_t held = held_scored();
-      const size_t room = s.target.size() > held ? s.target.size() - held : 0;
-      const std::vector<uint32_t> out =
-          LowestLeaving(s, s.arriving.size() > room ? s.arriving.size() - room : 0);
-      for (uint32_t blk : s.arriving) {
-        s.selection.insert(std::upper_bound(s.selection.begin(), s.selection.end(), blk), blk);
-        m.homes->Release(l, b, blk);  // exclusive: on the device now
-      }
-      for (uint32_t blk : out) KVSTAR_RETURN_IF_ERROR(drop(blk));
-      w.swaps += s.arriving.size();
-      s.arriving.clear();
-      changed = true;
+  // 1. Blocks that join the selection: those whose copies completed, and cached blocks that the
+  // target wants (no copy). Each replaces a leaving block, except while fewer blocks are held
+  // than the target has (a larger target: more candidates, or a per-KV-head union that grew).
+  std::vector<uint32_t> joins;
+  if (!s.arriving.empty() && s.arrived) {
+    for (uint32_t blk : s.arriving) m.homes->Release(l, b, blk);  // exclusive: on the device now
+    joins = std::move(s.arriving);
+    s.arriving.clear();
+  }
+  if (s.target_cand_end > 0 && !s.cached.empty()) {
+    // (No cached block is fresh here: drops come after this, and the target changes only in
+    // KvstarPlanCopies.)
+    std::erase_if(s.cached, [&](uint32_t blk) {
+      if (!s.in_target[blk]) return false;
+      joins.push_back(blk);
+      ++w.cache_hits;
+      return true;
+    });
+    s.cached_fresh = std::min(s.cached_fresh, s.cached.size());
+  }
+  if (!joins.empty()) {
+    const size_t held = held_scored();
+    const size_t room = s.target.size() > held ? s.target.size() - held : 0;
+    const std::vector<uint32_t> out =
+        LowestLeaving(s, joins.size() > room ? joins.size() - room : 0);
+    for (uint32_t blk : joins) {
+      s.selection.insert(std::upper_bound(s.selection.begin(), s.selection.end(), blk), blk);
     }
+    for (uint32_t blk : out) drop(blk);
+    w.swaps += joins.size();
+    changed = true;
   }
   // 2. The target is smaller than what is held: drop the surplus at once.
   if (s.arriving.empty() && s.target_cand_end > 0) {
     const size_t held = held_scored();
     if (held > s.target.size()) {
-      for (uint32_t blk : LowestLeaving(s, held - s.target.size())) {
-        KVSTAR_RETURN_IF_ERROR(drop(blk));
-      }
+      for (uint32_t blk : LowestLeaving(s, held - s.target.size())) drop(blk);
     }
   }
   if (changed) KVSTAR_RETURN_IF_ERROR(KvstarRebuildTable(l, b));
@@ -142,15 +141,19 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b, KvstarLayerWork& w) {
       s.score[k.init_window_sz + i] = sum;
     }
   }
-  // 4. The next blocks of the target, highest score first, into free slots (one kept for the
-  // tail). Free slots are in no table of the step now running, so the copies may overlap it.
+  // 4. The next blocks of the target, highest score first, into free slots or the slots of
+  // cached blocks the target does not want (the oldest first). As many as the slots beyond the
+  // cache's own size, less one kept for the tail: the cache changes which slots take the copies,
+  // not how many copies a step queues. Slots in no table of the step now running take copies
+  // that may overlap it.
   if (!s.arriving.empty() || s.target_cand_end == 0) return Status::Ok();
   std::vector<uint32_t> missing;
   for (uint32_t blk : s.target) {
     if (s.slot_of[blk] < 0) missing.push_back(blk);
   }
-  const size_t room = s.free_slots.size() > 1 ? s.free_slots.size() - 1 : 0;
-  const size_t n = std::min(missing.size(), room);
+  const size_t usable = s.free_slots.size() + s.cached.size();
+  const size_t reserve = opt_.kvstar_cache_blocks + 1;
+  const size_t n = std::min(missing.size(), usable > reserve ? usable - reserve : 0);
   if (n == 0) return Status::Ok();
   std::partial_sort(missing.begin(), missing.begin() + static_cast<std::ptrdiff_t>(n),
                     missing.end(), [&](uint32_t a, uint32_t c) {
@@ -159,17 +162,43 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b, KvstarLayerWork& w) {
   missing.resize(n);
   const size_t bb = geom_.block_bytes();
   char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
-  // Some of these slots were in this step's table: the layer's copies wait for its attention.
-  if (n > s.free_slots.size() - s.retired) w.copy_wait = true;
-  for (uint32_t blk : missing) {
+  for (size_t i = 0; i < missing.size(); ++i) {
+    const uint32_t blk = missing[i];
     const char* home = KvstarHome(l, b, blk);
     if (home == nullptr) {
       return Internal("kvstar: block %u of layer %zu seq %zu is neither on the device nor the host",
                       blk, l, b);
     }
-    const int slot = s.free_slots.back();
-    s.free_slots.pop_back();
-    s.retired = std::min(s.retired, s.free_slots.size());
+    int slot = -1;
+    if (!s.free_slots.empty()) {
+      slot = s.free_slots.back();
+      s.free_slots.pop_back();
+    } else {
+      const auto it = std::find_if(s.cached.begin(), s.cached.end(),
+                                   [&](uint32_t c) { return !s.in_target[c]; });
+      if (it == s.cached.end()) {  // every cached block is wanted: fewer copies this time
+        missing.resize(i);
+        break;
+      }
+      const uint32_t victim = *it;
+      slot = s.slot_of[victim];
+      // A block dropped in this window: the running step may still read its slot.
+      if (it - s.cached.begin() >= static_cast<std::ptrdiff_t>(s.cached.size() - s.cached_fresh)) {
+        w.copy_wait = true;
+        --s.cached_fresh;
+      }
+      s.cached.erase(it);
+      s.slot_of[victim] = -1;
+      if (m.homes->exclusive()) {
+        // Exclusive host tier: back to a home first (KvstarIssueCopies queues the layer's
+        // write-backs before its copies, which wait for them).
+        KVSTAR_ASSIGN_OR_RETURN(const int32_t h, m.homes->Acquire(l, b, victim));
+        w.wb_dst.push_back(m.host_kv[l].as<char>() + static_cast<size_t>(h) * bb);
+        w.wb_src.push_back(arena + static_cast<size_t>(slot) * bb);
+        w.wb_bytes.push_back(bb);
+        w.d2h_bytes += bb;
+      }
+    }
     s.slot_of[blk] = slot;
     w.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
     w.copy_src.push_back(home);
@@ -303,6 +332,7 @@ Status CudaBatch::KvstarIssueCopies() {
     stats_.retrievals += w.retrievals;
     stats_.retrieval_ms_total += w.retrieval_ms;
     stats_.blocks_loaded += w.blocks_loaded;
+    stats_.cache_hits += w.cache_hits;
     if (!w.wb_dst.empty()) {
       // Exclusive host tier: the dropped blocks go home on the d2h stream (they are immutable, so
       // the copies may overlap the attention that still reads them); copies into their slots wait
@@ -342,6 +372,18 @@ Status CudaBatch::KvstarReplaceSelection(size_t l, size_t b, const std::vector<u
   std::vector<uint32_t> held, out, in;
   std::set_union(s.selection.begin(), s.selection.end(), s.extras.begin(), s.extras.end(),
                  std::back_inserter(held));
+  // Cached blocks that the selection wants again rejoin without a copy (sync steps of the
+  // non-deterministic schedule; the previous step finished, so none is read).
+  s.cached_fresh = 0;
+  bool hits = false;
+  std::erase_if(s.cached, [&](uint32_t blk) {
+    if (blk >= cand_end || !std::binary_search(next.begin(), next.end(), blk)) return false;
+    held.push_back(blk);
+    ++stats_.cache_hits;
+    hits = true;
+    return true;
+  });
+  if (hits) std::sort(held.begin(), held.end());
   // Blocks that became candidates after the task was submitted were not scored: they stay held
   // until a later selection decides.
   std::erase_if(s.extras, [&](uint32_t blk) { return blk < cand_end; });
@@ -349,9 +391,31 @@ Status CudaBatch::KvstarReplaceSelection(size_t l, size_t b, const std::vector<u
   std::set_difference(held.begin(), held.end(), next.begin(), next.end(), std::back_inserter(out));
   std::set_difference(next.begin(), next.end(), held.begin(), held.end(), std::back_inserter(in));
   s.selection = next;
-  if (out.empty() && in.empty()) return Status::Ok();
+  if (out.empty() && in.empty()) return hits ? KvstarRebuildTable(l, b) : Status::Ok();
   char* arena = m.kv[l].as<char>() + b * m.slots_per_seq * bb;
-  s.retired = 0;
+  // A free slot for an incoming block; failing one, the oldest cached block's (exclusive host
+  // tier: written back first, KvstarIssueSwaps' first phase).
+  auto free_slot = [&](uint32_t blk) -> StatusOr<int> {
+    if (s.free_slots.empty() && !s.cached.empty()) {
+      const uint32_t victim = s.cached.front();
+      s.cached.erase(s.cached.begin());
+      const int slot = s.slot_of[victim];
+      s.slot_of[victim] = -1;
+      if (m.homes->exclusive()) {
+        KVSTAR_ASSIGN_OR_RETURN(const int32_t h, m.homes->Acquire(l, b, victim));
+        m.swaps.push_back({arena + static_cast<size_t>(slot) * bb, nullptr,
+                           m.host_kv[l].as<char>() + static_cast<size_t>(h) * bb});
+        stats_.d2h_bytes += bb;
+      }
+      s.free_slots.push_back(slot);
+    }
+    if (s.free_slots.empty()) {
+      return Internal("kvstar: no slot for block %u of layer %zu seq %zu", blk, l, b);
+    }
+    const int slot = s.free_slots.back();
+    s.free_slots.pop_back();
+    return slot;
+  };
   if (m.homes->exclusive()) {
     // Pairs: the incoming block takes the leaving block's slot, the leaving block the incoming
     // block's home (through the bounce buffer, KvstarIssueSwaps).
@@ -380,12 +444,10 @@ Status CudaBatch::KvstarReplaceSelection(size_t l, size_t b, const std::vector<u
     }
     for (; i < in.size(); ++i) {  // incoming into a free slot; its home is free once copied
       const char* home = KvstarHome(l, b, in[i]);
-      if (home == nullptr || s.free_slots.empty()) {
-        return Internal("kvstar: block %u of layer %zu seq %zu: %s", in[i], l, b,
-                        home == nullptr ? "no host copy" : "out of slots");
+      if (home == nullptr) {
+        return Internal("kvstar: block %u of layer %zu seq %zu has no host copy", in[i], l, b);
       }
-      const int slot = s.free_slots.back();
-      s.free_slots.pop_back();
+      KVSTAR_ASSIGN_OR_RETURN(const int slot, free_slot(in[i]));
       s.slot_of[in[i]] = slot;
       m.swaps.push_back({arena + static_cast<size_t>(slot) * bb, home, nullptr});
       // The home is free once the copy is queued (KvstarIssueSwaps): a later write into it is
@@ -403,9 +465,7 @@ Status CudaBatch::KvstarReplaceSelection(size_t l, size_t b, const std::vector<u
     s.slot_of[blk] = -1;
   }
   for (uint32_t blk : in) {
-    if (s.free_slots.empty()) return Internal("kvstar: out of slots in layer %zu", l);
-    const int slot = s.free_slots.back();
-    s.free_slots.pop_back();
+    KVSTAR_ASSIGN_OR_RETURN(const int slot, free_slot(blk));
     s.slot_of[blk] = slot;
     m.copy_dst.push_back(arena + static_cast<size_t>(slot) * bb);
     m.copy_src.push_back(KvstarHome(l, b, blk));
@@ -491,7 +551,7 @@ Status CudaBatch::KvstarAfterStep() {
   ++kv_steps_;
   // The step finished: the slots dropped in its window are no longer read.
   for (auto& row : m.ks) {
-    for (KvstarSeqLayer& s : row) s.retired = 0;
+    for (KvstarSeqLayer& s : row) s.cached_fresh = 0;
   }
   // Tails that just filled (lengths_ were advanced): to the host (with the exclusive host tier
   // only until their representations are made: the device holds them), then local window.
@@ -543,11 +603,13 @@ Status CudaBatch::KvstarAfterStep() {
           s.extras.push_back(static_cast<uint32_t>(left));
         }
       }
-      if (s.free_slots.empty() && !s.extras.empty()) {
-        // Selections are late: the oldest extra leaves the device (exclusive host tier: back to
-        // a home first, ahead of the next step on the compute stream, which writes the slot).
+      if (s.free_slots.empty() && (!s.cached.empty() || !s.extras.empty())) {
+        // The oldest cached block leaves the device, or, with none cached, the oldest extra
+        // (selections are late). Exclusive host tier: back to a home first, ahead of the next
+        // step on the compute stream, which writes the slot.
+        std::vector<uint32_t>& from = s.cached.empty() ? s.extras : s.cached;
+        const uint32_t blk_out = from.front();
         if (m.homes->exclusive()) {
-          const uint32_t blk_out = s.extras.front();
           KVSTAR_RETURN_IF_ERROR(m.homes->Acquire(l, b, blk_out).status());
           KVSTAR_RETURN_IF_ERROR(
               ctx.CopyToHost(KvstarHome(l, b, blk_out),
@@ -555,9 +617,9 @@ Status CudaBatch::KvstarAfterStep() {
                              bb, ctx.compute_stream()));
           stats_.d2h_bytes += bb;
         }
-        s.free_slots.push_back(s.slot_of[s.extras.front()]);
-        s.slot_of[s.extras.front()] = -1;
-        s.extras.erase(s.extras.begin());
+        s.free_slots.push_back(s.slot_of[blk_out]);
+        s.slot_of[blk_out] = -1;
+        from.erase(from.begin());
       }
       if (s.free_slots.empty()) return Internal("kvstar: no slot for a new tail in layer %zu", l);
       s.tail_slot = s.free_slots.back();

@@ -23,12 +23,18 @@ size_t CudaBatch::KvstarHomesPerLayer(const BatchOptions& o, size_t kv_heads) {
   // The device holds the windows and at least a selection of the candidates a stride earlier
   // (a selection is made from the candidates when its group was submitted).
   const size_t lag = (k.retrieval_stride + o.block_tokens - 1) / o.block_tokens + 1;
-  const size_t held = sparse::SelectionSize(cands > lag ? cands - lag : 0, k.sparse_ratio);
+  const size_t scored = cands > lag ? cands - lag : 0;
+  const size_t held = sparse::SelectionSize(scored, k.sparse_ratio);
+  // The device cache stays full once the setup filled it (a cached block leaves only for a block
+  // that takes its slot).
+  const size_t cache = std::min(o.kvstar_cache_blocks, scored - held);
   // Transient holds per sequence: blocks in flight to the device and the new block whose
-  // representation is made from the host.
-  const size_t slack = std::max<size_t>(k.staging_slots, 1) + 2;
+  // representation is made from the host; with a cache, also the cached blocks written back for
+  // copies still in flight.
+  const size_t staging = std::max<size_t>(k.staging_slots, 1);
+  const size_t slack = staging + 2 + (cache > 0 ? staging + lag + 1 : 0);
   (void)kv_heads;  // a per-KV-head union is at least one top-k
-  return HostHomes::ExclusiveHomesPerLayer(o.batch, max_blocks, windows + held, slack);
+  return HostHomes::ExclusiveHomesPerLayer(o.batch, max_blocks, windows + held + cache, slack);
 }
 
 char* CudaBatch::KvstarHome(size_t l, size_t seq, size_t block) const {

@@ -26,10 +26,11 @@ size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads) {
   // two selections (extras; if more pile up, the oldest is dropped).
   const size_t extras = (o.kvstar.retrieval_stride + o.block_tokens - 1) / o.block_tokens + 1;
   // Not deterministic: staging_slots free slots receive the next blocks of a selection while
-  // decoding goes on.
+  // decoding goes on, and kvstar_cache_blocks more hold blocks that left the table.
   const size_t staging = o.kvstar.deterministic ? 0 : std::max<size_t>(o.kvstar.staging_slots, 1);
-  return std::min(KvstarWindows(o.kvstar) + 1 + selection + extras + staging,
-                  (o.max_tokens + o.block_tokens - 1) / o.block_tokens);
+  return std::min(
+      KvstarWindows(o.kvstar) + 1 + selection + extras + staging + o.kvstar_cache_blocks,
+      (o.max_tokens + o.block_tokens - 1) / o.block_tokens);
 }
 
 Status CudaBatch::KvstarInit() {
@@ -231,6 +232,16 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
       for (size_t b = 0; b < k.init_window_sz; ++b) resident.push_back(b);
       for (uint32_t b : st.selection) resident.push_back(b);
       for (size_t b = full - k.local_window_sz; b < full; ++b) resident.push_back(b);
+      // The device cache (kvstar_cache_blocks): the unselected candidates nearest the local
+      // window, in block order (the lowest leaves first when a slot is needed).
+      st.cached.clear();
+      for (size_t i = cands.size(); i-- > 0 && st.cached.size() < opt_.kvstar_cache_blocks;) {
+        if (!std::binary_search(st.selection.begin(), st.selection.end(), cands[i])) {
+          st.cached.push_back(cands[i]);
+        }
+      }
+      std::reverse(st.cached.begin(), st.cached.end());
+      resident.insert(resident.end(), st.cached.begin(), st.cached.end());
     }
     resident.push_back(full);  // the tail (possibly empty)
     char* arena = m.kv[l].as<char>() + seq * m.slots_per_seq * bb;

@@ -200,20 +200,24 @@ TEST_F(CudaEngineTest, KvstarRatioOneMatchesDense) {
 // bounce buffer and the sync steps' swaps on the compute stream), and afterwards every full block
 // holds the same bytes wherever it is. Not deterministic (timing decides the selections, so the
 // decoded KV differs): after many drops written back on the d2h stream, every prompt block holds
-// the bytes of the inclusive tier's copy.
+// the bytes of the inclusive tier's copy. Runs 6 and 7 add a device cache of 6 blocks (blocks
+// that leave the selection keep their slots until a copy needs one, then go home), run 7 with
+// sync steps (their re-selections take cached blocks back and evict for their copies): the same
+// holds, and selections take some blocks back from the cache.
 TEST_F(CudaEngineTest, KvstarExclusiveHostTierKeepsEveryBlock) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
   const auto prompts = DemoPrompts(config_.vocab_size);
   const size_t vocab = model_->config().vocab_size;
   const size_t steps = 48, bt = 16;
   const size_t cap = prompts[0].size() + steps + 8;
-  for (int run = 0; run < 6; ++run) {
+  for (int run = 0; run < 8; ++run) {
     const bool deterministic = run < 4;
     gpu_scoring_ = run % 2 == 1;
+    cache_blocks_ = run >= 6 ? 6 : 0;
     KvstarConfig k;
     k.retrieval_stride = 4;
     k.deterministic = deterministic;
-    if (run == 2 || run == 3) {
+    if (run == 2 || run == 3 || run == 7) {
       k.first_selection = "exact";
       k.sync_steps = 6;
     }
@@ -244,6 +248,12 @@ TEST_F(CudaEngineTest, KvstarExclusiveHostTierKeepsEveryBlock) {
       cur = next_inc;  // both continue from the same tokens
     }
     EXPECT_GT(exc->stats().blocks_loaded, 0u);
+    if (cache_blocks_ > 0) {
+      std::printf("run %d: %zu blocks taken back from the device cache, %zu copied in\n", run,
+                  exc->stats().cache_hits, exc->stats().blocks_loaded);
+      EXPECT_GT(exc->stats().cache_hits, 0u);
+      EXPECT_GT(inc->stats().cache_hits, 0u);
+    }
     // Blocks left the device: written back (d2h), which the inclusive tier never does.
     EXPECT_GT(exc->stats().d2h_bytes, inc->stats().d2h_bytes);
     if (deterministic) {
@@ -266,6 +276,7 @@ TEST_F(CudaEngineTest, KvstarExclusiveHostTierKeepsEveryBlock) {
     EXPECT_GT(compared, 0u);
   }
   gpu_scoring_ = false;
+  cache_blocks_ = 0;
   // At the Llama-3.1-8B shape and 128K tokens, 8 sequences: the exclusive tier pins about
   // (1 - sparse_ratio) of the inclusive tier's KV.
   ModelConfig llama = config_;
