@@ -337,7 +337,10 @@ int RunCudaBench(const CudaBenchFlags& f) {
         return plan->split;
       };
       // A batch of b sequences: the kvpr split, and kvstar's device cache (--kvstar-cache-blocks
-      // max: the most blocks per (layer, sequence) that keep the batch in the HBM budget).
+      // max: the most blocks per (layer, sequence) that keep the batch in the HBM budget, less
+      // kCacheReserve, which the estimate does not see: the CUDA context, the libraries'
+      // workspaces and the allocator's rounding).
+      constexpr size_t kCacheReserve = size_t{2} << 30;
       auto options_for = [&](size_t b) {
         BatchOptions t = o;
         t.batch = b;
@@ -346,7 +349,9 @@ int RunCudaBench(const CudaBenchFlags& f) {
         if (mode == KvMode::kKvstar && cache_max) {
           auto in_budget = [&](size_t c) {
             t.kvstar_cache_blocks = c;
-            return weight_bytes + CudaBatch::EstimateDeviceBytes(cfg, t) <= budget;
+            return weight_bytes + CudaBatch::EstimateDeviceBytes(cfg, t) +
+                       (c > 0 ? kCacheReserve : 0) <=
+                   budget;
           };
           size_t lo = 0, hi = (t.max_tokens + t.block_tokens - 1) / t.block_tokens;
           while (lo < hi) {

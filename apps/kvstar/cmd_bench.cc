@@ -441,8 +441,8 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "selection's, used as a device cache: a block that leaves the selection keeps "
                   "its slot until the slot is needed, and returns without a copy if selected "
                   "again; with --host-tier exclusive the host pins that many fewer blocks. 'max': "
-                  "as many as keep each batch in --hbm-budget (so --cuda-batch max may find a "
-                  "larger batch)")
+                  "as many as keep each batch within --hbm-budget less 2 GiB (so --cuda-batch max "
+                  "may find a larger batch)")
       ->capture_default_str();
   cmd->add_option("--gpu-scoring-kernel", f->gpu_scoring_kernel,
                   "cuda, --retrieval-device gpu: auto (the tensor-core scoring kernel where it "
