@@ -129,7 +129,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
   // kvstar's device cache: a block count per (layer, sequence), or "max".
   const bool cache_max = f.kvstar_cache_blocks == "max";
   size_t cache_fixed = 0;
-  if (!cache_max) {
+  if (!cache_max && f.kvstar_cache_blocks != "0") {
     auto c = ParseSizeList(f.kvstar_cache_blocks, "--kvstar-cache-blocks");
     if (!c.ok() || c->size() != 1) {
       return ReportError(
@@ -457,8 +457,8 @@ int RunCudaBench(const CudaBenchFlags& f) {
         double kv_read = static_cast<double>(batch) * ctx_tokens *
                          static_cast<double>(cfg.kv_bytes_per_token(kv_dtype));
         if (mode == KvMode::kKvstar) {
-          // Attention reads what HBM holds.
-          kv_read = static_cast<double>(cb.stats().device_blocks) *
+          // Attention reads the blocks of the tables (not the device cache).
+          kv_read = static_cast<double>(cb.stats().table_blocks) *
                     static_cast<double>(2 * cfg.kv_dim() * f.block_tokens * DTypeSize(kv_dtype));
         }
         // Device copy bandwidth counts read + write bytes: a read-only stream moves as many.
@@ -610,6 +610,9 @@ int RunCudaBench(const CudaBenchFlags& f) {
               {"cache_hits_per_step",
                static_cast<double>(st.cache_hits - before.cache_hits) / steps},
               {"device_blocks", st.device_blocks},
+              {"table_blocks", st.table_blocks},
+              {"cache_evictions_per_step",
+               static_cast<double>(st.cache_evictions - before.cache_evictions) / steps},
               {"candidate_blocks", st.candidate_blocks},
               {"selected_blocks", st.selected_blocks}};
         }

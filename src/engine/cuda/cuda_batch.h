@@ -152,6 +152,7 @@ struct BatchStats {
   double sync_wait_ms = 0;
   size_t blocks_loaded = 0;       // delta blocks copied host -> device
   size_t cache_hits = 0;          // blocks a selection took back from the device cache, no copy
+  size_t cache_evictions = 0;     // cached blocks that left the device for another block's slot
   double retrieval_ms_total = 0;  // submit -> applied, summed over tasks
   // Host time inside Step while the device has no work of this step queued: before the first
   // kernel (kvstar boundary, inputs) and after the final synchronization (kvstar bookkeeping,
@@ -179,6 +180,7 @@ struct BatchStats {
   size_t gpu_score_groups = 0;
   double gpu_score_ms_total = 0;
   size_t device_blocks = 0;     // blocks resident in HBM now (all layers and sequences)
+  size_t table_blocks = 0;      // of which in the block tables (read by attention), tails included
   size_t candidate_blocks = 0;  // candidates now (all layers and sequences)
   size_t selected_blocks = 0;   // selected now, with candidates held until the next selection
   // kvstar with a store: prompt tokens whose KV was loaded from the store instead of computed,

@@ -160,6 +160,7 @@ struct KvstarLayerWork {
   std::vector<size_t> planned;  // sequences whose copies are in the batch
   // Added to BatchStats once issued.
   size_t h2d_bytes = 0, d2h_bytes = 0, swaps = 0, blocks_loaded = 0, cache_hits = 0;
+  size_t cache_evictions = 0;
   size_t retrievals = 0, late_retrievals = 0;
   double retrieval_ms = 0;
 };

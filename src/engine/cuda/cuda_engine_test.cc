@@ -243,7 +243,8 @@ TEST_F(CudaEngineTest, ShortRunOfEveryModeAtBatchOne) {
     const RunOut r = Decode(*kv, prompt, steps, vocab);
     EXPECT_GT(r.stats.retrievals, 0u) << "run " << run;
     if (steps >= 100) {
-      EXPECT_GT(r.stats.blocks_loaded, 0u) << "run " << run;
+      // Copies, or blocks that left the selection and came back while they kept their slots.
+      EXPECT_GT(r.stats.blocks_loaded + r.stats.cache_hits, 0u) << "run " << run;
     }
     done(run < 2 ? "kvstar, CPU scoring" : "kvstar, GPU scoring");
   }

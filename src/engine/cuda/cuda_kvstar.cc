@@ -189,6 +189,7 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b, KvstarLayerWork& w) {
       }
       s.cached.erase(it);
       s.slot_of[victim] = -1;
+      ++w.cache_evictions;
       if (m.homes->exclusive()) {
         // Exclusive host tier: back to a home first (KvstarIssueCopies queues the layer's
         // write-backs before its copies, which wait for them).
@@ -333,6 +334,7 @@ Status CudaBatch::KvstarIssueCopies() {
     stats_.retrieval_ms_total += w.retrieval_ms;
     stats_.blocks_loaded += w.blocks_loaded;
     stats_.cache_hits += w.cache_hits;
+    stats_.cache_evictions += w.cache_evictions;
     if (!w.wb_dst.empty()) {
       // Exclusive host tier: the dropped blocks go home on the d2h stream (they are immutable, so
       // the copies may overlap the attention that still reads them); copies into their slots wait
@@ -401,6 +403,7 @@ Status CudaBatch::KvstarReplaceSelection(size_t l, size_t b, const std::vector<u
       s.cached.erase(s.cached.begin());
       const int slot = s.slot_of[victim];
       s.slot_of[victim] = -1;
+      ++stats_.cache_evictions;
       if (m.homes->exclusive()) {
         KVSTAR_ASSIGN_OR_RETURN(const int32_t h, m.homes->Acquire(l, b, victim));
         m.swaps.push_back({arena + static_cast<size_t>(slot) * bb, nullptr,
@@ -609,6 +612,7 @@ Status CudaBatch::KvstarAfterStep() {
         // step on the compute stream, which writes the slot.
         std::vector<uint32_t>& from = s.cached.empty() ? s.extras : s.cached;
         const uint32_t blk_out = from.front();
+        if (!s.cached.empty()) ++stats_.cache_evictions;
         if (m.homes->exclusive()) {
           KVSTAR_RETURN_IF_ERROR(m.homes->Acquire(l, b, blk_out).status());
           KVSTAR_RETURN_IF_ERROR(
@@ -686,13 +690,15 @@ std::vector<uint32_t> CudaBatch::kvstar_selection(size_t layer, size_t seq) cons
 void CudaBatch::KvstarCount() {
   Impl& m = *impl_;
   const KvstarConfig& k = opt_.kvstar;
-  stats_.device_blocks = stats_.candidate_blocks = stats_.selected_blocks = 0;
+  stats_.device_blocks = stats_.table_blocks = stats_.candidate_blocks = stats_.selected_blocks = 0;
   for (const auto& row : m.ks) {
     for (size_t b = 0; b < row.size(); ++b) {
       stats_.device_blocks += m.slots_per_seq - row[b].free_slots.size();
       const size_t full = lengths_[b] / opt_.block_tokens;
+      const size_t held = row[b].selection.size() + row[b].extras.size();
       stats_.candidate_blocks += full > KvstarWindows(k) ? full - KvstarWindows(k) : 0;
-      stats_.selected_blocks += row[b].selection.size() + row[b].extras.size();
+      stats_.selected_blocks += held;
+      stats_.table_blocks += (full > KvstarWindows(k) ? KvstarWindows(k) + held : full) + 1;
     }
   }
 }
