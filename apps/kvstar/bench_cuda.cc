@@ -582,9 +582,10 @@ int RunCudaBench(const CudaBenchFlags& f) {
               {"gpu_scoring_kernel", f.score_tensor_cores ? "auto" : "f32"},
               {"gpu_score_spread", f.gpu_score_spread},
               {"gpu_score_ctas", f.gpu_score_ctas},
+              // With GPU scoring: the step window's threads (1: the decoding thread alone).
               {"retrieval_threads",
                f.gpu_scoring
-                   ? 0
+                   ? (o.kvstar.deterministic ? 1 : CudaBatch::KvstarWindowThreads(o))
                    : (f.retrieval_threads > 0
                           ? f.retrieval_threads
                           : std::max(1,

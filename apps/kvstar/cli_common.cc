@@ -79,7 +79,8 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
       cmd->add_option("--retrieval-threads", f->retrieval_threads,
                       "CPU threads that score blocks (default 1; with --device cuda all "
                       "hardware threads but three); with --retrieval-device gpu, the threads of "
-                      "each step's kvstar bookkeeping (default 1: the decoding thread)")
+                      "each step's kvstar bookkeeping (default: all hardware threads but three, at "
+                      "most 8; 1: the decoding thread alone)")
           ->check(CLI::Range(1, 4096))
           ->group(group);
   cmd->add_option("--retrieval-device", f->retrieval_device,

@@ -79,7 +79,7 @@ struct BatchOptions {
   std::vector<size_t> kvpr_layer_splits;
   // kvstar: the settings (UCM names; sync_steps counts the batch's first decode steps) and the
   // CPU threads that score blocks (0: hardware threads - 3, at least 1); with gpu_scoring, the
-  // threads of the step window's bookkeeping (0 or 1: the decoding thread alone).
+  // threads of the step window's bookkeeping (KvstarWindowThreads; 1: the decoding thread alone).
   KvstarConfig kvstar;
   int retrieval_threads = 0;
   // kvstar: score the block representations on the GPU instead of CPU threads. The
@@ -212,6 +212,10 @@ class CudaBatch {
   // Pinned host bytes (offload / kvpr: the KV and X of every sequence; kvstar: the host tier).
   size_t host_bytes() const { return host_bytes_; }
   static size_t EstimateDeviceBytes(const ModelConfig& config, const BatchOptions& options);
+  // kvstar with gpu_scoring, not deterministic: the threads that stage and plan each step's
+  // layers and take the top k of a scored group (retrieval_threads; 0: hardware threads - 3,
+  // at most 8, at least 1). 1 is the decoding thread alone.
+  static int KvstarWindowThreads(const BatchOptions& o);
   static size_t EstimateHostBytes(const ModelConfig& config, const BatchOptions& options);
 
   // Runs sequence `seq`'s prompt (layer-major, chunked) and stores its KV. last_logits (host,

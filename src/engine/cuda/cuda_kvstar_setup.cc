@@ -33,6 +33,11 @@ size_t CudaBatch::KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads) {
       (o.max_tokens + o.block_tokens - 1) / o.block_tokens);
 }
 
+int CudaBatch::KvstarWindowThreads(const BatchOptions& o) {
+  if (o.retrieval_threads > 0) return o.retrieval_threads;
+  return std::clamp(static_cast<int>(std::thread::hardware_concurrency()) - 3, 1, 8);
+}
+
 Status CudaBatch::KvstarInit() {
   const KvstarConfig& k = opt_.kvstar;
   KVSTAR_RETURN_IF_ERROR(k.Validate(opt_.block_tokens));
@@ -88,9 +93,11 @@ Status CudaBatch::KvstarInit() {
   }
   // CPU threads score the groups and the sync steps, unless the device does (gpu_scoring).
   if (opt_.gpu_scoring) {
-    // The cores are free then: with retrieval_threads > 1 the window's per-layer work and the top
-    // k of each scored group run on that many threads (default: the decoding thread alone).
-    const int n = opt_.retrieval_threads;
+    // The cores are free then: the window's per-layer work and the top k of each scored group
+    // run on KvstarWindowThreads threads (at 128K x 8 on the H100 host, 8 threads instead of the
+    // decoding thread alone kept the steps after each group's scores at the base step's time;
+    // docs/BENCHMARKS.md).
+    const int n = KvstarWindowThreads(opt_);
     if (!k.deterministic && n > 1) {
       m.window_pool =
           std::make_unique<ThreadPool>(ThreadPoolOptions{.num_threads = n, .name = "kvwindow"});
