@@ -113,6 +113,15 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_threads) {
                   "H100 (docs/BENCHMARKS.md)")
       ->check(CLI::Range(0, 1 << 20))
       ->group(group);
+  cmd->add_option("--kvstar-cache-blocks", f->kvstar_cache_blocks,
+                  "With --device cuda, kvstar (not deterministic): HBM slots per (layer, "
+                  "sequence) beyond the selection's, used as a device cache: a block that leaves "
+                  "the selection keeps its slot until the slot is needed, and returns without a "
+                  "copy if selected again; with --host-tier exclusive the host pins that many "
+                  "fewer blocks. bench also takes 'max': as many as keep each batch within "
+                  "--hbm-budget less 2 GiB (so --cuda-batch max may find a larger batch)")
+      ->capture_default_str()
+      ->group(group);
   cmd->add_option("--kvstar-config", f->kvstar_config,
                   "JSON file of KVstar settings with UCM's keys; the flags below override it")
       ->check(CLI::ExistingFile)
@@ -205,6 +214,10 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& f) {
   }
   if (f.gpu_score_spread != 1) return GpuScoreSpreadError(f.gpu_score_spread);
   if (f.gpu_score_ctas != 0) return GpuScoreCtasError(f.gpu_score_ctas);
+  if (f.kvstar_cache_blocks != "0") {
+    return InvalidArgument(
+        "--kvstar-cache-blocks: the device cache is a CUDA engine option (add --device cuda)");
+  }
   if (!f.store_dram.empty()) {
     KVSTAR_ASSIGN_OR_RETURN(o.store_dram_bytes, ParseBytes(f.store_dram, "--store-dram"));
   }
@@ -346,6 +359,7 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
     cpu.host_tier = "inclusive";
     cpu.gpu_score_spread = 1;
     cpu.gpu_score_ctas = 0;
+    cpu.kvstar_cache_blocks = "0";
   }
   if (cuda && flags.gpu_score_spread != 1 && flags.retrieval_device != "gpu") {
     return GpuScoreSpreadError(flags.gpu_score_spread);
@@ -359,6 +373,22 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
   o.exclusive_host = cuda && flags.host_tier == "exclusive";
   o.gpu_score_spread = cuda ? flags.gpu_score_spread : 1;
   o.gpu_score_ctas = cuda ? flags.gpu_score_ctas : 0;
+  if (cuda && flags.kvstar_cache_blocks != "0") {
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(flags.kvstar_cache_blocks.c_str(), &end, 10);
+    if (flags.kvstar_cache_blocks.empty() || *end != '\0' || n > (1ull << 30)) {
+      return InvalidArgument(
+          "--kvstar-cache-blocks '%s': a block count per (layer, sequence) ('max' is a choice of "
+          "kvstar bench, which sizes the cache to each batch's HBM budget)",
+          flags.kvstar_cache_blocks.c_str());
+    }
+    if (flags.mode != "kvstar" || o.kvstar.deterministic) {
+      return InvalidArgument(
+          "--kvstar-cache-blocks: the device cache is part of kvstar's non-deterministic "
+          "schedule (use --mode kvstar without --deterministic)");
+    }
+    o.kvstar_cache_blocks = static_cast<size_t>(n);
+  }
   if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;

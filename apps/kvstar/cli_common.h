@@ -32,6 +32,7 @@ struct EngineFlags {
   std::string host_tier = "inclusive";            // inclusive | exclusive (--device cuda only)
   size_t gpu_score_spread = 1;                    // --retrieval-device gpu only
   size_t gpu_score_ctas = 0;                      // --retrieval-device gpu only
+  std::string kvstar_cache_blocks = "0";          // N (bench: N | max); --device cuda only
   KvstarConfig kvstar;                            // values of the individual flags
   std::vector<CLI::Option*> kvstar_flags;         // to know which were given
 };

@@ -51,7 +51,6 @@ struct BenchFlags {
   std::string plot;
   std::string cuda_matmul = "auto";
   std::string cuda_pdl = "on";
-  std::string kvstar_cache_blocks = "0";
   std::string gpu_scoring_kernel = "auto";
   bool phase_timing = false;
 };
@@ -119,10 +118,6 @@ int RunBench(const BenchFlags& f) {
         InvalidArgument("%s: a choice of the CUDA engine's kernels (add --device cuda)",
                         f.cuda_matmul != "auto" ? "--cuda-matmul" : "--cuda-pdl"));
   }
-  if (f.device != "cuda" && f.kvstar_cache_blocks != "0") {
-    return ReportError(InvalidArgument(
-        "--kvstar-cache-blocks: the device cache is a CUDA engine option (add --device cuda)"));
-  }
   if (f.gpu_scoring_kernel != "auto" && f.engine.retrieval_device != "gpu") {
     return ReportError(InvalidArgument(
         "--gpu-scoring-kernel %s: only GPU scoring has a kernel to choose (add --device cuda "
@@ -148,7 +143,7 @@ int RunBench(const BenchFlags& f) {
     c.kvpr_split = f.kvpr_split;
     c.matmul = f.cuda_matmul;
     c.pdl = f.cuda_pdl == "on";
-    c.kvstar_cache_blocks = f.kvstar_cache_blocks;
+    c.kvstar_cache_blocks = f.engine.kvstar_cache_blocks;
     c.kvpr_calibrate = f.kvpr_calibrate;
     c.seed = f.seed;
     c.plot = f.plot;
@@ -158,6 +153,7 @@ int RunBench(const BenchFlags& f) {
     engine.host_tier = "inclusive";
     engine.gpu_score_spread = 1;
     engine.gpu_score_ctas = 0;
+    engine.kvstar_cache_blocks = "0";
     auto eo = FinishEngineOptions(engine);
     if (!eo.ok()) return ReportError(eo.status());
     if (eo->kvstar.max_loads_per_step != 0) return ReportError(CudaMaxLoadsError());
@@ -435,14 +431,6 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "to read their weights, while that kernel drains; off launches them one after "
                   "the other, to compare (the results are the same bit for bit)")
       ->check(CLI::IsMember({"on", "off"}))
-      ->capture_default_str();
-  cmd->add_option("--kvstar-cache-blocks", f->kvstar_cache_blocks,
-                  "cuda, kvstar (not deterministic): HBM slots per (layer, sequence) beyond the "
-                  "selection's, used as a device cache: a block that leaves the selection keeps "
-                  "its slot until the slot is needed, and returns without a copy if selected "
-                  "again; with --host-tier exclusive the host pins that many fewer blocks. 'max': "
-                  "as many as keep each batch within --hbm-budget less 2 GiB (so --cuda-batch max "
-                  "may find a larger batch)")
       ->capture_default_str();
   cmd->add_option("--gpu-scoring-kernel", f->gpu_scoring_kernel,
                   "cuda, --retrieval-device gpu: auto (the tensor-core scoring kernel where it "

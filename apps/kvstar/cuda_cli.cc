@@ -79,6 +79,7 @@ StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
   r->base_.exclusive_host = options.exclusive_host && kv_mode == cuda::KvMode::kKvstar;
   r->base_.gpu_score_spread = options.gpu_score_spread;
   r->base_.gpu_score_ctas = options.gpu_score_ctas;
+  r->base_.kvstar_cache_blocks = options.kvstar_cache_blocks;
   if (kv_mode == cuda::KvMode::kKvstar && options.store != "dram") {
     KVSTAR_ASSIGN_OR_RETURN(
         KvStore ks, OpenKvStore(options.store, r->config_, options.block_tokens, options.kv_dtype,

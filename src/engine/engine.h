@@ -46,6 +46,9 @@ struct EngineOptions {
   // The CUDA engine only, kvstar with gpu_scoring: the scoring kernels' CTA limit
   // (cuda::BatchOptions::gpu_score_ctas; 0: the whole grid).
   size_t gpu_score_ctas = 0;
+  // The CUDA engine only, kvstar, not deterministic: device-cache slots per (layer, sequence)
+  // (cuda::BatchOptions::kvstar_cache_blocks).
+  size_t kvstar_cache_blocks = 0;
 };
 
 Status ValidateEngineOptions(const EngineOptions& o);

@@ -83,6 +83,12 @@ expect_error "CUDA matmul choice on the CPU" "cuda-matmul: a choice of the CUDA 
 expect_error "unknown PDL setting" "cuda-pdl.*not in" "$K" bench --cuda-pdl maybe
 expect_error "PDL setting on the CPU" "cuda-pdl: a choice of the CUDA engine" "$K" bench --cuda-pdl off
 expect_error "device cache on the CPU" "kvstar-cache-blocks: the device cache is a CUDA engine option" "$K" bench --kvstar-cache-blocks max
+expect_error "device cache on the CPU engine" "the device cache is a CUDA engine option" "$K" \
+  generate --model "$GOLD" --prompt hi --mode kvstar --kvstar-cache-blocks 4
+expect_error "device cache 'max' outside the bench" "a block count per|CPU backend only" "$K" \
+  generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --kvstar-cache-blocks max
+expect_error "device cache with dense" "non-deterministic schedule|CPU backend only" "$K" \
+  generate --model "$GOLD" --prompt hi --device cuda --mode dense --kvstar-cache-blocks 4
 expect_error "unknown host tier" "host-tier.*not in" "$K" bench --host-tier none
 expect_error "score spread without GPU scoring" "only GPU scoring is spread" "$K" bench \
   --gpu-score-spread 4
