@@ -212,6 +212,12 @@ class CudaBatch {
   // Pinned host bytes (offload / kvpr: the KV and X of every sequence; kvstar: the host tier).
   size_t host_bytes() const { return host_bytes_; }
   static size_t EstimateDeviceBytes(const ModelConfig& config, const BatchOptions& options);
+  // kvstar: slots per (layer, sequence); with select_per_kv_head the selection is the union of
+  // kv_heads top-k's, at most kv_heads times one.
+  static size_t KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads);
+  // kvstar: the device-cache slots per (layer, sequence) that KvstarSlotsPerSeq leaves room for:
+  // kvstar_cache_blocks, less what a sequence's whole capacity does not need.
+  static size_t KvstarCacheSlots(const BatchOptions& o, size_t kv_heads);
   // kvstar with gpu_scoring, not deterministic: the threads that stage and plan each step's
   // layers and take the top k of a scored group (retrieval_threads; 0: hardware threads - 3,
   // at most 8, at least 1). 1 is the decoding thread alone.
@@ -253,9 +259,6 @@ class CudaBatch {
   Status AddPhaseTimes(size_t parity);
   // kvstar (setup in cuda_kvstar_setup.cc, the schedule in cuda_kvstar.cc; GPU scoring in
   // cuda_kvstar_gpu.cc; the host tier and prefix reuse in cuda_kvstar_host.cc).
-  // Slots per (layer, sequence); with select_per_kv_head the selection is the union of
-  // kv_heads top-k's, at most kv_heads times one.
-  static size_t KvstarSlotsPerSeq(const BatchOptions& o, size_t kv_heads);
   // Homes of the host tier per layer (HostHomes): batch * max_blocks, or with exclusive_host
   // enough for the blocks off the device.
   static size_t KvstarHomesPerLayer(const BatchOptions& o, size_t kv_heads);

@@ -247,6 +247,7 @@ struct CudaBatch::Impl {
   bool copy_wait = false;
   std::unique_ptr<sparse::Retriever> retriever;
   size_t slots_per_seq = 0;
+  size_t cache_slots = 0;  // of which the device cache's (KvstarCacheSlots)
   // kvstar with gpu_scoring: representations [layer][seq][max_blocks][rep_elems] (f16) and
   // channels [layer][seq][kv_heads][d_pruned] (u16) in HBM; the query ring
   // [2 R][layer][seq][q_dim] f32 that the Q projections write into (half h: rows h R .. h R +

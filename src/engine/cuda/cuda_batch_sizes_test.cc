@@ -75,6 +75,12 @@ TEST(CudaBatchSizesTest, DeviceCacheMovesBlocksFromTheHostToHbm) {
   const size_t eight = CudaBatch::EstimateHostBytes(*cfg, with_cache(8, 0));
   EXPECT_GT(CudaBatch::EstimateHostBytes(*cfg, with_cache(9, 104)), eight);
   EXPECT_LE(CudaBatch::EstimateHostBytes(*cfg, with_cache(9, 105)), eight);
+  // A cache larger than the capacity needs gets only the slots the capacity leaves: 1024 blocks
+  // per sequence, 3 + 1 + 255 + 2 + 4 without the cache (windows, tail, selection, extras and
+  // staging slots), so the setup and the copies count on 759 at most.
+  EXPECT_EQ(CudaBatch::KvstarCacheSlots(with_cache(2, 5000), 8), 1024u - 265u);
+  EXPECT_EQ(CudaBatch::KvstarCacheSlots(with_cache(2, 64), 8), 64u);
+  EXPECT_EQ(CudaBatch::KvstarSlotsPerSeq(with_cache(2, 5000), 8), 1024u);
   // More cache than unselected candidates (1018 scored a stride earlier, 255 of them selected):
   // the host cannot give back more than it holds.
   EXPECT_EQ(CudaBatch::EstimateHostBytes(*cfg, with_cache(2, 5000)),

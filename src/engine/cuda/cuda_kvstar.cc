@@ -152,7 +152,7 @@ Status CudaBatch::KvstarPlanCopies(size_t l, size_t b, KvstarLayerWork& w) {
     if (s.slot_of[blk] < 0) missing.push_back(blk);
   }
   const size_t usable = s.free_slots.size() + s.cached.size();
-  const size_t reserve = opt_.kvstar_cache_blocks + 1;
+  const size_t reserve = m.cache_slots + 1;
   const size_t n = std::min(missing.size(), usable > reserve ? usable - reserve : 0);
   if (n == 0) return Status::Ok();
   std::partial_sort(missing.begin(), missing.begin() + static_cast<std::ptrdiff_t>(n),

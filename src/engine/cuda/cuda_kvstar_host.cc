@@ -27,13 +27,13 @@ size_t CudaBatch::KvstarHomesPerLayer(const BatchOptions& o, size_t kv_heads) {
   const size_t held = sparse::SelectionSize(scored, k.sparse_ratio);
   // The device cache stays full once the setup filled it (a cached block leaves only for a block
   // that takes its slot).
-  const size_t cache = std::min(o.kvstar_cache_blocks, scored - held);
+  const size_t cache = std::min(KvstarCacheSlots(o, kv_heads), scored - held);
   // Transient holds per sequence: blocks in flight to the device and the new block whose
   // representation is made from the host; with a cache, also the cached blocks written back for
   // copies still in flight.
   const size_t staging = std::max<size_t>(k.staging_slots, 1);
   const size_t slack = staging + 2 + (cache > 0 ? staging + lag + 1 : 0);
-  (void)kv_heads;  // a per-KV-head union is at least one top-k
+  // (A per-KV-head union is at least one top-k: `held` stays a lower bound.)
   return HostHomes::ExclusiveHomesPerLayer(o.batch, max_blocks, windows + held + cache, slack);
 }
 

@@ -38,6 +38,12 @@ int CudaBatch::KvstarWindowThreads(const BatchOptions& o) {
   return std::clamp(static_cast<int>(std::thread::hardware_concurrency()) - 3, 1, 8);
 }
 
+size_t CudaBatch::KvstarCacheSlots(const BatchOptions& o, size_t kv_heads) {
+  BatchOptions without = o;
+  without.kvstar_cache_blocks = 0;
+  return KvstarSlotsPerSeq(o, kv_heads) - KvstarSlotsPerSeq(without, kv_heads);
+}
+
 Status CudaBatch::KvstarInit() {
   const KvstarConfig& k = opt_.kvstar;
   KVSTAR_RETURN_IF_ERROR(k.Validate(opt_.block_tokens));
@@ -46,6 +52,7 @@ Status CudaBatch::KvstarInit() {
   Impl& m = *impl_;
   const size_t L = c.num_layers, B = opt_.batch;
   m.slots_per_seq = KvstarSlotsPerSeq(opt_, c.num_kv_heads);
+  m.cache_slots = KvstarCacheSlots(opt_, c.num_kv_heads);
   m.score_per = k.select_per_kv_head ? c.num_kv_heads : 1;
   m.ks.resize(L);
   for (auto& row : m.ks) {
@@ -242,7 +249,7 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
       // The device cache (kvstar_cache_blocks): the unselected candidates nearest the local
       // window, in block order (the lowest leaves first when a slot is needed).
       st.cached.clear();
-      for (size_t i = cands.size(); i-- > 0 && st.cached.size() < opt_.kvstar_cache_blocks;) {
+      for (size_t i = cands.size(); i-- > 0 && st.cached.size() < m.cache_slots;) {
         if (!std::binary_search(st.selection.begin(), st.selection.end(), cands[i])) {
           st.cached.push_back(cands[i]);
         }
