@@ -127,17 +127,10 @@ int RunCudaBench(const CudaBenchFlags& f) {
         "in HBM, offload and kvpr pin every block); add kvstar to --modes or drop the flag"));
   }
   // kvstar's device cache: a block count per (layer, sequence), or "max".
-  const bool cache_max = f.kvstar_cache_blocks == "max";
-  size_t cache_fixed = 0;
-  if (!cache_max && f.kvstar_cache_blocks != "0") {
-    auto c = ParseSizeList(f.kvstar_cache_blocks, "--kvstar-cache-blocks");
-    if (!c.ok() || c->size() != 1) {
-      return ReportError(
-          InvalidArgument("--kvstar-cache-blocks must be max or one block count, not '%s'",
-                          f.kvstar_cache_blocks.c_str()));
-    }
-    cache_fixed = (*c)[0];
-  }
+  auto cache_blocks = ParseKvstarCacheBlocks(f.kvstar_cache_blocks, /*allow_max=*/true);
+  if (!cache_blocks.ok()) return ReportError(cache_blocks.status());
+  const bool cache_max = *cache_blocks == kCacheBlocksMax;
+  const size_t cache_fixed = cache_max ? 0 : *cache_blocks;
   if ((cache_max || cache_fixed > 0) &&
       (std::find(modes.begin(), modes.end(), KvMode::kKvstar) == modes.end() ||
        f.kvstar.deterministic)) {

@@ -374,24 +374,32 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
   o.gpu_score_spread = cuda ? flags.gpu_score_spread : 1;
   o.gpu_score_ctas = cuda ? flags.gpu_score_ctas : 0;
   if (cuda && flags.kvstar_cache_blocks != "0") {
-    char* end = nullptr;
-    const unsigned long long n = std::strtoull(flags.kvstar_cache_blocks.c_str(), &end, 10);
-    if (flags.kvstar_cache_blocks.empty() || *end != '\0' || n > (1ull << 30)) {
-      return InvalidArgument(
-          "--kvstar-cache-blocks '%s': a block count per (layer, sequence) ('max' is a choice of "
-          "kvstar bench, which sizes the cache to each batch's HBM budget)",
-          flags.kvstar_cache_blocks.c_str());
-    }
-    if (flags.mode != "kvstar" || o.kvstar.deterministic) {
+    KVSTAR_ASSIGN_OR_RETURN(const size_t n,
+                            ParseKvstarCacheBlocks(flags.kvstar_cache_blocks, /*allow_max=*/false));
+    if (n > 0 && (flags.mode != "kvstar" || o.kvstar.deterministic)) {
       return InvalidArgument(
           "--kvstar-cache-blocks: the device cache is part of kvstar's non-deterministic "
           "schedule (use --mode kvstar without --deterministic)");
     }
-    o.kvstar_cache_blocks = static_cast<size_t>(n);
+    o.kvstar_cache_blocks = n;
   }
   if (cuda && !RetrievalThreadsGiven(flags)) o.retrieval_threads = 0;  // the CUDA default
   *mode = cuda ? flags.mode : o.mode;
   return o;
+}
+
+StatusOr<size_t> ParseKvstarCacheBlocks(const std::string& text, bool allow_max) {
+  if (allow_max && text == "max") return kCacheBlocksMax;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || text[0] < '0' || text[0] > '9' || *end != '\0' || n > (1ull << 30)) {
+    return InvalidArgument("--kvstar-cache-blocks '%s': %s", text.c_str(),
+                           allow_max ? "must be max or a block count per (layer, sequence)"
+                                     : "a block count per (layer, sequence) ('max' is a choice "
+                                       "of kvstar bench, which sizes the cache to each batch's "
+                                       "HBM budget)");
+  }
+  return static_cast<size_t>(n);
 }
 
 Status GpuScoreSpreadError(size_t spread) {

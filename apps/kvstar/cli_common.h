@@ -42,6 +42,11 @@ StatusOr<EngineOptions> FinishEngineOptions(const EngineFlags& flags);
 // Validator of counts (tokens, steps, threads): 1 .. 2^40, with a message that says so.
 const CLI::Validator& AtLeastOne();
 
+// --kvstar-cache-blocks: a block count per (layer, sequence), or with allow_max "max"
+// (kCacheBlocksMax: the bench sizes the cache to each batch's HBM budget).
+inline constexpr size_t kCacheBlocksMax = ~size_t{0};
+StatusOr<size_t> ParseKvstarCacheBlocks(const std::string& text, bool allow_max);
+
 // max_loads_per_step given with --device cuda (the CUDA engine has staging_slots instead).
 Status CudaMaxLoadsError();
 

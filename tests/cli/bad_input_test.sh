@@ -87,6 +87,8 @@ expect_error "device cache on the CPU engine" "the device cache is a CUDA engine
   generate --model "$GOLD" --prompt hi --mode kvstar --kvstar-cache-blocks 4
 expect_error "device cache 'max' outside the bench" "a block count per|CPU backend only" "$K" \
   generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --kvstar-cache-blocks max
+expect_error "device cache not a number" "a block count per|CPU backend only" "$K" \
+  generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --kvstar-cache-blocks -3
 expect_error "device cache with dense" "non-deterministic schedule|CPU backend only" "$K" \
   generate --model "$GOLD" --prompt hi --device cuda --mode dense --kvstar-cache-blocks 4
 expect_error "unknown host tier" "host-tier.*not in" "$K" bench --host-tier none
