@@ -272,6 +272,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.gpu_score_ctas = f.gpu_score_ctas;
       o.kvstar_cache_blocks = mode == KvMode::kKvstar ? cache_fixed : 0;
       o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
+      if (f.l2_prefetch_bytes >= 0) o.l2_prefetch_bytes = static_cast<size_t>(f.l2_prefetch_bytes);
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
         o.kv_fingerprint = kv_store.kv_fingerprint;
@@ -511,6 +512,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"prefill", f.prefill},
              {"matmul", f.matmul},
              {"pdl", f.pdl},
+             {"l2_prefetch_bytes", o.l2_prefetch_bytes},
              {"host_tier", mode == KvMode::kDense ? "none"  // offload / kvpr pin every block
                            : o.exclusive_host     ? "exclusive"
                                                   : "inclusive"},

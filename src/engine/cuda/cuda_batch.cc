@@ -466,6 +466,24 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
 
   if (staged) KVSTAR_RETURN_IF_ERROR(prefetch(0));
   void* ws = m.workspace.data();
+  // The next stage's weights into L2 while this stage drains: the first bytes of each row that
+  // the product's first wave of CTAs reads (2 CTAs of 32 rows per SM at decode batch sizes), so
+  // that every CTA of that wave starts from L2.
+  const size_t wave_rows = 64 * static_cast<size_t>(std::max(ctx.info().sm_count, 1));
+  auto prefetch_l2 = [&](const TensorView& w) -> Status {
+    const size_t pitch = w.cols * DTypeSize(w.dtype);
+    if (opt_.l2_prefetch_bytes == 0 || w.rows == 0 || pitch % 16 != 0 ||
+        reinterpret_cast<uintptr_t>(w.data) % 16 != 0) {
+      return Status::Ok();
+    }
+    size_t rows = std::min(w.rows, wave_rows);
+    size_t per_row = std::min(pitch, opt_.l2_prefetch_bytes / rows / 256 * 256);
+    if (per_row == 0) {
+      rows = std::min(rows, std::max<size_t>(1, opt_.l2_prefetch_bytes / 256));
+      per_row = std::min<size_t>(pitch, 256);
+    }
+    return PrefetchL2(s, w.data, rows, pitch, per_row);
+  };
   // The residual adds are fused into the next norm: proj holds the output to add to x.
   float* proj = m.proj.as<float>();
   for (size_t l = 0; l < c.num_layers; ++l) {
@@ -519,6 +537,7 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
                                        row_stride, rows));
     a.blocks = table;
     KVSTAR_RETURN_IF_ERROR(RunAttention(s, a, plan, m.attn_ws.data()));
+    KVSTAR_RETURN_IF_ERROR(prefetch_l2(L.o));
     KVSTAR_RETURN_IF_ERROR(mark(4 + 4 * l));
     if (kvstar && !m.attn_read.empty()) KVSTAR_RETURN_IF_ERROR(m.attn_read[l].Record(s));
     if (staged) {
@@ -536,13 +555,17 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     }
     KVSTAR_RETURN_IF_ERROR(
         Linear(ctx, s, L.o, L.o_bias, m.attn.as<float>(), B, proj, ws, opt_.matmul));
+    KVSTAR_RETURN_IF_ERROR(prefetch_l2(L.gate));
     KVSTAR_RETURN_IF_ERROR(AddRmsNorm(s, x, proj, L.post_attn_norm, B, hidden, c.rms_norm_eps, xn));
     float* gate = m.gate.as<float>();
     KVSTAR_RETURN_IF_ERROR(
         LinearShared(ctx, s, {{L.gate, L.gate_bias, gate}, {L.up, L.up_bias, m.up.as<float>()}}, xn,
                      B, ws, opt_.matmul));
+    KVSTAR_RETURN_IF_ERROR(prefetch_l2(L.down));
     KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), B * c.intermediate_size, gate));
     KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws, opt_.matmul));
+    KVSTAR_RETURN_IF_ERROR(
+        prefetch_l2(l + 1 < c.num_layers ? model_.layer(l + 1).q : model_.lm_head()));
   }
   KVSTAR_RETURN_IF_ERROR(mark(4 * c.num_layers + 1));
   if (kvstar && !opt_.gpu_scoring) {

@@ -134,6 +134,12 @@ struct BatchOptions {
   // Decode steps record events between their phases on the compute stream and sum the device
   // time of each (BatchStats::phase_*); a few dozen events per step, off by default.
   bool phase_timing = false;
+  // Decode steps: after each weight-reading stage (attention; the o, gate / up and down
+  // products) a PrefetchL2 of up to this many bytes of the next stage's weights (o; gate; down;
+  // the next layer's q or the LM head), which runs as that stage's CTAs leave: the reads fill
+  // the HBM time of its tail, and the next product's first rows come from L2. 0: none.
+  size_t l2_prefetch_bytes = kDefaultL2PrefetchBytes;
+  static constexpr size_t kDefaultL2PrefetchBytes = 0;
 };
 
 struct BatchStats {

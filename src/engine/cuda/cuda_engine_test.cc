@@ -167,7 +167,9 @@ TEST_F(CudaEngineTest, OffloadAndKvprMatchDense) {
 // what they compute: every mode, and kvstar with CPU scoring, GPU scoring and the exclusive host
 // tier, gives the same tokens at every step and the same last logits bit for bit with them on
 // and off (deterministic kvstar: the same selections).
-TEST_F(CudaEngineTest, DependentLaunchesChangeNoResult) {
+// Launches one after the other, as dependents, and as dependents with a prefetch of the next
+// weights into L2 after each stage (BatchOptions::l2_prefetch_bytes): the same results.
+TEST_F(CudaEngineTest, DependentLaunchesAndL2PrefetchChangeNoResult) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
   const auto prompts = DemoPrompts(config_.vocab_size);
   const size_t vocab = config_.vocab_size;
@@ -187,21 +189,25 @@ TEST_F(CudaEngineTest, DependentLaunchesChangeNoResult) {
     gpu_scoring_ = run >= 4;
     exclusive_host_ = run == 5;
     SCOPED_TRACE(std::string(KvModeName(mode)) + " run " + std::to_string(run));
-    RunOut out[2];
-    for (int on = 0; on < 2; ++on) {
-      SetDependentLaunches(on == 1);
+    RunOut out[3];
+    for (int v = 0; v < 3; ++v) {
+      SetDependentLaunches(v >= 1);
+      l2_prefetch_bytes_ = v == 0 ? -1 : v == 1 ? 0 : int64_t{1} << 20;
       auto b = MakeBatch(mode, 2, cap, DType::kBF16, 16, mode == KvMode::kKvpr ? 32 : 0, 64, k);
       ASSERT_NE(b, nullptr);
-      out[on] = Decode(*b, prompts, steps, vocab);
+      out[v] = Decode(*b, prompts, steps, vocab);
       if (mode == KvMode::kKvstar) {
-        EXPECT_GT(out[on].stats.retrievals, 0u);
+        EXPECT_GT(out[v].stats.retrievals, 0u);
       }
     }
-    EXPECT_EQ(out[1].tokens, out[0].tokens);
-    EXPECT_EQ(RowError(out[1].last_logits.data(), out[0].last_logits.data(), 2 * vocab), 0.0);
+    for (int v = 1; v < 3; ++v) {
+      EXPECT_EQ(out[v].tokens, out[0].tokens) << v;
+      EXPECT_EQ(RowError(out[v].last_logits.data(), out[0].last_logits.data(), 2 * vocab), 0.0);
+    }
   }
   gpu_scoring_ = false;
   exclusive_host_ = false;
+  l2_prefetch_bytes_ = -1;
 }
 
 // One sequence from a one-token prompt, decoded in every mode that needs no cuBLAS at batch 1

@@ -128,6 +128,29 @@ __global__ void SwiGluKernel(const float* gate, const float* __restrict__ up, si
   }
 }
 
+// Every lane asks for one piece of one row (PrefetchL2): cp.async.bulk.prefetch on sm_90 (one
+// instruction per piece), prefetch.global.L2 per 128-byte line before. Lets its dependent launch
+// at once, and waits for the kernel before it only at the end.
+__global__ void PrefetchL2Kernel(const char* p, size_t rows, size_t pitch, size_t row_bytes,
+                                 size_t piece) {
+  AllowDependentGrid();
+  const size_t per_row = (row_bytes + piece - 1) / piece;
+  const size_t lane = blockIdx.x * size_t{blockDim.x} + threadIdx.x;
+  if (lane < rows * per_row) {
+    const size_t off = lane % per_row * piece;
+    const char* a = p + lane / per_row * pitch + off;
+    const size_t size = min(piece, row_bytes - off);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(a),
+                 "r"(static_cast<unsigned>(size))
+                 : "memory");
+#else
+    for (size_t b = 0; b < size; b += 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a + b));
+#endif
+  }
+  WaitForPriorGrid();
+}
+
 __global__ void AddKernel(const float* a, const float* b, size_t count, float* out) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < count;
        i += size_t{gridDim.x} * blockDim.x) {
@@ -470,6 +493,37 @@ Status SwiGlu(CudaStream* stream, const float* gate, const float* up, size_t cou
   return CudaStatus(LaunchDependent(SwiGluKernel, GridFor(count, kThreads), kThreads, 0,
                                     AsCuda(stream), gate, up, count, out),
                     "SwiGluKernel");
+}
+
+Status PrefetchL2(CudaStream* stream, const void* p, size_t rows, size_t pitch,
+                  size_t bytes_per_row) {
+  // Whole 16-byte units (the bulk prefetch's granule), in pieces of at most 64 KiB, one per lane
+  // of CTAs of one warp: small CTAs that fit beside the draining kernel's.
+  constexpr unsigned kLanes = 32;
+  constexpr size_t kMaxPiece = 65536;
+  bytes_per_row = bytes_per_row / 16 * 16;
+  if (rows == 0 || bytes_per_row == 0 || p == nullptr) return Status::Ok();
+#if !defined(KVSTAR_CUDA_PDL) || !KVSTAR_CUDA_PDL
+  const bool dependent = false;
+#else
+  const bool dependent = DependentLaunches();
+#endif
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || pitch % 16 != 0 || bytes_per_row > pitch) {
+    return InvalidArgument(
+        "PrefetchL2: %p, pitch %zu and %zu bytes per row (16-byte aligned, at "
+        "most the pitch)",
+        p, pitch, bytes_per_row);
+  }
+  const size_t piece = std::min(bytes_per_row, kMaxPiece);
+  const size_t lanes = rows * ((bytes_per_row + piece - 1) / piece);
+  const size_t ctas = (lanes + kLanes - 1) / kLanes;
+  if (ctas > 0x7fffffff) return InvalidArgument("PrefetchL2: %zu rows", rows);
+  // Launched after the kernel before it has completed, it would only add a launch between two.
+  if (!dependent) return Status::Ok();
+  return CudaStatus(
+      LaunchDependent(PrefetchL2Kernel, static_cast<unsigned>(ctas), kLanes, 0, AsCuda(stream),
+                      static_cast<const char*>(p), rows, pitch, bytes_per_row, piece),
+      "PrefetchL2Kernel");
 }
 
 Status Add(CudaStream* stream, const float* a, const float* b, size_t count, float* out) {

@@ -108,6 +108,16 @@ Status AddRmsNorm(CudaStream* stream, float* x, const float* add, const TensorVi
 Status ApplyRope(CudaStream* stream, const float* inv_freq, size_t head_dim, const int64_t* pos,
                  size_t n, size_t heads, float* x);
 
+// Asks L2 to fetch the first bytes_per_row bytes (rounded down to 16) of each of `rows` rows of
+// device memory, pitch bytes apart (weights the next kernel reads), as a programmatic dependent of
+// the kernel before it in the stream: the prefetch kernel becomes resident as that kernel's CTAs
+// leave, so the reads fill HBM time its tail leaves idle, and it completes only after that kernel
+// (the chain's order holds). A hint: no data changes. p and pitch 16-byte aligned,
+// bytes_per_row <= pitch. Nothing is launched where kernels are not launched as dependents
+// (SetDependentLaunches off, or a build for an architecture older than sm_90).
+Status PrefetchL2(CudaStream* stream, const void* p, size_t rows, size_t pitch,
+                  size_t bytes_per_row);
+
 // out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. out may alias gate.
 Status SwiGlu(CudaStream* stream, const float* gate, const float* up, size_t count, float* out);
 

@@ -491,6 +491,40 @@ TEST_F(CudaOpsTest, SwiGluAndAddMatchCpu) {
   }
 }
 
+// A prefetch between two dependent kernels: the second still sees every write of the first (the
+// prefetch kernel completes only after its predecessor), and the prefetched bytes do not change.
+TEST_F(CudaOpsTest, PrefetchL2KeepsTheOrderAndChangesNothing) {
+  const size_t count = 300007;
+  const std::vector<float> gate = RandomFloats(rng_, count, 12.0f);
+  const std::vector<float> up = RandomFloats(rng_, count);
+  const std::vector<float> weights = RandomFloats(rng_, (3 << 20) / 4 + 5);
+  DeviceBuffer dg = Upload(gate);
+  DeviceBuffer du = Upload(up);
+  DeviceBuffer dw = Upload(weights);
+  const size_t all = weights.size() * 4 / 16 * 16;
+  // (rows, pitch, bytes per row): nothing, less than 16 bytes, one 16-byte unit, pieces of
+  // several rows, rows longer than one piece, everything as one row.
+  const size_t shapes[][3] = {{0, 16, 16},       {1, 16, 15},          {1, 16, 16},
+                              {700, 4096, 1040}, {3, 1 << 20, 200000}, {1, all, all}};
+  for (const auto& [rows, pitch, bytes] : shapes) {
+    SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(bytes));
+    DeviceBuffer dout = Poisoned(count * 4);
+    ASSERT_TRUE(SwiGlu(stream_, dg.as<float>(), du.as<float>(), count, dout.as<float>()).ok());
+    ASSERT_TRUE(PrefetchL2(stream_, dw.data(), rows, pitch, bytes).ok());
+    ASSERT_TRUE(Add(stream_, dout.as<float>(), du.as<float>(), count, dg.as<float>()).ok());
+    const std::vector<float> swiglu = Download<float>(dout, count);
+    std::vector<float> sum(count);
+    ops::Add(swiglu.data(), up.data(), count, sum.data());
+    EXPECT_EQ(Download<float>(dg, count), sum);
+    dg = Upload(gate);
+  }
+  EXPECT_EQ(Download<float>(dw, weights.size()), weights);
+  EXPECT_FALSE(PrefetchL2(stream_, dw.as<char>() + 4, 1, 4096, 4096).ok());
+  EXPECT_FALSE(PrefetchL2(stream_, dw.data(), 2, 4104, 4096).ok());
+  EXPECT_FALSE(PrefetchL2(stream_, dw.data(), 2, 4096, 4112).ok());
+  ASSERT_TRUE(ctx_->Synchronize(stream_).ok());
+}
+
 TEST_F(CudaOpsTest, EmbedMatchesCpuAndMarksBadIds) {
   for (DType dt : kDTypes) {
     const size_t vocab = 1000;
