@@ -273,6 +273,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.kvstar_cache_blocks = mode == KvMode::kKvstar ? cache_fixed : 0;
       o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
       if (f.l2_prefetch_bytes >= 0) o.l2_prefetch_bytes = static_cast<size_t>(f.l2_prefetch_bytes);
+      o.fuse_swiglu = f.fuse_swiglu;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
         o.kv_fingerprint = kv_store.kv_fingerprint;
@@ -513,6 +514,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"matmul", f.matmul},
              {"pdl", f.pdl},
              {"l2_prefetch_bytes", o.l2_prefetch_bytes},
+             {"fuse_swiglu", o.fuse_swiglu},
              {"host_tier", mode == KvMode::kDense ? "none"  // offload / kvpr pin every block
                            : o.exclusive_host     ? "exclusive"
                                                   : "inclusive"},

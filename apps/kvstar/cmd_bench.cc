@@ -52,6 +52,7 @@ struct BenchFlags {
   std::string cuda_matmul = "auto";
   std::string cuda_pdl = "on";
   int64_t cuda_l2_prefetch_mib = -1;  // -1: the engine's default
+  std::string cuda_fuse_swiglu = "on";
   std::string gpu_scoring_kernel = "auto";
   bool phase_timing = false;
 };
@@ -114,13 +115,16 @@ int RunBench(const BenchFlags& f) {
     return ReportError(
         InvalidArgument("--phase-timing times the CUDA engine's phases (add --device cuda)"));
   }
-  if (f.device != "cuda" &&
-      (f.cuda_matmul != "auto" || f.cuda_pdl != "on" || f.cuda_l2_prefetch_mib >= 0)) {
-    return ReportError(
-        InvalidArgument("%s: a choice of the CUDA engine's kernels (add --device cuda)",
-                        f.cuda_matmul != "auto" ? "--cuda-matmul"
-                        : f.cuda_pdl != "on"    ? "--cuda-pdl"
-                                                : "--cuda-l2-prefetch"));
+  if (f.device != "cuda") {
+    const char* flag = f.cuda_matmul != "auto"       ? "--cuda-matmul"
+                       : f.cuda_pdl != "on"          ? "--cuda-pdl"
+                       : f.cuda_l2_prefetch_mib >= 0 ? "--cuda-l2-prefetch"
+                       : f.cuda_fuse_swiglu != "on"  ? "--cuda-fuse-swiglu"
+                                                     : nullptr;
+    if (flag != nullptr) {
+      return ReportError(
+          InvalidArgument("%s: a choice of the CUDA engine's kernels (add --device cuda)", flag));
+    }
   }
   if (f.gpu_scoring_kernel != "auto" && f.engine.retrieval_device != "gpu") {
     return ReportError(InvalidArgument(
@@ -148,6 +152,7 @@ int RunBench(const BenchFlags& f) {
     c.matmul = f.cuda_matmul;
     c.pdl = f.cuda_pdl == "on";
     c.l2_prefetch_bytes = f.cuda_l2_prefetch_mib < 0 ? -1 : f.cuda_l2_prefetch_mib << 20;
+    c.fuse_swiglu = f.cuda_fuse_swiglu == "on";
     c.kvstar_cache_blocks = f.engine.kvstar_cache_blocks;
     c.kvpr_calibrate = f.kvpr_calibrate;
     c.seed = f.seed;
@@ -443,6 +448,11 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "fill the HBM time its tail leaves idle; default 0 (off); the results are the "
                   "same bit for bit")
       ->check(CLI::Range(int64_t{0}, int64_t{1024}));
+  cmd->add_option("--cuda-fuse-swiglu", f->cuda_fuse_swiglu,
+                  "cuda: on (default) computes SwiGLU's activation inside the down product as it "
+                  "reads it; off runs it as its own kernel first, to compare (the same bits)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   cmd->add_option("--gpu-scoring-kernel", f->gpu_scoring_kernel,
                   "cuda, --retrieval-device gpu: auto (the tensor-core scoring kernel where it "
                   "applies) or f32 (the CUDA-core kernel), to compare the two")

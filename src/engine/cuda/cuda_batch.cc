@@ -562,8 +562,9 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
         LinearShared(ctx, s, {{L.gate, L.gate_bias, gate}, {L.up, L.up_bias, m.up.as<float>()}}, xn,
                      B, ws, opt_.matmul));
     KVSTAR_RETURN_IF_ERROR(prefetch_l2(L.down));
-    KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), B * c.intermediate_size, gate));
-    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws, opt_.matmul));
+    KVSTAR_RETURN_IF_ERROR(MatMulSwiGlu(ctx, s, L.down, gate, m.up.as<float>(), B, proj, ws,
+                                        opt_.matmul, opt_.fuse_swiglu));
+    if (!L.down_bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, L.down_bias, B, proj));
     KVSTAR_RETURN_IF_ERROR(
         prefetch_l2(l + 1 < c.num_layers ? model_.layer(l + 1).q : model_.lm_head()));
   }

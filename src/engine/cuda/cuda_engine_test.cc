@@ -167,9 +167,10 @@ TEST_F(CudaEngineTest, OffloadAndKvprMatchDense) {
 // what they compute: every mode, and kvstar with CPU scoring, GPU scoring and the exclusive host
 // tier, gives the same tokens at every step and the same last logits bit for bit with them on
 // and off (deterministic kvstar: the same selections).
-// Launches one after the other, as dependents, and as dependents with a prefetch of the next
-// weights into L2 after each stage (BatchOptions::l2_prefetch_bytes): the same results.
-TEST_F(CudaEngineTest, DependentLaunchesAndL2PrefetchChangeNoResult) {
+// Launches one after the other, as dependents, as dependents with a prefetch of the next weights
+// into L2 after each stage (BatchOptions::l2_prefetch_bytes), and with SwiGLU in its own launch
+// instead of fused into the down product (BatchOptions::fuse_swiglu): the same results.
+TEST_F(CudaEngineTest, LaunchChoicesChangeNoResult) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
   const auto prompts = DemoPrompts(config_.vocab_size);
   const size_t vocab = config_.vocab_size;
@@ -189,10 +190,11 @@ TEST_F(CudaEngineTest, DependentLaunchesAndL2PrefetchChangeNoResult) {
     gpu_scoring_ = run >= 4;
     exclusive_host_ = run == 5;
     SCOPED_TRACE(std::string(KvModeName(mode)) + " run " + std::to_string(run));
-    RunOut out[3];
-    for (int v = 0; v < 3; ++v) {
+    RunOut out[4];
+    for (int v = 0; v < 4; ++v) {
       SetDependentLaunches(v >= 1);
-      l2_prefetch_bytes_ = v == 0 ? -1 : v == 1 ? 0 : int64_t{1} << 20;
+      l2_prefetch_bytes_ = v == 2 ? int64_t{1} << 20 : 0;
+      fuse_swiglu_ = v != 3;
       auto b = MakeBatch(mode, 2, cap, DType::kBF16, 16, mode == KvMode::kKvpr ? 32 : 0, 64, k);
       ASSERT_NE(b, nullptr);
       out[v] = Decode(*b, prompts, steps, vocab);
@@ -200,7 +202,7 @@ TEST_F(CudaEngineTest, DependentLaunchesAndL2PrefetchChangeNoResult) {
         EXPECT_GT(out[v].stats.retrievals, 0u);
       }
     }
-    for (int v = 1; v < 3; ++v) {
+    for (int v = 1; v < 4; ++v) {
       EXPECT_EQ(out[v].tokens, out[0].tokens) << v;
       EXPECT_EQ(RowError(out[v].last_logits.data(), out[0].last_logits.data(), 2 * vocab), 0.0);
     }
@@ -208,6 +210,7 @@ TEST_F(CudaEngineTest, DependentLaunchesAndL2PrefetchChangeNoResult) {
   gpu_scoring_ = false;
   exclusive_host_ = false;
   l2_prefetch_bytes_ = -1;
+  fuse_swiglu_ = true;
 }
 
 // One sequence from a one-token prompt, decoded in every mode that needs no cuBLAS at batch 1

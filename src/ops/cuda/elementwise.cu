@@ -123,8 +123,7 @@ __global__ void SwiGluKernel(const float* gate, const float* __restrict__ up, si
   WaitForPriorGrid();
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < count;
        i += size_t{gridDim.x} * blockDim.x) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+    out[i] = internal::SiluMul(gate[i], up[i]);
   }
 }
 

@@ -75,6 +75,10 @@ __device__ __forceinline__ __half FromF32<__half>(float v) {
   return __float2half_rn(v);
 }
 
+// SwiGLU's activation of one element: gate / (1 + exp(-gate)) * up (SwiGlu, and the skinny
+// products that apply it as they read x: the same bits).
+__device__ __forceinline__ float SiluMul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 // 16 B read once (streamed K/V, weights): no L1 allocation, L2 fetches 256 B (the rest of the
 // row and the next).
 __device__ __forceinline__ uint4 LoadStream16(const void* p) {
@@ -162,8 +166,10 @@ struct SkinnyOutput {
 bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const void* w,
                          const float* x);
 // m_tiles: 16-row tiles per CTA, 1, 2 or 4 (0: chosen from n and the rows, as measured).
+// x_up (16 B aligned, like x): the products take SiluMul(x, x_up) element by element as x.
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
-                               size_t n, cudaStream_t stream, int m_tiles = 0);
+                               size_t n, cudaStream_t stream, int m_tiles = 0,
+                               const float* x_up = nullptr);
 
 // dst[count] = random values in [-scale, scale] of dtype, never zero, from a counter hash (for
 // benchmarks and limit measurements; not a quality generator).

@@ -95,6 +95,20 @@ Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
   return Gemm(ctx, stream, w, b, n, y);
 }
 
+Status MatMulSwiGlu(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, float* gate,
+                    const float* up, size_t n, float* y, void* workspace, MatMulKernel kernel,
+                    bool fuse) {
+  if (n == 0 || w.rows == 0) return Status::Ok();
+  if (fuse && Skinny(kernel, w, gate, n) && reinterpret_cast<uintptr_t>(up) % 16 == 0) {
+    const internal::SkinnyOutput out{w.data, w.rows, y};
+    return internal::CudaStatus(
+        internal::LaunchSkinnyMatMul(&out, 1, w.cols, gate, n, internal::AsCuda(stream), 0, up),
+        "SkinnyMatMulKernel");
+  }
+  KVSTAR_RETURN_IF_ERROR(SwiGlu(stream, gate, up, n * w.cols, gate));
+  return MatMul(ctx, stream, w, gate, n, y, workspace, kernel);
+}
+
 Status MatMulShared(const DeviceContext& ctx, CudaStream* stream,
                     std::span<const MatMulTarget> targets, const float* x, size_t n,
                     void* workspace, MatMulKernel kernel) {

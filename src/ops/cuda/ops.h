@@ -74,6 +74,13 @@ Status MatMulShared(const DeviceContext& ctx, CudaStream* stream,
                     std::span<const MatMulTarget> targets, const float* x, size_t n,
                     void* workspace, MatMulKernel kernel = MatMulKernel::kAuto);
 
+// SwiGLU's down product: y[n][rows] = (SiluMul(gate, up))[n][cols] . W^T. With fuse and the
+// skinny kernel, that kernel computes the activation as it reads it (one launch, gate unchanged);
+// otherwise SwiGlu writes it into gate, then MatMul. The same bits either way.
+Status MatMulSwiGlu(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, float* gate,
+                    const float* up, size_t n, float* y, void* workspace,
+                    MatMulKernel kernel = MatMulKernel::kAuto, bool fuse = true);
+
 // MatMul with n = 1.
 inline Status MatVec(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
                      const float* x, float* y, void* workspace) {

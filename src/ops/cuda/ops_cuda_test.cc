@@ -278,6 +278,45 @@ TEST_F(CudaOpsTest, SkinnyMatMulMatchesCpuAndIsBatchInvariant) {
   }
 }
 
+// SwiGLU's down product: fused into the skinny kernel (gate left as it was) or SwiGlu then MatMul
+// (gate overwritten), the same bits, at one and two n-tiles and on the library path.
+TEST_F(CudaOpsTest, MatMulSwiGluFusedEqualsSwiGluThenMatMul) {
+  struct Shape {
+    size_t rows, cols, n;
+  };
+  const Shape shapes[] = {{37, 40, 1}, {100, 1032, 8}, {70, 14336, 9}, {33, 4104, 16}};
+  for (const Shape& s : shapes) {
+    for (MatMulKernel kernel : {MatMulKernel::kAuto, MatMulKernel::kLibrary}) {
+      SCOPED_TRACE(::testing::Message() << s.rows << "x" << s.cols << " n=" << s.n << " kernel "
+                                        << static_cast<int>(kernel));
+      const TestTensor w = RandomTensor(rng_, DType::kBF16, s.rows, s.cols, 0.5f);
+      const DeviceTensor dw = ToDevice(w);
+      const std::vector<float> gate = RandomFloats(rng_, s.n * s.cols, 6.0f);
+      const std::vector<float> up = RandomFloats(rng_, s.n * s.cols);
+      DeviceBuffer du = Upload(up);
+      DeviceBuffer ws = Poisoned(std::max<size_t>(16, MatMulWorkspaceBytes(dw.view, s.n)));
+      std::vector<float> y[2];
+      for (int fuse = 0; fuse < 2; ++fuse) {
+        DeviceBuffer dg = Upload(gate);
+        DeviceBuffer dy = Poisoned(s.n * s.rows * 4);
+        ASSERT_TRUE(MatMulSwiGlu(*ctx_, stream_, dw.view, dg.as<float>(), du.as<float>(), s.n,
+                                 dy.as<float>(), ws.data(), kernel, fuse == 1)
+                        .ok());
+        y[fuse] = Download<float>(dy, s.n * s.rows);
+        if (fuse == 1 && kernel == MatMulKernel::kAuto) {
+          EXPECT_EQ(Download<float>(dg, gate.size()), gate);
+        }
+      }
+      EXPECT_EQ(y[1], y[0]);
+      std::vector<float> act(gate.size());
+      ops::SwiGlu(gate.data(), up.data(), gate.size(), act.data());
+      std::vector<float> ref(s.n * s.rows);
+      ops::MatMul(Pool(), w.view(), act.data(), s.n, ref.data());
+      EXPECT_LE(RelErr(y[1], ref), kernel == MatMulKernel::kAuto ? 1e-5 : 1e-2);
+    }
+  }
+}
+
 // Every rows-per-CTA choice of the skinny kernel (16, 32, 64) with one and two n-tiles.
 TEST_F(CudaOpsTest, SkinnyMatMulEveryTileChoiceMatchesCpu) {
   const size_t rows = 150, cols = 264;

@@ -41,6 +41,7 @@ struct SkinnyParams {
   unsigned cols;
   unsigned n;
   const float* x;
+  const float* x_up;  // GLU: x is SiluMul(x, x_up)
 };
 
 // Eight f32 activations of one lane as the B fragments of two k16 MMAs, three bf16 terms each:
@@ -54,8 +55,9 @@ __device__ __forceinline__ void SplitEight(const float (&v)[8], uint32_t (&b)[2]
 }
 
 // NT: n-tiles of 8 activation rows, 1 (n <= 8) or 2 (n <= 16). MT: 16-row m-tiles per CTA; each
-// lane keeps 8 loads of 16 B in flight (MT x 2 rows x kUnroll k-steps).
-template <int NT, int MT>
+// lane keeps 8 loads of 16 B in flight (MT x 2 rows x kUnroll k-steps). GLU: x is
+// SiluMul(x, x_up), computed as it is read (SwiGLU's down product without its own launch).
+template <int NT, int MT, bool GLU>
 __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const SkinnyParams p) {
   constexpr int kSkMTiles = MT;
   constexpr int kSkRows = 16 * MT;
@@ -135,6 +137,15 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
         if (in && xvalid[nt]) {
           a = __ldg(reinterpret_cast<const float4*>(xrow[nt] + c));
           b = __ldg(reinterpret_cast<const float4*>(xrow[nt] + c + 4));
+          if constexpr (GLU) {
+            const float* urow = p.x_up + (xrow[nt] - p.x);
+            const float4 ua = __ldg(reinterpret_cast<const float4*>(urow + c));
+            const float4 ub = __ldg(reinterpret_cast<const float4*>(urow + c + 4));
+            a = make_float4(SiluMul(a.x, ua.x), SiluMul(a.y, ua.y), SiluMul(a.z, ua.z),
+                            SiluMul(a.w, ua.w));
+            b = make_float4(SiluMul(b.x, ub.x), SiluMul(b.y, ub.y), SiluMul(b.z, ub.z),
+                            SiluMul(b.w, ub.w));
+          }
         }
         xv[u][nt][0] = a.x;
         xv[u][nt][1] = a.y;
@@ -206,7 +217,7 @@ bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const 
 }
 
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
-                               size_t n, cudaStream_t stream, int m_tiles) {
+                               size_t n, cudaStream_t stream, int m_tiles, const float* x_up) {
   if (m_tiles == 0) {
     // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products"): 32 rows per CTA at n <= 8 on
     // every Llama-3-8B shape; at n = 9-16 (two n-tiles), 16 rows for up to 4096 rows in total and
@@ -219,7 +230,8 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
     }
   }
   if (count < 1 || count > kMaxSkinnyOutputs || n < 1 || n > kMaxSkinnyRows ||
-      (m_tiles != 1 && m_tiles != 2 && m_tiles != 4)) {
+      (m_tiles != 1 && m_tiles != 2 && m_tiles != 4) ||
+      reinterpret_cast<uintptr_t>(x_up) % 16 != 0) {
     return cudaErrorInvalidValue;
   }
   const unsigned rows_per_cta = 16u * static_cast<unsigned>(m_tiles);
@@ -243,15 +255,16 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
   p.cols = static_cast<unsigned>(cols);
   p.n = static_cast<unsigned>(n);
   p.x = x;
+  p.x_up = x_up;
   const bool two = n > 8;
-  void (*kernel)(SkinnyParams) = nullptr;
-  if (m_tiles == 1) {
-    kernel = two ? SkinnyMatMulKernel<2, 1> : SkinnyMatMulKernel<1, 1>;
-  } else if (m_tiles == 2) {
-    kernel = two ? SkinnyMatMulKernel<2, 2> : SkinnyMatMulKernel<1, 2>;
-  } else {
-    kernel = two ? SkinnyMatMulKernel<2, 4> : SkinnyMatMulKernel<1, 4>;
-  }
+  // The kernel for (n-tiles, m-tiles), with the SwiGLU activation or without.
+  auto pick = [two, m_tiles]<bool GLU>() -> void (*)(SkinnyParams) {
+    if (m_tiles == 1) return two ? SkinnyMatMulKernel<2, 1, GLU> : SkinnyMatMulKernel<1, 1, GLU>;
+    if (m_tiles == 2) return two ? SkinnyMatMulKernel<2, 2, GLU> : SkinnyMatMulKernel<1, 2, GLU>;
+    return two ? SkinnyMatMulKernel<2, 4, GLU> : SkinnyMatMulKernel<1, 4, GLU>;
+  };
+  void (*kernel)(SkinnyParams) =
+      x_up != nullptr ? pick.template operator()<true>() : pick.template operator()<false>();
   return LaunchDependent(kernel, ctas, kSkThreads, 0, stream, p);
 }
 
