@@ -558,13 +558,18 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
     KVSTAR_RETURN_IF_ERROR(prefetch_l2(L.gate));
     KVSTAR_RETURN_IF_ERROR(AddRmsNorm(s, x, proj, L.post_attn_norm, B, hidden, c.rms_norm_eps, xn));
     float* gate = m.gate.as<float>();
-    KVSTAR_RETURN_IF_ERROR(
-        LinearShared(ctx, s, {{L.gate, L.gate_bias, gate}, {L.up, L.up_bias, m.up.as<float>()}}, xn,
-                     B, ws, opt_.matmul));
-    KVSTAR_RETURN_IF_ERROR(prefetch_l2(L.down));
-    KVSTAR_RETURN_IF_ERROR(MatMulSwiGlu(ctx, s, L.down, gate, m.up.as<float>(), B, proj, ws,
-                                        opt_.matmul, opt_.fuse_swiglu));
-    if (!L.down_bias.empty()) KVSTAR_RETURN_IF_ERROR(AddBias(s, L.down_bias, B, proj));
+    if (L.gate_bias.empty() && L.up_bias.empty()) {
+      KVSTAR_RETURN_IF_ERROR(MatMulSwiGlu(ctx, s, L.gate, L.up, xn, B, gate, m.up.as<float>(), ws,
+                                          opt_.matmul, opt_.fuse_swiglu));
+      KVSTAR_RETURN_IF_ERROR(prefetch_l2(L.down));
+    } else {
+      KVSTAR_RETURN_IF_ERROR(
+          LinearShared(ctx, s, {{L.gate, L.gate_bias, gate}, {L.up, L.up_bias, m.up.as<float>()}},
+                       xn, B, ws, opt_.matmul));
+      KVSTAR_RETURN_IF_ERROR(prefetch_l2(L.down));
+      KVSTAR_RETURN_IF_ERROR(SwiGlu(s, gate, m.up.as<float>(), B * c.intermediate_size, gate));
+    }
+    KVSTAR_RETURN_IF_ERROR(Linear(ctx, s, L.down, L.down_bias, gate, B, proj, ws, opt_.matmul));
     KVSTAR_RETURN_IF_ERROR(
         prefetch_l2(l + 1 < c.num_layers ? model_.layer(l + 1).q : model_.lm_head()));
   }

@@ -139,8 +139,9 @@ struct BatchOptions {
   // the next layer's q or the LM head), which runs as that stage's CTAs leave: the reads fill
   // the HBM time of its tail, and the next product's first rows come from L2. 0: none.
   size_t l2_prefetch_bytes = kDefaultL2PrefetchBytes;
-  // Decode steps: the down product computes SwiGLU's activation as it reads it (MatMulSwiGlu)
-  // instead of a SwiGlu launch before it (false: for comparisons; the same bits).
+  // Decode steps: the gate / up product writes SwiGLU's activation (MatMulSwiGlu: a CTA computes
+  // the same rows of both) instead of a SwiGlu launch after it (false: for comparisons; the same
+  // bits). Only without MLP biases.
   bool fuse_swiglu = true;
   static constexpr size_t kDefaultL2PrefetchBytes = 0;
 };

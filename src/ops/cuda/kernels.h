@@ -166,10 +166,10 @@ struct SkinnyOutput {
 bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const void* w,
                          const float* x);
 // m_tiles: 16-row tiles per CTA, 1, 2 or 4 (0: chosen from n and the rows, as measured).
-// x_up (16 B aligned, like x): the products take SiluMul(x, x_up) element by element as x.
+// glu: outputs[0] (gate) and [1] (up) have equal rows; only outputs[0].y is written, with
+// SiluMul(gate product, up product) (SwiGLU; the same bits as the two products then SwiGlu).
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
-                               size_t n, cudaStream_t stream, int m_tiles = 0,
-                               const float* x_up = nullptr);
+                               size_t n, cudaStream_t stream, int m_tiles = 0, bool glu = false);
 
 // dst[count] = random values in [-scale, scale] of dtype, never zero, from a counter hash (for
 // benchmarks and limit measurements; not a quality generator).

@@ -95,18 +95,24 @@ Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
   return Gemm(ctx, stream, w, b, n, y);
 }
 
-Status MatMulSwiGlu(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, float* gate,
-                    const float* up, size_t n, float* y, void* workspace, MatMulKernel kernel,
-                    bool fuse) {
-  if (n == 0 || w.rows == 0) return Status::Ok();
-  if (fuse && Skinny(kernel, w, gate, n) && reinterpret_cast<uintptr_t>(up) % 16 == 0) {
-    const internal::SkinnyOutput out{w.data, w.rows, y};
+Status MatMulSwiGlu(const DeviceContext& ctx, CudaStream* stream, const TensorView& w_gate,
+                    const TensorView& w_up, const float* x, size_t n, float* act, float* up,
+                    void* workspace, MatMulKernel kernel, bool fuse) {
+  if (w_gate.rows != w_up.rows || w_gate.cols != w_up.cols) {
+    return InvalidArgument("MatMulSwiGlu: gate %zu x %zu and up %zu x %zu differ", w_gate.rows,
+                           w_gate.cols, w_up.rows, w_up.cols);
+  }
+  if (n == 0 || w_gate.rows == 0) return Status::Ok();
+  if (fuse && Skinny(kernel, w_gate, x, n) && Skinny(kernel, w_up, x, n)) {
+    const internal::SkinnyOutput outs[2] = {{w_gate.data, w_gate.rows, act},
+                                            {w_up.data, w_up.rows, up}};
     return internal::CudaStatus(
-        internal::LaunchSkinnyMatMul(&out, 1, w.cols, gate, n, internal::AsCuda(stream), 0, up),
+        internal::LaunchSkinnyMatMul(outs, 2, w_gate.cols, x, n, internal::AsCuda(stream), 0, true),
         "SkinnyMatMulKernel");
   }
-  KVSTAR_RETURN_IF_ERROR(SwiGlu(stream, gate, up, n * w.cols, gate));
-  return MatMul(ctx, stream, w, gate, n, y, workspace, kernel);
+  const MatMulTarget targets[2] = {{w_gate, act}, {w_up, up}};
+  KVSTAR_RETURN_IF_ERROR(MatMulShared(ctx, stream, targets, x, n, workspace, kernel));
+  return SwiGlu(stream, act, up, n * w_gate.rows, act);
 }
 
 Status MatMulShared(const DeviceContext& ctx, CudaStream* stream,

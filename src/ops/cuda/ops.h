@@ -74,12 +74,13 @@ Status MatMulShared(const DeviceContext& ctx, CudaStream* stream,
                     std::span<const MatMulTarget> targets, const float* x, size_t n,
                     void* workspace, MatMulKernel kernel = MatMulKernel::kAuto);
 
-// SwiGLU's down product: y[n][rows] = (SiluMul(gate, up))[n][cols] . W^T. With fuse and the
-// skinny kernel, that kernel computes the activation as it reads it (one launch, gate unchanged);
-// otherwise SwiGlu writes it into gate, then MatMul. The same bits either way.
-Status MatMulSwiGlu(const DeviceContext& ctx, CudaStream* stream, const TensorView& w, float* gate,
-                    const float* up, size_t n, float* y, void* workspace,
-                    MatMulKernel kernel = MatMulKernel::kAuto, bool fuse = true);
+// SwiGLU's input products and activation: act[n][rows] = gate / (1 + exp(-gate)) * up with
+// gate = x . W_gate^T and up = x . W_up^T (equal shapes). With fuse and the skinny kernel, one
+// launch computes both products for the same rows and writes only act (up is not written);
+// otherwise MatMulShared writes gate into act and up, then SwiGlu. The same bits either way.
+Status MatMulSwiGlu(const DeviceContext& ctx, CudaStream* stream, const TensorView& w_gate,
+                    const TensorView& w_up, const float* x, size_t n, float* act, float* up,
+                    void* workspace, MatMulKernel kernel = MatMulKernel::kAuto, bool fuse = true);
 
 // MatMul with n = 1.
 inline Status MatVec(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,

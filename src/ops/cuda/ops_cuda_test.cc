@@ -278,41 +278,53 @@ TEST_F(CudaOpsTest, SkinnyMatMulMatchesCpuAndIsBatchInvariant) {
   }
 }
 
-// SwiGLU's down product: fused into the skinny kernel (gate left as it was) or SwiGlu then MatMul
-// (gate overwritten), the same bits, at one and two n-tiles and on the library path.
-TEST_F(CudaOpsTest, MatMulSwiGluFusedEqualsSwiGluThenMatMul) {
+// SwiGLU's gate / up products and activation in one skinny launch (a CTA computes the same rows
+// of both) or as MatMulShared then SwiGlu: the same bits, at one and two n-tiles and every tile
+// choice, on the library path too.
+TEST_F(CudaOpsTest, MatMulSwiGluFusedEqualsProductsThenSwiGlu) {
   struct Shape {
     size_t rows, cols, n;
   };
-  const Shape shapes[] = {{37, 40, 1}, {100, 1032, 8}, {70, 14336, 9}, {33, 4104, 16}};
+  const Shape shapes[] = {{37, 40, 1},      {100, 1032, 8}, {70, 4104, 9},
+                          {2000, 1024, 16}, {9000, 64, 12}, {33, 14336, 3}};
   for (const Shape& s : shapes) {
     for (MatMulKernel kernel : {MatMulKernel::kAuto, MatMulKernel::kLibrary}) {
       SCOPED_TRACE(::testing::Message() << s.rows << "x" << s.cols << " n=" << s.n << " kernel "
                                         << static_cast<int>(kernel));
-      const TestTensor w = RandomTensor(rng_, DType::kBF16, s.rows, s.cols, 0.5f);
-      const DeviceTensor dw = ToDevice(w);
-      const std::vector<float> gate = RandomFloats(rng_, s.n * s.cols, 6.0f);
-      const std::vector<float> up = RandomFloats(rng_, s.n * s.cols);
-      DeviceBuffer du = Upload(up);
-      DeviceBuffer ws = Poisoned(std::max<size_t>(16, MatMulWorkspaceBytes(dw.view, s.n)));
-      std::vector<float> y[2];
+      const TestTensor wg = RandomTensor(rng_, DType::kBF16, s.rows, s.cols, 0.5f);
+      const TestTensor wu = RandomTensor(rng_, DType::kBF16, s.rows, s.cols, 0.5f);
+      const DeviceTensor dwg = ToDevice(wg);
+      const DeviceTensor dwu = ToDevice(wu);
+      const std::vector<float> x = RandomFloats(rng_, s.n * s.cols);
+      DeviceBuffer dx = Upload(x);
+      DeviceBuffer ws = Poisoned(std::max<size_t>(16, MatMulWorkspaceBytes(dwg.view, s.n)));
+      std::vector<float> act[2];
       for (int fuse = 0; fuse < 2; ++fuse) {
-        DeviceBuffer dg = Upload(gate);
-        DeviceBuffer dy = Poisoned(s.n * s.rows * 4);
-        ASSERT_TRUE(MatMulSwiGlu(*ctx_, stream_, dw.view, dg.as<float>(), du.as<float>(), s.n,
-                                 dy.as<float>(), ws.data(), kernel, fuse == 1)
+        DeviceBuffer da = Poisoned(s.n * s.rows * 4);
+        DeviceBuffer du = Poisoned(s.n * s.rows * 4);
+        ASSERT_TRUE(MatMulSwiGlu(*ctx_, stream_, dwg.view, dwu.view, dx.as<float>(), s.n,
+                                 da.as<float>(), du.as<float>(), ws.data(), kernel, fuse == 1)
                         .ok());
-        y[fuse] = Download<float>(dy, s.n * s.rows);
-        if (fuse == 1 && kernel == MatMulKernel::kAuto) {
-          EXPECT_EQ(Download<float>(dg, gate.size()), gate);
-        }
+        act[fuse] = Download<float>(da, s.n * s.rows);
       }
-      EXPECT_EQ(y[1], y[0]);
-      std::vector<float> act(gate.size());
-      ops::SwiGlu(gate.data(), up.data(), gate.size(), act.data());
-      std::vector<float> ref(s.n * s.rows);
-      ops::MatMul(Pool(), w.view(), act.data(), s.n, ref.data());
-      EXPECT_LE(RelErr(y[1], ref), kernel == MatMulKernel::kAuto ? 1e-5 : 1e-2);
+      EXPECT_EQ(act[1], act[0]);
+      std::vector<float> g(s.n * s.rows), u(s.n * s.rows), ref(s.n * s.rows);
+      ops::MatMul(Pool(), wg.view(), x.data(), s.n, g.data());
+      ops::MatMul(Pool(), wu.view(), x.data(), s.n, u.data());
+      ops::SwiGlu(g.data(), u.data(), g.size(), ref.data());
+      EXPECT_LE(RelErr(act[1], ref), kernel == MatMulKernel::kAuto ? 1e-5 : 1e-2);
+      // Every tile choice of the fused launch (1 is taken as 2) gives the same bits.
+      for (int m_tiles : {1, 2, 4}) {
+        if (kernel != MatMulKernel::kAuto) break;
+        DeviceBuffer da = Poisoned(s.n * s.rows * 4);
+        const internal::SkinnyOutput outs[2] = {{dwg.view.data, s.rows, da.as<float>()},
+                                                {dwu.view.data, s.rows, nullptr}};
+        ASSERT_EQ(
+            internal::LaunchSkinnyMatMul(outs, 2, s.cols, dx.as<float>(), s.n,
+                                         reinterpret_cast<cudaStream_t>(stream_), m_tiles, true),
+            cudaSuccess);
+        EXPECT_EQ(Download<float>(da, s.n * s.rows), act[1]) << "m_tiles " << m_tiles;
+      }
     }
   }
 }

@@ -41,7 +41,6 @@ struct SkinnyParams {
   unsigned cols;
   unsigned n;
   const float* x;
-  const float* x_up;  // GLU: x is SiluMul(x, x_up)
 };
 
 // Eight f32 activations of one lane as the B fragments of two k16 MMAs, three bf16 terms each:
@@ -55,12 +54,13 @@ __device__ __forceinline__ void SplitEight(const float (&v)[8], uint32_t (&b)[2]
 }
 
 // NT: n-tiles of 8 activation rows, 1 (n <= 8) or 2 (n <= 16). MT: 16-row m-tiles per CTA; each
-// lane keeps 8 loads of 16 B in flight (MT x 2 rows x kUnroll k-steps). GLU: x is
-// SiluMul(x, x_up), computed as it is read (SwiGLU's down product without its own launch).
+// lane keeps 8 loads of 16 B in flight (MT x 2 rows x kUnroll k-steps). GLU (MT even): the CTA's
+// first MT / 2 m-tiles are rows of matrix 0 (gate), the others the same rows of matrix 1 (up), and
+// it writes SiluMul(gate, up) to y_0 only (SwiGLU without its own launch; each sum is the one the
+// plain kernel makes, so the same bits as the products then SwiGlu).
 template <int NT, int MT, bool GLU>
 __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const SkinnyParams p) {
   constexpr int kSkMTiles = MT;
-  constexpr int kSkRows = 16 * MT;
   constexpr int kSkUnroll = 4 / MT;
   const __nv_bfloat16* w = p.w[0];
   float* y = p.y[0];
@@ -80,16 +80,19 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
   const int g = lane / 4;
   const int t = lane % 4;
   const unsigned cols = p.cols;
-  const unsigned row0 = tile * kSkRows;
+  static_assert(!GLU || MT % 2 == 0, "GLU pairs m-tiles of gate and up");
+  constexpr int kOwnTiles = GLU ? MT / 2 : MT;  // m-tiles of the CTA's own rows
+  const unsigned row0 = tile * (16 * kOwnTiles);
 
   // Rows g and g + 8 of each m-tile; rows past the end read the last row (discarded at the end).
   const __nv_bfloat16* wrow[kSkMTiles][2];
 #pragma unroll
   for (int mt = 0; mt < kSkMTiles; ++mt) {
+    const __nv_bfloat16* wm = GLU && mt >= kOwnTiles ? p.w[1] : w;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const unsigned r = min(row0 + mt * 16 + g + h * 8, rows - 1);
-      wrow[mt][h] = w + size_t{r} * cols + t * 8;
+      const unsigned r = min(row0 + (mt % kOwnTiles) * 16 + g + h * 8, rows - 1);
+      wrow[mt][h] = wm + size_t{r} * cols + t * 8;
     }
   }
   const float* xrow[NT];
@@ -137,15 +140,6 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
         if (in && xvalid[nt]) {
           a = __ldg(reinterpret_cast<const float4*>(xrow[nt] + c));
           b = __ldg(reinterpret_cast<const float4*>(xrow[nt] + c + 4));
-          if constexpr (GLU) {
-            const float* urow = p.x_up + (xrow[nt] - p.x);
-            const float4 ua = __ldg(reinterpret_cast<const float4*>(urow + c));
-            const float4 ub = __ldg(reinterpret_cast<const float4*>(urow + c + 4));
-            a = make_float4(SiluMul(a.x, ua.x), SiluMul(a.y, ua.y), SiluMul(a.z, ua.z),
-                            SiluMul(a.w, ua.w));
-            b = make_float4(SiluMul(b.x, ub.x), SiluMul(b.y, ub.y), SiluMul(b.z, ub.z),
-                            SiluMul(b.w, ub.w));
-          }
         }
         xv[u][nt][0] = a.x;
         xv[u][nt][1] = a.y;
@@ -191,12 +185,20 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < kPerLane * 32; i += kSkThreads) {
+  // GLU: slot s (gate) and s + kPerLane / 2 (up, the same row) make one output.
+  constexpr int kOutSlots = GLU ? kPerLane / 2 : kPerLane;
+  for (int i = threadIdx.x; i < kOutSlots * 32; i += kSkThreads) {
     const int slot = i / 32;
     const int l = i % 32;
     float sum = 0.0f;
 #pragma unroll
     for (int wi = 0; wi < kSkWarps; ++wi) sum += red[wi][slot][l];
+    if constexpr (GLU) {
+      float up = 0.0f;
+#pragma unroll
+      for (int wi = 0; wi < kSkWarps; ++wi) up += red[wi][slot + kOutSlots][l];
+      sum = SiluMul(sum, up);
+    }
     const int mt = slot / (NT * 4);
     const int nt = slot / 4 % NT;
     const int e = slot % 4;
@@ -217,7 +219,7 @@ bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const 
 }
 
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
-                               size_t n, cudaStream_t stream, int m_tiles, const float* x_up) {
+                               size_t n, cudaStream_t stream, int m_tiles, bool glu) {
   if (m_tiles == 0) {
     // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products"): 32 rows per CTA at n <= 8 on
     // every Llama-3-8B shape; at n = 9-16 (two n-tiles), 16 rows for up to 4096 rows in total and
@@ -229,12 +231,14 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
       m_tiles = total <= 4096 ? 1 : total >= 16384 ? 4 : kSkDefaultMTiles;
     }
   }
+  if (glu && m_tiles == 1) m_tiles = 2;  // a CTA pairs whole m-tiles of gate and up
   if (count < 1 || count > kMaxSkinnyOutputs || n < 1 || n > kMaxSkinnyRows ||
       (m_tiles != 1 && m_tiles != 2 && m_tiles != 4) ||
-      reinterpret_cast<uintptr_t>(x_up) % 16 != 0) {
+      (glu && (count != 2 || outputs[0].rows != outputs[1].rows || outputs[0].rows == 0))) {
     return cudaErrorInvalidValue;
   }
-  const unsigned rows_per_cta = 16u * static_cast<unsigned>(m_tiles);
+  // GLU: a CTA's rows of gate and the same rows of up.
+  const unsigned rows_per_cta = 16u * static_cast<unsigned>(glu ? m_tiles / 2 : m_tiles);
   SkinnyParams p{};
   unsigned ctas = 0;
   int used = 0;
@@ -247,24 +251,29 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
     p.y[used] = outputs[i].y;
     p.rows[used] = static_cast<unsigned>(outputs[i].rows);
     p.cta_begin[used] = ctas;
-    ctas += static_cast<unsigned>((outputs[i].rows + rows_per_cta - 1) / rows_per_cta);
+    if (!glu || i == 0) {
+      ctas += static_cast<unsigned>((outputs[i].rows + rows_per_cta - 1) / rows_per_cta);
+    }
     ++used;
   }
+  if (glu) p.cta_begin[1] = ~0u;  // every CTA takes matrix 0's rows (and up's alongside)
   if (used == 0) return cudaSuccess;
   p.count = used;
   p.cols = static_cast<unsigned>(cols);
   p.n = static_cast<unsigned>(n);
   p.x = x;
-  p.x_up = x_up;
   const bool two = n > 8;
-  // The kernel for (n-tiles, m-tiles), with the SwiGLU activation or without.
-  auto pick = [two, m_tiles]<bool GLU>() -> void (*)(SkinnyParams) {
-    if (m_tiles == 1) return two ? SkinnyMatMulKernel<2, 1, GLU> : SkinnyMatMulKernel<1, 1, GLU>;
-    if (m_tiles == 2) return two ? SkinnyMatMulKernel<2, 2, GLU> : SkinnyMatMulKernel<1, 2, GLU>;
-    return two ? SkinnyMatMulKernel<2, 4, GLU> : SkinnyMatMulKernel<1, 4, GLU>;
-  };
-  void (*kernel)(SkinnyParams) =
-      x_up != nullptr ? pick.template operator()<true>() : pick.template operator()<false>();
+  void (*kernel)(SkinnyParams) = nullptr;
+  if (glu) {
+    kernel = m_tiles == 2 ? (two ? SkinnyMatMulKernel<2, 2, true> : SkinnyMatMulKernel<1, 2, true>)
+                          : (two ? SkinnyMatMulKernel<2, 4, true> : SkinnyMatMulKernel<1, 4, true>);
+  } else if (m_tiles == 1) {
+    kernel = two ? SkinnyMatMulKernel<2, 1, false> : SkinnyMatMulKernel<1, 1, false>;
+  } else if (m_tiles == 2) {
+    kernel = two ? SkinnyMatMulKernel<2, 2, false> : SkinnyMatMulKernel<1, 2, false>;
+  } else {
+    kernel = two ? SkinnyMatMulKernel<2, 4, false> : SkinnyMatMulKernel<1, 4, false>;
+  }
   return LaunchDependent(kernel, ctas, kSkThreads, 0, stream, p);
 }
 
