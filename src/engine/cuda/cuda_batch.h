@@ -136,14 +136,14 @@ struct BatchOptions {
   bool phase_timing = false;
   // Decode steps: after each weight-reading stage (attention; the o, gate / up and down
   // products) a PrefetchL2 of up to this many bytes of the next stage's weights (o; gate; down;
-  // the next layer's q or the LM head), which runs as that stage's CTAs leave: the reads fill
-  // the HBM time of its tail, and the next product's first rows come from L2. 0: none.
-  size_t l2_prefetch_bytes = kDefaultL2PrefetchBytes;
+  // the next layer's q or the LM head), which runs as that stage's CTAs leave, so that its reads
+  // fill the HBM time of the tail and the next product's first rows come from L2. 0: none (the
+  // default: every size tried was slower on the H100, docs/BENCHMARKS.md).
+  size_t l2_prefetch_bytes = 0;
   // Decode steps: the gate / up product writes SwiGLU's activation (MatMulSwiGlu: a CTA computes
   // the same rows of both) instead of a SwiGlu launch after it (false: for comparisons; the same
   // bits). Only without MLP biases.
   bool fuse_swiglu = true;
-  static constexpr size_t kDefaultL2PrefetchBytes = 0;
 };
 
 struct BatchStats {
