@@ -141,9 +141,9 @@ struct BatchOptions {
   // default: every size tried was slower on the H100, docs/BENCHMARKS.md).
   size_t l2_prefetch_bytes = 0;
   // Decode steps: the gate / up product writes SwiGLU's activation (MatMulSwiGlu: a CTA computes
-  // the same rows of both) instead of a SwiGlu launch after it (false: for comparisons; the same
-  // bits). Only without MLP biases.
-  bool fuse_swiglu = true;
+  // the same rows of both) instead of a SwiGlu launch after it (the same bits). Only without MLP
+  // biases. Off by default until it has been measured on a GPU (docs/BENCHMARKS.md).
+  bool fuse_swiglu = false;
 };
 
 struct BatchStats {
