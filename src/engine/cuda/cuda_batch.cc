@@ -466,23 +466,9 @@ Status CudaBatch::Step(std::span<const int32_t> tokens, std::span<int32_t> next,
 
   if (staged) KVSTAR_RETURN_IF_ERROR(prefetch(0));
   void* ws = m.workspace.data();
-  // The next stage's weights into L2 while this stage drains: the first bytes of each row that
-  // the product's first wave of CTAs reads (2 CTAs of 32 rows per SM at decode batch sizes), so
-  // that every CTA of that wave starts from L2.
-  const size_t wave_rows = 64 * static_cast<size_t>(std::max(ctx.info().sm_count, 1));
+  // The first bytes of the next product's weights into L2 while this stage drains.
   auto prefetch_l2 = [&](const TensorView& w) -> Status {
-    const size_t pitch = w.cols * DTypeSize(w.dtype);
-    if (opt_.l2_prefetch_bytes == 0 || w.rows == 0 || pitch % 16 != 0 ||
-        reinterpret_cast<uintptr_t>(w.data) % 16 != 0) {
-      return Status::Ok();
-    }
-    size_t rows = std::min(w.rows, wave_rows);
-    size_t per_row = std::min(pitch, opt_.l2_prefetch_bytes / rows / 256 * 256);
-    if (per_row == 0) {
-      rows = std::min(rows, std::max<size_t>(1, opt_.l2_prefetch_bytes / 256));
-      per_row = std::min<size_t>(pitch, 256);
-    }
-    return PrefetchL2(s, w.data, rows, pitch, per_row);
+    return PrefetchWeightsL2(ctx, s, w, opt_.l2_prefetch_bytes);
   };
   // The residual adds are fused into the next norm: proj holds the output to add to x.
   float* proj = m.proj.as<float>();

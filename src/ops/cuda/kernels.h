@@ -165,6 +165,8 @@ struct SkinnyOutput {
 // cols % 8 == 0, 16 B aligned w and x).
 bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const void* w,
                          const float* x);
+// Weight rows one wave of the skinny kernel reads per SM at n <= 8 (two resident CTAs of 32 rows).
+inline constexpr size_t kSkinnyWaveRowsPerSm = 64;
 // m_tiles: 16-row tiles per CTA, 1, 2 or 4 (0: chosen from n and the rows, as measured).
 // glu: outputs[0] (gate) and [1] (up) have equal rows; only outputs[0].y is written, with
 // SiluMul(gate product, up product) (SwiGLU; the same bits as the two products then SwiGlu).

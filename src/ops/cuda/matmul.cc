@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 
 #include "ops/cuda/cuda_util.h"
@@ -93,6 +94,24 @@ Status MatMul(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
     b = workspace;
   }
   return Gemm(ctx, stream, w, b, n, y);
+}
+
+Status PrefetchWeightsL2(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
+                         size_t bytes) {
+  const size_t pitch = w.cols * DTypeSize(w.dtype);
+  if (bytes == 0 || w.rows == 0 || pitch % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(w.data) % 16 != 0) {
+    return Status::Ok();
+  }
+  const size_t wave_rows =
+      internal::kSkinnyWaveRowsPerSm * static_cast<size_t>(std::max(ctx.info().sm_count, 1));
+  size_t rows = std::min(w.rows, wave_rows);
+  size_t per_row = std::min(pitch, bytes / rows / 256 * 256);
+  if (per_row == 0) {  // less than 256 bytes a row: whole 256-byte pieces of the first rows
+    rows = std::min(rows, std::max<size_t>(1, bytes / 256));
+    per_row = std::min<size_t>(pitch, 256);
+  }
+  return PrefetchL2(stream, w.data, rows, pitch, per_row);
 }
 
 Status MatMulSwiGlu(const DeviceContext& ctx, CudaStream* stream, const TensorView& w_gate,

@@ -126,6 +126,13 @@ Status ApplyRope(CudaStream* stream, const float* inv_freq, size_t head_dim, con
 Status PrefetchL2(CudaStream* stream, const void* p, size_t rows, size_t pitch,
                   size_t bytes_per_row);
 
+// PrefetchL2 of up to `bytes` of w for the product after the kernel queued last: the first bytes
+// of each row that the skinny kernel's first wave of CTAs reads, so that every CTA of that wave
+// starts from L2. Nothing for bytes 0 or rows the prefetch cannot address (pitch or data not
+// 16-byte aligned).
+Status PrefetchWeightsL2(const DeviceContext& ctx, CudaStream* stream, const TensorView& w,
+                         size_t bytes);
+
 // out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. out may alias gate.
 Status SwiGlu(CudaStream* stream, const float* gate, const float* up, size_t count, float* out);
 

@@ -570,6 +570,13 @@ TEST_F(CudaOpsTest, PrefetchL2KeepsTheOrderAndChangesNothing) {
     dg = Upload(gate);
   }
   EXPECT_EQ(Download<float>(dw, weights.size()), weights);
+  // The engine's form: rows of a weight matrix; odd rows (pitch 14 bytes) are skipped, not errors.
+  for (size_t cols : {size_t{7}, size_t{1032}}) {
+    const DeviceTensor w = ToDevice(RandomTensor(rng_, DType::kBF16, 300, cols, 0.5f));
+    for (size_t bytes : {size_t{0}, size_t{100}, size_t{4096}, size_t{1} << 20}) {
+      EXPECT_TRUE(PrefetchWeightsL2(*ctx_, stream_, w.view, bytes).ok()) << cols << " " << bytes;
+    }
+  }
   EXPECT_FALSE(PrefetchL2(stream_, dw.as<char>() + 4, 1, 4096, 4096).ok());
   EXPECT_FALSE(PrefetchL2(stream_, dw.data(), 2, 4104, 4096).ok());
   EXPECT_FALSE(PrefetchL2(stream_, dw.data(), 2, 4096, 4112).ok());

@@ -1,3 +1,4 @@
+# .gpu-engine/common.sh is the copy in docs/bench/s13/r3/common.sh (unchanged since).
 set -u
 source .gpu-engine/common.sh
 head -3 "$OUT/env.txt"; nvidia-smi --query-gpu=memory.used,memory.free --format=csv; date

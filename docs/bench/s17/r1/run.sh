@@ -1,5 +1,5 @@
 # First call (binary of commit 32634df: SwiGLU fused into the down product, on by default; PrefetchL2 off by default)
-# .gpu-engine/common.sh is the copy in docs/bench/s16/common.sh (unchanged).
+# .gpu-engine/common.sh is the copy in docs/bench/s13/r3/common.sh (unchanged since).
 set -u
 source .gpu-engine/common.sh
 head -3 "$OUT/env.txt"; date
