@@ -25,7 +25,8 @@ StatusOr<std::unique_ptr<cuda::DeviceContext>> OpenDevice() {
 StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
                                        const std::vector<float>& queries, size_t num_queries,
                                        size_t q_heads, size_t tasks, bool per_kv_head,
-                                       double min_seconds, bool tensor_cores, size_t max_ctas) {
+                                       double min_seconds, bool tensor_cores, size_t max_ctas,
+                                       size_t blocks_per_cta) {
   KVSTAR_ASSIGN_OR_RETURN(auto ctx, OpenDevice());
   cuda::CudaStream* s = ctx->compute_stream();
   const size_t nb = reps.num_blocks();
@@ -76,12 +77,15 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
   a.per_kv_head = per_kv_head;
   a.tensor_cores = tensor_cores;
   a.max_ctas = max_ctas;
+  a.blocks_per_cta = blocks_per_cta;
+  KVSTAR_RETURN_IF_ERROR(cuda::ValidateBlockScoreShape(a));
   KVSTAR_ASSIGN_OR_RETURN(auto ws, cuda::DeviceBuffer::Allocate(cuda::BlockScoreWorkspaceBytes(a)));
   KVSTAR_ASSIGN_OR_RETURN(cuda::Event start, cuda::Event::Create());
   KVSTAR_ASSIGN_OR_RETURN(cuda::Event stop, cuda::Event::Create());
   GpuScoringRun run;
   run.device = ctx->info().name;
   run.tensor_cores = cuda::BlockScoreUsesTensorCores(a);
+  run.blocks_per_cta = cuda::BlockScoreBlocksPerCta(a);
   for (int i = 0; i < 2; ++i) KVSTAR_RETURN_IF_ERROR(cuda::ScoreBlocks(s, a, ws.data()));
   KVSTAR_RETURN_IF_ERROR(ctx->Synchronize(s));
   Stopwatch total;

@@ -51,6 +51,7 @@ struct RetrievalFlags {
   size_t gpu_tasks = 32;            // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
   std::string gpu_kernel = "auto";  // cuda: auto (tensor cores where they apply) | f32
   size_t gpu_ctas = 0;              // cuda: BlockScoreArgs::max_ctas (0: the whole grid)
+  size_t gpu_blocks_per_cta = 0;    // cuda: BlockScoreArgs::blocks_per_cta (0: auto)
   size_t in_flight = 1;             // cpu: tasks submitted together, each over its own layer
   std::string plot;                 // cpu: PNG/SVG of speedup per thread against threads
 };
@@ -215,6 +216,11 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                         "add it",
                         f.gpu_ctas));
   }
+  if (!gpu && f.gpu_blocks_per_cta != 0) {
+    return fail(InvalidArgument(
+        "--gpu-blocks-per-cta %zu: the scoring kernel's work item size of --device cuda; add it",
+        f.gpu_blocks_per_cta));
+  }
   if (gpu && !f.plot.empty()) {
     return fail(
         InvalidArgument("--plot draws thread scaling of the CPU retriever; drop it with "
@@ -251,6 +257,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
     out["config"]["device"] = "cuda";
     out["config"]["tasks_per_call"] = f.gpu_tasks;
     out["config"]["max_ctas"] = f.gpu_ctas;
+    out["config"]["blocks_per_cta"] = f.gpu_blocks_per_cta;
     if (!f.json) {
       std::printf(
           "GPU limits measured now: f32 GEMM %.1f TFLOP/s, device copy %.0f GB/s\n%7s "
@@ -307,7 +314,8 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
 #ifdef KVSTAR_HAVE_CUDA
           const sparse::RetrievalTask& task = tasks.front();
           auto g = TimeGpuScoring(task.reps, task.queries, f.queries, qh, f.gpu_tasks,
-                                  f.per_kv_head, f.min_seconds, f.gpu_kernel == "auto", f.gpu_ctas);
+                                  f.per_kv_head, f.min_seconds, f.gpu_kernel == "auto", f.gpu_ctas,
+                                  f.gpu_blocks_per_cta);
           if (!g.ok()) return fail(g.status());
           const double call = Percentile(g->call_ms, 0.5);
           const double n = static_cast<double>(f.gpu_tasks);
@@ -320,6 +328,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                           {"kernel", g->tensor_cores ? "tensor_cores" : "f32"},
                           {"tasks_per_call", f.gpu_tasks},
                           {"max_ctas", f.gpu_ctas},
+                          {"blocks_per_cta", g->blocks_per_cta},
                           {"iterations", g->call_ms.size()},
                           {"median_ms_per_call", call},
                           {"p99_ms_per_call", Percentile(g->call_ms, 0.99)},
@@ -501,6 +510,12 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
                   "that loop over the work (--gpu-score-ctas of the engine commands; 0: the whole "
                   "grid at once)")
       ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--gpu-blocks-per-cta", flags->gpu_blocks_per_cta,
+                  "--device cuda: candidate blocks per work item of the scoring kernel (each item "
+                  "loads its KV head's queries once; the same scores for every value); 0: auto "
+                  "(64, fewer when the grid would be small)")
+      ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   cmd->add_option("--in-flight", flags->in_flight,
                   "CPU: tasks submitted together, each over its own copy of the representations "

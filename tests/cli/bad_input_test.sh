@@ -125,6 +125,10 @@ expect_error "exclusive host tier with CUDA dense" "only --mode kvstar has a hos
   "$K" generate --model "$GOLD" --prompt hi --device cuda --host-tier exclusive
 expect_error "retrieval CTA limit on the CPU" "gpu-ctas.*device cuda" "$K" bench-retrieval \
   --gpu-ctas 16
+expect_error "retrieval work item size on the CPU" "gpu-blocks-per-cta.*device cuda" "$K" \
+  bench-retrieval --gpu-blocks-per-cta 32
+expect_error "retrieval work item size out of range" "gpu-blocks-per-cta" "$K" bench-retrieval \
+  --device cuda --gpu-blocks-per-cta 1025
 expect_error "unknown retrieval kernel" "gpu-kernel.*not in" "$K" bench-retrieval --gpu-kernel mma
 expect_error "GPU kernel on the CPU retriever" "the kernel of --device cuda" "$K" bench-retrieval \
   --gpu-kernel f32

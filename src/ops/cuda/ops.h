@@ -264,11 +264,19 @@ struct BlockScoreArgs {
   // 64 threads, each looping over work items, so that the scoring holds a small, fixed share of
   // the SMs while decode kernels run beside it (the same scores, bit for bit).
   size_t max_ctas = 0;
+  // Candidate blocks per work item of the partial kernel, 1 .. 1024; 0: auto (64, or fewer when the
+  // grid would be small). Each block's arithmetic is the same whatever the chunking, so the scores
+  // are bit-identical for every value.
+  size_t blocks_per_cta = 0;
 };
 
 // The shape checks of ScoreBlocks without launching (InvalidArgument naming the first problem),
 // so that a caller can reject a configuration before its first group.
 Status ValidateBlockScoreShape(const BlockScoreArgs& args);
+
+// The candidate blocks per partial work item ScoreBlocks uses (BlockScoreArgs::blocks_per_cta, or
+// the auto choice).
+size_t BlockScoreBlocksPerCta(const BlockScoreArgs& args);
 
 // Whether ScoreBlocks takes the tensor-core kernel for these shapes (BlockScoreArgs::tensor_cores).
 bool BlockScoreUsesTensorCores(const BlockScoreArgs& args);

@@ -44,7 +44,7 @@ using internal::ToF32;
 
 constexpr unsigned kPartialThreads = 256;  // 8 warps
 constexpr unsigned kSlimThreads = 64;      // every kernel's CTA size with max_ctas
-constexpr size_t kBlocksPerCta = 16;       // candidate blocks per partial CTA
+constexpr size_t kMaxBlocksPerCta = 1024;  // BlockScoreArgs::blocks_per_cta's limit
 constexpr unsigned kNormThreads = 256;
 constexpr unsigned kCombineThreads = 256;
 constexpr size_t kMaxQueryFloats = 12288;  // 48 KiB of shared memory
@@ -61,12 +61,13 @@ struct Shape {
   float scale;
   bool per_kv_head;
   size_t num_tasks;
+  size_t blocks_per_cta;  // candidate blocks per partial work item
 };
 
-// Work items of the partial kernel: (KV head, chunk of kBlocksPerCta candidates, task), KV heads
+// Work items of the partial kernel: (KV head, chunk of blocks_per_cta candidates, task), KV heads
 // fastest.
 __host__ __device__ inline size_t ChunksOf(const Shape& s) {
-  return (s.max_candidates + kBlocksPerCta - 1) / kBlocksPerCta;
+  return (s.max_candidates + s.blocks_per_cta - 1) / s.blocks_per_cta;
 }
 __host__ __device__ inline size_t PartialItems(const Shape& s) {
   return s.kv_heads * ChunksOf(s) * s.num_tasks;
@@ -133,7 +134,7 @@ __device__ __forceinline__ void LoadChannels8(const T* k, size_t c0, size_t dp, 
   }
 }
 
-// One work item per (chunk of kBlocksPerCta candidate blocks, KV head, task); each warp takes
+// One work item per (chunk of blocks_per_cta candidate blocks, KV head, task); each warp takes
 // whole blocks. A lane owns representation vectors of the block (lane, lane + 32, ...) and computes
 // the logits of two of them at a time against kQueryTile queries, from the queries kept
 // transposed in shared memory ([channel][query], zero-padded to multiples of 8 channels and
@@ -149,8 +150,8 @@ struct PartialCta {
                         unsigned chunk, unsigned task_index)
       : kvh(kv_head), task(task_index), t(tasks[task_index]) {
     const size_t n = t.cand_end > t.cand_begin ? t.cand_end - t.cand_begin : 0;
-    b0 = size_t{chunk} * kBlocksPerCta;
-    nb = b0 < n ? min(kBlocksPerCta, n - b0) : 0;
+    b0 = size_t{chunk} * sh.blocks_per_cta;
+    nb = b0 < n ? min(sh.blocks_per_cta, n - b0) : 0;
     qn = sh.num_queries * (sh.q_heads / sh.kv_heads);
   }
   // One item per CTA: the grid is (KV heads, chunks, tasks). KV heads vary fastest: the CTAs
@@ -563,7 +564,22 @@ size_t QueryFloats(const BlockScoreArgs& a) {
   return RoundUp(a.num_queries * (a.q_heads / a.kv_heads), kQueryTile) * RoundUp(a.d_pruned, 8);
 }
 
+// Candidate blocks per partial work item. Each item first loads and splits its KV head's queries,
+// so larger chunks spread that over more blocks; auto (0) takes 64 and halves it, down to 16,
+// while the grid would have fewer than kAutoMinItems items (a small call keeps every SM busy).
+constexpr size_t kAutoMinItems = 4096;
+
 }  // namespace
+
+size_t BlockScoreBlocksPerCta(const BlockScoreArgs& a) {
+  if (a.blocks_per_cta != 0) return a.blocks_per_cta;
+  size_t per_cta = 64;
+  const auto items = [&](size_t b) {
+    return a.kv_heads * ((a.max_candidates + b - 1) / b) * a.num_tasks;
+  };
+  while (per_cta > 16 && items(per_cta) < kAutoMinItems) per_cta /= 2;
+  return per_cta;
+}
 
 Status ValidateBlockScoreShape(const BlockScoreArgs& a) {
   if (a.kv_heads == 0 || a.q_heads == 0 || a.q_heads % a.kv_heads != 0) {
@@ -592,12 +608,17 @@ Status ValidateBlockScoreShape(const BlockScoreArgs& a) {
         "(shared memory)",
         a.num_queries, a.q_heads / a.kv_heads, a.d_pruned, qfloats, kMaxQueryFloats);
   }
-  const size_t chunks = (a.max_candidates + kBlocksPerCta - 1) / kBlocksPerCta;
+  if (a.blocks_per_cta > kMaxBlocksPerCta) {
+    return InvalidArgument("ScoreBlocks: blocks_per_cta %zu outside 0 (auto) .. %zu",
+                           a.blocks_per_cta, kMaxBlocksPerCta);
+  }
+  const size_t per_cta = BlockScoreBlocksPerCta(a);
+  const size_t chunks = (a.max_candidates + per_cta - 1) / per_cta;
   if (a.num_tasks > 65535 || a.kv_heads > 65535 || chunks > 65535) {
     return InvalidArgument(
         "ScoreBlocks: %zu tasks / %zu KV heads / %zu chunks of %zu candidates exceed the grid "
         "(65535)",
-        a.num_tasks, a.kv_heads, chunks, kBlocksPerCta);
+        a.num_tasks, a.kv_heads, chunks, per_cta);
   }
   return Status::Ok();
 }
@@ -607,7 +628,7 @@ namespace {
 Shape ShapeOf(const BlockScoreArgs& a) {
   return Shape{a.max_candidates, a.num_queries, a.query_stride, a.q_heads,
                a.kv_heads,       a.head_dim,    a.d_pruned,     a.vectors_per_block,
-               a.scale,          a.per_kv_head, a.num_tasks};
+               a.scale,          a.per_kv_head, a.num_tasks,    BlockScoreBlocksPerCta(a)};
 }
 
 }  // namespace

@@ -306,7 +306,8 @@ TEST_F(ScoreBlocksTest, PerKvHeadScoresMatchTheCpuScorer) {
 
 // max_ctas: a few CTAs looping over the work items give the whole grid's scores bit for bit, on
 // both kernels, with several tasks (one without candidates), per KV head, and with fewer items
-// than CTAs.
+// than CTAs. So does every blocks_per_cta (work items of 1 block up to more than a task has), alone
+// and with a CTA limit; the auto choice is 16 .. 64.
 TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
   struct Case {
     size_t kv_heads, group, head_dim, merge, block_tokens, blocks, x;
@@ -344,6 +345,20 @@ TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
       EXPECT_EQ(few[0], whole[0]) << name << ", " << ctas << " CTAs";
       EXPECT_EQ(few[2], whole[2]) << name << ", " << ctas << " CTAs";
     }
+    args.max_ctas = 0;
+    const size_t auto_blocks = BlockScoreBlocksPerCta(args);
+    EXPECT_TRUE(auto_blocks == 16 || auto_blocks == 32 || auto_blocks == 64) << auto_blocks;
+    for (size_t per_cta : {size_t{1}, size_t{7}, size_t{16}, size_t{64}, size_t{1024}}) {
+      for (size_t ctas : {size_t{0}, size_t{5}}) {
+        args.blocks_per_cta = per_cta;
+        args.max_ctas = ctas;
+        EXPECT_EQ(BlockScoreBlocksPerCta(args), per_cta);
+        const auto chunked = Run({&a, &empty, &b}, args);
+        EXPECT_EQ(chunked[0], whole[0]) << name << ", " << per_cta << " blocks per CTA, " << ctas;
+        EXPECT_EQ(chunked[2], whole[2]) << name << ", " << per_cta << " blocks per CTA, " << ctas;
+      }
+    }
+    args.blocks_per_cta = 0;
     args.max_ctas = 0;
     auto cpu = sparse::RunRetrieval(a.task);
     ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
@@ -395,6 +410,9 @@ TEST_F(ScoreBlocksTest, BadShapesAreInvalidArgument) {
   bad.num_queries = 64;
   bad.query_stride = 128 * 64;
   expect_invalid(bad, "shared memory");
+  bad = a;
+  bad.blocks_per_cta = 1025;
+  expect_invalid(bad, "blocks_per_cta");
   EXPECT_EQ(ScoreBlocks(stream_, a, nullptr).code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(ScoreBlocks(stream_, a, ws.data()).ok());
 }
