@@ -45,7 +45,7 @@ struct CudaBenchFlags {
   bool pdl = true;                 // --cuda-pdl: programmatic dependent launch of decode kernels
   // --cuda-l2-prefetch: BatchOptions::l2_prefetch_bytes (negative: the engine's default).
   int64_t l2_prefetch_bytes = -1;
-  bool fuse_swiglu = false;               // --cuda-fuse-swiglu: BatchOptions::fuse_swiglu
+  bool fuse_swiglu = true;                // --cuda-fuse-swiglu: BatchOptions::fuse_swiglu
   std::string kvstar_cache_blocks = "0";  // kvstar: --kvstar-cache-blocks N|max
 };
 

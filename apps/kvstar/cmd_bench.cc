@@ -52,7 +52,7 @@ struct BenchFlags {
   std::string cuda_matmul = "auto";
   std::string cuda_pdl = "on";
   int64_t cuda_l2_prefetch_mib = -1;  // -1: the engine's default
-  std::string cuda_fuse_swiglu = "off";
+  std::string cuda_fuse_swiglu = "on";
   std::string gpu_scoring_kernel = "auto";
   bool phase_timing = false;
 };
@@ -119,7 +119,7 @@ int RunBench(const BenchFlags& f) {
     const char* flag = f.cuda_matmul != "auto"       ? "--cuda-matmul"
                        : f.cuda_pdl != "on"          ? "--cuda-pdl"
                        : f.cuda_l2_prefetch_mib >= 0 ? "--cuda-l2-prefetch"
-                       : f.cuda_fuse_swiglu != "off" ? "--cuda-fuse-swiglu"
+                       : f.cuda_fuse_swiglu != "on"  ? "--cuda-fuse-swiglu"
                                                      : nullptr;
     if (flag != nullptr) {
       return ReportError(
@@ -449,9 +449,9 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "same bit for bit")
       ->check(CLI::Range(int64_t{0}, int64_t{1024}));
   cmd->add_option("--cuda-fuse-swiglu", f->cuda_fuse_swiglu,
-                  "cuda: on computes SwiGLU's activation in the gate / up product (a CTA takes "
-                  "the same rows of both and writes only the activation); off (default) runs it "
-                  "as its own kernel after the product (the same bits)")
+                  "cuda: on (default) computes SwiGLU's activation in the gate / up product (a CTA "
+                  "takes the same rows of both and writes only the activation); off runs it as "
+                  "its own kernel after the product (the same bits, one launch more per layer)")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
   cmd->add_option("--gpu-scoring-kernel", f->gpu_scoring_kernel,

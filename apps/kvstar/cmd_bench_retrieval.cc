@@ -514,7 +514,7 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
   cmd->add_option("--gpu-blocks-per-cta", flags->gpu_blocks_per_cta,
                   "--device cuda: candidate blocks per work item of the scoring kernel (each item "
                   "loads its KV head's queries once; the same scores for every value); 0: auto "
-                  "(64, fewer when the grid would be small)")
+                  "(128, fewer when the grid would be small)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   cmd->add_option("--in-flight", flags->in_flight,

@@ -84,7 +84,7 @@ expect_error "unknown PDL setting" "cuda-pdl.*not in" "$K" bench --cuda-pdl mayb
 expect_error "PDL setting on the CPU" "cuda-pdl: a choice of the CUDA engine" "$K" bench --cuda-pdl off
 expect_error "L2 prefetch on the CPU" "cuda-l2-prefetch: a choice of the CUDA engine" "$K" bench --cuda-l2-prefetch 8
 expect_error "negative L2 prefetch" "cuda-l2-prefetch" "$K" bench --device cuda --cuda-l2-prefetch -1
-expect_error "SwiGLU fusion on the CPU" "cuda-fuse-swiglu: a choice of the CUDA engine" "$K" bench --cuda-fuse-swiglu on
+expect_error "SwiGLU fusion on the CPU" "cuda-fuse-swiglu: a choice of the CUDA engine" "$K" bench --cuda-fuse-swiglu off
 expect_error "device cache on the CPU" "kvstar-cache-blocks: the device cache is a CUDA engine option" "$K" bench --kvstar-cache-blocks max
 expect_error "device cache on the CPU engine" "the device cache is a CUDA engine option" "$K" \
   generate --model "$GOLD" --prompt hi --mode kvstar --kvstar-cache-blocks 4

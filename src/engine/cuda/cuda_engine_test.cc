@@ -168,9 +168,9 @@ TEST_F(CudaEngineTest, OffloadAndKvprMatchDense) {
 // tier, gives the same tokens at every step and the same last logits bit for bit with them on
 // and off (deterministic kvstar: the same selections).
 // Launches one after the other, as dependents, as dependents with a prefetch of the next weights
-// into L2 after each stage (BatchOptions::l2_prefetch_bytes), and with SwiGLU's activation
-// written by the gate / up product instead of its own launch (BatchOptions::fuse_swiglu): the
-// same results.
+// into L2 after each stage (BatchOptions::l2_prefetch_bytes), each with SwiGLU in its own launch,
+// and as dependents with SwiGLU's activation written by the gate / up product
+// (BatchOptions::fuse_swiglu, the default): the same results.
 TEST_F(CudaEngineTest, LaunchChoicesChangeNoResult) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
   const auto prompts = DemoPrompts(config_.vocab_size);
@@ -211,7 +211,7 @@ TEST_F(CudaEngineTest, LaunchChoicesChangeNoResult) {
   gpu_scoring_ = false;
   exclusive_host_ = false;
   l2_prefetch_bytes_ = -1;
-  fuse_swiglu_ = false;
+  fuse_swiglu_ = true;
 }
 
 // One sequence from a one-token prompt, decoded in every mode that needs no cuBLAS at batch 1

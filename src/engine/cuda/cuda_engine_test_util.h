@@ -120,7 +120,7 @@ class CudaEngineTest : public ::testing::Test {
   size_t gpu_score_ctas_ = 0;       // ... on at most this many CTAs (0: the whole grid)
   size_t cache_blocks_ = 0;         // ... with this many device-cache slots (not deterministic)
   int64_t l2_prefetch_bytes_ = -1;  // BatchOptions::l2_prefetch_bytes (negative: the default)
-  bool fuse_swiglu_ = false;        // BatchOptions::fuse_swiglu
+  bool fuse_swiglu_ = true;         // BatchOptions::fuse_swiglu
   std::unique_ptr<DeviceContext> ctx_;
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;

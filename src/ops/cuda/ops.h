@@ -264,9 +264,9 @@ struct BlockScoreArgs {
   // 64 threads, each looping over work items, so that the scoring holds a small, fixed share of
   // the SMs while decode kernels run beside it (the same scores, bit for bit).
   size_t max_ctas = 0;
-  // Candidate blocks per work item of the partial kernel, 1 .. 1024; 0: auto (64, or fewer when the
-  // grid would be small). Each block's arithmetic is the same whatever the chunking, so the scores
-  // are bit-identical for every value.
+  // Candidate blocks per work item of the partial kernel, 1 .. 1024; 0: auto (128, or fewer when
+  // the grid would be small). Each block's arithmetic is the same whatever the chunking, so the
+  // scores are bit-identical for every value.
   size_t blocks_per_cta = 0;
 };
 

@@ -312,7 +312,9 @@ TEST_F(CudaOpsTest, MatMulSwiGluFusedEqualsProductsThenSwiGlu) {
       ops::MatMul(Pool(), wg.view(), x.data(), s.n, g.data());
       ops::MatMul(Pool(), wu.view(), x.data(), s.n, u.data());
       ops::SwiGlu(g.data(), u.data(), g.size(), ref.data());
-      EXPECT_LE(RelErr(act[1], ref), kernel == MatMulKernel::kAuto ? 1e-5 : 1e-2);
+      // Each product is within MatMul's 1e-5 of the CPU op; SiluMul adds their errors (silu's
+      // slope is at most 1.1), so the activation gets 3e-5 (1.04e-5 was measured on the H100).
+      EXPECT_LE(RelErr(act[1], ref), kernel == MatMulKernel::kAuto ? 3e-5 : 1e-2);
       // Every tile choice of the fused launch (1 is taken as 2) gives the same bits.
       for (int m_tiles : {1, 2, 4}) {
         if (kernel != MatMulKernel::kAuto) break;
