@@ -359,7 +359,7 @@ void BM_DecodeLayerProducts(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeLayerProducts)
     ->ArgNames({"n", "kernel"})
-    ->ArgsProduct({{1, 2, 3, 4, 6, 8, 12, 16}, {0, 1}})
+    ->ArgsProduct({{1, 2, 3, 4, 6, 8, 9, 12, 16}, {0, 1}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
