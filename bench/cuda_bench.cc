@@ -258,6 +258,7 @@ void BM_SkinnyTiles(benchmark::State& state) {
   const size_t cols = static_cast<size_t>(state.range(1));
   const size_t n = static_cast<size_t>(state.range(2));
   const int m_tiles = static_cast<int>(state.range(3));
+  const int stages = static_cast<int>(state.range(4));
   const size_t wbytes = rows * cols * 2;
   const size_t copies = std::max<size_t>(1, (size_t{256} << 20) / wbytes);
   CudaStream* s = g_ctx->compute_stream();
@@ -277,7 +278,8 @@ void BM_SkinnyTiles(benchmark::State& state) {
     const internal::SkinnyOutput out{w->as<unsigned char>() + copy * wbytes, rows, y->as<float>()};
     copy = (copy + 1) % copies;
     return internal::LaunchSkinnyMatMul(&out, 1, cols, x->as<float>(), n,
-                                        reinterpret_cast<cudaStream_t>(s), m_tiles) == cudaSuccess;
+                                        reinterpret_cast<cudaStream_t>(s), m_tiles, false,
+                                        stages) == cudaSuccess;
   };
   for (int i = 0; i < 3; ++i) run();
   for (auto _ : state) {
@@ -291,9 +293,9 @@ void BM_SkinnyTiles(benchmark::State& state) {
       benchmark::Counter(bytes / 1e9 / g_copy_gbs, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_SkinnyTiles)
-    ->ArgNames({"rows", "cols", "n", "m_tiles"})
-    ->ArgsProduct({{6144, 4096, 28672}, {4096}, {1, 8, 16}, {1, 2, 4}})
-    ->ArgsProduct({{4096}, {14336}, {1, 8, 16}, {1, 2, 4}})
+    ->ArgNames({"rows", "cols", "n", "m_tiles", "stages"})
+    ->ArgsProduct({{6144, 4096, 28672}, {4096}, {1, 8, 16}, {1, 2, 4}, {0, 2, 3, 4}})
+    ->ArgsProduct({{4096}, {14336}, {1, 8, 16}, {1, 2, 4}, {0, 2, 3, 4}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
@@ -304,6 +306,10 @@ BENCHMARK(BM_SkinnyTiles)
 void BM_DecodeLayerProducts(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   const MatMulKernel kernel = KernelArg(state.range(1));
+  SetSkinnyStages(static_cast<int>(state.range(2)));
+  struct RestoreStages {
+    ~RestoreStages() { SetSkinnyStages(0); }
+  } restore;
   constexpr size_t kHidden = 4096, kKv = 1024, kInter = 14336;
   struct Shape {
     size_t rows, cols;
@@ -358,8 +364,9 @@ void BM_DecodeLayerProducts(benchmark::State& state) {
       benchmark::Counter(bytes / 1e9 / g_copy_gbs, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DecodeLayerProducts)
-    ->ArgNames({"n", "kernel"})
-    ->ArgsProduct({{1, 2, 3, 4, 6, 8, 9, 12, 16}, {0, 1}})
+    ->ArgNames({"n", "kernel", "stages"})
+    ->ArgsProduct({{1, 2, 3, 4, 6, 8, 9, 12, 16}, {0, 1}, {0}})
+    ->ArgsProduct({{1, 8, 9, 16}, {0}, {2, 3, 4}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -84,6 +84,7 @@ struct Limits {
 
 int RunCudaBench(const CudaBenchFlags& f) {
   cuda::SetDependentLaunches(f.pdl);
+  cuda::SetSkinnyStages(f.skinny_stages);  // checked by the flag's parser
   auto contexts = ParseSizeList(f.contexts, "--context");
   if (!contexts.ok()) return ReportError(contexts.status());
   std::vector<size_t> batches;
@@ -274,6 +275,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       o.matmul = f.matmul == "library" ? cuda::MatMulKernel::kLibrary : cuda::MatMulKernel::kAuto;
       if (f.l2_prefetch_bytes >= 0) o.l2_prefetch_bytes = static_cast<size_t>(f.l2_prefetch_bytes);
       o.fuse_swiglu = f.fuse_swiglu;
+      o.gpu_score_stages = f.score_stages;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
         o.kv_fingerprint = kv_store.kv_fingerprint;
@@ -513,6 +515,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"prefill", f.prefill},
              {"matmul", f.matmul},
              {"pdl", f.pdl},
+             {"skinny_stages", f.skinny_stages},
              {"l2_prefetch_bytes", o.l2_prefetch_bytes},
              {"fuse_swiglu", o.fuse_swiglu},
              {"host_tier", mode == KvMode::kDense ? "none"  // offload / kvpr pin every block
@@ -579,6 +582,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
               {"gpu_scoring_kernel", f.score_tensor_cores ? "auto" : "f32"},
               {"gpu_score_spread", f.gpu_score_spread},
               {"gpu_score_ctas", f.gpu_score_ctas},
+              {"gpu_score_stages", f.score_stages},
               // With GPU scoring: the step window's threads (1: the decoding thread alone).
               {"retrieval_threads",
                f.gpu_scoring

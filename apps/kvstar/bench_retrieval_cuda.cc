@@ -26,7 +26,7 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
                                        const std::vector<float>& queries, size_t num_queries,
                                        size_t q_heads, size_t tasks, bool per_kv_head,
                                        double min_seconds, bool tensor_cores, size_t max_ctas,
-                                       size_t blocks_per_cta) {
+                                       size_t blocks_per_cta, int stages) {
   KVSTAR_ASSIGN_OR_RETURN(auto ctx, OpenDevice());
   cuda::CudaStream* s = ctx->compute_stream();
   const size_t nb = reps.num_blocks();
@@ -78,6 +78,7 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
   a.tensor_cores = tensor_cores;
   a.max_ctas = max_ctas;
   a.blocks_per_cta = blocks_per_cta;
+  a.stages = stages;
   KVSTAR_RETURN_IF_ERROR(cuda::ValidateBlockScoreShape(a));
   KVSTAR_ASSIGN_OR_RETURN(auto ws, cuda::DeviceBuffer::Allocate(cuda::BlockScoreWorkspaceBytes(a)));
   KVSTAR_ASSIGN_OR_RETURN(cuda::Event start, cuda::Event::Create());

@@ -24,12 +24,13 @@ struct GpuScoringRun {
 // sequence) pairs are) in one ScoreBlocks call per sample, for at least min_seconds; every
 // block is a candidate; per_kv_head: one score per KV head and block; max_ctas: the CTA limit
 // (cuda::BlockScoreArgs::max_ctas; 0: the whole grid); blocks_per_cta: candidate blocks per work
-// item (cuda::BlockScoreArgs::blocks_per_cta; 0: auto).
+// item (cuda::BlockScoreArgs::blocks_per_cta; 0: auto); stages: cuda::BlockScoreArgs::stages.
 StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
                                        const std::vector<float>& queries, size_t num_queries,
                                        size_t q_heads, size_t tasks, bool per_kv_head,
                                        double min_seconds, bool tensor_cores = true,
-                                       size_t max_ctas = 0, size_t blocks_per_cta = 0);
+                                       size_t max_ctas = 0, size_t blocks_per_cta = 0,
+                                       int stages = 0);
 
 // The limits of this GPU, measured now: f32 GEMM rate (TFLOP/s, cuBLAS without TF32) and
 // device copy bandwidth (GB/s, read + write).

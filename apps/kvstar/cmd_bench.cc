@@ -51,6 +51,8 @@ struct BenchFlags {
   std::string plot;
   std::string cuda_matmul = "auto";
   std::string cuda_pdl = "on";
+  int cuda_skinny_stages = 0;
+  int gpu_score_stages = 0;
   int64_t cuda_l2_prefetch_mib = -1;  // -1: the engine's default
   std::string cuda_fuse_swiglu = "on";
   std::string gpu_scoring_kernel = "auto";
@@ -118,6 +120,7 @@ int RunBench(const BenchFlags& f) {
   if (f.device != "cuda") {
     const char* flag = f.cuda_matmul != "auto"       ? "--cuda-matmul"
                        : f.cuda_pdl != "on"          ? "--cuda-pdl"
+                       : f.cuda_skinny_stages != 0   ? "--cuda-skinny-stages"
                        : f.cuda_l2_prefetch_mib >= 0 ? "--cuda-l2-prefetch"
                        : f.cuda_fuse_swiglu != "on"  ? "--cuda-fuse-swiglu"
                                                      : nullptr;
@@ -125,6 +128,12 @@ int RunBench(const BenchFlags& f) {
       return ReportError(
           InvalidArgument("%s: a choice of the CUDA engine's kernels (add --device cuda)", flag));
     }
+  }
+  if (f.gpu_score_stages != 0 && f.engine.retrieval_device != "gpu") {
+    return ReportError(InvalidArgument(
+        "--gpu-score-stages %d: how GPU scoring reads the representations (add --device cuda "
+        "--retrieval-device gpu)",
+        f.gpu_score_stages));
   }
   if (f.gpu_scoring_kernel != "auto" && f.engine.retrieval_device != "gpu") {
     return ReportError(InvalidArgument(
@@ -151,6 +160,8 @@ int RunBench(const BenchFlags& f) {
     c.kvpr_split = f.kvpr_split;
     c.matmul = f.cuda_matmul;
     c.pdl = f.cuda_pdl == "on";
+    c.skinny_stages = f.cuda_skinny_stages;
+    c.score_stages = f.gpu_score_stages;
     c.l2_prefetch_bytes = f.cuda_l2_prefetch_mib < 0 ? -1 : f.cuda_l2_prefetch_mib << 20;
     c.fuse_swiglu = f.cuda_fuse_swiglu == "on";
     c.kvstar_cache_blocks = f.engine.kvstar_cache_blocks;
@@ -441,6 +452,20 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "to read their weights, while that kernel drains; off launches them one after "
                   "the other, to compare (the results are the same bit for bit)")
       ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  cmd->add_option("--cuda-skinny-stages", f->cuda_skinny_stages,
+                  "cuda: how the skinny products read their weights: 0 (default) loads each "
+                  "round of a warp into registers, then computes it; 2, 3 or 4 copies the rounds "
+                  "asynchronously into a ring of that many rounds in shared memory, the next "
+                  "ones in flight while one computes (the results are the same bit for bit)")
+      ->check(CLI::IsMember({0, 2, 3, 4}))
+      ->capture_default_str();
+  cmd->add_option("--gpu-score-stages", f->gpu_score_stages,
+                  "cuda, kvstar, --retrieval-device gpu: how the scoring kernel reads the "
+                  "representations: 0 (default), each warp's block into registers, then its "
+                  "scores; 3, through a ring of 3 blocks per warp in shared memory, the next two "
+                  "in flight (the same scores)")
+      ->check(CLI::IsMember({0, 3}))
       ->capture_default_str();
   cmd->add_option("--cuda-l2-prefetch", f->cuda_l2_prefetch_mib,
                   "cuda: MiB of the next stage's weights asked into L2 while each decode stage "

@@ -52,6 +52,7 @@ struct RetrievalFlags {
   std::string gpu_kernel = "auto";  // cuda: auto (tensor cores where they apply) | f32
   size_t gpu_ctas = 0;              // cuda: BlockScoreArgs::max_ctas (0: the whole grid)
   size_t gpu_blocks_per_cta = 0;    // cuda: BlockScoreArgs::blocks_per_cta (0: auto)
+  int gpu_stages = 0;               // cuda: BlockScoreArgs::stages
   size_t in_flight = 1;             // cpu: tasks submitted together, each over its own layer
   std::string plot;                 // cpu: PNG/SVG of speedup per thread against threads
 };
@@ -221,6 +222,10 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         "--gpu-blocks-per-cta %zu: the scoring kernel's work item size of --device cuda; add it",
         f.gpu_blocks_per_cta));
   }
+  if (!gpu && f.gpu_stages != 0) {
+    return fail(InvalidArgument(
+        "--gpu-stages %d: how the scoring kernel of --device cuda reads; add it", f.gpu_stages));
+  }
   if (gpu && !f.plot.empty()) {
     return fail(
         InvalidArgument("--plot draws thread scaling of the CPU retriever; drop it with "
@@ -315,7 +320,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
           const sparse::RetrievalTask& task = tasks.front();
           auto g = TimeGpuScoring(task.reps, task.queries, f.queries, qh, f.gpu_tasks,
                                   f.per_kv_head, f.min_seconds, f.gpu_kernel == "auto", f.gpu_ctas,
-                                  f.gpu_blocks_per_cta);
+                                  f.gpu_blocks_per_cta, f.gpu_stages);
           if (!g.ok()) return fail(g.status());
           const double call = Percentile(g->call_ms, 0.5);
           const double n = static_cast<double>(f.gpu_tasks);
@@ -329,6 +334,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                           {"tasks_per_call", f.gpu_tasks},
                           {"max_ctas", f.gpu_ctas},
                           {"blocks_per_cta", g->blocks_per_cta},
+                          {"stages", f.gpu_stages},
                           {"iterations", g->call_ms.size()},
                           {"median_ms_per_call", call},
                           {"p99_ms_per_call", Percentile(g->call_ms, 0.99)},
@@ -516,6 +522,12 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
                   "loads its KV head's queries once; the same scores for every value); 0: auto "
                   "(128, fewer when the grid would be small)")
       ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  cmd->add_option("--gpu-stages", flags->gpu_stages,
+                  "--device cuda: how the tensor-core scoring kernel reads the representations: "
+                  "0, each warp's block into registers, then its scores; 3, through a ring of 3 "
+                  "blocks per warp in shared memory, the next two in flight (the same scores)")
+      ->check(CLI::IsMember({0, 3}))
       ->capture_default_str();
   cmd->add_option("--in-flight", flags->in_flight,
                   "CPU: tasks submitted together, each over its own copy of the representations "

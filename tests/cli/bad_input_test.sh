@@ -85,6 +85,10 @@ expect_error "PDL setting on the CPU" "cuda-pdl: a choice of the CUDA engine" "$
 expect_error "L2 prefetch on the CPU" "cuda-l2-prefetch: a choice of the CUDA engine" "$K" bench --cuda-l2-prefetch 8
 expect_error "negative L2 prefetch" "cuda-l2-prefetch" "$K" bench --device cuda --cuda-l2-prefetch -1
 expect_error "SwiGLU fusion on the CPU" "cuda-fuse-swiglu: a choice of the CUDA engine" "$K" bench --cuda-fuse-swiglu off
+expect_error "skinny stages on the CPU" "cuda-skinny-stages: a choice of the CUDA engine" "$K" bench \
+  --cuda-skinny-stages 3
+expect_error "skinny stages out of range" "cuda-skinny-stages.*not in" "$K" bench --device cuda \
+  --cuda-skinny-stages 5
 expect_error "device cache on the CPU" "kvstar-cache-blocks: the device cache is a CUDA engine option" "$K" bench --kvstar-cache-blocks max
 expect_error "device cache on the CPU engine" "the device cache is a CUDA engine option" "$K" \
   generate --model "$GOLD" --prompt hi --mode kvstar --kvstar-cache-blocks 4
@@ -127,6 +131,10 @@ expect_error "retrieval CTA limit on the CPU" "gpu-ctas.*device cuda" "$K" bench
   --gpu-ctas 16
 expect_error "retrieval work item size on the CPU" "gpu-blocks-per-cta.*device cuda" "$K" \
   bench-retrieval --gpu-blocks-per-cta 32
+expect_error "scoring ring on the CPU" "gpu-stages.*device cuda" "$K" bench-retrieval --gpu-stages 3
+expect_error "scoring ring depth" "gpu-stages.*not in" "$K" bench-retrieval --device cuda --gpu-stages 2
+expect_error "engine scoring ring without GPU scoring" "gpu-score-stages 3.*retrieval-device gpu" "$K" \
+  bench --device cuda --gpu-score-stages 3
 expect_error "retrieval work item size out of range" "gpu-blocks-per-cta" "$K" bench-retrieval \
   --device cuda --gpu-blocks-per-cta 1025
 expect_error "unknown retrieval kernel" "gpu-kernel.*not in" "$K" bench-retrieval --gpu-kernel mma

@@ -102,6 +102,9 @@ struct BatchOptions {
   // waits for, always takes the whole grid. For measurements: every N tried was slower than 0
   // (decode lost at least the scoring's SM time; docs/BENCHMARKS.md).
   size_t gpu_score_ctas = 0;
+  // gpu_scoring: how the scoring kernel reads the representations (BlockScoreArgs::stages: 0 or
+  // 3). The same scores either way.
+  int gpu_score_stages = 0;
   // The kernel of the matrix products (kAuto: the skinny tensor-core kernel at decode batch sizes;
   // kLibrary: MatVec / cuBLAS, for comparisons).
   MatMulKernel matmul = MatMulKernel::kAuto;

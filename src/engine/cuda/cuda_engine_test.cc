@@ -169,8 +169,9 @@ TEST_F(CudaEngineTest, OffloadAndKvprMatchDense) {
 // and off (deterministic kvstar: the same selections).
 // Launches one after the other, as dependents, as dependents with a prefetch of the next weights
 // into L2 after each stage (BatchOptions::l2_prefetch_bytes), each with SwiGLU in its own launch,
-// and as dependents with SwiGLU's activation written by the gate / up product
-// (BatchOptions::fuse_swiglu, the default): the same results.
+// as dependents with SwiGLU's activation written by the gate / up product
+// (BatchOptions::fuse_swiglu, the default), and that with the products' weights read through a
+// 3-round cp.async ring (SetSkinnyStages): the same results.
 TEST_F(CudaEngineTest, LaunchChoicesChangeNoResult) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
   const auto prompts = DemoPrompts(config_.vocab_size);
@@ -181,7 +182,10 @@ TEST_F(CudaEngineTest, LaunchChoicesChangeNoResult) {
   k.retrieval_stride = 4;
   k.deterministic = true;
   struct Restore {
-    ~Restore() { SetDependentLaunches(true); }
+    ~Restore() {
+      SetDependentLaunches(true);
+      SetSkinnyStages(0);
+    }
   } restore;
   for (int run = 0; run < 6; ++run) {
     const KvMode mode = run == 0   ? KvMode::kDense
@@ -191,11 +195,12 @@ TEST_F(CudaEngineTest, LaunchChoicesChangeNoResult) {
     gpu_scoring_ = run >= 4;
     exclusive_host_ = run == 5;
     SCOPED_TRACE(std::string(KvModeName(mode)) + " run " + std::to_string(run));
-    RunOut out[4];
-    for (int v = 0; v < 4; ++v) {
+    RunOut out[5];
+    for (int v = 0; v < 5; ++v) {
       SetDependentLaunches(v >= 1);
       l2_prefetch_bytes_ = v == 2 ? int64_t{1} << 20 : 0;
-      fuse_swiglu_ = v == 3;
+      fuse_swiglu_ = v >= 3;
+      SetSkinnyStages(v == 4 ? 3 : 0);
       auto b = MakeBatch(mode, 2, cap, DType::kBF16, 16, mode == KvMode::kKvpr ? 32 : 0, 64, k);
       ASSERT_NE(b, nullptr);
       out[v] = Decode(*b, prompts, steps, vocab);
@@ -203,7 +208,7 @@ TEST_F(CudaEngineTest, LaunchChoicesChangeNoResult) {
         EXPECT_GT(out[v].stats.retrievals, 0u);
       }
     }
-    for (int v = 1; v < 4; ++v) {
+    for (int v = 1; v < 5; ++v) {
       EXPECT_EQ(out[v].tokens, out[0].tokens) << v;
       EXPECT_EQ(RowError(out[v].last_logits.data(), out[0].last_logits.data(), 2 * vocab), 0.0);
     }

@@ -33,6 +33,7 @@ BlockScoreArgs ScoreArgsFor(const ModelConfig& c, const BatchOptions& o, size_t 
   a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   a.per_kv_head = o.kvstar.select_per_kv_head;
   a.tensor_cores = o.score_tensor_cores;
+  a.stages = o.gpu_score_stages;
   return a;
 }
 

@@ -89,6 +89,22 @@ __device__ __forceinline__ uint4 LoadStream16(const void* p) {
   return v;
 }
 
+// Asynchronous 16 B copy global -> shared that bypasses L1 (zero-filled when !in), with the same
+// 256 B L2 fetch as LoadStream16; one commit group per pipeline stage.
+__device__ __forceinline__ void CpAsync16(uint4* smem, const void* gmem, bool in) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+               "r"(in ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Two f32 values as three packed pairs of H2 (__nv_bfloat162 or __half2): out[j] holds term j
 // of x0 (low half) and of x1. With f16 the caller scales x so that the terms stay normal.
 __device__ __forceinline__ __nv_bfloat162 PackPair(float x0, float x1, __nv_bfloat162) {
@@ -170,8 +186,10 @@ inline constexpr size_t kSkinnyWaveRowsPerSm = 64;
 // m_tiles: 16-row tiles per CTA, 1, 2 or 4 (0: chosen from n and the rows, as measured).
 // glu: outputs[0] (gate) and [1] (up) have equal rows; only outputs[0].y is written, with
 // SiluMul(gate product, up product) (SwiGLU; the same bits as the two products then SwiGlu).
+// stages: how the weights are read (SetSkinnyStages; -1: the process-wide choice).
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
-                               size_t n, cudaStream_t stream, int m_tiles = 0, bool glu = false);
+                               size_t n, cudaStream_t stream, int m_tiles = 0, bool glu = false,
+                               int stages = -1);
 
 // dst[count] = random values in [-scale, scale] of dtype, never zero, from a counter hash (for
 // benchmarks and limit measurements; not a quality generator).

@@ -136,41 +136,69 @@ TEST_F(CudaOpsTest, MatMulSwiGluFusedEqualsProductsThenSwiGlu) {
       // Each product is within MatMul's 1e-5 of the CPU op; SiluMul adds their errors (silu's
       // slope is at most 1.1), so the activation gets 3e-5 (1.04e-5 was measured on the H100).
       EXPECT_LE(RelErr(act[1], ref), kernel == MatMulKernel::kAuto ? 3e-5 : 1e-2);
-      // Every tile choice of the fused launch (1 is taken as 2) gives the same bits.
+      // Every tile choice of the fused launch (1 is taken as 2) and every way of reading the
+      // weights give the same bits.
       for (int m_tiles : {1, 2, 4}) {
-        if (kernel != MatMulKernel::kAuto) break;
-        DeviceBuffer da = Poisoned(s.n * s.rows * 4);
-        const internal::SkinnyOutput outs[2] = {{dwg.view.data, s.rows, da.as<float>()},
-                                                {dwu.view.data, s.rows, nullptr}};
-        ASSERT_EQ(
-            internal::LaunchSkinnyMatMul(outs, 2, s.cols, dx.as<float>(), s.n,
-                                         reinterpret_cast<cudaStream_t>(stream_), m_tiles, true),
-            cudaSuccess);
-        EXPECT_EQ(Download<float>(da, s.n * s.rows), act[1]) << "m_tiles " << m_tiles;
+        for (int stages : {0, 2, 3, 4}) {
+          if (kernel != MatMulKernel::kAuto) break;
+          DeviceBuffer da = Poisoned(s.n * s.rows * 4);
+          const internal::SkinnyOutput outs[2] = {{dwg.view.data, s.rows, da.as<float>()},
+                                                  {dwu.view.data, s.rows, nullptr}};
+          ASSERT_EQ(internal::LaunchSkinnyMatMul(outs, 2, s.cols, dx.as<float>(), s.n,
+                                                 reinterpret_cast<cudaStream_t>(stream_), m_tiles,
+                                                 true, stages),
+                    cudaSuccess);
+          EXPECT_EQ(Download<float>(da, s.n * s.rows), act[1])
+              << "m_tiles " << m_tiles << " stages " << stages;
+        }
       }
     }
   }
 }
 
 // Every rows-per-CTA choice of the skinny kernel (16, 32, 64) with one and two n-tiles.
+// Every way of reading the weights (registers, or a cp.async ring of 2-4 rounds) gives the same
+// bits; 2056 columns give each warp several rounds, so the rings wrap.
 TEST_F(CudaOpsTest, SkinnyMatMulEveryTileChoiceMatchesCpu) {
-  const size_t rows = 150, cols = 264;
-  const TestTensor w = RandomTensor(rng_, DType::kBF16, rows, cols, 0.5f);
-  DeviceTensor dw = ToDevice(w);
-  for (size_t n : {size_t{1}, size_t{7}, size_t{9}, size_t{16}}) {
-    const std::vector<float> x = RandomFloats(rng_, n * cols);
-    std::vector<float> ref(n * rows);
-    ops::MatMul(Pool(), w.view(), x.data(), n, ref.data());
-    DeviceBuffer dx = Upload(x);
-    for (int m_tiles : {1, 2, 4}) {
-      SCOPED_TRACE(::testing::Message() << "n=" << n << " m_tiles=" << m_tiles);
-      DeviceBuffer dy = Poisoned(ref.size() * 4);
-      const internal::SkinnyOutput out{dw.view.data, rows, dy.as<float>()};
-      ASSERT_EQ(internal::LaunchSkinnyMatMul(&out, 1, cols, dx.as<float>(), n,
-                                             reinterpret_cast<cudaStream_t>(stream_), m_tiles),
-                cudaSuccess);
-      EXPECT_LE(RelErr(Download<float>(dy, ref.size()), ref), kF32Tol);
+  const size_t rows = 150;
+  for (size_t cols : {size_t{264}, size_t{2056}}) {
+    const TestTensor w = RandomTensor(rng_, DType::kBF16, rows, cols, 0.5f);
+    DeviceTensor dw = ToDevice(w);
+    for (size_t n : {size_t{1}, size_t{7}, size_t{9}, size_t{16}}) {
+      const std::vector<float> x = RandomFloats(rng_, n * cols);
+      std::vector<float> ref(n * rows);
+      ops::MatMul(Pool(), w.view(), x.data(), n, ref.data());
+      DeviceBuffer dx = Upload(x);
+      for (int m_tiles : {1, 2, 4}) {
+        std::vector<float> first;
+        for (int stages : {0, 2, 3, 4}) {
+          SCOPED_TRACE(::testing::Message() << "cols=" << cols << " n=" << n
+                                            << " m_tiles=" << m_tiles << " stages=" << stages);
+          DeviceBuffer dy = Poisoned(ref.size() * 4);
+          const internal::SkinnyOutput out{dw.view.data, rows, dy.as<float>()};
+          ASSERT_EQ(internal::LaunchSkinnyMatMul(&out, 1, cols, dx.as<float>(), n,
+                                                 reinterpret_cast<cudaStream_t>(stream_), m_tiles,
+                                                 false, stages),
+                    cudaSuccess);
+          const std::vector<float> y = Download<float>(dy, ref.size());
+          EXPECT_LE(RelErr(y, ref), kF32Tol);
+          if (first.empty()) first = y;
+          EXPECT_EQ(y, first);
+        }
+      }
     }
+  }
+  // Other stage counts are refused.
+  DeviceBuffer dy = Poisoned(16);
+  DeviceBuffer dx = Upload(RandomFloats(rng_, 264));
+  for (int stages : {1, 5}) {
+    const TestTensor w = RandomTensor(rng_, DType::kBF16, 2, 264, 0.5f);
+    DeviceTensor dw = ToDevice(w);
+    const internal::SkinnyOutput o{dw.view.data, 2, dy.as<float>()};
+    EXPECT_EQ(
+        internal::LaunchSkinnyMatMul(&o, 1, 264, dx.as<float>(), 1,
+                                     reinterpret_cast<cudaStream_t>(stream_), 0, false, stages),
+        cudaErrorInvalidValue);
   }
 }
 

@@ -45,6 +45,17 @@ namespace kvstar::cuda {
 void SetDependentLaunches(bool on);
 bool DependentLaunches();
 
+// ---- How the skinny products read their weights -----------------------------------------------
+
+// 0: each warp loads a round of weights (8 pieces of 16 B per lane) into registers at the top of
+// the round, then computes it. 2, 3 or 4: cp.async copies them into a per-warp ring of that many
+// rounds in shared memory, the next rounds in flight while one computes (32 KiB of shared memory
+// per round and CTA). The same results bit for bit; process-wide; see docs/BENCHMARKS.md
+// ("Skinny products") for the measured choice.
+bool SkinnyStagesValid(int stages);
+void SetSkinnyStages(int stages);  // checked: SkinnyStagesValid(stages)
+int SkinnyStages();
+
 // ---- Matrix products (cuBLAS) ----------------------------------------------------------------
 
 // Device scratch bytes MatMul needs for these shapes (the activations in the weight dtype).
@@ -268,6 +279,11 @@ struct BlockScoreArgs {
   // the grid would be small). Each block's arithmetic is the same whatever the chunking, so the
   // scores are bit-identical for every value.
   size_t blocks_per_cta = 0;
+  // How the tensor-core kernel reads the representations: 0, a warp's block into registers,
+  // then its scores; 3, through a per-warp ring of 3 blocks in shared memory filled by cp.async,
+  // the next two in flight while one is scored (96 KiB per CTA of 8 warps). The same scores bit
+  // for bit; the f32 kernel ignores it.
+  int stages = 0;
 };
 
 // The shape checks of ScoreBlocks without launching (InvalidArgument naming the first problem),

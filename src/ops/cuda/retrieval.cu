@@ -341,7 +341,11 @@ __device__ __forceinline__ float Exp2Approx(float x) {
   return y;
 }
 
-template <typename T, int MQ>
+// STAGES 0: a warp loads a block's representations into registers, then scores it. STAGES 3:
+// cp.async copies each warp's next blocks into its ring of 3 blocks in shared memory (dynamic,
+// ScoreRingSmem) while it scores one; a lane reads back only what it copied itself. Unaligned
+// representations take the register path. The same arithmetic either way.
+template <typename T, int MQ, int STAGES>
 __device__ __forceinline__ void MmaItem(const Shape& sh, float* __restrict__ ws,
                                         const PartialCta& cta) {
   constexpr int kDp = 32, kRows = 16 * MQ;
@@ -418,25 +422,11 @@ __device__ __forceinline__ void MmaItem(const Shape& sh, float* __restrict__ ws,
   const size_t vstride = sh.kv_heads * kDp;  // elements from one vector to the next
   float* ws_m = ws + cta.task * TaskFloats(sh);
   float* ws_e = ws_m + PairsOf(sh) * sh.max_candidates;
-  for (size_t bl = warp; bl < nb; bl += warps) {
-    const T* block_reps = reps + (t.cand_begin + b0 + bl) * vpb * vstride + kvh * kDp + 8 * tq;
-    // B fragments of every n-tile: vector 8 nt + g, 16 B.
-    uint4 rb[kMmaMaxVecTiles];
-#pragma unroll
-    for (int nt = 0; nt < kMmaMaxVecTiles; ++nt) {
-      if (nt < vtiles) {
-        const T* p = block_reps + (8 * nt + g) * vstride;
-        if (aligned) {
-          rb[nt] = internal::LoadStream16(p);
-        } else {
-          uint16_t h[8];
-#pragma unroll
-          for (int i = 0; i < 8; ++i) h[i] = reinterpret_cast<const uint16_t*>(p)[i];
-          rb[nt] = make_uint4(h[0] | (uint32_t{h[1]} << 16), h[2] | (uint32_t{h[3]} << 16),
-                              h[4] | (uint32_t{h[5]} << 16), h[6] | (uint32_t{h[7]} << 16));
-        }
-      }
-    }
+  const auto block_of = [&](size_t bl) {
+    return reps + (t.cand_begin + b0 + bl) * vpb * vstride + kvh * kDp + 8 * tq;
+  };
+  // The block's logits and its (max, sum of exp) per query, from its B fragments rb.
+  const auto score = [&](size_t bl, const uint4(&rb)[kMmaMaxVecTiles]) {
 #pragma unroll
     for (int mt = 0; mt < MQ; ++mt) {
       float d[kMmaMaxVecTiles][4];
@@ -485,22 +475,82 @@ __device__ __forceinline__ void MmaItem(const Shape& sh, float* __restrict__ ws,
         }
       }
     }
+  };
+  if constexpr (STAGES > 0) {
+    if (aligned) {
+      extern __shared__ uint4 score_ring[];  // [warps][STAGES][kMmaMaxVecTiles][32]
+      uint4* ring = score_ring + size_t{warp} * STAGES * kMmaMaxVecTiles * 32 + lane;
+      const size_t mine = warp < nb ? (nb - warp + warps - 1) / warps : 0;  // the warp's blocks
+      const auto issue = [&](size_t i) {
+        const T* br = block_of(warp + i * warps);
+        uint4* slot = ring + (i % STAGES) * kMmaMaxVecTiles * 32;
+#pragma unroll
+        for (int nt = 0; nt < kMmaMaxVecTiles; ++nt) {
+          if (nt < vtiles) internal::CpAsync16(slot + nt * 32, br + (8 * nt + g) * vstride, true);
+        }
+      };
+#pragma unroll
+      for (int i = 0; i < STAGES - 1; ++i) {
+        if (static_cast<size_t>(i) < mine) issue(i);
+        internal::CpAsyncCommit();
+      }
+      for (size_t i = 0; i < mine; ++i) {
+        if (i + STAGES - 1 < mine) issue(i + STAGES - 1);
+        internal::CpAsyncCommit();  // (empty near the end) one group per block
+        internal::CpAsyncWait<STAGES - 1>();
+        const uint4* slot = ring + (i % STAGES) * kMmaMaxVecTiles * 32;
+        uint4 rb[kMmaMaxVecTiles];
+#pragma unroll
+        for (int nt = 0; nt < kMmaMaxVecTiles; ++nt) {
+          if (nt < vtiles) rb[nt] = slot[nt * 32];
+        }
+        score(warp + i * warps, rb);
+      }
+      internal::CpAsyncWait<0>();
+      return;
+    }
+  }
+  for (size_t bl = warp; bl < nb; bl += warps) {
+    const T* block_reps = block_of(bl);
+    // B fragments of every n-tile: vector 8 nt + g, 16 B.
+    uint4 rb[kMmaMaxVecTiles];
+#pragma unroll
+    for (int nt = 0; nt < kMmaMaxVecTiles; ++nt) {
+      if (nt < vtiles) {
+        const T* p = block_reps + (8 * nt + g) * vstride;
+        if (aligned) {
+          rb[nt] = internal::LoadStream16(p);
+        } else {
+          uint16_t h[8];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) h[i] = reinterpret_cast<const uint16_t*>(p)[i];
+          rb[nt] = make_uint4(h[0] | (uint32_t{h[1]} << 16), h[2] | (uint32_t{h[3]} << 16),
+                              h[4] | (uint32_t{h[5]} << 16), h[6] | (uint32_t{h[7]} << 16));
+        }
+      }
+    }
+    score(bl, rb);
   }
 }
 
 // kSlim: a grid of at most max_ctas CTAs that loop over the items; else the grid (KV heads,
 // chunks, tasks), one item per CTA, as few registers as before the loop existed.
-template <typename T, int MQ, bool kSlim>
+template <typename T, int MQ, bool kSlim, int STAGES>
 __global__ void __launch_bounds__(kSlim ? kSlimThreads : kPartialThreads, kSlim || MQ > 2 ? 1 : 2)
     PartialKernelMma(const BlockScoreTask* __restrict__ tasks, Shape sh, float* __restrict__ ws) {
   if constexpr (kSlim) {
     for (unsigned item = blockIdx.x; item < PartialItems(sh); item += gridDim.x) {
       __syncthreads();  // the previous item's readers of the shared queries are done
-      MmaItem<T, MQ>(sh, ws, PartialCta::OfItem(tasks, sh, item));
+      MmaItem<T, MQ, STAGES>(sh, ws, PartialCta::OfItem(tasks, sh, item));
     }
   } else {
-    MmaItem<T, MQ>(sh, ws, PartialCta::OfBlock(tasks, sh));
+    MmaItem<T, MQ, STAGES>(sh, ws, PartialCta::OfBlock(tasks, sh));
   }
+}
+
+// Dynamic shared memory of the tensor-core kernel's rings (MmaItem), per CTA.
+constexpr size_t ScoreRingSmem(int stages, unsigned threads) {
+  return size_t(stages) * (threads / 32) * kMmaMaxVecTiles * 32 * sizeof(uint4);
 }
 
 // One warp per (query head, query) pair of a task; pairs fastest.
@@ -610,6 +660,9 @@ Status ValidateBlockScoreShape(const BlockScoreArgs& a) {
         "(shared memory)",
         a.num_queries, a.q_heads / a.kv_heads, a.d_pruned, qfloats, kMaxQueryFloats);
   }
+  if (a.stages != 0 && a.stages != 3) {
+    return InvalidArgument("ScoreBlocks: stages %d is not 0 or 3", a.stages);
+  }
   if (a.blocks_per_cta > kMaxBlocksPerCta) {
     return InvalidArgument("ScoreBlocks: blocks_per_cta %zu outside 0 (auto) .. %zu",
                            a.blocks_per_cta, kMaxBlocksPerCta);
@@ -669,11 +722,25 @@ Status ScoreBlocks(CudaStream* stream, const BlockScoreArgs& args, void* workspa
   const size_t qn = args.num_queries * (args.q_heads / args.kv_heads);
   if (BlockScoreUsesTensorCores(args)) {
     const bool f16 = args.dtype == DType::kF16;
+    const auto run = [&]<typename T, int MQ, bool kSlim, int STAGES>() {
+      auto* kernel = PartialKernelMma<T, MQ, kSlim, STAGES>;
+      const unsigned threads = kSlim ? kSlimThreads : kPartialThreads;
+      const size_t ring = ScoreRingSmem(STAGES, threads);
+      if (ring > 48 * 1024) {
+        // Above the default limit; set on every launch (host only) for the current device. If
+        // it fails, so does the launch, which LaunchStatus reports.
+        (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(ring));
+      }
+      kernel<<<partial_grid, threads, ring, s>>>(args.tasks, sh, ws);
+    };
     const auto launch = [&]<typename T, int MQ>() {
       if (slim) {
-        PartialKernelMma<T, MQ, true><<<partial_grid, kSlimThreads, 0, s>>>(args.tasks, sh, ws);
+        args.stages > 0 ? run.template operator()<T, MQ, true, 3>()
+                        : run.template operator()<T, MQ, true, 0>();
       } else {
-        PartialKernelMma<T, MQ, false><<<partial_grid, kPartialThreads, 0, s>>>(args.tasks, sh, ws);
+        args.stages > 0 ? run.template operator()<T, MQ, false, 3>()
+                        : run.template operator()<T, MQ, false, 0>();
       }
     };
     if (qn <= 32) {

@@ -307,7 +307,8 @@ TEST_F(ScoreBlocksTest, PerKvHeadScoresMatchTheCpuScorer) {
 // max_ctas: a few CTAs looping over the work items give the whole grid's scores bit for bit, on
 // both kernels, with several tasks (one without candidates), per KV head, and with fewer items
 // than CTAs. So does every blocks_per_cta (work items of 1 block up to more than a task has), alone
-// and with a CTA limit; the auto choice is 16 .. 128.
+// and with a CTA limit, each also with the representations read through the cp.async ring
+// (stages 3: rings that wrap, warps with one block and with none); the auto choice is 16 .. 128.
 TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
   struct Case {
     size_t kv_heads, group, head_dim, merge, block_tokens, blocks, x;
@@ -351,16 +352,22 @@ TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
         << auto_blocks;
     for (size_t per_cta : {size_t{1}, size_t{7}, size_t{16}, size_t{64}, size_t{1024}}) {
       for (size_t ctas : {size_t{0}, size_t{5}}) {
-        args.blocks_per_cta = per_cta;
-        args.max_ctas = ctas;
-        EXPECT_EQ(BlockScoreBlocksPerCta(args), per_cta);
-        const auto chunked = Run({&a, &empty, &b}, args);
-        EXPECT_EQ(chunked[0], whole[0]) << name << ", " << per_cta << " blocks per CTA, " << ctas;
-        EXPECT_EQ(chunked[2], whole[2]) << name << ", " << per_cta << " blocks per CTA, " << ctas;
+        for (int stages : {0, 3}) {
+          args.blocks_per_cta = per_cta;
+          args.max_ctas = ctas;
+          args.stages = stages;
+          EXPECT_EQ(BlockScoreBlocksPerCta(args), per_cta);
+          const auto chunked = Run({&a, &empty, &b}, args);
+          const std::string what = name + ", " + std::to_string(per_cta) + " blocks per CTA, " +
+                                   std::to_string(ctas) + " CTAs, stages " + std::to_string(stages);
+          EXPECT_EQ(chunked[0], whole[0]) << what;
+          EXPECT_EQ(chunked[2], whole[2]) << what;
+        }
       }
     }
     args.blocks_per_cta = 0;
     args.max_ctas = 0;
+    args.stages = 0;
     auto cpu = sparse::RunRetrieval(a.task);
     ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
     if (!c.per_kv_head) {
@@ -414,6 +421,9 @@ TEST_F(ScoreBlocksTest, BadShapesAreInvalidArgument) {
   bad = a;
   bad.blocks_per_cta = 1025;
   expect_invalid(bad, "blocks_per_cta");
+  bad = a;
+  bad.stages = 2;
+  expect_invalid(bad, "stages");
   EXPECT_EQ(ScoreBlocks(stream_, a, nullptr).code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(ScoreBlocks(stream_, a, ws.data()).ok());
 }

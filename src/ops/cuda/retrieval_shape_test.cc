@@ -54,5 +54,19 @@ TEST(BlockScoreShapeTest, WorkItemSizeIsChecked) {
   EXPECT_TRUE(ValidateBlockScoreShape(a).ok());
 }
 
+TEST(BlockScoreShapeTest, StagesAreZeroOrThree) {
+  BlockScoreArgs a = EngineArgs(256);
+  for (int stages : {0, 3}) {
+    a.stages = stages;
+    EXPECT_TRUE(ValidateBlockScoreShape(a).ok()) << stages;
+  }
+  for (int stages : {-1, 1, 2, 4}) {
+    a.stages = stages;
+    const Status s = ValidateBlockScoreShape(a);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << stages;
+    EXPECT_NE(s.ToString().find("stages"), std::string::npos) << s.ToString();
+  }
+}
+
 }  // namespace
 }  // namespace kvstar::cuda

@@ -53,15 +53,32 @@ __device__ __forceinline__ void SplitEight(const float (&v)[8], uint32_t (&b)[2]
   }
 }
 
+// 16 B loads of a lane per k-round (kSkUnroll k-steps x m-tiles x 2 rows): 8 at every m-tile
+// count.
+constexpr int kSkLoads = 8;
+
+// Dynamic shared memory of the STAGES-deep pipeline: each warp's ring of STAGES rounds (the
+// partial sums reuse it at the end).
+constexpr size_t SkinnyPipelineSmem(int stages) {
+  return size_t(stages) * kSkWarps * kSkLoads * 32 * sizeof(uint4);
+}
+
 // NT: n-tiles of 8 activation rows, 1 (n <= 8) or 2 (n <= 16). MT: 16-row m-tiles per CTA; each
-// lane keeps 8 loads of 16 B in flight (MT x 2 rows x kUnroll k-steps). GLU (MT even): the CTA's
+// lane reads 8 pieces of 16 B a round (MT x 2 rows x kUnroll k-steps). GLU (MT even): the CTA's
 // first MT / 2 m-tiles are rows of matrix 0 (gate), the others the same rows of matrix 1 (up), and
 // it writes SiluMul(gate, up) to y_0 only (SwiGLU without its own launch; each sum is the one the
 // plain kernel makes, so the same bits as the products then SwiGlu).
-template <int NT, int MT, bool GLU>
+// STAGES 0: a round's weights are loaded into registers at the top of the round (8 loads in
+// flight per lane, then none while the round computes). STAGES >= 2: cp.async copies them into
+// the warp's own ring in shared memory, STAGES - 1 rounds ahead of the round that computes (up to
+// 8 (STAGES - 1) loads in flight per lane at all times); a lane reads back only the pieces it
+// copied itself, so no barrier is needed. The same sums in the same order either way.
+template <int NT, int MT, bool GLU, int STAGES>
 __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const SkinnyParams p) {
   constexpr int kSkMTiles = MT;
   constexpr int kSkUnroll = 4 / MT;
+  static_assert(kSkUnroll * MT * 2 == kSkLoads, "8 pieces per lane and round");
+  static_assert(STAGES == 0 || STAGES >= 2, "a pipeline needs two stages at least");
   const __nv_bfloat16* w = p.w[0];
   float* y = p.y[0];
   unsigned rows = p.rows[0];
@@ -106,30 +123,12 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
 
   float acc[kSkMTiles][NT][4] = {};
   const unsigned steps = (cols + kSkStepCols - 1) / kSkStepCols;
+  constexpr unsigned kRoundSteps = kSkWarps * kSkUnroll;  // k-steps of one round of the CTA
   uint4 wv[kSkUnroll][kSkMTiles][2];
-  // The weights of k-steps s0, s0 + 8, ... (zero past the last column).
-  auto load_weights = [&](unsigned s0) {
-#pragma unroll
-    for (int u = 0; u < kSkUnroll; ++u) {
-      const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;  // + t * 8 in the row pointers
-      const bool in = c + t * 8 < cols;  // cols % 8 == 0: a lane's 8 columns are all in or out
-#pragma unroll
-      for (int mt = 0; mt < kSkMTiles; ++mt) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          wv[u][mt][h] = in ? LoadStream16(wrow[mt][h] + c) : make_uint4(0, 0, 0, 0);
-        }
-      }
-    }
-  };
-  // Launched as a programmatic dependent: the first weights are read (they are not written by
-  // any kernel of the step) while the kernel before this one drains; x only after it completed.
-  AllowDependentGrid();
-  load_weights(warp);
-  WaitForPriorGrid();
-  for (unsigned s0 = warp; s0 < steps; s0 += kSkWarps * kSkUnroll) {
-    if (s0 != static_cast<unsigned>(warp)) load_weights(s0);
-    float xv[kSkUnroll][NT][8];
+
+  // One round (the warp's k-steps s0, s0 + 8, ...): x from L2, then the MMAs with x as three bf16
+  // terms.
+  auto load_x = [&](unsigned s0, float(&xv)[kSkUnroll][NT][8]) {
 #pragma unroll
     for (int u = 0; u < kSkUnroll; ++u) {
       const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;
@@ -151,6 +150,8 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
         xv[u][nt][7] = b.w;
       }
     }
+  };
+  auto mma = [&](const float(&xv)[kSkUnroll][NT][8]) {
 #pragma unroll
     for (int u = 0; u < kSkUnroll; ++u) {
 #pragma unroll
@@ -171,17 +172,99 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
         }
       }
     }
+  };
+
+  constexpr int kPerLane = kSkMTiles * NT * 4;
+  float* red;  // [kSkWarps][kPerLane][32]: the warps' partial sums
+  if constexpr (STAGES == 0) {
+    __shared__ float red_static[kSkWarps * kPerLane * 32];
+    red = red_static;
+    // The weights of k-steps s0, s0 + 8, ... (zero past the last column).
+    auto load_weights = [&](unsigned s0) {
+#pragma unroll
+      for (int u = 0; u < kSkUnroll; ++u) {
+        const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;  // + t * 8 in the row pointers
+        const bool in = c + t * 8 < cols;  // cols % 8 == 0: a lane's 8 columns are in or out
+#pragma unroll
+        for (int mt = 0; mt < kSkMTiles; ++mt) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            wv[u][mt][h] = in ? LoadStream16(wrow[mt][h] + c) : make_uint4(0, 0, 0, 0);
+          }
+        }
+      }
+    };
+    // Launched as a programmatic dependent: the first weights are read (they are not written by
+    // any kernel of the step) while the kernel before this one drains; x only after it completed.
+    AllowDependentGrid();
+    load_weights(warp);
+    WaitForPriorGrid();
+    for (unsigned s0 = warp; s0 < steps; s0 += kRoundSteps) {
+      if (s0 != static_cast<unsigned>(warp)) load_weights(s0);
+      float xv[kSkUnroll][NT][8];
+      load_x(s0, xv);
+      mma(xv);
+    }
+  } else {
+    extern __shared__ uint4 sk_ring[];  // [kSkWarps][STAGES][kSkLoads][32]
+    red = reinterpret_cast<float*>(sk_ring);
+    uint4* ring = sk_ring + size_t(warp) * STAGES * kSkLoads * 32 + lane;
+    const unsigned rounds =
+        warp < static_cast<int>(steps) ? (steps - warp + kRoundSteps - 1) / kRoundSteps : 0;
+    auto issue = [&](unsigned round) {
+      const unsigned s0 = warp + round * kRoundSteps;
+      uint4* slot = ring + (round % STAGES) * kSkLoads * 32;
+#pragma unroll
+      for (int u = 0; u < kSkUnroll; ++u) {
+        const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;
+        const bool in = c + t * 8 < cols;
+#pragma unroll
+        for (int mt = 0; mt < kSkMTiles; ++mt) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            CpAsync16(slot + ((u * kSkMTiles + mt) * 2 + h) * 32,
+                      in ? wrow[mt][h] + c : wrow[mt][h], in);
+          }
+        }
+      }
+    };
+    AllowDependentGrid();
+#pragma unroll
+    for (int r = 0; r < STAGES - 1; ++r) {
+      if (r < static_cast<int>(rounds)) issue(r);
+      CpAsyncCommit();
+    }
+    WaitForPriorGrid();
+    for (unsigned r = 0; r < rounds; ++r) {
+      if (r + STAGES - 1 < rounds) issue(r + STAGES - 1);
+      CpAsyncCommit();  // (empty near the end) keeps one group per round
+      float xv[kSkUnroll][NT][8];
+      load_x(warp + r * kRoundSteps, xv);
+      CpAsyncWait<STAGES - 1>();  // round r's group is complete
+      const uint4* slot = ring + (r % STAGES) * kSkLoads * 32;
+#pragma unroll
+      for (int u = 0; u < kSkUnroll; ++u) {
+#pragma unroll
+        for (int mt = 0; mt < kSkMTiles; ++mt) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) wv[u][mt][h] = slot[((u * kSkMTiles + mt) * 2 + h) * 32];
+        }
+      }
+      mma(xv);
+    }
+    CpAsyncWait<0>();
+    __syncthreads();  // every warp is done with its ring before the partial sums overwrite it
   }
 
   // Sum the warps' partials in warp order.
-  constexpr int kPerLane = kSkMTiles * NT * 4;
-  __shared__ float red[kSkWarps][kPerLane][32];
 #pragma unroll
   for (int mt = 0; mt < kSkMTiles; ++mt) {
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) red[warp][(mt * NT + nt) * 4 + e][lane] = acc[mt][nt][e];
+      for (int e = 0; e < 4; ++e) {
+        red[(warp * kPerLane + (mt * NT + nt) * 4 + e) * 32 + lane] = acc[mt][nt][e];
+      }
     }
   }
   __syncthreads();
@@ -192,11 +275,11 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
     const int l = i % 32;
     float sum = 0.0f;
 #pragma unroll
-    for (int wi = 0; wi < kSkWarps; ++wi) sum += red[wi][slot][l];
+    for (int wi = 0; wi < kSkWarps; ++wi) sum += red[(wi * kPerLane + slot) * 32 + l];
     if constexpr (GLU) {
       float up = 0.0f;
 #pragma unroll
-      for (int wi = 0; wi < kSkWarps; ++wi) up += red[wi][slot + kOutSlots][l];
+      for (int wi = 0; wi < kSkWarps; ++wi) up += red[(wi * kPerLane + slot + kOutSlots) * 32 + l];
       sum = SiluMul(sum, up);
     }
     const int mt = slot / (NT * 4);
@@ -209,6 +292,31 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
   }
 }
 
+// The kernel for (n-tiles, m-tiles, GLU, stages) and the dynamic shared memory it needs (set as
+// its limit once per process: up to 128 KiB).
+template <int NT, int MT, bool GLU>
+void (*PickStages(int stages, size_t* smem))(SkinnyParams) {
+  void (*k)(SkinnyParams) = nullptr;
+  switch (stages) {
+    case 0:
+      *smem = 0;
+      return SkinnyMatMulKernel<NT, MT, GLU, 0>;
+    case 2:
+      k = SkinnyMatMulKernel<NT, MT, GLU, 2>;
+      break;
+    case 3:
+      k = SkinnyMatMulKernel<NT, MT, GLU, 3>;
+      break;
+    case 4:
+      k = SkinnyMatMulKernel<NT, MT, GLU, 4>;
+      break;
+    default:
+      return nullptr;
+  }
+  *smem = SkinnyPipelineSmem(stages);
+  return k;
+}
+
 }  // namespace
 
 bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const void* w,
@@ -219,7 +327,7 @@ bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const 
 }
 
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
-                               size_t n, cudaStream_t stream, int m_tiles, bool glu) {
+                               size_t n, cudaStream_t stream, int m_tiles, bool glu, int stages) {
   if (m_tiles == 0) {
     // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products"): 32 rows per CTA at n <= 8 on
     // every Llama-3-8B shape; at n = 9-16 (two n-tiles), 16 rows for up to 4096 rows in total and
@@ -232,8 +340,9 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
     }
   }
   if (glu && m_tiles == 1) m_tiles = 2;  // a CTA pairs whole m-tiles of gate and up
+  if (stages < 0) stages = SkinnyStages();
   if (count < 1 || count > kMaxSkinnyOutputs || n < 1 || n > kMaxSkinnyRows ||
-      (m_tiles != 1 && m_tiles != 2 && m_tiles != 4) ||
+      (m_tiles != 1 && m_tiles != 2 && m_tiles != 4) || !SkinnyStagesValid(stages) ||
       (glu && (count != 2 || outputs[0].rows != outputs[1].rows || outputs[0].rows == 0))) {
     return cudaErrorInvalidValue;
   }
@@ -263,18 +372,29 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
   p.n = static_cast<unsigned>(n);
   p.x = x;
   const bool two = n > 8;
+  size_t smem = 0;
   void (*kernel)(SkinnyParams) = nullptr;
   if (glu) {
-    kernel = m_tiles == 2 ? (two ? SkinnyMatMulKernel<2, 2, true> : SkinnyMatMulKernel<1, 2, true>)
-                          : (two ? SkinnyMatMulKernel<2, 4, true> : SkinnyMatMulKernel<1, 4, true>);
+    kernel =
+        m_tiles == 2
+            ? (two ? PickStages<2, 2, true>(stages, &smem) : PickStages<1, 2, true>(stages, &smem))
+            : (two ? PickStages<2, 4, true>(stages, &smem) : PickStages<1, 4, true>(stages, &smem));
   } else if (m_tiles == 1) {
-    kernel = two ? SkinnyMatMulKernel<2, 1, false> : SkinnyMatMulKernel<1, 1, false>;
+    kernel = two ? PickStages<2, 1, false>(stages, &smem) : PickStages<1, 1, false>(stages, &smem);
   } else if (m_tiles == 2) {
-    kernel = two ? SkinnyMatMulKernel<2, 2, false> : SkinnyMatMulKernel<1, 2, false>;
+    kernel = two ? PickStages<2, 2, false>(stages, &smem) : PickStages<1, 2, false>(stages, &smem);
   } else {
-    kernel = two ? SkinnyMatMulKernel<2, 4, false> : SkinnyMatMulKernel<1, 4, false>;
+    kernel = two ? PickStages<2, 4, false>(stages, &smem) : PickStages<1, 4, false>(stages, &smem);
   }
-  return LaunchDependent(kernel, ctas, kSkThreads, 0, stream, p);
+  if (kernel == nullptr) return cudaErrorInvalidValue;
+  if (smem > 0) {
+    // Above the default 48 KiB; set on every launch (cheap, host only) so that it holds on
+    // whichever device is current.
+    const cudaError_t err = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+  }
+  return LaunchDependent(kernel, ctas, kSkThreads, smem, stream, p);
 }
 
 }  // namespace kvstar::cuda::internal
