@@ -126,8 +126,8 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
   constexpr unsigned kRoundSteps = kSkWarps * kSkUnroll;  // k-steps of one round of the CTA
   uint4 wv[kSkUnroll][kSkMTiles][2];
 
-  // One round (the warp's k-steps s0, s0 + 8, ...): x from L2, then the MMAs with x as three bf16
-  // terms.
+  // x of one round (the warp's k-steps s0, s0 + 8, ...), from L2; mma then multiplies it, as three
+  // bf16 terms, with the round's weights in wv.
   auto load_x = [&](unsigned s0, float(&xv)[kSkUnroll][NT][8]) {
 #pragma unroll
     for (int u = 0; u < kSkUnroll; ++u) {
