@@ -50,8 +50,8 @@ bool DependentLaunches();
 // 0: each warp loads a round of weights (8 pieces of 16 B per lane) into registers at the top of
 // the round, then computes it. 2, 3 or 4: cp.async copies them into a per-warp ring of that many
 // rounds in shared memory, the next rounds in flight while one computes (32 KiB of shared memory
-// per round and CTA). The same results bit for bit; process-wide; see docs/BENCHMARKS.md
-// ("Skinny products") for the measured choice.
+// per round and CTA). The same results bit for bit; process-wide; 0 by default until the rings
+// are measured in the engine (docs/BENCHMARKS.md, "cp.async rings").
 bool SkinnyStagesValid(int stages);
 void SetSkinnyStages(int stages);  // checked: SkinnyStagesValid(stages)
 int SkinnyStages();
