@@ -276,6 +276,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
       if (f.l2_prefetch_bytes >= 0) o.l2_prefetch_bytes = static_cast<size_t>(f.l2_prefetch_bytes);
       o.fuse_swiglu = f.fuse_swiglu;
       o.gpu_score_stages = f.score_stages;
+      o.gpu_score_head_major = f.score_head_major;
       if (mode == KvMode::kKvstar && kv_store.store != nullptr) {
         o.store = kv_store.store.get();
         o.kv_fingerprint = kv_store.kv_fingerprint;
@@ -583,6 +584,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
               {"gpu_score_spread", f.gpu_score_spread},
               {"gpu_score_ctas", f.gpu_score_ctas},
               {"gpu_score_stages", f.score_stages},
+              {"gpu_score_layout", f.score_head_major ? "head" : "vector"},
               // With GPU scoring: the step window's threads (1: the decoding thread alone).
               {"retrieval_threads",
                f.gpu_scoring

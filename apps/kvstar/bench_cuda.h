@@ -45,6 +45,7 @@ struct CudaBenchFlags {
   bool pdl = true;                 // --cuda-pdl: programmatic dependent launch of decode kernels
   int skinny_stages = 0;           // --cuda-skinny-stages: cuda::SetSkinnyStages
   int score_stages = 0;            // kvstar, GPU scoring: --gpu-score-stages
+  bool score_head_major = false;   // kvstar, GPU scoring: --gpu-score-layout head
   // --cuda-l2-prefetch: BatchOptions::l2_prefetch_bytes (negative: the engine's default).
   int64_t l2_prefetch_bytes = -1;
   bool fuse_swiglu = true;                // --cuda-fuse-swiglu: BatchOptions::fuse_swiglu

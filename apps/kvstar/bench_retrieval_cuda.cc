@@ -25,8 +25,7 @@ StatusOr<std::unique_ptr<cuda::DeviceContext>> OpenDevice() {
 StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
                                        const std::vector<float>& queries, size_t num_queries,
                                        size_t q_heads, size_t tasks, bool per_kv_head,
-                                       double min_seconds, bool tensor_cores, size_t max_ctas,
-                                       size_t blocks_per_cta, int stages) {
+                                       double min_seconds, const GpuScoringChoices& choices) {
   KVSTAR_ASSIGN_OR_RETURN(auto ctx, OpenDevice());
   cuda::CudaStream* s = ctx->compute_stream();
   const size_t nb = reps.num_blocks();
@@ -34,7 +33,13 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
   const size_t rep_bytes = nb * reps.block_elements() * 2;
   std::vector<uint16_t> flat(nb * reps.block_elements());
   for (size_t b = 0; b < nb; ++b) {
-    std::memcpy(flat.data() + b * reps.block_elements(), reps.block(b), reps.block_elements() * 2);
+    uint16_t* dst = flat.data() + b * reps.block_elements();
+    if (choices.head_major) {
+      cuda::RepresentationsToHeadMajor(reps.block(b), 1, reps.vectors_per_block(), reps.kv_heads(),
+                                       reps.d_pruned(), dst);
+    } else {
+      std::memcpy(dst, reps.block(b), reps.block_elements() * 2);
+    }
   }
   const std::vector<uint16_t>& chan = reps.channels().channels;
   KVSTAR_ASSIGN_OR_RETURN(auto reps_dev, cuda::DeviceBuffer::Allocate(tasks * rep_bytes));
@@ -75,10 +80,11 @@ StatusOr<GpuScoringRun> TimeGpuScoring(const sparse::RepresentationView& reps,
   a.dtype = reps.dtype();
   a.scale = 1.0f / std::sqrt(static_cast<float>(reps.head_dim()));
   a.per_kv_head = per_kv_head;
-  a.tensor_cores = tensor_cores;
-  a.max_ctas = max_ctas;
-  a.blocks_per_cta = blocks_per_cta;
-  a.stages = stages;
+  a.tensor_cores = choices.tensor_cores;
+  a.max_ctas = choices.max_ctas;
+  a.blocks_per_cta = choices.blocks_per_cta;
+  a.stages = choices.stages;
+  a.head_major = choices.head_major;
   KVSTAR_RETURN_IF_ERROR(cuda::ValidateBlockScoreShape(a));
   KVSTAR_ASSIGN_OR_RETURN(auto ws, cuda::DeviceBuffer::Allocate(cuda::BlockScoreWorkspaceBytes(a)));
   KVSTAR_ASSIGN_OR_RETURN(cuda::Event start, cuda::Event::Create());

@@ -53,6 +53,7 @@ struct BenchFlags {
   std::string cuda_pdl = "on";
   int cuda_skinny_stages = 0;
   int gpu_score_stages = 0;
+  std::string gpu_score_layout = "vector";
   int64_t cuda_l2_prefetch_mib = -1;  // -1: the engine's default
   std::string cuda_fuse_swiglu = "on";
   std::string gpu_scoring_kernel = "auto";
@@ -135,6 +136,12 @@ int RunBench(const BenchFlags& f) {
         "--retrieval-device gpu)",
         f.gpu_score_stages));
   }
+  if (f.gpu_score_layout != "vector" && f.engine.retrieval_device != "gpu") {
+    return ReportError(InvalidArgument(
+        "--gpu-score-layout %s: how GPU scoring lays out the representations in HBM (add "
+        "--device cuda --retrieval-device gpu)",
+        f.gpu_score_layout.c_str()));
+  }
   if (f.gpu_scoring_kernel != "auto" && f.engine.retrieval_device != "gpu") {
     return ReportError(InvalidArgument(
         "--gpu-scoring-kernel %s: only GPU scoring has a kernel to choose (add --device cuda "
@@ -162,6 +169,7 @@ int RunBench(const BenchFlags& f) {
     c.pdl = f.cuda_pdl == "on";
     c.skinny_stages = f.cuda_skinny_stages;
     c.score_stages = f.gpu_score_stages;
+    c.score_head_major = f.gpu_score_layout == "head";
     c.l2_prefetch_bytes = f.cuda_l2_prefetch_mib < 0 ? -1 : f.cuda_l2_prefetch_mib << 20;
     c.fuse_swiglu = f.cuda_fuse_swiglu == "on";
     c.kvstar_cache_blocks = f.engine.kvstar_cache_blocks;
@@ -466,6 +474,13 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "scores; 3, through a ring of 3 blocks per warp in shared memory, the next two "
                   "in flight (the same scores)")
       ->check(CLI::IsMember({0, 3}))
+      ->capture_default_str();
+  cmd->add_option("--gpu-score-layout", f->gpu_score_layout,
+                  "cuda, kvstar, --retrieval-device gpu: the representations' layout in HBM: "
+                  "vector (default), each merged vector's channels of every KV head together, as "
+                  "on the host; head, each KV head's vectors of a block together, so that a "
+                  "scoring work item (one KV head) reads contiguous lines (the same scores)")
+      ->check(CLI::IsMember({"vector", "head"}))
       ->capture_default_str();
   cmd->add_option("--cuda-l2-prefetch", f->cuda_l2_prefetch_mib,
                   "cuda: MiB of the next stage's weights asked into L2 while each decode stage "

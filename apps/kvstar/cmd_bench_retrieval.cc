@@ -47,14 +47,15 @@ struct RetrievalFlags {
   size_t min_segments = sparse::RetrieverOptions{}.min_segments;
   size_t segment_blocks = sparse::RetrieverOptions{}.segment_blocks;
   bool json = false;
-  std::string device = "cpu";       // cpu | cuda (ScoreBlocks, CUDA builds)
-  size_t gpu_tasks = 32;            // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
-  std::string gpu_kernel = "auto";  // cuda: auto (tensor cores where they apply) | f32
-  size_t gpu_ctas = 0;              // cuda: BlockScoreArgs::max_ctas (0: the whole grid)
-  size_t gpu_blocks_per_cta = 0;    // cuda: BlockScoreArgs::blocks_per_cta (0: auto)
-  int gpu_stages = 0;               // cuda: BlockScoreArgs::stages
-  size_t in_flight = 1;             // cpu: tasks submitted together, each over its own layer
-  std::string plot;                 // cpu: PNG/SVG of speedup per thread against threads
+  std::string device = "cpu";         // cpu | cuda (ScoreBlocks, CUDA builds)
+  size_t gpu_tasks = 32;              // cuda: tasks per ScoreBlocks call ((layer, sequence) pairs)
+  std::string gpu_kernel = "auto";    // cuda: auto (tensor cores where they apply) | f32
+  size_t gpu_ctas = 0;                // cuda: BlockScoreArgs::max_ctas (0: the whole grid)
+  size_t gpu_blocks_per_cta = 0;      // cuda: BlockScoreArgs::blocks_per_cta (0: auto)
+  int gpu_stages = 0;                 // cuda: BlockScoreArgs::stages
+  std::string gpu_layout = "vector";  // cuda: vector | head (BlockScoreArgs::head_major)
+  size_t in_flight = 1;               // cpu: tasks submitted together, each over its own layer
+  std::string plot;                   // cpu: PNG/SVG of speedup per thread against threads
 };
 
 StatusOr<std::vector<size_t>> ParseList(const std::string& text, const char* flag) {
@@ -226,6 +227,11 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
     return fail(InvalidArgument(
         "--gpu-stages %d: how the scoring kernel of --device cuda reads; add it", f.gpu_stages));
   }
+  if (!gpu && f.gpu_layout != "vector") {
+    return fail(InvalidArgument(
+        "--gpu-layout %s: the representations' layout in the GPU's memory (--device cuda); add it",
+        f.gpu_layout.c_str()));
+  }
   if (gpu && !f.plot.empty()) {
     return fail(
         InvalidArgument("--plot draws thread scaling of the CPU retriever; drop it with "
@@ -318,9 +324,14 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
         if (gpu) {
 #ifdef KVSTAR_HAVE_CUDA
           const sparse::RetrievalTask& task = tasks.front();
+          GpuScoringChoices choices;
+          choices.tensor_cores = f.gpu_kernel == "auto";
+          choices.max_ctas = f.gpu_ctas;
+          choices.blocks_per_cta = f.gpu_blocks_per_cta;
+          choices.stages = f.gpu_stages;
+          choices.head_major = f.gpu_layout == "head";
           auto g = TimeGpuScoring(task.reps, task.queries, f.queries, qh, f.gpu_tasks,
-                                  f.per_kv_head, f.min_seconds, f.gpu_kernel == "auto", f.gpu_ctas,
-                                  f.gpu_blocks_per_cta, f.gpu_stages);
+                                  f.per_kv_head, f.min_seconds, choices);
           if (!g.ok()) return fail(g.status());
           const double call = Percentile(g->call_ms, 0.5);
           const double n = static_cast<double>(f.gpu_tasks);
@@ -335,6 +346,7 @@ int RunBenchRetrieval(const RetrievalFlags& f) {
                           {"max_ctas", f.gpu_ctas},
                           {"blocks_per_cta", g->blocks_per_cta},
                           {"stages", f.gpu_stages},
+                          {"layout", f.gpu_layout},
                           {"iterations", g->call_ms.size()},
                           {"median_ms_per_call", call},
                           {"p99_ms_per_call", Percentile(g->call_ms, 0.99)},
@@ -528,6 +540,13 @@ void AddBenchRetrieval(CLI::App& root, int* exit_code) {
                   "0, each warp's block into registers, then its scores; 3, through a ring of 3 "
                   "blocks per warp in shared memory, the next two in flight (the same scores)")
       ->check(CLI::IsMember({0, 3}))
+      ->capture_default_str();
+  cmd->add_option("--gpu-layout", flags->gpu_layout,
+                  "--device cuda: the representations' layout in the GPU's memory: vector, each "
+                  "merged vector's channels of every KV head together (as on the host); head, "
+                  "each KV head's vectors of a block together, so that a work item (one KV head) "
+                  "reads contiguous lines (the same scores)")
+      ->check(CLI::IsMember({"vector", "head"}))
       ->capture_default_str();
   cmd->add_option("--in-flight", flags->in_flight,
                   "CPU: tasks submitted together, each over its own copy of the representations "

@@ -135,6 +135,12 @@ expect_error "scoring ring on the CPU" "gpu-stages.*device cuda" "$K" bench-retr
 expect_error "scoring ring depth" "gpu-stages.*not in" "$K" bench-retrieval --device cuda --gpu-stages 2
 expect_error "engine scoring ring without GPU scoring" "gpu-score-stages 3.*retrieval-device gpu" "$K" \
   bench --device cuda --gpu-score-stages 3
+expect_error "scoring layout on the CPU" "gpu-layout head.*device cuda" "$K" bench-retrieval \
+  --gpu-layout head
+expect_error "unknown scoring layout" "gpu-layout.*not in" "$K" bench-retrieval --device cuda \
+  --gpu-layout heads
+expect_error "engine scoring layout without GPU scoring" "gpu-score-layout head.*retrieval-device gpu" \
+  "$K" bench --device cuda --gpu-score-layout head
 expect_error "retrieval work item size out of range" "gpu-blocks-per-cta" "$K" bench-retrieval \
   --device cuda --gpu-blocks-per-cta 1025
 expect_error "unknown retrieval kernel" "gpu-kernel.*not in" "$K" bench-retrieval --gpu-kernel mma

@@ -105,6 +105,10 @@ struct BatchOptions {
   // gpu_scoring: how the scoring kernel reads the representations (BlockScoreArgs::stages: 0 or
   // 3). The same scores either way.
   int gpu_score_stages = 0;
+  // gpu_scoring: the representations in HBM are head-major (BlockScoreArgs::head_major): each
+  // scoring work item reads its KV head's vectors of a block as one contiguous piece. The same
+  // scores either way.
+  bool gpu_score_head_major = false;
   // The kernel of the matrix products (kAuto: the skinny tensor-core kernel at decode batch sizes;
   // kLibrary: MatVec / cuBLAS, for comparisons).
   MatMulKernel matmul = MatMulKernel::kAuto;
@@ -328,6 +332,9 @@ class CudaBatch {
   // gpu_scoring: the descriptor of task `task` ([layer][seq] order) over its representations and
   // channels, from `queries` into `scores`; it scores nothing until cand_begin / cand_end are set.
   BlockScoreTask KvstarDeviceTask(size_t task, const float* queries, float* scores) const;
+  // GPU scoring: `blocks` blocks of representations from sparse::BlockRepresentations' layout
+  // into `dst` in the device layout (gpu_score_head_major).
+  void KvstarDeviceReps(const uint16_t* src, size_t blocks, uint16_t* dst) const;
   // gpu_scoring: turns the scores of completed groups into results (host top-k). Groups up to
   // and including `wait_for` (when not null) are waited for; later ones only if already done.
   Status KvstarHarvest(const KvstarGpuGroup* wait_for);

@@ -94,6 +94,7 @@ class CudaEngineTest : public ::testing::Test {
     o.exclusive_host = exclusive_host_;
     o.gpu_score_spread = gpu_score_spread_;
     o.gpu_score_ctas = gpu_score_ctas_;
+    o.gpu_score_head_major = gpu_score_head_major_;
     o.kvstar_cache_blocks = cache_blocks_;
     if (l2_prefetch_bytes_ >= 0) o.l2_prefetch_bytes = static_cast<size_t>(l2_prefetch_bytes_);
     o.fuse_swiglu = fuse_swiglu_;
@@ -114,13 +115,14 @@ class CudaEngineTest : public ::testing::Test {
   void CompareWithCpuPolicy(KvstarConfig k);
   void CompareGpuWithCpuScoring(KvstarConfig k);
 
-  bool gpu_scoring_ = false;        // kvstar batches made by MakeBatch score on the GPU
-  bool exclusive_host_ = false;     // ... and keep only the blocks off the device on the host
-  size_t gpu_score_spread_ = 1;     // ... and queue a group's scoring over this many steps
-  size_t gpu_score_ctas_ = 0;       // ... on at most this many CTAs (0: the whole grid)
-  size_t cache_blocks_ = 0;         // ... with this many device-cache slots (not deterministic)
-  int64_t l2_prefetch_bytes_ = -1;  // BatchOptions::l2_prefetch_bytes (negative: the default)
-  bool fuse_swiglu_ = true;         // BatchOptions::fuse_swiglu
+  bool gpu_scoring_ = false;           // kvstar batches made by MakeBatch score on the GPU
+  bool exclusive_host_ = false;        // ... and keep only the blocks off the device on the host
+  size_t gpu_score_spread_ = 1;        // ... and queue a group's scoring over this many steps
+  size_t gpu_score_ctas_ = 0;          // ... on at most this many CTAs (0: the whole grid)
+  bool gpu_score_head_major_ = false;  // ... from head-major representations
+  size_t cache_blocks_ = 0;            // ... with this many device-cache slots (not deterministic)
+  int64_t l2_prefetch_bytes_ = -1;     // BatchOptions::l2_prefetch_bytes (negative: the default)
+  bool fuse_swiglu_ = true;            // BatchOptions::fuse_swiglu
   std::unique_ptr<DeviceContext> ctx_;
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;

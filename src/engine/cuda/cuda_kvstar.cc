@@ -592,7 +592,7 @@ Status CudaBatch::KvstarAfterStep() {
       if (opt_.gpu_scoring) {
         const size_t task = l * B + b;
         uint16_t* stage = m.rep_stage.as<uint16_t>() + task * m.rep_elems;
-        std::memcpy(stage, s.reps->View().block(blk), m.rep_elems * 2);
+        KvstarDeviceReps(s.reps->View().block(blk), 1, stage);
         rep_dst.push_back(m.reps_dev.as<char>() + (task * max_blocks_ + blk) * m.rep_elems * 2);
         rep_src.push_back(stage);
         rep_bytes.push_back(m.rep_elems * 2);

@@ -34,6 +34,7 @@ BlockScoreArgs ScoreArgsFor(const ModelConfig& c, const BatchOptions& o, size_t 
   a.per_kv_head = o.kvstar.select_per_kv_head;
   a.tensor_cores = o.score_tensor_cores;
   a.stages = o.gpu_score_stages;
+  a.head_major = o.gpu_score_head_major;
   return a;
 }
 
@@ -154,6 +155,17 @@ BlockScoreTask CudaBatch::KvstarDeviceTask(size_t task, const float* queries, fl
   t.queries = queries;
   t.scores = scores;
   return t;
+}
+
+void CudaBatch::KvstarDeviceReps(const uint16_t* src, size_t blocks, uint16_t* dst) const {
+  const Impl& m = *impl_;
+  if (!opt_.gpu_score_head_major) {
+    std::memcpy(dst, src, blocks * m.rep_elems * 2);
+    return;
+  }
+  const size_t kv_heads = model_.config().num_kv_heads;
+  RepresentationsToHeadMajor(src, blocks, m.rep_elems / (kv_heads * m.d_pruned), kv_heads,
+                             m.d_pruned, dst);
 }
 
 Status CudaBatch::KvstarScoreGroupOnDevice() {

@@ -288,7 +288,7 @@ Status CudaBatch::KvstarSetupSequence(size_t seq, const std::vector<std::vector<
       const size_t task = l * opt_.batch + seq;
       std::vector<uint16_t> flat(v.num_blocks() * m.rep_elems);
       for (size_t b = 0; b < v.num_blocks(); ++b) {
-        std::memcpy(flat.data() + b * m.rep_elems, v.block(b), m.rep_elems * 2);
+        KvstarDeviceReps(v.block(b), 1, flat.data() + b * m.rep_elems);
       }
       const std::vector<uint16_t>& chan = v.channels().channels;
       KVSTAR_RETURN_IF_ERROR(

@@ -557,25 +557,29 @@ TEST_F(CudaEngineTest, KvstarGpuScoringSelectsTheBlocksOfCpuScoring) {
 
 // GPU scoring on a few looping CTAs (gpu_score_ctas) gives the scores of the whole grid bit for
 // bit: deterministic, the same selection of every (layer, sequence) at every step, the same
-// tokens and logits; also with the group's scoring spread over steps and the per-KV-head scores.
+// tokens and logits; also with the group's scoring spread over steps and the per-KV-head scores,
+// and (variant 3) with head-major representations in HBM (gpu_score_head_major), whose tail
+// blocks are transposed as they are appended.
 TEST_F(CudaEngineTest, KvstarGpuScoreCtasGiveTheSameSelections) {
   LoadModel(std::string(KVSTAR_SOURCE_DIR) + "/models/kvstar-demo");
   const auto prompts = DemoPrompts(config_.vocab_size);
   const size_t steps = 41, bt = 16, vocab = config_.vocab_size;
   const size_t cap = prompts[0].size() + steps + 8;
   gpu_scoring_ = true;
-  for (int variant = 0; variant < 3; ++variant) {
+  for (int variant = 0; variant < 4; ++variant) {
     KvstarConfig k;
     k.retrieval_stride = 4;
-    k.deterministic = variant < 2;
+    k.deterministic = variant != 2;
     k.select_per_kv_head = variant == 1;
-    SCOPED_TRACE(Describe(k));
+    SCOPED_TRACE(Describe(k) + ", variant " + std::to_string(variant));
     gpu_score_spread_ = variant == 2 ? 3 : 1;
     gpu_score_ctas_ = 0;
     auto full = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
     gpu_score_ctas_ = 3;
+    gpu_score_head_major_ = variant == 3;
     auto few = MakeBatch(KvMode::kKvstar, 2, cap, DType::kBF16, bt, 0, 64, k);
     gpu_score_ctas_ = 0;
+    gpu_score_head_major_ = false;
     ASSERT_NE(full, nullptr);
     ASSERT_NE(few, nullptr);
     std::vector<int32_t> cur(2), next_full(2), next_few(2);

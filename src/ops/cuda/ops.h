@@ -243,7 +243,9 @@ Status FillRandom(CudaStream* stream, void* dst, size_t count, DType dtype, floa
 // merged vector of q.k * scale on the head's kept channels; a block's score is the sum of its
 // vectors' probabilities over queries and heads). All pointers are device memory.
 struct BlockScoreTask {
-  const void* reps = nullptr;          // [blocks][vectors_per_block][kv_heads][d_pruned] f16/bf16
+  // f16 / bf16 [blocks][vectors_per_block][kv_heads][d_pruned] (sparse::BlockRepresentations'
+  // layout), or [blocks][kv_heads][vectors_per_block][d_pruned] with BlockScoreArgs::head_major.
+  const void* reps = nullptr;
   const uint16_t* channels = nullptr;  // [kv_heads][d_pruned] kept channels, each < head_dim
   const float* queries = nullptr;      // query x at queries + x * query_stride: [q_heads][head_dim]
   float* scores = nullptr;  // [cand_end - cand_begin] out ([...][kv_heads] with per_kv_head)
@@ -284,7 +286,18 @@ struct BlockScoreArgs {
   // the next two in flight while one is scored (96 KiB per CTA of 8 warps). The same scores bit
   // for bit; the f32 kernel ignores it.
   int stages = 0;
+  // The representations of every task are head-major (BlockScoreTask::reps;
+  // RepresentationsToHeadMajor makes them): a KV head's vectors of a block are contiguous, so the
+  // work item of one KV head reads whole 128-byte lines instead of its d_pruned channels of every
+  // vector's row of all heads. The same scores bit for bit.
+  bool head_major = false;
 };
+
+// Copies `blocks` representation blocks from sparse::BlockRepresentations' layout
+// [blocks][vectors][kv_heads][d_pruned] to the head-major one [blocks][kv_heads][vectors][d_pruned]
+// (16-bit elements: f16 or bf16). Host memory; src and dst must not overlap.
+void RepresentationsToHeadMajor(const uint16_t* src, size_t blocks, size_t vectors_per_block,
+                                size_t kv_heads, size_t d_pruned, uint16_t* dst);
 
 // The shape checks of ScoreBlocks without launching (InvalidArgument naming the first problem),
 // so that a caller can reject a configuration before its first group.

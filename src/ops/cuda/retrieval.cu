@@ -62,7 +62,17 @@ struct Shape {
   bool per_kv_head;
   size_t num_tasks;
   size_t blocks_per_cta;  // candidate blocks per partial work item
+  // Elements from a block's first vector of KV head 0 to that of head 1, and from one vector of
+  // a head to the next (BlockScoreArgs::head_major: vectors_per_block * d_pruned and d_pruned;
+  // else d_pruned and kv_heads * d_pruned).
+  size_t head_offset;
+  size_t vector_stride;
 };
+
+// Elements of one block's representations (every head and vector).
+__host__ __device__ inline size_t BlockElems(const Shape& s) {
+  return s.vectors_per_block * s.kv_heads * s.d_pruned;
+}
 
 // Work items of the partial kernel: (KV head, chunk of blocks_per_cta candidates, task), KV heads
 // fastest.
@@ -209,8 +219,8 @@ __device__ __forceinline__ void PartialItem(const Shape& sh, float* __restrict__
   float* ws_m = ws + cta.task * TaskFloats(sh);
   float* ws_e = ws_m + PairsOf(sh) * sh.max_candidates;
   for (size_t bl = warp; bl < nb; bl += warps) {
-    const T* block_reps = reps + (t.cand_begin + b0 + bl) * vpb * sh.kv_heads * dp + kvh * dp;
-    const size_t vstride = sh.kv_heads * dp;  // elements from one vector to the next
+    const T* block_reps = reps + (t.cand_begin + b0 + bl) * BlockElems(sh) + kvh * sh.head_offset;
+    const size_t vstride = sh.vector_stride;  // elements from one vector to the next
     for (size_t q0 = 0; q0 < qn; q0 += kQueryTile) {
       float m[kQueryTile], e[kQueryTile];
 #pragma unroll
@@ -419,11 +429,11 @@ __device__ __forceinline__ void MmaItem(const Shape& sh, float* __restrict__ ws,
   const bool aligned = (reinterpret_cast<uintptr_t>(t.reps) % 16) == 0;
   const size_t vpb = sh.vectors_per_block;
   const int vtiles = static_cast<int>(vpb / 8);
-  const size_t vstride = sh.kv_heads * kDp;  // elements from one vector to the next
+  const size_t vstride = sh.vector_stride;  // elements from one vector to the next
   float* ws_m = ws + cta.task * TaskFloats(sh);
   float* ws_e = ws_m + PairsOf(sh) * sh.max_candidates;
   const auto block_of = [&](size_t bl) {
-    return reps + (t.cand_begin + b0 + bl) * vpb * vstride + kvh * kDp + 8 * tq;
+    return reps + (t.cand_begin + b0 + bl) * BlockElems(sh) + kvh * sh.head_offset + 8 * tq;
   };
   // The block's logits and its (max, sum of exp) per query, from its B fragments rb.
   const auto score = [&](size_t bl, const uint4(&rb)[kMmaMaxVecTiles]) {
@@ -681,12 +691,28 @@ Status ValidateBlockScoreShape(const BlockScoreArgs& a) {
 namespace {
 
 Shape ShapeOf(const BlockScoreArgs& a) {
+  const size_t head_offset = a.head_major ? a.vectors_per_block * a.d_pruned : a.d_pruned;
+  const size_t vector_stride = a.head_major ? a.d_pruned : a.kv_heads * a.d_pruned;
   return Shape{a.max_candidates, a.num_queries, a.query_stride, a.q_heads,
                a.kv_heads,       a.head_dim,    a.d_pruned,     a.vectors_per_block,
-               a.scale,          a.per_kv_head, a.num_tasks,    BlockScoreBlocksPerCta(a)};
+               a.scale,          a.per_kv_head, a.num_tasks,    BlockScoreBlocksPerCta(a),
+               head_offset,      vector_stride};
 }
 
 }  // namespace
+
+void RepresentationsToHeadMajor(const uint16_t* src, size_t blocks, size_t vectors_per_block,
+                                size_t kv_heads, size_t d_pruned, uint16_t* dst) {
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t base = b * vectors_per_block * kv_heads * d_pruned;
+    for (size_t v = 0; v < vectors_per_block; ++v) {
+      for (size_t h = 0; h < kv_heads; ++h) {
+        std::copy_n(src + base + (v * kv_heads + h) * d_pruned, d_pruned,
+                    dst + base + (h * vectors_per_block + v) * d_pruned);
+      }
+    }
+  }
+}
 
 bool BlockScoreUsesTensorCores(const BlockScoreArgs& a) {
   if (!a.tensor_cores || a.kv_heads == 0 || a.q_heads % a.kv_heads != 0) return false;

@@ -120,6 +120,19 @@ class ScoreBlocksTest : public CudaTest {
     return out;
   }
 
+  // Replaces the layer's device representations by a head-major copy (BlockScoreArgs::head_major).
+  void UseHeadMajor(DeviceLayer& d) {
+    const sparse::RepresentationView& v = d.task.reps;
+    std::vector<uint16_t> flat, head_major(v.num_blocks() * v.block_elements());
+    for (size_t b = 0; b < v.num_blocks(); ++b) {
+      flat.insert(flat.end(), v.block(b), v.block(b) + v.block_elements());
+    }
+    RepresentationsToHeadMajor(flat.data(), v.num_blocks(), v.vectors_per_block(), v.kv_heads(),
+                               v.d_pruned(), head_major.data());
+    d.reps_dev = Upload(head_major);
+    d.reps_offset = 0;
+  }
+
   std::mt19937_64 rng_{20261123};
 };
 
@@ -372,6 +385,57 @@ TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
     ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
     if (!c.per_kv_head) {
       EXPECT_LT(testing::RelErr(whole[0], cpu->candidate_scores), 1e-4) << name;
+    }
+  }
+}
+
+// head_major: the same representations laid out head-major give the same scores bit for bit, on
+// both kernels, through registers and the ring, with a CTA limit and small work items, per KV
+// head and per block.
+TEST_F(ScoreBlocksTest, HeadMajorLayoutGivesTheSameScores) {
+  struct Case {
+    size_t kv_heads, group, head_dim, merge, block_tokens, blocks, x;
+    DType dtype;
+    bool per_kv_head;
+  };
+  const Case cases[] = {
+      {8, 4, 128, 2, 128, 300, 8, DType::kF16, false},  // tensor cores, the engine's shape
+      {4, 5, 128, 2, 32, 211, 8, DType::kBF16, true},   // tensor cores, 40 queries, per KV head
+      {2, 3, 64, 2, 32, 120, 4, DType::kF16, false},    // the f32 kernel (d_pruned 16)
+      {3, 2, 80, 1, 32, 50, 5, DType::kBF16, true},     // the f32 kernel, d_pruned 20
+  };
+  for (const Case& c : cases) {
+    const RandomLayerSpec spec =
+        Spec(c.kv_heads, c.head_dim, c.block_tokens, c.merge, c.blocks, 0.25, c.dtype);
+    DeviceLayer a = Make(spec, c.x, c.group, 1, static_cast<uint32_t>(c.blocks - 1));
+    DeviceLayer b = Make(spec, c.x, c.group, 0, static_cast<uint32_t>(c.blocks / 2));
+    if (c.per_kv_head) {
+      for (DeviceLayer* d : {&a, &b}) {
+        d->scores_dev = Poisoned(d->task.candidates.size() * c.kv_heads * sizeof(float));
+      }
+    }
+    BlockScoreArgs args = ArgsFor(a, c.blocks);
+    args.per_kv_head = c.per_kv_head;
+    const std::string name = "kv_heads " + std::to_string(c.kv_heads) + " d_pruned " +
+                             std::to_string(args.d_pruned) +
+                             (BlockScoreUsesTensorCores(args) ? " tensor cores" : " f32");
+    const auto vector_major = Run({&a, &b}, args);
+    UseHeadMajor(a);
+    UseHeadMajor(b);
+    args.head_major = true;
+    for (size_t per_cta : {size_t{0}, size_t{7}}) {
+      for (size_t ctas : {size_t{0}, size_t{5}}) {
+        for (int stages : {0, 3}) {
+          args.blocks_per_cta = per_cta;
+          args.max_ctas = ctas;
+          args.stages = stages;
+          const auto head_major = Run({&a, &b}, args);
+          const std::string what = name + ", " + std::to_string(per_cta) + " blocks per CTA, " +
+                                   std::to_string(ctas) + " CTAs, stages " + std::to_string(stages);
+          EXPECT_EQ(head_major[0], vector_major[0]) << what;
+          EXPECT_EQ(head_major[1], vector_major[1]) << what;
+        }
+      }
     }
   }
 }

@@ -1,6 +1,9 @@
 // ScoreBlocks' host-side choices and shape checks (no kernel launch: runs without a GPU, in CI).
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "ops/cuda/ops.h"
 
 namespace kvstar::cuda {
@@ -65,6 +68,25 @@ TEST(BlockScoreShapeTest, StagesAreZeroOrThree) {
     const Status s = ValidateBlockScoreShape(a);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << stages;
     EXPECT_NE(s.ToString().find("stages"), std::string::npos) << s.ToString();
+  }
+}
+
+// Element (block, vector, head, channel) moves to [block][head][vector][channel].
+TEST(BlockScoreShapeTest, HeadMajorCopyTransposesEachBlock) {
+  const size_t blocks = 3, vectors = 5, heads = 4, dp = 7;
+  std::vector<uint16_t> src(blocks * vectors * heads * dp), dst(src.size(), 0xffff);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint16_t>(i);
+  RepresentationsToHeadMajor(src.data(), blocks, vectors, heads, dp, dst.data());
+  for (size_t b = 0; b < blocks; ++b) {
+    for (size_t v = 0; v < vectors; ++v) {
+      for (size_t h = 0; h < heads; ++h) {
+        for (size_t c = 0; c < dp; ++c) {
+          const size_t from = ((b * vectors + v) * heads + h) * dp + c;
+          const size_t to = ((b * heads + h) * vectors + v) * dp + c;
+          ASSERT_EQ(dst[to], src[from]) << b << " " << v << " " << h << " " << c;
+        }
+      }
+    }
   }
 }
 
