@@ -44,6 +44,7 @@ struct StoreBenchFlags {
   std::string dram_bytes_per_runner = "0";
   size_t dram_runner_bytes = StoreOptions{}.dram_bytes_per_runner;  // parsed
   int items_per_task = 1;
+  int repeats = 1;
   std::string fsync = "none";
   bool quick = false;
   bool json = false;
@@ -280,7 +281,47 @@ struct Point {
   size_t blocks = 0;
   PassResult dump, load;
   double raw_write_seq = 0, raw_write_qd = 0, raw_read_seq = 0, raw_read_qd = 0;
+  // Ratios of the store to the baseline of the same round (one per round; see Aggregate).
+  std::vector<double> load_ratio_seq, load_ratio_qd, dump_ratio_qd;
 };
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// One point from its rounds (--repeats): every rate and latency is the median over the rounds,
+// and each ratio the median of the rounds' ratios, each round's store pass against the baselines
+// measured right after it, so that a slow or fast phase of the disk or the machine counts on
+// both sides of a ratio.
+Point Aggregate(const std::vector<Point>& rounds) {
+  Point p = rounds.front();
+  const auto median = [&](auto get) {
+    std::vector<double> v;
+    for (const Point& r : rounds) v.push_back(get(r));
+    return Median(std::move(v));
+  };
+  p.dump = {median([](const Point& r) { return r.dump.gbps; }),
+            median([](const Point& r) { return r.dump.p50_us; }),
+            median([](const Point& r) { return r.dump.p99_us; })};
+  p.load = {median([](const Point& r) { return r.load.gbps; }),
+            median([](const Point& r) { return r.load.p50_us; }),
+            median([](const Point& r) { return r.load.p99_us; })};
+  p.raw_write_seq = median([](const Point& r) { return r.raw_write_seq; });
+  p.raw_write_qd = median([](const Point& r) { return r.raw_write_qd; });
+  p.raw_read_seq = median([](const Point& r) { return r.raw_read_seq; });
+  p.raw_read_qd = median([](const Point& r) { return r.raw_read_qd; });
+  p.load_ratio_seq.clear();
+  p.load_ratio_qd.clear();
+  p.dump_ratio_qd.clear();
+  for (const Point& r : rounds) {
+    p.load_ratio_seq.push_back(r.load.gbps / r.raw_read_seq);
+    p.load_ratio_qd.push_back(r.load.gbps / r.raw_read_qd);
+    p.dump_ratio_qd.push_back(r.dump.gbps / r.raw_write_qd);
+  }
+  return p;
+}
 
 StatusOr<Point> RunPoint(const std::string& backend, const std::string& dir, size_t block, int qd,
                          size_t total, const StoreBenchFlags& f, Region& src, Region& dst) {
@@ -418,6 +459,9 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
     if (!runner_bytes.ok()) return fail(runner_bytes.status());
     f.dram_runner_bytes = *runner_bytes;
   }
+  if (f.repeats < 1 || f.repeats > 100) {
+    return fail(InvalidArgument("--repeats must be in 1..100, got %d", f.repeats));
+  }
   if (f.items_per_task < 1) {
     return fail(InvalidArgument("--items-per-task must be >= 1, got %d", f.items_per_task));
   }
@@ -469,21 +513,36 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
     for (size_t block : sizes) {
       const size_t total = std::max(*total_or, 4 * block) / block * block;
       for (int qd : qds) {
-        auto r = RunPoint(backend, dir, block, qd, total, f, src, dst);
-        if (!r.ok()) {
-          first_error = r.status();
-          std::fprintf(stderr, "error: %s\n", r.status().ToString().c_str());
+        std::vector<Point> rounds;
+        Status failed;
+        for (int round = 0; round < f.repeats && failed.ok(); ++round) {
+          auto r = RunPoint(backend, dir, block, qd, total, f, src, dst);
+          if (r.ok()) {
+            rounds.push_back(*std::move(r));
+          } else {
+            failed = r.status();
+          }
+        }
+        if (!failed.ok()) {
+          first_error = failed;
+          std::fprintf(stderr, "error: %s\n", failed.ToString().c_str());
           continue;
         }
-        const Point& p = *r;
+        const Point p = Aggregate(rounds);
+        const double load_seq = Median(p.load_ratio_seq), load_qd = Median(p.load_ratio_qd);
         if (!f.json) {
           std::printf(
               "%-11s %6s %4d %6zu | %7.2f %7.2f %7.2f %6.2f | %7.2f %7.2f %7.2f %6.2f "
               "%6.2f | %7.0fus %7.0fus\n",
               p.backend.c_str(), HumanSize(p.block).c_str(), p.qd, p.blocks, p.dump.gbps,
-              p.raw_write_seq, p.raw_write_qd, p.dump.gbps / p.raw_write_qd, p.load.gbps,
-              p.raw_read_seq, p.raw_read_qd, p.load.gbps / p.raw_read_seq,
-              p.load.gbps / p.raw_read_qd, p.load.p50_us, p.load.p99_us);
+              p.raw_write_seq, p.raw_write_qd, Median(p.dump_ratio_qd), p.load.gbps, p.raw_read_seq,
+              p.raw_read_qd, load_seq, load_qd, p.load.p50_us, p.load.p99_us);
+          if (f.repeats > 1) {
+            const auto [lo, hi] =
+                std::minmax_element(p.load_ratio_seq.begin(), p.load_ratio_seq.end());
+            std::printf("%40s load / raw-seq over %d rounds: %.2f .. %.2f\n", "", f.repeats, *lo,
+                        *hi);
+          }
           std::fflush(stdout);
         }
         points.push_back({{"backend", p.backend},
@@ -502,9 +561,13 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
                           {"raw_write_qd_gbps", p.raw_write_qd},
                           {"raw_read_seq_gbps", p.raw_read_seq},
                           {"raw_read_qd_gbps", p.raw_read_qd},
-                          {"load_ratio_seq", p.load.gbps / p.raw_read_seq},
-                          {"load_ratio_qd", p.load.gbps / p.raw_read_qd},
-                          {"dump_ratio_qd", p.dump.gbps / p.raw_write_qd}});
+                          {"load_ratio_seq", load_seq},
+                          {"load_ratio_qd", load_qd},
+                          {"dump_ratio_qd", Median(p.dump_ratio_qd)},
+                          {"repeats", f.repeats},
+                          {"load_ratio_seq_rounds", p.load_ratio_seq},
+                          {"load_ratio_qd_rounds", p.load_ratio_qd},
+                          {"dump_ratio_qd_rounds", p.dump_ratio_qd}});
       }
     }
   }
@@ -589,6 +652,12 @@ void AddStoreBench(CLI::App& root, int* exit_code) {
   cmd->add_option("--items-per-task", flags->items_per_task,
                   "Blocks per Dump/Load task (the engine loads a whole delta in one task); "
                   "qd / items-per-task tasks are kept in flight")
+      ->capture_default_str();
+  cmd->add_option("--repeats", flags->repeats,
+                  "Rounds per point, each a store pass followed by its baselines; rates and "
+                  "latencies are the medians over the rounds, each ratio the median of the "
+                  "rounds' own ratios (their range is printed and in the JSON), so that a disk "
+                  "or machine whose speed drifts between passes counts on both sides")
       ->capture_default_str();
   cmd->add_option("--fsync", flags->fsync, "File store fsync policy: none, data, full")
       ->capture_default_str();

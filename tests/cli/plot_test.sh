@@ -57,6 +57,12 @@ check "array y filtered: 1 series, 4 points" grep -q "1 series, 4 points" "$TMP/
 "$K" store-bench --backends dram --block-sizes 64K,256K --queue-depths 1,2 --total-bytes 4M \
   --plot "$TMP/store.png" >"$TMP/out" 2>&1
 check "store-bench --plot" test -s "$TMP/store.png"
+# store-bench --repeats: each point keeps its rounds' ratios (plotted against their index).
+"$K" store-bench --backends dram --block-sizes 64K --queue-depths 1 --total-bytes 1M --repeats 3 \
+  --json >"$TMP/rounds.json" 2>&1
+"$K" plot --input "$TMP/rounds.json" --x index --y load_ratio_seq_rounds --out "$TMP/rounds.png" \
+  >"$TMP/out" 2>&1
+check "store-bench --repeats 3: 3 rounds per point" grep -q "1 series, 3 points" "$TMP/out"
 "$K" bench-retrieval --blocks 64 --threads 1,2 --min-seconds 0.02 --plot "$TMP/retr.svg" \
   >"$TMP/out" 2>&1
 check "bench-retrieval --plot" grep -q "blocks 64, H 20, h 4" "$TMP/retr.svg"
