@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -25,6 +26,19 @@ using sparse::testing::RandomQueries;
 using sparse::testing::RandomRepresentations;
 using sparse::testing::ReferenceScores;
 using testing::CudaTest;
+
+// Shapes that reach both partial kernels, for the tests that compare launch choices bit for bit.
+struct KernelCase {
+  size_t kv_heads, group, head_dim, merge, block_tokens, blocks, x;
+  DType dtype;
+  bool per_kv_head;
+};
+const KernelCase kKernelCases[] = {
+    {8, 4, 128, 2, 128, 300, 8, DType::kF16, false},  // tensor cores, 32 queries
+    {4, 5, 128, 2, 32, 211, 8, DType::kBF16, true},   // tensor cores, 40 queries, per KV head
+    {2, 3, 64, 2, 32, 120, 4, DType::kF16, false},    // the f32 kernel (d_pruned 16)
+    {3, 2, 80, 1, 32, 50, 5, DType::kBF16, true},     // the f32 kernel, d_pruned 20
+};
 
 // One (layer, sequence) on the device: its representations, channels and queries.
 struct DeviceLayer {
@@ -73,6 +87,23 @@ class ScoreBlocksTest : public CudaTest {
     spec.prune_ratio = prune;
     spec.rep_dtype = dtype;
     return spec;
+  }
+
+  static RandomLayerSpec Spec(const KernelCase& c) {
+    return Spec(c.kv_heads, c.head_dim, c.block_tokens, c.merge, c.blocks, 0.25, c.dtype);
+  }
+
+  // Two layers of a case: candidates [1, blocks - 1) and [0, blocks / 2), with one score per KV
+  // head and block when the case asks for them.
+  std::pair<DeviceLayer, DeviceLayer> CaseLayers(const KernelCase& c) {
+    DeviceLayer a = Make(Spec(c), c.x, c.group, 1, static_cast<uint32_t>(c.blocks - 1));
+    DeviceLayer b = Make(Spec(c), c.x, c.group, 0, static_cast<uint32_t>(c.blocks / 2));
+    if (c.per_kv_head) {
+      for (DeviceLayer* d : {&a, &b}) {
+        d->scores_dev = Poisoned(d->task.candidates.size() * c.kv_heads * sizeof(float));
+      }
+    }
+    return {std::move(a), std::move(b)};
   }
 
   BlockScoreArgs ArgsFor(const DeviceLayer& d, size_t max_candidates) const {
@@ -323,28 +354,9 @@ TEST_F(ScoreBlocksTest, PerKvHeadScoresMatchTheCpuScorer) {
 // and with a CTA limit, each also with the representations read through the cp.async ring
 // (stages 3: rings that wrap, warps with one block and with none); the auto choice is 16 .. 128.
 TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
-  struct Case {
-    size_t kv_heads, group, head_dim, merge, block_tokens, blocks, x;
-    DType dtype;
-    bool per_kv_head;
-  };
-  const Case cases[] = {
-      {8, 4, 128, 2, 128, 300, 8, DType::kF16, false},  // tensor cores, 32 queries
-      {4, 5, 128, 2, 32, 211, 8, DType::kBF16, true},   // tensor cores, 40 queries, per KV head
-      {2, 3, 64, 2, 32, 120, 4, DType::kF16, false},    // the f32 kernel (d_pruned 16)
-      {3, 2, 80, 1, 32, 50, 5, DType::kBF16, true},     // the f32 kernel, d_pruned 20
-  };
-  for (const Case& c : cases) {
-    const RandomLayerSpec spec =
-        Spec(c.kv_heads, c.head_dim, c.block_tokens, c.merge, c.blocks, 0.25, c.dtype);
-    DeviceLayer a = Make(spec, c.x, c.group, 1, static_cast<uint32_t>(c.blocks - 1));
-    DeviceLayer b = Make(spec, c.x, c.group, 0, static_cast<uint32_t>(c.blocks / 2));
-    DeviceLayer empty = Make(spec, c.x, c.group, 0, 0);
-    if (c.per_kv_head) {  // one score per KV head and block
-      for (DeviceLayer* d : {&a, &b}) {
-        d->scores_dev = Poisoned(d->task.candidates.size() * c.kv_heads * sizeof(float));
-      }
-    }
+  for (const KernelCase& c : kKernelCases) {
+    auto [a, b] = CaseLayers(c);
+    DeviceLayer empty = Make(Spec(c), c.x, c.group, 0, 0);
     BlockScoreArgs args = ArgsFor(a, c.blocks);
     args.query_stride = args.q_heads * args.head_dim;
     args.per_kv_head = c.per_kv_head;
@@ -393,27 +405,8 @@ TEST_F(ScoreBlocksTest, CtaLimitGivesTheScoresOfTheWholeGrid) {
 // both kernels, through registers and the ring, with a CTA limit and small work items, per KV
 // head and per block.
 TEST_F(ScoreBlocksTest, HeadMajorLayoutGivesTheSameScores) {
-  struct Case {
-    size_t kv_heads, group, head_dim, merge, block_tokens, blocks, x;
-    DType dtype;
-    bool per_kv_head;
-  };
-  const Case cases[] = {
-      {8, 4, 128, 2, 128, 300, 8, DType::kF16, false},  // tensor cores, the engine's shape
-      {4, 5, 128, 2, 32, 211, 8, DType::kBF16, true},   // tensor cores, 40 queries, per KV head
-      {2, 3, 64, 2, 32, 120, 4, DType::kF16, false},    // the f32 kernel (d_pruned 16)
-      {3, 2, 80, 1, 32, 50, 5, DType::kBF16, true},     // the f32 kernel, d_pruned 20
-  };
-  for (const Case& c : cases) {
-    const RandomLayerSpec spec =
-        Spec(c.kv_heads, c.head_dim, c.block_tokens, c.merge, c.blocks, 0.25, c.dtype);
-    DeviceLayer a = Make(spec, c.x, c.group, 1, static_cast<uint32_t>(c.blocks - 1));
-    DeviceLayer b = Make(spec, c.x, c.group, 0, static_cast<uint32_t>(c.blocks / 2));
-    if (c.per_kv_head) {
-      for (DeviceLayer* d : {&a, &b}) {
-        d->scores_dev = Poisoned(d->task.candidates.size() * c.kv_heads * sizeof(float));
-      }
-    }
+  for (const KernelCase& c : kKernelCases) {
+    auto [a, b] = CaseLayers(c);
     BlockScoreArgs args = ArgsFor(a, c.blocks);
     args.per_kv_head = c.per_kv_head;
     const std::string name = "kv_heads " + std::to_string(c.kv_heads) + " d_pruned " +
