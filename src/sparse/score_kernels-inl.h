@@ -154,13 +154,33 @@ inline void BlockLseImpl(const BlockLseArgs& a) {
     const VF zero = hn::Zero(df);
     for (size_t j = 0; j < a.qpad; j += N) {
       const float* col = a.logit_scratch + j;
-      VF mx = hn::Load(df, col);
-      VF check = zero;
-      for (size_t m = 0; m < a.vectors; ++m) {
-        const VF v = hn::Load(df, col + m * a.qpad);
-        mx = hn::Max(mx, v);
-        check = hn::MulAdd(v, zero, check);
+      // Four independent chains: one chain waits a multiply-add latency per vector (a quarter of
+      // the AVX2 kernel's time before). The maximum is exact in any order, and each check chain
+      // stays +0 unless it met a NaN / Inf, so the result is the same bit for bit.
+      VF mx0 = hn::Load(df, col), mx1 = mx0, mx2 = mx0, mx3 = mx0;
+      VF check0 = zero, check1 = zero, check2 = zero, check3 = zero;
+      size_t m4 = 0;
+      for (; m4 + 4 <= a.vectors; m4 += 4) {
+        const VF v0 = hn::Load(df, col + m4 * a.qpad);
+        const VF v1 = hn::Load(df, col + (m4 + 1) * a.qpad);
+        const VF v2 = hn::Load(df, col + (m4 + 2) * a.qpad);
+        const VF v3 = hn::Load(df, col + (m4 + 3) * a.qpad);
+        mx0 = hn::Max(mx0, v0);
+        mx1 = hn::Max(mx1, v1);
+        mx2 = hn::Max(mx2, v2);
+        mx3 = hn::Max(mx3, v3);
+        check0 = hn::MulAdd(v0, zero, check0);
+        check1 = hn::MulAdd(v1, zero, check1);
+        check2 = hn::MulAdd(v2, zero, check2);
+        check3 = hn::MulAdd(v3, zero, check3);
       }
+      for (; m4 < a.vectors; ++m4) {
+        const VF v = hn::Load(df, col + m4 * a.qpad);
+        mx0 = hn::Max(mx0, v);
+        check0 = hn::MulAdd(v, zero, check0);
+      }
+      const VF mx = hn::Max(hn::Max(mx0, mx1), hn::Max(mx2, mx3));
+      const VF check = hn::Add(hn::Add(check0, check1), hn::Add(check2, check3));
       VF sum0 = zero;
       VF sum1 = zero;
       size_t m = 0;
