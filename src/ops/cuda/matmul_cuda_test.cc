@@ -139,8 +139,8 @@ TEST_F(CudaOpsTest, MatMulSwiGluFusedEqualsProductsThenSwiGlu) {
       // Every tile choice of the fused launch (1 is taken as 2) and every way of reading the
       // weights give the same bits.
       for (int m_tiles : {1, 2, 4}) {
+        if (kernel != MatMulKernel::kAuto) break;
         for (int stages : {0, 2, 3, 4}) {
-          if (kernel != MatMulKernel::kAuto) break;
           DeviceBuffer da = Poisoned(s.n * s.rows * 4);
           const internal::SkinnyOutput outs[2] = {{dwg.view.data, s.rows, da.as<float>()},
                                                   {dwu.view.data, s.rows, nullptr}};
