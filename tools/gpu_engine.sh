@@ -4,7 +4,7 @@
 #
 #   tools/gpu_engine.sh prepare [build_dir]  on the build machine: configure with -DKVSTAR_CUDA=ON,
 #                                            build `kvstar`, `cuda_engine_test`, `ops_cuda_test`
-#                                            and `cuda_bench`,
+#                                            `cuda_bench` and `sparse_retrieval_bench`,
 #                                            and pack them with the non-system shared libraries
 #                                            they need into .gpu-engine/pack.tar.xz (about 3 MB)
 #   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the CUDA op tests (memcheck,
@@ -37,13 +37,16 @@ if [[ $mode == prepare ]]; then
   build=${2:-build/cuda}
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSTAR_WERROR=ON -DKVSTAR_CUDA=ON
-  cmake --build "$build" --target kvstar cuda_engine_test ops_cuda_test cuda_bench -j"$(nproc)"
+  cmake --build "$build" --target kvstar cuda_engine_test ops_cuda_test cuda_bench \
+    sparse_retrieval_bench -j"$(nproc)"
   tmp=$(mktemp -d)
   mkdir -p "$tmp/lib"
+  bins=(kvstar cuda_engine_test ops_cuda_test cuda_bench sparse_retrieval_bench)
   cp "$build/apps/kvstar/kvstar" "$build/src/engine/cuda/cuda_engine_test" \
-    "$build/src/ops/cuda/ops_cuda_test" "$build/bench/cuda_bench" "$tmp/"
-  strip "$tmp/kvstar" "$tmp/cuda_engine_test" "$tmp/ops_cuda_test" "$tmp/cuda_bench"
-  for bin in "$tmp/kvstar" "$tmp/cuda_engine_test" "$tmp/ops_cuda_test" "$tmp/cuda_bench"; do
+    "$build/src/ops/cuda/ops_cuda_test" "$build/bench/cuda_bench" \
+    "$build/bench/sparse_retrieval_bench" "$tmp/"
+  for b in "${bins[@]}"; do strip "$tmp/$b"; done
+  for bin in "${bins[@]/#/$tmp/}"; do
     ldd "$bin" | awk '/=> \//{print $3}' | grep -Ev '/(libc|libm|libdl|libpthread|librt)\.so|/cuda|icudata' |
       xargs -r -I{} cp -L {} "$tmp/lib/"
   done
@@ -51,7 +54,7 @@ if [[ $mode == prepare ]]; then
   gcc -shared -fPIC -Wl,-soname,libicudata.so.72 -o "$tmp/lib/libicudata.so.72" "$tmp/icustub.c"
   echo "$PWD" > "$tmp/source_dir"
   mkdir -p "$pack"
-  (cd "$tmp" && tar -cf - kvstar cuda_engine_test ops_cuda_test cuda_bench lib source_dir | xz -T0 -6) \
+  (cd "$tmp" && tar -cf - "${bins[@]}" lib source_dir | xz -T0 -6) \
     > "$pack/pack.tar.xz"
   rm -rf "$tmp"
   ls -la "$pack"
