@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdio>
 #include <memory>
 
@@ -26,6 +27,7 @@ ThreadPool::ThreadPool(const ThreadPoolOptions& options) {
   // The caller participates in ParallelFor, so num_threads total means num_threads-1 workers,
   // but keep at least one worker so that Submit is asynchronous.
   const int workers = std::max(1, options.num_threads - 1);
+  if (options.direct_handoff) slots_ = std::make_unique<Slot[]>(std::min(workers, kMaxSlots));
   workers_.reserve(workers);
   for (int i = 0; i < workers; ++i) {
     workers_.emplace_back([this, i] { WorkerLoop(i); });
@@ -53,12 +55,33 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::Submit(std::function<void()> fn) {
+  if (slots_ && TryHandOff(fn)) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(std::move(fn));
     queued_.fetch_add(1, std::memory_order_release);
   }
   if (queued_.load() > spinning_.load()) cv_.notify_one();
+}
+
+bool ThreadPool::TryHandOff(std::function<void()>& fn) {
+  // The submitter touches one slot's line (and reads the mask), and one worker reacts, instead
+  // of every spinner racing for the queue's counter on each push.
+  uint64_t mask = idle_mask_.load(std::memory_order_acquire);
+  while (mask != 0) {
+    const int i = std::countr_zero(mask);
+    mask &= mask - 1;
+    Slot& slot = slots_[i];
+    int expected = kIdle;
+    if (slot.state.compare_exchange_strong(expected, kClaimed, std::memory_order_acquire,
+                                           std::memory_order_relaxed)) {
+      slot.fn = std::move(fn);
+      slot.state.store(kHanded, std::memory_order_release);
+      return true;
+    }
+    // That worker left its spin (or another submitter got it first): try the next idle one.
+  }
+  return false;
 }
 
 bool ThreadPool::TryClaim() {
@@ -70,6 +93,8 @@ bool ThreadPool::TryClaim() {
 }
 
 void ThreadPool::WorkerLoop(int index) {
+  Slot* slot = slots_ && index < kMaxSlots ? &slots_[index] : nullptr;
+  const uint64_t bit = uint64_t{1} << (index % kMaxSlots);
   for (;;) {
     // Spin a little before sleeping: ParallelFor calls come in bursts (several per layer of a
     // decode step) and waking a sleeping thread costs tens of microseconds each time. Spinners
@@ -78,9 +103,16 @@ void ThreadPool::WorkerLoop(int index) {
     // Submit wait for the lock or pay a futex wake-up.
     // A spinner stops counting itself before it claims, so that a task submitted meanwhile
     // wakes a sleeper instead of waiting for this spinner's current task.
+    // With a hand-off slot the spinner also offers itself to Submit, which then writes the task
+    // into the slot: it reaches this worker alone.
+    if (slot != nullptr) {
+      slot->state.store(kIdle, std::memory_order_release);
+      idle_mask_.fetch_or(bit, std::memory_order_release);
+    }
     bool claimed = false;
     spinning_.fetch_add(1);
     for (int spin = 0; spin < kSpinIterations; ++spin) {
+      if (slot != nullptr && slot->state.load(std::memory_order_acquire) != kIdle) break;
       if (queued_.load(std::memory_order_acquire) != 0) {
         spinning_.fetch_sub(1);
         if (TryClaim()) {
@@ -92,6 +124,22 @@ void ThreadPool::WorkerLoop(int index) {
       CpuRelax();
     }
     if (!claimed) spinning_.fetch_sub(1);
+    std::function<void()> handed;
+    if (slot != nullptr) {
+      int expected = kIdle;
+      if (!slot->state.compare_exchange_strong(expected, kBusy, std::memory_order_acq_rel)) {
+        // A submitter won the slot first: its task is (about to be) there.
+        while (slot->state.load(std::memory_order_acquire) != kHanded) CpuRelax();
+        handed = std::move(slot->fn);
+        slot->fn = nullptr;
+        slot->state.store(kBusy, std::memory_order_relaxed);
+      }
+      idle_mask_.fetch_and(~bit, std::memory_order_release);
+    }
+    if (handed) {
+      handed();
+      if (!claimed) continue;
+    }
     std::function<void()> fn;
     {
       std::unique_lock<std::mutex> lock(mu_);

@@ -5,8 +5,10 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -18,6 +20,11 @@ struct ThreadPoolOptions {
   bool pin_to_cores = false;  // pin worker i to core (first_core + i) % hardware cores
   int first_core = 0;
   const char* name = "kvstar";  // thread name prefix (visible in top -H, gdb)
+  // Submit hands a task straight to one spinning worker, through that worker's own slot, when
+  // one is idle; otherwise (and always when false) tasks go through the shared queue, where
+  // every spinner reacts to every push. Meant for pools fed many short tasks by few threads
+  // (the store's I/O threads); ParallelFor always uses the queue.
+  bool direct_handoff = false;
 };
 
 class ThreadPool {
@@ -51,6 +58,18 @@ class ThreadPool {
   void WorkerLoop(int index);
   // Takes one unit of queued_ (a queued task nobody has claimed); false when there is none.
   bool TryClaim();
+  // Gives fn to an idle worker's slot; false (fn untouched) when no worker is idle.
+  bool TryHandOff(std::function<void()>& fn);
+
+  // A worker's hand-off slot: kIdle while it spins and accepts a task; a submitter that wins
+  // kIdle -> kClaimed writes fn and publishes kHanded; the worker leaves with kIdle -> kBusy or,
+  // when a submitter won the slot first, by taking the task.
+  enum SlotState : int { kBusy = 0, kIdle = 1, kClaimed = 2, kHanded = 3 };
+  struct alignas(64) Slot {
+    std::atomic<int> state{kBusy};
+    std::function<void()> fn;
+  };
+  static constexpr int kMaxSlots = 64;
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
@@ -65,6 +84,10 @@ class ThreadPool {
   std::atomic<size_t> spinning_{0};
   static constexpr int kSpinIterations = 4000;
   bool single_threaded_parallel_for_ = false;
+  // Direct hand-off (options.direct_handoff): one slot per worker (the first kMaxSlots), and a
+  // bit per worker whose slot is kIdle, set and cleared by that worker only.
+  std::unique_ptr<Slot[]> slots_;
+  alignas(64) std::atomic<uint64_t> idle_mask_{0};
 };
 
 }  // namespace kvstar

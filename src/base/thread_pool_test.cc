@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -66,12 +67,15 @@ TEST(ThreadPoolTest, NestedParallelForRunsInline) {
 // Workers claim tasks on a counter and pop them under the lock: with several threads submitting,
 // tasks submitting tasks and ParallelFor calls at the same time, every task runs exactly once,
 // and the destructor runs what is still queued.
-TEST(ThreadPoolTest, ConcurrentSubmittersRunEveryTaskOnce) {
+// With direct hand-off the tasks also go through the workers' slots: the same must hold.
+class ThreadPoolDispatchTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ThreadPoolDispatchTest, ConcurrentSubmittersRunEveryTaskOnce) {
   constexpr int kSubmitters = 4, kTasks = 5000;
   std::vector<std::atomic<int>> runs(kSubmitters * kTasks * 2);
   std::atomic<int> chunks{0};
   {
-    ThreadPool pool(4);
+    ThreadPool pool(ThreadPoolOptions{.num_threads = 4, .direct_handoff = GetParam()});
     std::vector<std::thread> submitters;
     for (int s = 0; s < kSubmitters; ++s) {
       submitters.emplace_back([&, s] {
@@ -93,6 +97,28 @@ TEST(ThreadPoolTest, ConcurrentSubmittersRunEveryTaskOnce) {
   for (size_t i = 0; i < runs.size(); ++i) ASSERT_EQ(runs[i].load(), 1) << "task " << i;
   EXPECT_EQ(chunks.load(), kSubmitters * (kTasks / 500) * 64);
 }
+
+// One submitter, tasks that finish in microseconds, each waited for before the next few are
+// submitted (the store's pattern): the spinning workers take them through their slots, and a
+// task submitted after every worker fell asleep still runs.
+TEST_P(ThreadPoolDispatchTest, ShortTasksFromOneSubmitterAllRun) {
+  ThreadPool pool(ThreadPoolOptions{.num_threads = 5, .direct_handoff = GetParam()});
+  constexpr int kRounds = 2000, kInFlight = 4;
+  std::atomic<int> done{0};
+  for (int r = 0; r < kRounds; ++r) {
+    for (int i = 0; i < kInFlight; ++i) pool.Submit([&] { done.fetch_add(1); });
+    while (done.load() < (r + 1) * kInFlight) std::this_thread::yield();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // every spin ends: all asleep
+  pool.Submit([&] { done.fetch_add(1); });
+  while (done.load() < kRounds * kInFlight + 1) std::this_thread::yield();
+  EXPECT_EQ(done.load(), kRounds * kInFlight + 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dispatch, ThreadPoolDispatchTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? std::string("Handoff") : std::string("Queue");
+                         });
 
 }  // namespace
 }  // namespace kvstar

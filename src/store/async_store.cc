@@ -126,7 +126,9 @@ AsyncBlockStore::AsyncBlockStore(const StoreOptions& options, const char* thread
   if (options.io_threads > 0) {
     // ThreadPool keeps num_threads - 1 workers (the caller joins ParallelFor); we only Submit.
     pool_ = std::make_unique<ThreadPool>(
-        ThreadPoolOptions{.num_threads = options.io_threads + 1, .name = thread_name});
+        ThreadPoolOptions{.num_threads = options.io_threads + 1,
+                          .name = thread_name,
+                          .direct_handoff = options.io_direct_handoff});
   }
 }
 

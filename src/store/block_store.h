@@ -67,6 +67,10 @@ struct StoreOptions {
   size_t max_entry_bytes = size_t{64} << 20;
   // Threads that run the copies / file I/O of one store. Items of all tasks share them.
   int io_threads = 8;
+  // A task (or an extra runner of one) goes straight to one idle I/O thread's own slot instead
+  // of a shared queue that every idle thread watches (ThreadPoolOptions::direct_handoff); false:
+  // the shared queue only, to compare.
+  bool io_direct_handoff = true;
   // DramStore (and the DRAM tier of TieredStore): bytes of entry data kept, LRU eviction.
   size_t dram_capacity_bytes = size_t{4} << 30;
   HostAllocator* allocator = nullptr;  // nullptr: DefaultHostAllocator()
