@@ -2,6 +2,8 @@
 // block sizes and queue depths, next to the raw baseline measured in the same run on the same
 // memory / file system (memcpy for DRAM; plain pread/pwrite of equal bytes for files).
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/resource.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -44,6 +46,7 @@ struct StoreBenchFlags {
   std::string dram_bytes_per_runner = "0";
   size_t dram_runner_bytes = StoreOptions{}.dram_bytes_per_runner;  // parsed
   int items_per_task = 1;
+  std::string io_dispatch = "handoff";  // StoreOptions::io_direct_handoff: handoff or queue
   int repeats = 1;
   std::string fsync = "none";
   bool quick = false;
@@ -179,7 +182,14 @@ struct PassResult {
   double gbps = 0;
   double p50_us = 0;
   double p99_us = 0;
+  double minor_faults = 0;  // page faults of the whole process during the pass
 };
+
+double MinorFaults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_minflt);
+}
 
 double Percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;
@@ -187,10 +197,28 @@ double Percentile(std::vector<double>& v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
+// Names the calling thread for a scope (`perf report --comms sb-load` then shows the
+// submitting thread of the load passes alone), and restores its name after.
+class ScopedThreadName {
+ public:
+  explicit ScopedThreadName(const char* name) {
+    pthread_getname_np(pthread_self(), old_, sizeof(old_));
+    pthread_setname_np(pthread_self(), name);
+  }
+  ~ScopedThreadName() { pthread_setname_np(pthread_self(), old_); }
+  ScopedThreadName(const ScopedThreadName&) = delete;
+  ScopedThreadName& operator=(const ScopedThreadName&) = delete;
+
+ private:
+  char old_[16] = {};
+};
+
 // Runs n blocks as tasks of k blocks (the last may be smaller), keeping about `qd` blocks in
-// flight; latency = submit to completion of a task.
+// flight; latency = submit to completion of a task. The thread is named `name` meanwhile.
 template <typename SubmitFn>
-StatusOr<PassResult> RunPass(size_t n, size_t block, int qd, size_t k, SubmitFn submit) {
+StatusOr<PassResult> RunPass(const char* name, size_t n, size_t block, int qd, size_t k,
+                             SubmitFn submit) {
+  const ScopedThreadName thread_name(name);
   using Clock = std::chrono::steady_clock;
   std::deque<std::pair<StoreTask, Clock::time_point>> inflight;
   std::vector<double> lat;
@@ -206,6 +234,7 @@ StatusOr<PassResult> RunPass(size_t n, size_t block, int qd, size_t k, SubmitFn 
     inflight.pop_front();
   };
   const size_t max_tasks = std::max<size_t>(1, static_cast<size_t>(qd) / k);
+  const double faults0 = MinorFaults();
   Stopwatch watch;
   for (size_t i = 0; i < n; i += k) {
     if (inflight.size() >= max_tasks) retire();
@@ -219,6 +248,7 @@ StatusOr<PassResult> RunPass(size_t n, size_t block, int qd, size_t k, SubmitFn 
   r.gbps = static_cast<double>(n * block) / secs / 1e9;
   r.p50_us = Percentile(lat, 0.5);
   r.p99_us = Percentile(lat, 0.99);
+  r.minor_faults = MinorFaults() - faults0;
   return r;
 }
 
@@ -304,10 +334,12 @@ Point Aggregate(const std::vector<Point>& rounds) {
   };
   p.dump = {median([](const Point& r) { return r.dump.gbps; }),
             median([](const Point& r) { return r.dump.p50_us; }),
-            median([](const Point& r) { return r.dump.p99_us; })};
+            median([](const Point& r) { return r.dump.p99_us; }),
+            median([](const Point& r) { return r.dump.minor_faults; })};
   p.load = {median([](const Point& r) { return r.load.gbps; }),
             median([](const Point& r) { return r.load.p50_us; }),
-            median([](const Point& r) { return r.load.p99_us; })};
+            median([](const Point& r) { return r.load.p99_us; }),
+            median([](const Point& r) { return r.load.minor_faults; })};
   p.raw_write_seq = median([](const Point& r) { return r.raw_write_seq; });
   p.raw_write_qd = median([](const Point& r) { return r.raw_write_qd; });
   p.raw_read_seq = median([](const Point& r) { return r.raw_read_seq; });
@@ -346,6 +378,7 @@ StatusOr<Point> RunPoint(const std::string& backend, const std::string& dir, siz
   o.dram_shards = f.dram_shards;
   o.dram_inline_bytes = f.dram_inline;
   o.dram_bytes_per_runner = f.dram_runner_bytes;
+  o.io_direct_handoff = f.io_dispatch == "handoff";
   o.use_o_direct = direct;
   o.fsync = f.fsync == "data"   ? FsyncPolicy::kData
             : f.fsync == "full" ? FsyncPolicy::kFull
@@ -377,15 +410,15 @@ StatusOr<Point> RunPoint(const std::string& backend, const std::string& dir, siz
   if (is_dram) {
     // Steady state: a running DramStore recycles the buffers of evicted entries. Fresh memory
     // would time the kernel's first-touch page faults instead (very slow on some VMs).
-    KVSTAR_RETURN_IF_ERROR(RunPass(n, block, qd, k, dump).status());
+    KVSTAR_RETURN_IF_ERROR(RunPass("sb-warmup", n, block, qd, k, dump).status());
     KVSTAR_RETURN_IF_ERROR(store.Remove(ids));
   }
-  KVSTAR_ASSIGN_OR_RETURN(p.dump, RunPass(n, block, qd, k, dump));
+  KVSTAR_ASSIGN_OR_RETURN(p.dump, RunPass("sb-dump", n, block, qd, k, dump));
   if (!is_dram && !direct) {
     auto* fs = dynamic_cast<FileStore*>(&store);
     for (const Hash128& id : ids) DropFromPageCache(fs->BlockPath(id));
   }
-  KVSTAR_ASSIGN_OR_RETURN(p.load, RunPass(n, block, qd, k, load));
+  KVSTAR_ASSIGN_OR_RETURN(p.load, RunPass("sb-load", n, block, qd, k, load));
   if (std::memcmp(dst.data, src.data, n * block) != 0) {
     return DataLoss("%s: loaded blocks differ from the dumped ones (block %zu, qd %d)",
                     backend.c_str(), block, qd);
@@ -461,6 +494,10 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
   }
   if (f.repeats < 1 || f.repeats > 100) {
     return fail(InvalidArgument("--repeats must be in 1..100, got %d", f.repeats));
+  }
+  if (f.io_dispatch != "handoff" && f.io_dispatch != "queue") {
+    return fail(
+        InvalidArgument("--io-dispatch: '%s' is not handoff or queue", f.io_dispatch.c_str()));
   }
   if (f.items_per_task < 1) {
     return fail(InvalidArgument("--items-per-task must be >= 1, got %d", f.items_per_task));
@@ -550,6 +587,7 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
                           {"queue_depth", p.qd},
                           {"io_threads", p.io_threads},
                           {"items_per_task", f.items_per_task},
+                          {"io_dispatch", f.io_dispatch},
                           {"blocks", p.blocks},
                           {"dump_gbps", p.dump.gbps},
                           {"dump_p50_us", p.dump.p50_us},
@@ -557,6 +595,8 @@ int RunStoreBench(const StoreBenchFlags& flags_in) {
                           {"load_gbps", p.load.gbps},
                           {"load_p50_us", p.load.p50_us},
                           {"load_p99_us", p.load.p99_us},
+                          {"dump_minor_faults", p.dump.minor_faults},
+                          {"load_minor_faults", p.load.minor_faults},
                           {"raw_write_seq_gbps", p.raw_write_seq},
                           {"raw_write_qd_gbps", p.raw_write_qd},
                           {"raw_read_seq_gbps", p.raw_read_seq},
@@ -652,6 +692,11 @@ void AddStoreBench(CLI::App& root, int* exit_code) {
   cmd->add_option("--items-per-task", flags->items_per_task,
                   "Blocks per Dump/Load task (the engine loads a whole delta in one task); "
                   "qd / items-per-task tasks are kept in flight")
+      ->capture_default_str();
+  cmd->add_option("--io-dispatch", flags->io_dispatch,
+                  "How a task reaches the store's I/O threads: handoff = straight into one idle "
+                  "thread's own slot (one thread reacts), queue = a shared queue that every idle "
+                  "thread watches, to compare")
       ->capture_default_str();
   cmd->add_option("--repeats", flags->repeats,
                   "Rounds per point, each a store pass followed by its baselines; rates and "

@@ -161,6 +161,8 @@ expect_error "store-bench bad runner bytes" "dram-bytes-per-runner.*not a byte s
 expect_error "store-bench zero items per task" "items-per-task must be >= 1" "$K" store-bench \
   --items-per-task 0
 expect_error "store-bench zero rounds" "repeats must be in 1..100" "$K" store-bench --repeats 0
+expect_error "store-bench unknown I/O dispatch" "is not handoff or queue" "$K" store-bench \
+  --io-dispatch fifo
 # Stores the CUDA engine does not use are refused, not ignored (builds without CUDA refuse the
 # device first).
 expect_error "tiered store with the CUDA engine" "already the DRAM tier|CPU backend only" "$K" \
