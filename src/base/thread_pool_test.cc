@@ -102,16 +102,27 @@ TEST_P(ThreadPoolDispatchTest, ConcurrentSubmittersRunEveryTaskOnce) {
 // submitted (the store's pattern): the spinning workers take them through their slots, and a
 // task submitted after every worker fell asleep still runs.
 TEST_P(ThreadPoolDispatchTest, ShortTasksFromOneSubmitterAllRun) {
-  ThreadPool pool(ThreadPoolOptions{.num_threads = 5, .direct_handoff = GetParam()});
   constexpr int kRounds = 2000, kInFlight = 4;
-  std::atomic<int> done{0};
+  std::atomic<int> done{0};  // before the pool: outlives tasks the destructor drains
+  ThreadPool pool(ThreadPoolOptions{.num_threads = 5, .direct_handoff = GetParam()});
+  // Waits until `target` tasks ran; false after 10 s (a task lost in a slot or the queue).
+  const auto wait_for = [&](int target) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (done.load() < target) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+    return true;
+  };
   for (int r = 0; r < kRounds; ++r) {
     for (int i = 0; i < kInFlight; ++i) pool.Submit([&] { done.fetch_add(1); });
-    while (done.load() < (r + 1) * kInFlight) std::this_thread::yield();
+    ASSERT_TRUE(wait_for((r + 1) * kInFlight)) << "round " << r << ": " << done.load() << " ran";
+    ASSERT_EQ(done.load(), (r + 1) * kInFlight) << "a task ran twice in round " << r;
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // every spin ends: all asleep
   pool.Submit([&] { done.fetch_add(1); });
-  while (done.load() < kRounds * kInFlight + 1) std::this_thread::yield();
+  ASSERT_TRUE(wait_for(kRounds * kInFlight + 1)) << "the task after the workers slept never ran";
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(done.load(), kRounds * kInFlight + 1);
 }
 
