@@ -1,5 +1,6 @@
 // CUDA kernel benchmarks. Before they run, the device limits are measured in the same process:
 //   copy_gbs  device-to-device copy of 1 GiB, bytes read + written per second (HBM ceiling)
+//   read_gbs  1 GiB read once into registers, no writes (the ceiling of a streaming read)
 //   h2d_gbs   pinned host-to-device copy of 256 MiB (PCIe ceiling)
 //   gemm_tfs  bf16 MatMul 8192 x 8192 x 8192 (tensor-core ceiling through cuBLAS)
 // Each benchmark reports its rate and its fraction of the matching limit. Times come from CUDA
@@ -25,6 +26,7 @@ namespace {
 
 DeviceContext* g_ctx = nullptr;
 double g_copy_gbs = 0.0;
+double g_read_gbs = 0.0;
 double g_h2d_gbs = 0.0;
 double g_gemm_tfs = 0.0;
 
@@ -46,8 +48,12 @@ void BM_DecodeAttention(benchmark::State& state) {
   const size_t tokens = static_cast<size_t>(state.range(0));
   const size_t seqs = static_cast<size_t>(state.range(1));
   const size_t split_hint = static_cast<size_t>(state.range(2));  // 0: the plan chooses
-  const AttentionKernelChoice kernel =
-      state.range(3) == 0 ? AttentionKernelChoice::kAuto : AttentionKernelChoice::kTiled;
+  // kernel: 0 the decode kernel's FMA form, 1 the tiled kernel, 2 the decode kernel on the
+  // tensor cores.
+  const AttentionKernelChoice kernel = state.range(3) == 0   ? AttentionKernelChoice::kDecodeFma
+                                       : state.range(3) == 1 ? AttentionKernelChoice::kTiled
+                                                             : AttentionKernelChoice::kDecodeMma;
+  const bool shuffle = state.range(4) != 0;  // blocks in a random order, as kvstar's slots are
   const KvGeometry geom{.kv_heads = 8, .head_dim = 128, .block_tokens = 128, .dtype = DType::kBF16};
   const size_t q_heads = 32;
   const size_t blocks_per_seq = (tokens + geom.block_tokens - 1) / geom.block_tokens;
@@ -64,6 +70,13 @@ void BM_DecodeAttention(benchmark::State& state) {
   std::vector<const void*> table(copies * seqs * blocks_per_seq);
   for (size_t i = 0; i < table.size(); ++i) {
     table[i] = storage->as<unsigned char>() + i * geom.block_bytes();
+  }
+  if (shuffle) {  // a fixed permutation (Fisher-Yates on a 64-bit LCG)
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = table.size(); i > 1; --i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      std::swap(table[i - 1], table[(x >> 33) % i]);
+    }
   }
   auto dtable = DeviceBuffer::Allocate(table.size() * sizeof(void*));
   auto dq = DeviceBuffer::Allocate(seqs * q_heads * 128 * sizeof(float));
@@ -115,21 +128,29 @@ void BM_DecodeAttention(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(gbs / 1e9, benchmark::Counter::kIsRate);
   state.counters["kv_MiB"] = static_cast<double>(kv_bytes) / (1 << 20);
   state.counters["splits"] = static_cast<double>(plan->num_splits);
-  state.counters["decode_kernel"] = plan->decode_kernel ? 1 : 0;
+  state.counters["decode_kernel"] = plan->decode_kernel ? (plan->decode_mma ? 2 : 1) : 0;
   // frac_copy = (KV bytes read / s) / (device copy bytes read + written / s).
   state.counters["frac_copy"] =
       benchmark::Counter(gbs / 1e9 / g_copy_gbs, benchmark::Counter::kIsRate);
+  state.counters["frac_read"] =
+      benchmark::Counter(gbs / 1e9 / g_read_gbs, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DecodeAttention)
-    ->ArgNames({"tokens", "seqs", "split", "tiled"})
-    ->ArgsProduct({{4096, 32768, 131072}, {1, 4}, {0}, {0, 1}})
-    ->Args({32768, 16, 0, 0})
-    ->Args({32768, 16, 0, 1})
-    ->Args({32768, 1, 256, 0})
-    ->Args({32768, 1, 1024, 0})
-    ->Args({32768, 1, 2048, 0})
-    ->Args({131072, 1, 1024, 0})
-    ->Args({131072, 1, 4096, 0})
+    ->ArgNames({"tokens", "seqs", "split", "kernel", "shuffle"})
+    ->ArgsProduct({{4096, 32768, 131072}, {1, 4}, {0}, {0, 1, 2}, {0}})
+    ->Args({32768, 16, 0, 0, 0})
+    ->Args({32768, 16, 0, 1, 0})
+    ->Args({32768, 16, 0, 2, 0})
+    ->Args({32768, 1, 256, 0, 0})
+    ->Args({32768, 1, 1024, 0, 0})
+    ->Args({32768, 1, 2048, 0, 0})
+    ->Args({131072, 1, 1024, 0, 0})
+    ->Args({131072, 1, 4096, 0, 0})
+    // The engine's largest batches at 128K (Llama-3.1-8B, 80 GB): kvstar's 8 sequences of about
+    // a quarter of the context in scattered slots, dense's 3 of the whole context; piece lengths
+    // around the plan's.
+    ->ArgsProduct({{33024}, {8}, {0, 1376, 2752, 11008}, {0, 2}, {0, 1}})
+    ->ArgsProduct({{130944}, {3}, {0}, {0, 2}, {0}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
@@ -362,11 +383,13 @@ void BM_DecodeLayerProducts(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
   state.counters["frac_copy"] =
       benchmark::Counter(bytes / 1e9 / g_copy_gbs, benchmark::Counter::kIsRate);
+  state.counters["frac_read"] =
+      benchmark::Counter(bytes / 1e9 / g_read_gbs, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DecodeLayerProducts)
     ->ArgNames({"n", "kernel", "stages"})
     ->ArgsProduct({{1, 2, 3, 4, 6, 8, 9, 12, 16}, {0, 1}, {0}})
-    ->ArgsProduct({{1, 8, 9, 16}, {0}, {2, 3, 4}})
+    ->ArgsProduct({{1, 8, 9, 16}, {0}, {1, 2, 3, 4}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
@@ -387,27 +410,30 @@ int main(int argc, char** argv) {
   }
   g_ctx = ctx->get();
   auto copy = MeasureDeviceCopyBandwidth(*g_ctx, size_t{1} << 30, 20);
+  auto read = MeasureDeviceReadBandwidth(*g_ctx, size_t{1} << 30, 20);
   auto h2d = MeasurePinnedH2DBandwidth(*g_ctx, size_t{256} << 20, 10);
   auto gemm = MeasureGemmRate(*g_ctx, kvstar::DType::kBF16, 8192, 8192, 8192, 10);
-  if (!copy.ok() || !h2d.ok() || !gemm.ok()) {
-    std::fprintf(stderr, "cuda_bench: limit measurement failed: %s %s %s\n",
-                 copy.status().ToString().c_str(), h2d.status().ToString().c_str(),
-                 gemm.status().ToString().c_str());
+  if (!copy.ok() || !read.ok() || !h2d.ok() || !gemm.ok()) {
+    std::fprintf(stderr, "cuda_bench: limit measurement failed: %s %s %s %s\n",
+                 copy.status().ToString().c_str(), read.status().ToString().c_str(),
+                 h2d.status().ToString().c_str(), gemm.status().ToString().c_str());
     return 1;
   }
   g_copy_gbs = *copy;
+  g_read_gbs = *read;
   g_h2d_gbs = *h2d;
   g_gemm_tfs = *gemm;
   const DeviceInfo& info = g_ctx->info();
   benchmark::AddCustomContext("device", info.name);
   benchmark::AddCustomContext("sm_count", std::to_string(info.sm_count));
   benchmark::AddCustomContext("copy_gbs", std::to_string(g_copy_gbs));
+  benchmark::AddCustomContext("read_gbs", std::to_string(g_read_gbs));
   benchmark::AddCustomContext("h2d_gbs", std::to_string(g_h2d_gbs));
   benchmark::AddCustomContext("gemm_bf16_tflops", std::to_string(g_gemm_tfs));
   std::printf(
-      "device %s, %d SMs: copy %.0f GB/s (read + write), pinned H2D %.1f GB/s, "
+      "device %s, %d SMs: copy %.0f GB/s (read + write), read %.0f GB/s, pinned H2D %.1f GB/s, "
       "bf16 GEMM %.0f TFLOP/s\n",
-      info.name.c_str(), info.sm_count, g_copy_gbs, g_h2d_gbs, g_gemm_tfs);
+      info.name.c_str(), info.sm_count, g_copy_gbs, g_read_gbs, g_h2d_gbs, g_gemm_tfs);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   g_ctx = nullptr;

@@ -8,7 +8,8 @@
 #                                            and pack them with the non-system shared libraries
 #                                            they need into .gpu-engine/pack.tar.xz (about 3 MB)
 #   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the CUDA op tests (memcheck,
-#                                            racecheck and synccheck over the scoring kernels),
+#                                            racecheck and synccheck over the scoring and
+#                                            decode attention kernels),
 #                                            the whole-model GPU tests and memcheck over
 #                                            the offload, kvpr, kvstar and dependent-launch
 #                                            tests
@@ -82,7 +83,7 @@ if [[ $mode == test ]]; then
   tail -5 "$out/tests.txt"
   for tool in memcheck racecheck synccheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 /tmp/kvstar-gpu/ops_cuda_test \
-      --gtest_filter='ScoreBlocks*' --gtest_brief=1 >"$out/ops_$tool.txt" 2>&1 || status=1
+      --gtest_filter='ScoreBlocks*:CudaAttentionTest.BatchedDecode*:CudaAttentionTest.LongDecode*' --gtest_brief=1 >"$out/ops_$tool.txt" 2>&1 || status=1
     grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/ops_$tool.txt"
   done
   compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/kvstar-gpu/cuda_engine_test \

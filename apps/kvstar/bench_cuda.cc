@@ -85,6 +85,9 @@ struct Limits {
 int RunCudaBench(const CudaBenchFlags& f) {
   cuda::SetDependentLaunches(f.pdl);
   cuda::SetSkinnyStages(f.skinny_stages);  // checked by the flag's parser
+  if (f.decode_attention != "auto") {
+    cuda::SetDecodeAttentionOnTensorCores(f.decode_attention == "mma");
+  }
   auto contexts = ParseSizeList(f.contexts, "--context");
   if (!contexts.ok()) return ReportError(contexts.status());
   std::vector<size_t> batches;
@@ -517,6 +520,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"matmul", f.matmul},
              {"pdl", f.pdl},
              {"skinny_stages", f.skinny_stages},
+             {"decode_attention", cuda::DecodeAttentionOnTensorCores() ? "mma" : "fma"},
              {"l2_prefetch_bytes", o.l2_prefetch_bytes},
              {"fuse_swiglu", o.fuse_swiglu},
              {"host_tier", mode == KvMode::kDense ? "none"  // offload / kvpr pin every block

@@ -44,8 +44,10 @@ struct CudaBenchFlags {
   size_t gpu_score_ctas = 0;       // kvstar, GPU scoring: --gpu-score-ctas
   bool pdl = true;                 // --cuda-pdl: programmatic dependent launch of decode kernels
   int skinny_stages = 0;           // --cuda-skinny-stages: cuda::SetSkinnyStages
-  int score_stages = 0;            // kvstar, GPU scoring: --gpu-score-stages
-  bool score_head_major = false;   // kvstar, GPU scoring: --gpu-score-layout head
+  // --cuda-decode-attention: auto (keep), fma or mma (cuda::SetDecodeAttentionOnTensorCores).
+  std::string decode_attention = "auto";
+  int score_stages = 0;           // kvstar, GPU scoring: --gpu-score-stages
+  bool score_head_major = false;  // kvstar, GPU scoring: --gpu-score-layout head
   // --cuda-l2-prefetch: BatchOptions::l2_prefetch_bytes (negative: the engine's default).
   int64_t l2_prefetch_bytes = -1;
   bool fuse_swiglu = true;                // --cuda-fuse-swiglu: BatchOptions::fuse_swiglu

@@ -52,6 +52,7 @@ struct BenchFlags {
   std::string cuda_matmul = "auto";
   std::string cuda_pdl = "on";
   int cuda_skinny_stages = 0;
+  std::string cuda_decode_attention = "auto";
   int gpu_score_stages = 0;
   std::string gpu_score_layout = "vector";
   int64_t cuda_l2_prefetch_mib = -1;  // -1: the engine's default
@@ -119,12 +120,13 @@ int RunBench(const BenchFlags& f) {
         InvalidArgument("--phase-timing times the CUDA engine's phases (add --device cuda)"));
   }
   if (f.device != "cuda") {
-    const char* flag = f.cuda_matmul != "auto"       ? "--cuda-matmul"
-                       : f.cuda_pdl != "on"          ? "--cuda-pdl"
-                       : f.cuda_skinny_stages != 0   ? "--cuda-skinny-stages"
-                       : f.cuda_l2_prefetch_mib >= 0 ? "--cuda-l2-prefetch"
-                       : f.cuda_fuse_swiglu != "on"  ? "--cuda-fuse-swiglu"
-                                                     : nullptr;
+    const char* flag = f.cuda_matmul != "auto"             ? "--cuda-matmul"
+                       : f.cuda_pdl != "on"                ? "--cuda-pdl"
+                       : f.cuda_skinny_stages != 0         ? "--cuda-skinny-stages"
+                       : f.cuda_decode_attention != "auto" ? "--cuda-decode-attention"
+                       : f.cuda_l2_prefetch_mib >= 0       ? "--cuda-l2-prefetch"
+                       : f.cuda_fuse_swiglu != "on"        ? "--cuda-fuse-swiglu"
+                                                           : nullptr;
     if (flag != nullptr) {
       return ReportError(
           InvalidArgument("%s: a choice of the CUDA engine's kernels (add --device cuda)", flag));
@@ -168,6 +170,7 @@ int RunBench(const BenchFlags& f) {
     c.matmul = f.cuda_matmul;
     c.pdl = f.cuda_pdl == "on";
     c.skinny_stages = f.cuda_skinny_stages;
+    c.decode_attention = f.cuda_decode_attention;
     c.score_stages = f.gpu_score_stages;
     c.score_head_major = f.gpu_score_layout == "head";
     c.l2_prefetch_bytes = f.cuda_l2_prefetch_mib < 0 ? -1 : f.cuda_l2_prefetch_mib << 20;
@@ -461,12 +464,21 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "the other, to compare (the results are the same bit for bit)")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
-  cmd->add_option("--cuda-skinny-stages", f->cuda_skinny_stages,
-                  "cuda: how the skinny products read their weights: 0 (default) loads each "
-                  "round of a warp into registers, then computes it; 2, 3 or 4 copies the rounds "
-                  "asynchronously into a ring of that many rounds in shared memory, the next "
-                  "ones in flight while one computes (the results are the same bit for bit)")
-      ->check(CLI::IsMember({0, 2, 3, 4}))
+  cmd->add_option(
+         "--cuda-skinny-stages", f->cuda_skinny_stages,
+         "cuda: how the skinny products read their weights: 0 (default) loads each "
+         "round of a warp into registers, then computes it; 1 also requests the next round "
+         "before it computes one (a second register set); 2, 3 or 4 copies the rounds "
+         "asynchronously into a ring of that many rounds in shared memory, the next "
+         "ones in flight while one computes (the results are the same bit for bit)")
+      ->check(CLI::IsMember({0, 1, 2, 3, 4}))
+      ->capture_default_str();
+  cmd->add_option("--cuda-decode-attention", f->cuda_decode_attention,
+                  "cuda: the decode attention kernel's arithmetic: auto (the engine's default), "
+                  "fma (dot products and the weighted sum of V on the FMA units, partial dots "
+                  "reduced by shuffles) or mma (both on the tensor cores, q and p as three bf16 "
+                  "terms each); the results agree to f32 summation order")
+      ->check(CLI::IsMember({"auto", "fma", "mma"}))
       ->capture_default_str();
   cmd->add_option("--gpu-score-stages", f->gpu_score_stages,
                   "cuda, kvstar, --retrieval-device gpu: how the scoring kernel reads the "

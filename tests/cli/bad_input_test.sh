@@ -89,6 +89,10 @@ expect_error "skinny stages on the CPU" "cuda-skinny-stages: a choice of the CUD
   --cuda-skinny-stages 3
 expect_error "skinny stages out of range" "cuda-skinny-stages.*not in" "$K" bench --device cuda \
   --cuda-skinny-stages 5
+expect_error "decode attention variant on the CPU" "cuda-decode-attention: a choice of the CUDA engine" \
+  "$K" bench --cuda-decode-attention mma
+expect_error "unknown decode attention variant" "cuda-decode-attention.*not in" "$K" bench \
+  --device cuda --cuda-decode-attention wmma
 expect_error "device cache on the CPU" "kvstar-cache-blocks: the device cache is a CUDA engine option" "$K" bench --kvstar-cache-blocks max
 expect_error "device cache on the CPU engine" "the device cache is a CUDA engine option" "$K" \
   generate --model "$GOLD" --prompt hi --mode kvstar --kvstar-cache-blocks 4

@@ -513,6 +513,42 @@ struct DecCfg {
   static constexpr int kSmemBytes = kDecWarps * G * (D + 2) * 4;
 };
 
+// The end of a decode CTA: the warps' (acc [R][D], m and l [R], log2 units) for the nh query
+// heads of KV head kvh, in shared memory, merged by log-sum-exp into the output (one piece) or
+// into the piece's slot of the merge kernel's partials.
+template <int D, int R>
+__device__ __forceinline__ void CombineWarps(const KernelParams& p, const float* acc_s,
+                                             const float* m_s, const float* l_s, int nh, int i,
+                                             int kvh, int split) {
+  for (int idx = threadIdx.x; idx < nh * D; idx += kDecThreads) {
+    const int h = idx / D;
+    const int d = idx % D;
+    float mm = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; ++w) mm = fmaxf(mm, m_s[w * R + h]);
+    float a = 0.0f, total = 0.0f;
+    if (mm != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kDecWarps; ++w) {
+        const float f = exp2f(m_s[w * R + h] - mm);
+        a += f * acc_s[(w * R + h) * D + d];
+        total += f * l_s[w * R + h];
+      }
+    }
+    const size_t oh = static_cast<size_t>(i) * p.q_heads + kvh * p.group + h;
+    if (p.num_splits == 1) {
+      p.out[oh * D + d] = a / total;
+    } else {
+      const size_t slot = oh * p.num_splits + split;
+      p.part_acc[slot * D + d] = a;
+      if (d == 0) {
+        p.part_ml[2 * slot] = mm * kLn2;  // natural-log units, as the tiled kernel and the merge
+        p.part_ml[2 * slot + 1] = total;
+      }
+    }
+  }
+}
+
 template <int D, int G>
 __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p) {
   using C = DecCfg<D, G>;
@@ -685,33 +721,208 @@ __global__ void __launch_bounds__(kDecThreads) DecodeKernel(const KernelParams p
     }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < nh * D; idx += kDecThreads) {
-    const int h = idx / D;
-    const int d = idx % D;
-    float mm = -INFINITY;
+  CombineWarps<D, G>(p, acc_s, m_s, l_s, nh, i, g, split);
+}
+
+// ---- Decode kernel on the tensor cores ---------------------------------------------------------
+// The same work split as DecodeKernel (a CTA of four warps per (sequence, KV head, piece); a warp
+// takes 16 tokens per iteration, every fourth group of 16), with the dot products and the
+// weighted sum of V on mma.sync.m16n8k16 instead of FMAs and shuffles: the FMA kernel issues
+// about 600 instructions per 8 tokens and lane, which keeps its schedulers busy two cycles in
+// three at the copy rate (ncu, docs/BENCHMARKS.md), so that it cannot reach the read limit.
+//   S = Q K^T: A = the group's query heads as rows g (rows g + 8 and heads past the group are
+//     zero), B = K rows as columns; lane (g, t) loads 16 B of token row g, channels
+//     32c + 8t .. 32c + 8t + 7, which are its k-slots of two k-steps (any assignment of channels
+//     to k-slots works when A uses the same one), so the raw bf16 needs no shuffling.
+//   softmax: the S fragments hold head g x tokens 2t, 2t + 1 (+ 8): the row maximum over 16
+//     tokens is two shuffles.
+//   O += P V: A = P straight from the S fragments (FlashAttention-2's layout identity), B = V;
+//     the loaded V rows are transposed 8 x 8 at a time by movmatrix, so that lane (g, t) ends
+//     with head g x channels 32c + 8t .. 32c + 8t + 7.
+// Precision: K and V are bf16, exact in the MMA; q and p are f32 and go in as three bf16 terms
+// (hi + mid + lo: 24 significant bits), as in the prefill kernel, so the result matches f32
+// arithmetic up to summation order.
+constexpr int kDmRows = 8;  // query heads per KV head the kernel takes (rows of the MMA)
+
+__device__ __forceinline__ uint32_t TransposeB16x8x8(uint32_t v) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(r) : "r"(v));
+  return r;
+}
+
+__device__ __forceinline__ uint32_t Word(const uint4& v, int j) {
+  return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+}
+
+template <int D>
+struct DecMmaCfg {
+  static constexpr int kChunks = D / 32;  // 32-channel chunks of a row (16 B per lane each)
+  static constexpr int kTokPerIter = 16;  // per warp
+  static constexpr int kSmemBytes = kDecWarps * kDmRows * (D + 2) * 4;
+};
+
+template <int D>
+__global__ void __launch_bounds__(kDecThreads, 2) DecodeMmaKernel(const KernelParams p) {
+  using C = DecMmaCfg<D>;
+  constexpr int kC = C::kChunks;
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* acc_s = reinterpret_cast<float*>(smem);  // [kDecWarps][kDmRows][D]
+  float* m_s = acc_s + kDecWarps * kDmRows * D;   // [kDecWarps][kDmRows], log2 units
+  float* l_s = m_s + kDecWarps * kDmRows;         // [kDecWarps][kDmRows]
+  internal::AllowDependentGrid();
+  internal::WaitForPriorGrid();
+
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int g = lane / 4;  // MMA row (query head) and loaded token
+  const int t = lane % 4;
+  const int i = blockIdx.x;
+  const int kvh = blockIdx.y;
+  const int split = blockIdx.z;
+  const int nh = p.group;  // <= kDmRows
+  const int t_begin = split * p.split_tokens;
+  const int split_end = min(t_begin + p.split_tokens, p.num_tokens);
+  const int64_t last = p.q_last[i];
+  const int limit = static_cast<int>(last + 1 < split_end ? last + 1 : split_end);
+
+  // q of head g, pre-scaled by scale * log2(e), channels 32c + 8t + 4j + {0..3}: the A
+  // fragments' (row g) k-slots (2t, 2t + 1) and (2t + 8, 2t + 9) of k-step (c, j), three terms.
+  uint32_t qa[kC][2][3][2];
+  {
+    const float sc = p.scale * kLog2e;
+    const float* qrow = p.q + (static_cast<size_t>(i) * p.q_heads + kvh * p.group + g) * D;
 #pragma unroll
-    for (int w = 0; w < kDecWarps; ++w) mm = fmaxf(mm, m_s[w * G + h]);
-    float a = 0.0f, total = 0.0f;
-    if (mm != -INFINITY) {
+    for (int c = 0; c < kC; ++c) {
+      float v[8];
 #pragma unroll
-      for (int w = 0; w < kDecWarps; ++w) {
-        const float f = exp2f(m_s[w * G + h] - mm);
-        a += f * acc_s[(w * G + h) * D + d];
-        total += f * l_s[w * G + h];
-      }
-    }
-    const size_t oh = static_cast<size_t>(i) * p.q_heads + g * p.group + h;
-    if (p.num_splits == 1) {
-      p.out[oh * D + d] = a / total;
-    } else {
-      const size_t slot = oh * p.num_splits + split;
-      p.part_acc[slot * D + d] = a;
-      if (d == 0) {
-        p.part_ml[2 * slot] = mm * kLn2;  // natural-log units, as the tiled kernel and the merge
-        p.part_ml[2 * slot + 1] = total;
+      for (int e = 0; e < 8; ++e) v[e] = g < nh ? qrow[32 * c + 8 * t + e] * sc : 0.0f;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        SplitPair(v[4 * j], v[4 * j + 1], qa[c][j][0][0], qa[c][j][1][0], qa[c][j][2][0]);
+        SplitPair(v[4 * j + 2], v[4 * j + 3], qa[c][j][0][1], qa[c][j][1][1], qa[c][j][2][1]);
       }
     }
   }
+  float m_run = -INFINITY;  // of row g, the same in its four lanes
+  float l_run = 0.0f;       // this lane's share of row g's sum
+  float o[kC][4][4];        // PV fragments: head g x channels 32c + 8t + 2j + {0, 1}
+#pragma unroll
+  for (int c = 0; c < kC; ++c) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[c][j][e] = 0.0f;
+    }
+  }
+
+  const unsigned long long* table = reinterpret_cast<const unsigned long long*>(
+      p.blocks + (p.blocks_stride ? p.blocks_stride * static_cast<size_t>(i) : 0));
+  const size_t head_off = (static_cast<size_t>(kvh) * p.block_tokens * D + 8 * t) * 2;  // bytes
+  const size_t v_off = static_cast<size_t>(p.kv_heads) * p.block_tokens * D * 2;
+  constexpr int kStep = kDecWarps * C::kTokPerIter;
+
+  for (int base = t_begin + warp * C::kTokPerIter; base < limit; base += kStep) {
+    // K and V rows of tokens base + 8 nt + g (zero past the limit).
+    uint4 kq[2][kC], vq[2][kC];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const int tok = base + 8 * nt + g;
+      if (tok < limit) {
+        const int blk = tok / p.block_tokens;
+        const int row = tok - blk * p.block_tokens;
+        const unsigned char* kp = reinterpret_cast<const unsigned char*>(__ldg(table + blk)) +
+                                  head_off + static_cast<size_t>(row) * D * 2;
+#pragma unroll
+        for (int c = 0; c < kC; ++c) {
+          kq[nt][c] = LoadStream16(kp + 64 * c);
+          vq[nt][c] = LoadStream16(kp + v_off + 64 * c);
+        }
+      } else {
+#pragma unroll
+        for (int c = 0; c < kC; ++c) kq[nt][c] = vq[nt][c] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    // S: head g x tokens base + 8 nt + 2t + {0, 1}.
+    float sf[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sf[nt][e] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < kC; ++c) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const uint32_t b0 = Word(kq[nt][c], 2 * j);
+          const uint32_t b1 = Word(kq[nt][c], 2 * j + 1);
+#pragma unroll
+          for (int term = 0; term < 3; ++term) {
+            const uint32_t a[4] = {qa[c][j][term][0], 0u, qa[c][j][term][1], 0u};
+            Mma16816(sf[nt], a, b0, b1);
+          }
+        }
+      }
+    }
+    float s4[4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s4[2 * nt + e] = base + 8 * nt + 2 * t + e < limit ? sf[nt][e] : -INFINITY;
+      }
+    }
+    float mx = fmaxf(fmaxf(s4[0], s4[1]), fmaxf(s4[2], s4[3]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m_run, mx);
+    const bool none = m_new == -INFINITY;  // no token of row g seen yet
+    const float alpha = none ? 1.0f : exp2f(m_run - m_new);
+    float pv[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) pv[e] = none ? 0.0f : exp2f(s4[e] - m_new);
+    l_run = l_run * alpha + ((pv[0] + pv[1]) + (pv[2] + pv[3]));
+    m_run = m_new;
+    uint32_t pa[3][2];
+    SplitPair(pv[0], pv[1], pa[0][0], pa[1][0], pa[2][0]);
+    SplitPair(pv[2], pv[3], pa[0][1], pa[1][1], pa[2][1]);
+#pragma unroll
+    for (int c = 0; c < kC; ++c) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        o[c][j][0] *= alpha;
+        o[c][j][1] *= alpha;
+        // Word j of a lane's V row piece is the (row g, columns 2t, 2t + 1) element pair of an
+        // 8 x 8 matrix (tokens x channels 32c + 8 col/2 + 2j + col%2); transposed, it is the B
+        // fragment of k = tokens 2t, 2t + 1 (+ 8) and n = channel column g.
+        const uint32_t b0 = TransposeB16x8x8(Word(vq[0][c], j));
+        const uint32_t b1 = TransposeB16x8x8(Word(vq[1][c], j));
+#pragma unroll
+        for (int term = 0; term < 3; ++term) {
+          const uint32_t a[4] = {pa[term][0], 0u, pa[term][1], 0u};
+          Mma16816(o[c][j], a, b0, b1);
+        }
+      }
+    }
+  }
+
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+  if (g < nh) {
+#pragma unroll
+    for (int c = 0; c < kC; ++c) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float* dst = acc_s + (warp * kDmRows + g) * D + 32 * c + 8 * t + 2 * j;
+        dst[0] = o[c][j][0];
+        dst[1] = o[c][j][1];
+      }
+    }
+    if (t == 0) {
+      m_s[warp * kDmRows + g] = m_run;
+      l_s[warp * kDmRows + g] = l_run;
+    }
+  }
+  __syncthreads();
+  CombineWarps<D, kDmRows>(p, acc_s, m_s, l_s, nh, i, kvh, split);
 }
 
 // ---- Prefill kernel: tensor cores -----------------------------------------------------------
@@ -1071,8 +1282,30 @@ Status LaunchDecode(const KernelParams& kp, const AttentionPlan& plan, size_t n,
 }
 
 template <int D>
+Status LaunchDecodeMma(const KernelParams& kp, const AttentionPlan& plan, size_t n, size_t kv_heads,
+                       cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(kv_heads),
+                  static_cast<unsigned>(plan.num_splits));
+  return internal::CudaStatus(internal::LaunchDependent(DecodeMmaKernel<D>, grid, kDecThreads,
+                                                        DecMmaCfg<D>::kSmemBytes, stream, kp),
+                              "DecodeMmaKernel");
+}
+
+template <int D>
+int DecodeMmaOccupancyOf() {
+  int ctas = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, DecodeMmaKernel<D>, kDecThreads,
+                                                    DecMmaCfg<D>::kSmemBytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 2;
+  }
+  return std::max(ctas, 1);
+}
+
+template <int D>
 Status LaunchDecodeForGroup(size_t group, const KernelParams& kp, const AttentionPlan& plan,
                             size_t n, size_t kv_heads, cudaStream_t stream) {
+  if (plan.decode_mma) return LaunchDecodeMma<D>(kp, plan, n, kv_heads, stream);
   if (group <= 1) return LaunchDecode<D, 1>(kp, plan, n, kv_heads, stream);
   if (group <= 2) return LaunchDecode<D, 2>(kp, plan, n, kv_heads, stream);
   if (group <= 4) return LaunchDecode<D, 4>(kp, plan, n, kv_heads, stream);
@@ -1197,9 +1430,12 @@ StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
                            a.num_tokens, a.n);
   }
   AttentionPlan plan;
-  plan.decode_kernel = kernel == AttentionKernelChoice::kAuto && DecodeKernelApplies(a, group);
-  plan.prefill_kernel =
-      kernel == AttentionKernelChoice::kAuto && !plan.decode_kernel && PrefillKernelApplies(a);
+  const bool specialised = kernel != AttentionKernelChoice::kTiled;
+  plan.decode_kernel = specialised && DecodeKernelApplies(a, group);
+  plan.decode_mma = plan.decode_kernel &&
+                    (kernel == AttentionKernelChoice::kDecodeMma ||
+                     (kernel == AttentionKernelChoice::kAuto && DecodeAttentionOnTensorCores()));
+  plan.prefill_kernel = specialised && !plan.decode_kernel && PrefillKernelApplies(a);
   plan.heads_per_cta = std::min<size_t>(group, kRows);
   plan.head_chunks = (group + plan.heads_per_cta - 1) / plan.heads_per_cta;
   const size_t rows_per_cta = plan.prefill_kernel ? kPfRows : kRows;
@@ -1218,6 +1454,8 @@ StatusOr<AttentionPlan> PlanAttention(const AttentionArgs& a, int sm_count,
     // pieces shorter than kMinSplitTokens.
     const int resident = plan.prefill_kernel   ? PrefillOccupancy(geom.head_dim)
                          : !plan.decode_kernel ? ResidentCtasPerSm(geom)
+                         : plan.decode_mma     ? (geom.head_dim == 64 ? DecodeMmaOccupancyOf<64>()
+                                                                      : DecodeMmaOccupancyOf<128>())
                          : geom.head_dim == 64 ? DecodeOccupancyForGroup<64>(group)
                                                : DecodeOccupancyForGroup<128>(group);
     const size_t target =

@@ -49,14 +49,18 @@ struct Case {
 
 // Whether the plan should pick the decode kernel for this case.
 bool DecodeKernelExpected(const Case& c) {
-  return c.kernel == AttentionKernelChoice::kAuto && c.dtype == DType::kBF16 &&
+  return c.kernel != AttentionKernelChoice::kTiled && c.dtype == DType::kBF16 &&
          (c.head_dim == 64 || c.head_dim == 128) && c.group <= 8 && c.n == 1;
 }
 
 // Whether the plan should pick the tensor-core prefill kernel (several queries of one table).
 bool PrefillKernelExpected(const Case& c) {
-  return c.kernel == AttentionKernelChoice::kAuto && c.dtype == DType::kBF16 && c.n > 1;
+  return c.kernel != AttentionKernelChoice::kTiled && c.dtype == DType::kBF16 && c.n > 1;
 }
+
+// Both variants of the decode kernel, each forced.
+constexpr AttentionKernelChoice kDecodeVariants[] = {AttentionKernelChoice::kDecodeFma,
+                                                     AttentionKernelChoice::kDecodeMma};
 
 // One sequence's KV blocks, on the host and on the device (device blocks in shuffled order).
 struct Sequence {
@@ -133,6 +137,11 @@ class CudaAttentionTest : public CudaTest {
     EXPECT_TRUE(plan.ok()) << plan.status().ToString();
     if (!plan.ok()) return INFINITY;
     EXPECT_EQ(plan->decode_kernel, DecodeKernelExpected(c));
+    if (c.kernel == AttentionKernelChoice::kDecodeFma ||
+        c.kernel == AttentionKernelChoice::kDecodeMma) {
+      EXPECT_EQ(plan->decode_mma,
+                plan->decode_kernel && c.kernel == AttentionKernelChoice::kDecodeMma);
+    }
     EXPECT_EQ(plan->prefill_kernel, PrefillKernelExpected(c));
     if (c.split_hint > 0 && c.split_hint < c.num_tokens) {
       EXPECT_GT(plan->num_splits, 1u);
@@ -148,14 +157,16 @@ class CudaAttentionTest : public CudaTest {
 };
 
 TEST_F(CudaAttentionTest, DecodeHeadDimsGroupsAndDTypes) {
-  for (AttentionKernelChoice k : {AttentionKernelChoice::kAuto, AttentionKernelChoice::kTiled}) {
+  for (AttentionKernelChoice k :
+       {AttentionKernelChoice::kDecodeFma, AttentionKernelChoice::kDecodeMma,
+        AttentionKernelChoice::kTiled}) {
     for (DType dt : {DType::kBF16, DType::kF32}) {
       for (size_t hd : {64, 80, 96, 128}) {
         for (size_t group : {1, 2, 3, 4, 5, 6, 7, 8}) {
           Case c{hd, dt, 2, group, 128, 777 + 31 * group, 1, true};
           c.kernel = k;
           SCOPED_TRACE(::testing::Message() << DTypeName(dt) << " hd=" << hd << " g=" << group
-                                            << " tiled=" << (k == AttentionKernelChoice::kTiled));
+                                            << " kernel=" << static_cast<int>(k));
           EXPECT_LE(RunCase(c), kF32Tol);
         }
       }
@@ -170,12 +181,15 @@ TEST_F(CudaAttentionTest, DecodeKernelOddBlocksShortSequencesAndPieces) {
   for (size_t hd : {64, 128}) {
     for (size_t bt : {1, 16, 48, 200}) {
       for (size_t tokens : {1, 3, 17, 1000}) {
-        for (size_t group : {1, 4, 5}) {
-          SCOPED_TRACE(::testing::Message()
-                       << "hd=" << hd << " bt=" << bt << " tokens=" << tokens << " g=" << group);
-          EXPECT_LE(RunCase({hd, DType::kBF16, 3, group, bt, tokens, 1, true}), kF32Tol);
-          if (tokens > 64) {
-            EXPECT_LE(RunCase({hd, DType::kBF16, 3, group, bt, tokens, 1, true, 64}), kF32Tol);
+        for (size_t group : {1, 4, 5, 8}) {
+          for (AttentionKernelChoice k : kDecodeVariants) {
+            SCOPED_TRACE(::testing::Message()
+                         << "hd=" << hd << " bt=" << bt << " tokens=" << tokens << " g=" << group
+                         << " kernel=" << static_cast<int>(k));
+            EXPECT_LE(RunCase({hd, DType::kBF16, 3, group, bt, tokens, 1, true, 0, k}), kF32Tol);
+            if (tokens > 64) {
+              EXPECT_LE(RunCase({hd, DType::kBF16, 3, group, bt, tokens, 1, true, 64, k}), kF32Tol);
+            }
           }
         }
       }
@@ -225,17 +239,22 @@ TEST_F(CudaAttentionTest, ForcedSplitsAndLargeGroups) {
 }
 
 TEST_F(CudaAttentionTest, LongDecodeAutoSplit) {
-  EXPECT_LE(RunCase({128, DType::kBF16, 8, 4, 128, 40000, 1, true}), kF32Tol);
+  for (AttentionKernelChoice k : kDecodeVariants) {
+    EXPECT_LE(RunCase({128, DType::kBF16, 8, 4, 128, 40000, 1, true, 0, k}), kF32Tol);
+  }
   EXPECT_LE(RunCase({128, DType::kF32, 2, 8, 256, 20011, 2, true}), kF32Tol);
 }
 
 // Decode of several sequences of different lengths in one call (blocks_stride > 0), each against
 // the CPU op on its own table.
 TEST_F(CudaAttentionTest, BatchedDecodeOverSeveralTables) {
-  for (int variant = 0; variant < 3; ++variant) {
-    const DType dt = variant == 2 ? DType::kF32 : DType::kBF16;
-    const AttentionKernelChoice kernel =
-        variant == 1 ? AttentionKernelChoice::kTiled : AttentionKernelChoice::kAuto;
+  // Variants: the decode kernel's FMA and tensor-core forms, the tiled kernel, f32 KV.
+  for (int variant = 0; variant < 4; ++variant) {
+    const DType dt = variant == 3 ? DType::kF32 : DType::kBF16;
+    const AttentionKernelChoice kernel = variant == 0   ? AttentionKernelChoice::kDecodeFma
+                                         : variant == 1 ? AttentionKernelChoice::kDecodeMma
+                                         : variant == 2 ? AttentionKernelChoice::kTiled
+                                                        : AttentionKernelChoice::kAuto;
     const KvGeometry geom{.kv_heads = 4, .head_dim = 128, .block_tokens = 128, .dtype = dt};
     const size_t group = 4;
     const size_t q_heads = geom.kv_heads * group;
@@ -275,12 +294,37 @@ TEST_F(CudaAttentionTest, BatchedDecodeOverSeveralTables) {
     auto plan = PlanAttention(args, ctx_->info().sm_count, 0, kernel);
     ASSERT_TRUE(plan.ok()) << plan.status().ToString();
     EXPECT_GT(plan->num_splits, 1u);
-    EXPECT_EQ(plan->decode_kernel, variant == 0);
+    EXPECT_EQ(plan->decode_kernel, variant <= 1);
+    EXPECT_EQ(plan->decode_mma, variant == 1);
     auto ws = DeviceBuffer::Allocate(plan->workspace_bytes);
     ASSERT_TRUE(ws.ok());
     ASSERT_TRUE(RunAttention(stream_, args, *plan, ws->data()).ok());
     EXPECT_LE(RelErr(Download<float>(dout, q.size()), ref), kF32Tol) << "variant " << variant;
   }
+}
+
+// kAuto plans the variant chosen process-wide; the forced choices ignore it.
+TEST_F(CudaAttentionTest, AutoPlansTheProcessWideDecodeVariant) {
+  const bool before = DecodeAttentionOnTensorCores();
+  AttentionArgs args;
+  args.geom = KvGeometry{.kv_heads = 2, .head_dim = 128, .block_tokens = 16, .dtype = DType::kBF16};
+  args.q_heads = 8;
+  args.n = 1;
+  args.num_tokens = 100;
+  for (bool on : {false, true}) {
+    SetDecodeAttentionOnTensorCores(on);
+    auto plan = PlanAttention(args, ctx_->info().sm_count);
+    ASSERT_TRUE(plan.ok());
+    EXPECT_TRUE(plan->decode_kernel);
+    EXPECT_EQ(plan->decode_mma, on);
+    plan = PlanAttention(args, ctx_->info().sm_count, 0, AttentionKernelChoice::kDecodeFma);
+    ASSERT_TRUE(plan.ok());
+    EXPECT_FALSE(plan->decode_mma);
+    plan = PlanAttention(args, ctx_->info().sm_count, 0, AttentionKernelChoice::kDecodeMma);
+    ASSERT_TRUE(plan.ok());
+    EXPECT_TRUE(plan->decode_mma);
+  }
+  SetDecodeAttentionOnTensorCores(before);
 }
 
 TEST_F(CudaAttentionTest, PlanRejectsUnsupportedShapes) {

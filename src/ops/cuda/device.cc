@@ -27,17 +27,21 @@ using internal::FromCuda;
 namespace {
 std::atomic<bool> g_dependent_launches{true};
 std::atomic<int> g_skinny_stages{0};
+std::atomic<bool> g_decode_mma{true};
 }  // namespace
 
 void SetDependentLaunches(bool on) { g_dependent_launches.store(on, std::memory_order_relaxed); }
 bool DependentLaunches() { return g_dependent_launches.load(std::memory_order_relaxed); }
 
-bool SkinnyStagesValid(int stages) { return stages == 0 || (stages >= 2 && stages <= 4); }
+bool SkinnyStagesValid(int stages) { return stages >= 0 && stages <= 4; }
 void SetSkinnyStages(int stages) {
-  KVSTAR_CHECK(SkinnyStagesValid(stages), "skinny stages %d: 0, 2, 3 or 4", stages);
+  KVSTAR_CHECK(SkinnyStagesValid(stages), "skinny stages %d: 0 to 4", stages);
   g_skinny_stages.store(stages, std::memory_order_relaxed);
 }
 int SkinnyStages() { return g_skinny_stages.load(std::memory_order_relaxed); }
+
+void SetDecodeAttentionOnTensorCores(bool on) { g_decode_mma.store(on, std::memory_order_relaxed); }
+bool DecodeAttentionOnTensorCores() { return g_decode_mma.load(std::memory_order_relaxed); }
 
 int DeviceCount() {
   int n = 0;

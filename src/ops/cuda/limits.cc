@@ -57,6 +57,31 @@ StatusOr<double> MeasureDeviceCopyBandwidth(const DeviceContext& ctx, size_t byt
   return 2.0 * static_cast<double>(bytes) / (ms * 1e6);
 }
 
+StatusOr<double> MeasureDeviceReadBandwidth(const DeviceContext& ctx, size_t bytes, int reps) {
+  KVSTAR_RETURN_IF_ERROR(ctx.Activate());
+  bytes = bytes / 16 * 16;
+  KVSTAR_ASSIGN_OR_RETURN(DeviceBuffer a, DeviceBuffer::Allocate(bytes));
+  KVSTAR_ASSIGN_OR_RETURN(DeviceBuffer sink, DeviceBuffer::Allocate(sizeof(unsigned)));
+  CudaStream* s = ctx.compute_stream();
+  KVSTAR_CUDA_RETURN_IF_ERROR(
+      internal::LaunchFillRandom(a.data(), bytes / 4, DType::kF32, 1.0f, 7, internal::AsCuda(s)));
+  struct Shape {
+    int threads, loads, ctas_per_sm;
+  };
+  constexpr Shape kShapes[] = {{256, 4, 4}, {256, 8, 4}, {512, 4, 4}, {1024, 4, 2}, {1024, 8, 2}};
+  double best = 0.0;
+  for (const Shape& sh : kShapes) {
+    KVSTAR_ASSIGN_OR_RETURN(double ms, MedianMs(s, reps, [&]() -> Status {
+                              KVSTAR_CUDA_RETURN_IF_ERROR(internal::LaunchReadStream(
+                                  a.data(), bytes, sh.threads, sh.loads, sh.ctas_per_sm,
+                                  ctx.info().sm_count, sink.as<unsigned>(), internal::AsCuda(s)));
+                              return Status::Ok();
+                            }));
+    best = std::max(best, static_cast<double>(bytes) / (ms * 1e6));
+  }
+  return best;
+}
+
 StatusOr<double> MeasureGemmRate(const DeviceContext& ctx, DType dtype, size_t m, size_t n,
                                  size_t k, int reps) {
   KVSTAR_RETURN_IF_ERROR(ctx.Activate());

@@ -140,7 +140,7 @@ TEST_F(CudaOpsTest, MatMulSwiGluFusedEqualsProductsThenSwiGlu) {
       // weights give the same bits.
       for (int m_tiles : {1, 2, 4}) {
         if (kernel != MatMulKernel::kAuto) break;
-        for (int stages : {0, 2, 3, 4}) {
+        for (int stages : {0, 1, 2, 3, 4}) {
           DeviceBuffer da = Poisoned(s.n * s.rows * 4);
           const internal::SkinnyOutput outs[2] = {{dwg.view.data, s.rows, da.as<float>()},
                                                   {dwu.view.data, s.rows, nullptr}};
@@ -171,7 +171,7 @@ TEST_F(CudaOpsTest, SkinnyMatMulEveryTileChoiceMatchesCpu) {
       DeviceBuffer dx = Upload(x);
       for (int m_tiles : {1, 2, 4}) {
         std::vector<float> first;
-        for (int stages : {0, 2, 3, 4}) {
+        for (int stages : {0, 1, 2, 3, 4}) {
           SCOPED_TRACE(::testing::Message() << "cols=" << cols << " n=" << n
                                             << " m_tiles=" << m_tiles << " stages=" << stages);
           DeviceBuffer dy = Poisoned(ref.size() * 4);
@@ -191,7 +191,7 @@ TEST_F(CudaOpsTest, SkinnyMatMulEveryTileChoiceMatchesCpu) {
   // Other stage counts are refused.
   DeviceBuffer dy = Poisoned(16);
   DeviceBuffer dx = Upload(RandomFloats(rng_, 264));
-  for (int stages : {1, 5}) {
+  for (int stages : {5, 7}) {
     const TestTensor w = RandomTensor(rng_, DType::kBF16, 2, 264, 0.5f);
     DeviceTensor dw = ToDevice(w);
     const internal::SkinnyOutput o{dw.view.data, 2, dy.as<float>()};

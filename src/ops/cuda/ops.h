@@ -48,10 +48,12 @@ bool DependentLaunches();
 // ---- How the skinny products read their weights -----------------------------------------------
 
 // 0: each warp loads a round of weights (8 pieces of 16 B per lane) into registers at the top of
-// the round, then computes it. 2, 3 or 4: cp.async copies them into a per-warp ring of that many
-// rounds in shared memory, the next rounds in flight while one computes (32 KiB of shared memory
-// per round and CTA). The same results bit for bit; process-wide; 0 by default: in the engine the
-// rings made no step faster (docs/BENCHMARKS.md, "The rings and head-major representations").
+// the round, then computes it. 1: the same, with the next round's loads issued before a round
+// computes (a second set of registers). 2, 3 or 4: cp.async copies them into a per-warp ring of
+// that many rounds in shared memory, the next rounds in flight while one computes (32 KiB of shared
+// memory per round and CTA). The same results bit for bit; process-wide; 0 by default: in the
+// engine the rings made no step faster (docs/BENCHMARKS.md, "The rings and head-major
+// representations").
 bool SkinnyStagesValid(int stages);
 void SetSkinnyStages(int stages);  // checked: SkinnyStagesValid(stages)
 int SkinnyStages();
@@ -209,15 +211,27 @@ struct AttentionPlan {
   // The decode kernel (one query per CTA, bf16 KV, head_dim 64 or 128, group <= 8): warps stream
   // K/V straight into registers, no shared-memory tiles. Otherwise the tiled kernel.
   bool decode_kernel = false;
+  // With decode_kernel: the dot products and the weighted sum of V on the tensor cores
+  // (DecodeMmaKernel, f32-accurate like the FMA kernel) instead of FMAs and shuffles.
+  bool decode_mma = false;
   // The prefill kernel (several queries sharing one block table, bf16 KV, head_dim a multiple of
   // 16): 64 (query, head) rows per CTA on the tensor cores, f32-accurate (see attention.cu).
   bool prefill_kernel = false;
 };
 
 enum class AttentionKernelChoice {
-  kAuto,   // the decode or prefill kernel where one applies, else the tiled one
-  kTiled,  // always the tiled kernel (for comparisons)
+  kAuto,       // the decode or prefill kernel where one applies, else the tiled one; the decode
+               // kernel's variant per SetDecodeAttentionOnTensorCores
+  kTiled,      // always the tiled kernel (for comparisons)
+  kDecodeFma,  // as kAuto, with the decode kernel's FMA variant
+  kDecodeMma,  // as kAuto, with the decode kernel's tensor-core variant
 };
+
+// Which variant of the decode kernel kAuto plans (process-wide): the tensor-core one (true, the
+// default: 0.96-0.99 of the read limit at 32K+ tokens against 0.88-0.89 for the FMA one on the
+// H100, docs/BENCHMARKS.md) or the FMA one. The same results up to f32 summation order.
+void SetDecodeAttentionOnTensorCores(bool on);
+bool DecodeAttentionOnTensorCores();
 
 // sm_count: DeviceInfo::sm_count; with the kernel's occupancy on the current device it decides
 // how finely a long decode is split (one wave of resident CTAs). split_tokens_hint: 0 = choose;
@@ -329,6 +343,12 @@ StatusOr<double> MeasurePinnedH2DBandwidth(const DeviceContext& ctx, size_t byte
 
 // GB/s of a device-to-device copy of `bytes`, counting bytes read plus bytes written; median.
 StatusOr<double> MeasureDeviceCopyBandwidth(const DeviceContext& ctx,
+                                            size_t bytes = size_t{1} << 30, int reps = 20);
+
+// GB/s of reading `bytes` once into registers (16 B loads, no writes): the best of a few
+// launch shapes, each the median of reps. Streaming kernels (decode attention, the skinny
+// products) compare against this; the copy rate above counts a write for every byte read.
+StatusOr<double> MeasureDeviceReadBandwidth(const DeviceContext& ctx,
                                             size_t bytes = size_t{1} << 30, int reps = 20);
 
 // TFLOP/s (2 m n k per product) of MatMul with [m][k] weights in `dtype` and n rows of

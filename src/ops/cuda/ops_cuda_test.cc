@@ -538,6 +538,9 @@ TEST_F(CudaOpsTest, LimitHelpersReturnPlausibleNumbers) {
   auto copy = MeasureDeviceCopyBandwidth(*ctx_, size_t{64} << 20, 3);
   ASSERT_TRUE(copy.ok()) << copy.status().ToString();
   EXPECT_GT(*copy, *h2d);
+  auto read = MeasureDeviceReadBandwidth(*ctx_, size_t{64} << 20, 3);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_GT(*read, *h2d);  // a read-only stream of HBM beats any PCIe link
   auto gemm = MeasureGemmRate(*ctx_, DType::kBF16, 1024, 256, 1024, 3);
   ASSERT_TRUE(gemm.ok()) << gemm.status().ToString();
   EXPECT_GT(*gemm, 0.1);  // TFLOP/s

@@ -69,16 +69,16 @@ constexpr size_t SkinnyPipelineSmem(int stages) {
 // it writes SiluMul(gate, up) to y_0 only (SwiGLU without its own launch; each sum is the one the
 // plain kernel makes, so the same bits as the products then SwiGlu).
 // STAGES 0: a round's weights are loaded into registers at the top of the round (8 loads in
-// flight per lane, then none while the round computes). STAGES >= 2: cp.async copies them into
-// the warp's own ring in shared memory, STAGES - 1 rounds ahead of the round that computes (up to
-// 8 (STAGES - 1) loads in flight per lane at all times); a lane reads back only the pieces it
+// flight per lane, then none while the round computes). STAGES 1: the same, with the next round's
+// loads issued before the round computes (a second register set). STAGES >= 2: cp.async copies them
+// into the warp's own ring in shared memory, STAGES - 1 rounds ahead of the round that computes (up
+// to 8 (STAGES - 1) loads in flight per lane at all times); a lane reads back only the pieces it
 // copied itself, so no barrier is needed. The same sums in the same order either way.
 template <int NT, int MT, bool GLU, int STAGES>
 __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const SkinnyParams p) {
   constexpr int kSkMTiles = MT;
   constexpr int kSkUnroll = 4 / MT;
   static_assert(kSkUnroll * MT * 2 == kSkLoads, "8 pieces per lane and round");
-  static_assert(STAGES == 0 || STAGES >= 2, "a pipeline needs two stages at least");
   const __nv_bfloat16* w = p.w[0];
   float* y = p.y[0];
   unsigned rows = p.rows[0];
@@ -176,11 +176,11 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
 
   constexpr int kPerLane = kSkMTiles * NT * 4;
   float* red;  // [kSkWarps][kPerLane][32]: the warps' partial sums
-  if constexpr (STAGES == 0) {
+  if constexpr (STAGES <= 1) {
     __shared__ float red_static[kSkWarps * kPerLane * 32];
     red = red_static;
     // The weights of k-steps s0, s0 + 8, ... (zero past the last column).
-    auto load_weights = [&](unsigned s0) {
+    auto load_weights = [&](unsigned s0, uint4(&dst)[kSkUnroll][kSkMTiles][2]) {
 #pragma unroll
       for (int u = 0; u < kSkUnroll; ++u) {
         const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;  // + t * 8 in the row pointers
@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
         for (int mt = 0; mt < kSkMTiles; ++mt) {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            wv[u][mt][h] = in ? LoadStream16(wrow[mt][h] + c) : make_uint4(0, 0, 0, 0);
+            dst[u][mt][h] = in ? LoadStream16(wrow[mt][h] + c) : make_uint4(0, 0, 0, 0);
           }
         }
       }
@@ -197,13 +197,36 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
     // Launched as a programmatic dependent: the first weights are read (they are not written by
     // any kernel of the step) while the kernel before this one drains; x only after it completed.
     AllowDependentGrid();
-    load_weights(warp);
+    load_weights(warp, wv);
     WaitForPriorGrid();
-    for (unsigned s0 = warp; s0 < steps; s0 += kRoundSteps) {
-      if (s0 != static_cast<unsigned>(warp)) load_weights(s0);
-      float xv[kSkUnroll][NT][8];
-      load_x(s0, xv);
-      mma(xv);
+    if constexpr (STAGES == 0) {
+      for (unsigned s0 = warp; s0 < steps; s0 += kRoundSteps) {
+        if (s0 != static_cast<unsigned>(warp)) load_weights(s0, wv);
+        float xv[kSkUnroll][NT][8];
+        load_x(s0, xv);
+        mma(xv);
+      }
+    } else {
+      // The next round's weights are requested before this round computes: loads in flight
+      // while the MMAs run, at the cost of a second set of registers.
+      for (unsigned s0 = warp; s0 < steps; s0 += kRoundSteps) {
+        uint4 wn[kSkUnroll][kSkMTiles][2];
+        const bool more = s0 + kRoundSteps < steps;
+        if (more) load_weights(s0 + kRoundSteps, wn);
+        float xv[kSkUnroll][NT][8];
+        load_x(s0, xv);
+        mma(xv);
+        if (more) {
+#pragma unroll
+          for (int u = 0; u < kSkUnroll; ++u) {
+#pragma unroll
+            for (int mt = 0; mt < kSkMTiles; ++mt) {
+              wv[u][mt][0] = wn[u][mt][0];
+              wv[u][mt][1] = wn[u][mt][1];
+            }
+          }
+        }
+      }
     }
   } else {
     extern __shared__ uint4 sk_ring[];  // [kSkWarps][STAGES][kSkLoads][32]
@@ -301,6 +324,9 @@ void (*PickStages(int stages, size_t* smem))(SkinnyParams) {
     case 0:
       *smem = 0;
       return SkinnyMatMulKernel<NT, MT, GLU, 0>;
+    case 1:
+      *smem = 0;
+      return SkinnyMatMulKernel<NT, MT, GLU, 1>;
     case 2:
       k = SkinnyMatMulKernel<NT, MT, GLU, 2>;
       break;
