@@ -328,8 +328,12 @@ void BM_DecodeLayerProducts(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   const MatMulKernel kernel = KernelArg(state.range(1));
   SetSkinnyStages(static_cast<int>(state.range(2)));
+  SetSkinnySplit(state.range(3) != 0);  // the o and down products halve their k-steps
   struct RestoreStages {
-    ~RestoreStages() { SetSkinnyStages(0); }
+    ~RestoreStages() {
+      SetSkinnyStages(0);
+      SetSkinnySplit(true);
+    }
   } restore;
   constexpr size_t kHidden = 4096, kKv = 1024, kInter = 14336;
   struct Shape {
@@ -387,9 +391,10 @@ void BM_DecodeLayerProducts(benchmark::State& state) {
       benchmark::Counter(bytes / 1e9 / g_read_gbs, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DecodeLayerProducts)
-    ->ArgNames({"n", "kernel", "stages"})
-    ->ArgsProduct({{1, 2, 3, 4, 6, 8, 9, 12, 16}, {0, 1}, {0}})
-    ->ArgsProduct({{1, 8, 9, 16}, {0}, {1, 2, 3, 4}})
+    ->ArgNames({"n", "kernel", "stages", "split"})
+    ->ArgsProduct({{1, 2, 3, 4, 6, 8, 9, 12, 16}, {0, 1}, {0}, {0}})
+    ->ArgsProduct({{1, 8, 9, 16}, {0}, {1, 2, 3, 4}, {0}})
+    ->ArgsProduct({{1, 3, 8, 9, 16}, {0}, {0}, {1}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -88,6 +88,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
   if (f.decode_attention != "auto") {
     cuda::SetDecodeAttentionOnTensorCores(f.decode_attention == "mma");
   }
+  if (f.skinny_split != "auto") cuda::SetSkinnySplit(f.skinny_split == "on");
   auto contexts = ParseSizeList(f.contexts, "--context");
   if (!contexts.ok()) return ReportError(contexts.status());
   std::vector<size_t> batches;
@@ -521,6 +522,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
              {"pdl", f.pdl},
              {"skinny_stages", f.skinny_stages},
              {"decode_attention", cuda::DecodeAttentionOnTensorCores() ? "mma" : "fma"},
+             {"skinny_split", cuda::SkinnySplit()},
              {"l2_prefetch_bytes", o.l2_prefetch_bytes},
              {"fuse_swiglu", o.fuse_swiglu},
              {"host_tier", mode == KvMode::kDense ? "none"  // offload / kvpr pin every block

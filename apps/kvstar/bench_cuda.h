@@ -46,8 +46,9 @@ struct CudaBenchFlags {
   int skinny_stages = 0;           // --cuda-skinny-stages: cuda::SetSkinnyStages
   // --cuda-decode-attention: auto (keep), fma or mma (cuda::SetDecodeAttentionOnTensorCores).
   std::string decode_attention = "auto";
-  int score_stages = 0;           // kvstar, GPU scoring: --gpu-score-stages
-  bool score_head_major = false;  // kvstar, GPU scoring: --gpu-score-layout head
+  std::string skinny_split = "auto";  // --cuda-skinny-split: auto (keep), on or off
+  int score_stages = 0;               // kvstar, GPU scoring: --gpu-score-stages
+  bool score_head_major = false;      // kvstar, GPU scoring: --gpu-score-layout head
   // --cuda-l2-prefetch: BatchOptions::l2_prefetch_bytes (negative: the engine's default).
   int64_t l2_prefetch_bytes = -1;
   bool fuse_swiglu = true;                // --cuda-fuse-swiglu: BatchOptions::fuse_swiglu

@@ -53,6 +53,7 @@ struct BenchFlags {
   std::string cuda_pdl = "on";
   int cuda_skinny_stages = 0;
   std::string cuda_decode_attention = "auto";
+  std::string cuda_skinny_split = "auto";
   int gpu_score_stages = 0;
   std::string gpu_score_layout = "vector";
   int64_t cuda_l2_prefetch_mib = -1;  // -1: the engine's default
@@ -124,6 +125,7 @@ int RunBench(const BenchFlags& f) {
                        : f.cuda_pdl != "on"                ? "--cuda-pdl"
                        : f.cuda_skinny_stages != 0         ? "--cuda-skinny-stages"
                        : f.cuda_decode_attention != "auto" ? "--cuda-decode-attention"
+                       : f.cuda_skinny_split != "auto"     ? "--cuda-skinny-split"
                        : f.cuda_l2_prefetch_mib >= 0       ? "--cuda-l2-prefetch"
                        : f.cuda_fuse_swiglu != "on"        ? "--cuda-fuse-swiglu"
                                                            : nullptr;
@@ -171,6 +173,7 @@ int RunBench(const BenchFlags& f) {
     c.pdl = f.cuda_pdl == "on";
     c.skinny_stages = f.cuda_skinny_stages;
     c.decode_attention = f.cuda_decode_attention;
+    c.skinny_split = f.cuda_skinny_split;
     c.score_stages = f.gpu_score_stages;
     c.score_head_major = f.gpu_score_layout == "head";
     c.l2_prefetch_bytes = f.cuda_l2_prefetch_mib < 0 ? -1 : f.cuda_l2_prefetch_mib << 20;
@@ -479,6 +482,13 @@ void AddBench(CLI::App& root, int* exit_code) {
                   "reduced by shuffles) or mma (both on the tensor cores, q and p as three bf16 "
                   "terms each); the results agree to f32 summation order")
       ->check(CLI::IsMember({"auto", "fma", "mma"}))
+      ->capture_default_str();
+  cmd->add_option("--cuda-skinny-split", f->cuda_skinny_split,
+                  "cuda: auto (the engine's default), on or off: whether the skinny products of "
+                  "at most 32 weight rows per SM (Llama-3-8B's o and down) halve each row tile's "
+                  "columns between the two CTAs of a cluster, twice the CTAs streaming weights "
+                  "(the results agree to f32 summation order and stay independent of the batch)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();
   cmd->add_option("--gpu-score-stages", f->gpu_score_stages,
                   "cuda, kvstar, --retrieval-device gpu: how the scoring kernel reads the "

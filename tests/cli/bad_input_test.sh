@@ -91,6 +91,8 @@ expect_error "skinny stages out of range" "cuda-skinny-stages.*not in" "$K" benc
   --cuda-skinny-stages 5
 expect_error "decode attention variant on the CPU" "cuda-decode-attention: a choice of the CUDA engine" \
   "$K" bench --cuda-decode-attention mma
+expect_error "skinny split on the CPU" "cuda-skinny-split: a choice of the CUDA engine" "$K" bench \
+  --cuda-skinny-split on
 expect_error "unknown decode attention variant" "cuda-decode-attention.*not in" "$K" bench \
   --device cuda --cuda-decode-attention wmma
 expect_error "device cache on the CPU" "kvstar-cache-blocks: the device cache is a CUDA engine option" "$K" bench --kvstar-cache-blocks max

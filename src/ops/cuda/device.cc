@@ -28,6 +28,7 @@ namespace {
 std::atomic<bool> g_dependent_launches{true};
 std::atomic<int> g_skinny_stages{0};
 std::atomic<bool> g_decode_mma{true};
+std::atomic<bool> g_skinny_split{true};
 }  // namespace
 
 void SetDependentLaunches(bool on) { g_dependent_launches.store(on, std::memory_order_relaxed); }
@@ -42,6 +43,9 @@ int SkinnyStages() { return g_skinny_stages.load(std::memory_order_relaxed); }
 
 void SetDecodeAttentionOnTensorCores(bool on) { g_decode_mma.store(on, std::memory_order_relaxed); }
 bool DecodeAttentionOnTensorCores() { return g_decode_mma.load(std::memory_order_relaxed); }
+
+void SetSkinnySplit(bool on) { g_skinny_split.store(on, std::memory_order_relaxed); }
+bool SkinnySplit() { return g_skinny_split.load(std::memory_order_relaxed); }
 
 int DeviceCount() {
   int n = 0;

@@ -36,24 +36,40 @@ __device__ __forceinline__ void WaitForPriorGrid() {
 // Launches kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent of the
 // kernel before it in the stream when DependentLaunches() is on and every architecture built is
 // sm_90 or newer (KVSTAR_CUDA_PDL, src/ops/cuda/CMakeLists.txt: an older image has no wait).
+// LaunchDependent with CTAs in clusters of cluster_x along x when cluster_x > 1 (sm_90;
+// gridDim.x a multiple of it).
 template <typename... Params, typename... Args>
-cudaError_t LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                            cudaStream_t stream, Args&&... args) {
+cudaError_t LaunchDependentCluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                                   cudaStream_t stream, unsigned cluster_x, Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
+  cudaLaunchAttribute attrs[2]{};
+  unsigned count = 0;
 #if defined(KVSTAR_CUDA_PDL) && KVSTAR_CUDA_PDL
-  cfg.numAttrs = DependentLaunches() ? 1 : 0;
-#else
-  cfg.numAttrs = 0;
+  if (DependentLaunches()) {
+    attrs[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[count].val.programmaticStreamSerializationAllowed = 1;
+    ++count;
+  }
 #endif
+  if (cluster_x > 1) {
+    attrs[count].id = cudaLaunchAttributeClusterDimension;
+    attrs[count].val.clusterDim.x = cluster_x;
+    attrs[count].val.clusterDim.y = 1;
+    attrs[count].val.clusterDim.z = 1;
+    ++count;
+  }
+  cfg.attrs = attrs;
+  cfg.numAttrs = count;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+template <typename... Params, typename... Args>
+cudaError_t LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                            cudaStream_t stream, Args&&... args) {
+  return LaunchDependentCluster(kernel, grid, block, smem, stream, 1u, std::forward<Args>(args)...);
 }
 
 __device__ __forceinline__ float ToF32(float v) { return v; }
@@ -187,9 +203,12 @@ inline constexpr size_t kSkinnyWaveRowsPerSm = 64;
 // glu: outputs[0] (gate) and [1] (up) have equal rows; only outputs[0].y is written, with
 // SiluMul(gate product, up product) (SwiGLU; the same bits as the two products then SwiGlu).
 // stages: how the weights are read (SetSkinnyStages; -1: the process-wide choice).
+// k_split: 0 = SetSkinnySplit's choice for this launch's shapes, 1 = none, 2 = each row tile's
+// k-steps halved between the two CTAs of a cluster (where the build has clusters and not with
+// glu); a fixed summation order either way, so results stay independent of n.
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
                                size_t n, cudaStream_t stream, int m_tiles = 0, bool glu = false,
-                               int stages = -1);
+                               int stages = -1, int k_split = 0);
 
 // dst[count] = random values in [-scale, scale] of dtype, never zero, from a counter hash (for
 // benchmarks and limit measurements; not a quality generator).

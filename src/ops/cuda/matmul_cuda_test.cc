@@ -24,6 +24,18 @@ using testing::kHalfTol;
 using testing::Pool;
 using testing::RelErr;
 
+// SetSkinnySplit for the scope of a test body.
+class ScopedSkinnySplit {
+ public:
+  explicit ScopedSkinnySplit(bool on) : before_(SkinnySplit()) { SetSkinnySplit(on); }
+  ~ScopedSkinnySplit() { SetSkinnySplit(before_); }
+  ScopedSkinnySplit(const ScopedSkinnySplit&) = delete;
+  ScopedSkinnySplit& operator=(const ScopedSkinnySplit&) = delete;
+
+ private:
+  bool before_;
+};
+
 TEST_F(CudaOpsTest, MatMulMatchesCpu) {
   struct Shape {
     size_t rows, cols, n;
@@ -71,8 +83,11 @@ TEST_F(CudaOpsTest, SkinnyMatMulMatchesCpuAndIsBatchInvariant) {
   };
   const Shape shapes[] = {{1, 8, 1},       {37, 40, 3},  {100, 72, 8},    {33, 4104, 9},
                           {300, 1032, 16}, {64, 256, 2}, {1000, 4096, 5}, {7, 14336, 12}};
-  for (const Shape& s : shapes) {
-    SCOPED_TRACE(::testing::Message() << s.rows << "x" << s.cols << " n=" << s.n);
+  for (int combo = 0; combo < 2 * static_cast<int>(std::size(shapes)); ++combo) {
+    const Shape& s = shapes[combo / 2];
+    const ScopedSkinnySplit split(combo % 2 == 1);  // with and without the k-split
+    SCOPED_TRACE(::testing::Message()
+                 << s.rows << "x" << s.cols << " n=" << s.n << " split=" << SkinnySplit());
     MatMulCase mc = MakeMatMulCase(DType::kBF16, s.rows, s.cols, s.n);
     const std::vector<float>& ref = mc.ref;
     DeviceTensor& dw = mc.dw;
@@ -108,10 +123,12 @@ TEST_F(CudaOpsTest, MatMulSwiGluFusedEqualsProductsThenSwiGlu) {
   };
   const Shape shapes[] = {{37, 40, 1},      {100, 1032, 8}, {70, 4104, 9},
                           {2000, 1024, 16}, {9000, 64, 12}, {33, 14336, 3}};
-  for (const Shape& s : shapes) {
+  for (int combo = 0; combo < 2 * static_cast<int>(std::size(shapes)); ++combo) {
+    const Shape& s = shapes[combo / 2];
+    const ScopedSkinnySplit split(combo % 2 == 1);  // fused and unfused split alike
     for (MatMulKernel kernel : {MatMulKernel::kAuto, MatMulKernel::kLibrary}) {
       SCOPED_TRACE(::testing::Message() << s.rows << "x" << s.cols << " n=" << s.n << " kernel "
-                                        << static_cast<int>(kernel));
+                                        << static_cast<int>(kernel) << " split=" << SkinnySplit());
       const TestTensor wg = RandomTensor(rng_, DType::kBF16, s.rows, s.cols, 0.5f);
       const TestTensor wu = RandomTensor(rng_, DType::kBF16, s.rows, s.cols, 0.5f);
       const DeviceTensor dwg = ToDevice(wg);
@@ -169,21 +186,25 @@ TEST_F(CudaOpsTest, SkinnyMatMulEveryTileChoiceMatchesCpu) {
       std::vector<float> ref(n * rows);
       ops::MatMul(Pool(), w.view(), x.data(), n, ref.data());
       DeviceBuffer dx = Upload(x);
+      std::vector<float> first[2];  // per k-split: every tile and stage choice, the same bits
       for (int m_tiles : {1, 2, 4}) {
-        std::vector<float> first;
         for (int stages : {0, 1, 2, 3, 4}) {
-          SCOPED_TRACE(::testing::Message() << "cols=" << cols << " n=" << n
-                                            << " m_tiles=" << m_tiles << " stages=" << stages);
-          DeviceBuffer dy = Poisoned(ref.size() * 4);
-          const internal::SkinnyOutput out{dw.view.data, rows, dy.as<float>()};
-          ASSERT_EQ(internal::LaunchSkinnyMatMul(&out, 1, cols, dx.as<float>(), n,
-                                                 reinterpret_cast<cudaStream_t>(stream_), m_tiles,
-                                                 false, stages),
-                    cudaSuccess);
-          const std::vector<float> y = Download<float>(dy, ref.size());
-          EXPECT_LE(RelErr(y, ref), kF32Tol);
-          if (first.empty()) first = y;
-          EXPECT_EQ(y, first);
+          for (int k_split : {1, 2}) {
+            SCOPED_TRACE(::testing::Message()
+                         << "cols=" << cols << " n=" << n << " m_tiles=" << m_tiles
+                         << " stages=" << stages << " k_split=" << k_split);
+            DeviceBuffer dy = Poisoned(ref.size() * 4);
+            const internal::SkinnyOutput out{dw.view.data, rows, dy.as<float>()};
+            ASSERT_EQ(internal::LaunchSkinnyMatMul(&out, 1, cols, dx.as<float>(), n,
+                                                   reinterpret_cast<cudaStream_t>(stream_), m_tiles,
+                                                   false, stages, k_split),
+                      cudaSuccess);
+            const std::vector<float> y = Download<float>(dy, ref.size());
+            EXPECT_LE(RelErr(y, ref), kF32Tol);
+            std::vector<float>& f = first[k_split - 1];
+            if (f.empty()) f = y;
+            EXPECT_EQ(y, f);
+          }
         }
       }
     }
@@ -200,6 +221,16 @@ TEST_F(CudaOpsTest, SkinnyMatMulEveryTileChoiceMatchesCpu) {
                                      reinterpret_cast<cudaStream_t>(stream_), 0, false, stages),
         cudaErrorInvalidValue);
   }
+  // So are k-splits other than 0 (the process-wide choice), 1 and 2.
+  const TestTensor w = RandomTensor(rng_, DType::kBF16, 2, 264, 0.5f);
+  DeviceTensor dw = ToDevice(w);
+  const internal::SkinnyOutput o{dw.view.data, 2, dy.as<float>()};
+  for (int k_split : {-1, 3}) {
+    EXPECT_EQ(
+        internal::LaunchSkinnyMatMul(&o, 1, 264, dx.as<float>(), 1,
+                                     reinterpret_cast<cudaStream_t>(stream_), 0, false, 0, k_split),
+        cudaErrorInvalidValue);
+  }
 }
 
 // q / k / v in one launch: the same bits as three skinny products; shapes the skinny kernel does
@@ -207,7 +238,9 @@ TEST_F(CudaOpsTest, SkinnyMatMulEveryTileChoiceMatchesCpu) {
 TEST_F(CudaOpsTest, MatMulSharedMatchesSeparateProducts) {
   const size_t cols = 136;
   const size_t rows[] = {96, 40, 33};
-  for (DType dt : {DType::kBF16, DType::kF16}) {
+  for (int combo = 0; combo < 4; ++combo) {
+    const DType dt = combo / 2 == 0 ? DType::kBF16 : DType::kF16;
+    const ScopedSkinnySplit split(combo % 2 == 1);
     for (size_t n : {size_t{1}, size_t{4}, size_t{16}, size_t{20}}) {
       SCOPED_TRACE(::testing::Message() << DTypeName(dt) << " n=" << n);
       const std::vector<float> x = RandomFloats(rng_, n * cols);

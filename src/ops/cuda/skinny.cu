@@ -17,9 +17,11 @@
 //    (the CPU op) up to summation order;
 //  - the warps' partial sums are added in a fixed order through shared memory: results are
 //    deterministic and do not depend on n (a sequence's logits are the same alone or in a batch).
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "ops/cuda/kernels.h"
@@ -74,22 +76,30 @@ constexpr size_t SkinnyPipelineSmem(int stages) {
 // into the warp's own ring in shared memory, STAGES - 1 rounds ahead of the round that computes (up
 // to 8 (STAGES - 1) loads in flight per lane at all times); a lane reads back only the pieces it
 // copied itself, so no barrier is needed. The same sums in the same order either way.
-template <int NT, int MT, bool GLU, int STAGES>
+// KS 2 (sm_90 clusters): the two CTAs of a cluster take the same rows and each half of the
+// k-steps; the second hands its sums to the first through distributed shared memory and the
+// first adds them after its own (a fixed order, whatever n: still independent of n; with GLU,
+// SiluMul of the two added sums, as the split products then SwiGlu). Twice the CTAs for matrices
+// that would otherwise leave SMs with one CTA (8 warps) to stream.
+template <int NT, int MT, bool GLU, int STAGES, int KS>
 __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const SkinnyParams p) {
+  static_assert(KS == 1 || KS == 2, "a k-split pairs two CTAs");
   constexpr int kSkMTiles = MT;
   constexpr int kSkUnroll = 4 / MT;
   static_assert(kSkUnroll * MT * 2 == kSkLoads, "8 pieces per lane and round");
   const __nv_bfloat16* w = p.w[0];
   float* y = p.y[0];
   unsigned rows = p.rows[0];
-  unsigned tile = blockIdx.x;
+  const unsigned cta = blockIdx.x / KS;  // row tile over every matrix of the launch
+  const unsigned part = blockIdx.x % KS;
+  unsigned tile = cta;
 #pragma unroll
   for (int i = 1; i < kMaxSkinnyOutputs; ++i) {
-    if (i < p.count && blockIdx.x >= p.cta_begin[i]) {
+    if (i < p.count && cta >= p.cta_begin[i]) {
       w = p.w[i];
       y = p.y[i];
       rows = p.rows[i];
-      tile = blockIdx.x - p.cta_begin[i];
+      tile = cta - p.cta_begin[i];
     }
   }
   const int warp = threadIdx.x / 32;
@@ -123,6 +133,9 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
 
   float acc[kSkMTiles][NT][4] = {};
   const unsigned steps = (cols + kSkStepCols - 1) / kSkStepCols;
+  // This CTA's k-steps [s_begin, s_end): all of them, or its part's half.
+  const unsigned s_begin = static_cast<unsigned>(uint64_t{steps} * part / KS);
+  const unsigned s_end = static_cast<unsigned>(uint64_t{steps} * (part + 1) / KS);
   constexpr unsigned kRoundSteps = kSkWarps * kSkUnroll;  // k-steps of one round of the CTA
   uint4 wv[kSkUnroll][kSkMTiles][2];
 
@@ -132,7 +145,7 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
 #pragma unroll
     for (int u = 0; u < kSkUnroll; ++u) {
       const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;
-      const bool in = c + t * 8 < cols;
+      const bool in = s0 + u * kSkWarps < s_end && c + t * 8 < cols;
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
@@ -184,7 +197,8 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
 #pragma unroll
       for (int u = 0; u < kSkUnroll; ++u) {
         const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;  // + t * 8 in the row pointers
-        const bool in = c + t * 8 < cols;  // cols % 8 == 0: a lane's 8 columns are in or out
+        // cols % 8 == 0: a lane's 8 columns are in or out.
+        const bool in = s0 + u * kSkWarps < s_end && c + t * 8 < cols;
 #pragma unroll
         for (int mt = 0; mt < kSkMTiles; ++mt) {
 #pragma unroll
@@ -196,12 +210,13 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
     };
     // Launched as a programmatic dependent: the first weights are read (they are not written by
     // any kernel of the step) while the kernel before this one drains; x only after it completed.
+    const unsigned first = s_begin + warp;
     AllowDependentGrid();
-    load_weights(warp, wv);
+    load_weights(first, wv);
     WaitForPriorGrid();
     if constexpr (STAGES == 0) {
-      for (unsigned s0 = warp; s0 < steps; s0 += kRoundSteps) {
-        if (s0 != static_cast<unsigned>(warp)) load_weights(s0, wv);
+      for (unsigned s0 = first; s0 < s_end; s0 += kRoundSteps) {
+        if (s0 != first) load_weights(s0, wv);
         float xv[kSkUnroll][NT][8];
         load_x(s0, xv);
         mma(xv);
@@ -209,9 +224,9 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
     } else {
       // The next round's weights are requested before this round computes: loads in flight
       // while the MMAs run, at the cost of a second set of registers.
-      for (unsigned s0 = warp; s0 < steps; s0 += kRoundSteps) {
+      for (unsigned s0 = first; s0 < s_end; s0 += kRoundSteps) {
         uint4 wn[kSkUnroll][kSkMTiles][2];
-        const bool more = s0 + kRoundSteps < steps;
+        const bool more = s0 + kRoundSteps < s_end;
         if (more) load_weights(s0 + kRoundSteps, wn);
         float xv[kSkUnroll][NT][8];
         load_x(s0, xv);
@@ -232,15 +247,15 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
     extern __shared__ uint4 sk_ring[];  // [kSkWarps][STAGES][kSkLoads][32]
     red = reinterpret_cast<float*>(sk_ring);
     uint4* ring = sk_ring + size_t(warp) * STAGES * kSkLoads * 32 + lane;
-    const unsigned rounds =
-        warp < static_cast<int>(steps) ? (steps - warp + kRoundSteps - 1) / kRoundSteps : 0;
+    const unsigned first = s_begin + warp;
+    const unsigned rounds = first < s_end ? (s_end - first + kRoundSteps - 1) / kRoundSteps : 0;
     auto issue = [&](unsigned round) {
-      const unsigned s0 = warp + round * kRoundSteps;
+      const unsigned s0 = first + round * kRoundSteps;
       uint4* slot = ring + (round % STAGES) * kSkLoads * 32;
 #pragma unroll
       for (int u = 0; u < kSkUnroll; ++u) {
         const unsigned c = (s0 + u * kSkWarps) * kSkStepCols;
-        const bool in = c + t * 8 < cols;
+        const bool in = s0 + u * kSkWarps < s_end && c + t * 8 < cols;
 #pragma unroll
         for (int mt = 0; mt < kSkMTiles; ++mt) {
 #pragma unroll
@@ -262,7 +277,7 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
       if (r + STAGES - 1 < rounds) issue(r + STAGES - 1);
       CpAsyncCommit();  // (empty near the end) keeps one group per round
       float xv[kSkUnroll][NT][8];
-      load_x(warp + r * kRoundSteps, xv);
+      load_x(first + r * kRoundSteps, xv);
       CpAsyncWait<STAGES - 1>();  // round r's group is complete
       const uint4* slot = ring + (r % STAGES) * kSkLoads * 32;
 #pragma unroll
@@ -293,54 +308,108 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
   __syncthreads();
   // GLU: slot s (gate) and s + kPerLane / 2 (up, the same row) make one output.
   constexpr int kOutSlots = GLU ? kPerLane / 2 : kPerLane;
-  for (int i = threadIdx.x; i < kOutSlots * 32; i += kSkThreads) {
+  // Output i = slot * 32 + lane l: accumulator e = slot % 4 of m-tile slot / (4 NT), n-tile
+  // slot / 4 % NT, which holds row l / 4 (+ 8 for e >= 2) and activation row 2 (l % 4) + (e & 1).
+  auto store = [&](int i, float sum) {
     const int slot = i / 32;
     const int l = i % 32;
-    float sum = 0.0f;
-#pragma unroll
-    for (int wi = 0; wi < kSkWarps; ++wi) sum += red[(wi * kPerLane + slot) * 32 + l];
-    if constexpr (GLU) {
-      float up = 0.0f;
-#pragma unroll
-      for (int wi = 0; wi < kSkWarps; ++wi) up += red[(wi * kPerLane + slot + kOutSlots) * 32 + l];
-      sum = SiluMul(sum, up);
-    }
     const int mt = slot / (NT * 4);
     const int nt = slot / 4 % NT;
     const int e = slot % 4;
-    // Accumulator e of lane l: row l / 4 (+ 8 for e >= 2), activation row 2 (l % 4) + (e & 1).
     const unsigned r = row0 + mt * 16 + l / 4 + (e >= 2 ? 8 : 0);
     const unsigned v = nt * 8 + 2 * (l % 4) + (e & 1);
     if (r < rows && v < p.n) y[size_t{v} * rows + r] = sum;
+  };
+  [[maybe_unused]] __shared__ float part_sum[KS > 1 ? kPerLane * 32 : 1];
+  if constexpr (KS > 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // Each CTA's sums of its half, then the first adds the second's after its own.
+    for (int i = threadIdx.x; i < kPerLane * 32; i += kSkThreads) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int wi = 0; wi < kSkWarps; ++wi) sum += red[(wi * kPerLane + i / 32) * 32 + i % 32];
+      part_sum[i] = sum;
+    }
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    cluster.sync();
+    if (part == 0) {
+      const float* other = cluster.map_shared_rank(part_sum, 1);
+      for (int i = threadIdx.x; i < kOutSlots * 32; i += kSkThreads) {
+        float sum = part_sum[i] + other[i];
+        if constexpr (GLU) {
+          sum = SiluMul(sum, part_sum[i + kOutSlots * 32] + other[i + kOutSlots * 32]);
+        }
+        store(i, sum);
+      }
+    }
+    cluster.sync();  // the second CTA's sums stay in its shared memory until they were read
+#endif
+  } else {
+    for (int i = threadIdx.x; i < kOutSlots * 32; i += kSkThreads) {
+      const int slot = i / 32;
+      const int l = i % 32;
+      float sum = 0.0f;
+#pragma unroll
+      for (int wi = 0; wi < kSkWarps; ++wi) sum += red[(wi * kPerLane + slot) * 32 + l];
+      if constexpr (GLU) {
+        float up = 0.0f;
+#pragma unroll
+        for (int wi = 0; wi < kSkWarps; ++wi)
+          up += red[(wi * kPerLane + slot + kOutSlots) * 32 + l];
+        sum = SiluMul(sum, up);
+      }
+      store(i, sum);
+    }
   }
 }
 
 // The kernel for (n-tiles, m-tiles, GLU, stages) and the dynamic shared memory it needs (up to
 // 128 KiB; LaunchSkinnyMatMul raises the kernel's limit to it before each launch).
-template <int NT, int MT, bool GLU>
+template <int NT, int MT, bool GLU, int KS = 1>
 void (*PickStages(int stages, size_t* smem))(SkinnyParams) {
   void (*k)(SkinnyParams) = nullptr;
   switch (stages) {
     case 0:
       *smem = 0;
-      return SkinnyMatMulKernel<NT, MT, GLU, 0>;
+      return SkinnyMatMulKernel<NT, MT, GLU, 0, KS>;
     case 1:
       *smem = 0;
-      return SkinnyMatMulKernel<NT, MT, GLU, 1>;
+      return SkinnyMatMulKernel<NT, MT, GLU, 1, KS>;
     case 2:
-      k = SkinnyMatMulKernel<NT, MT, GLU, 2>;
+      k = SkinnyMatMulKernel<NT, MT, GLU, 2, KS>;
       break;
     case 3:
-      k = SkinnyMatMulKernel<NT, MT, GLU, 3>;
+      k = SkinnyMatMulKernel<NT, MT, GLU, 3, KS>;
       break;
     case 4:
-      k = SkinnyMatMulKernel<NT, MT, GLU, 4>;
+      k = SkinnyMatMulKernel<NT, MT, GLU, 4, KS>;
       break;
     default:
       return nullptr;
   }
   *smem = SkinnyPipelineSmem(stages);
   return k;
+}
+
+// The kernel for (n-tiles, m-tiles, GLU, k-split, stages).
+template <int NT, int MT, bool GLU>
+void (*PickKernel(int k_split, int stages, size_t* smem))(SkinnyParams) {
+  return k_split == 2 ? PickStages<NT, MT, GLU, 2>(stages, smem)
+                      : PickStages<NT, MT, GLU, 1>(stages, smem);
+}
+
+// Multiprocessors of the current device (the first one asked about: the engine uses one).
+int SmCount() {
+  static const int count = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return n;
+  }();
+  return count;
 }
 
 }  // namespace
@@ -353,7 +422,8 @@ bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const 
 }
 
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
-                               size_t n, cudaStream_t stream, int m_tiles, bool glu, int stages) {
+                               size_t n, cudaStream_t stream, int m_tiles, bool glu, int stages,
+                               int k_split) {
   if (m_tiles == 0) {
     // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products"): 32 rows per CTA at n <= 8 on
     // every Llama-3-8B shape; at n = 9-16 (two n-tiles), 16 rows for up to 4096 rows in total and
@@ -367,6 +437,7 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
   }
   if (glu && m_tiles == 1) m_tiles = 2;  // a CTA pairs whole m-tiles of gate and up
   if (stages < 0) stages = SkinnyStages();
+  if (k_split < 0 || k_split > 2) return cudaErrorInvalidValue;
   if (count < 1 || count > kMaxSkinnyOutputs || n < 1 || n > kMaxSkinnyRows ||
       (m_tiles != 1 && m_tiles != 2 && m_tiles != 4) || !SkinnyStagesValid(stages) ||
       (glu && (count != 2 || outputs[0].rows != outputs[1].rows || outputs[0].rows == 0))) {
@@ -398,19 +469,39 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
   p.n = static_cast<unsigned>(n);
   p.x = x;
   const bool two = n > 8;
+  // k-split (a cluster of two CTAs per row tile): only where clusters exist in every image built
+  // (sm_90, the condition of the dependent launches), for launches of at most 32 weight rows per
+  // SM in all (their CTAs of 32 rows, doubled, fit one wave of two per SM) with two k-steps at
+  // least. The choice depends on the launch's rows (gate and up count twice, fused or not) and the
+  // device, never on n or the tiles, so that a row's bits do not depend on the batch and the
+  // fused SwiGLU matches the products then SwiGlu.
+#if defined(KVSTAR_CUDA_PDL) && KVSTAR_CUDA_PDL
+  if (k_split == 0) {
+    size_t total_rows = 0;
+    for (int i = 0; i < count; ++i) total_rows += outputs[i].rows;
+    const size_t sms = static_cast<size_t>(std::max(SmCount(), 0));
+    k_split = SkinnySplit() && total_rows <= 32 * sms ? 2 : 1;
+  }
+  if ((cols + kSkStepCols - 1) / kSkStepCols < 2) k_split = 1;
+#else
+  k_split = 1;
+#endif
   size_t smem = 0;
   void (*kernel)(SkinnyParams) = nullptr;
   if (glu) {
-    kernel =
-        m_tiles == 2
-            ? (two ? PickStages<2, 2, true>(stages, &smem) : PickStages<1, 2, true>(stages, &smem))
-            : (two ? PickStages<2, 4, true>(stages, &smem) : PickStages<1, 4, true>(stages, &smem));
+    kernel = m_tiles == 2 ? (two ? PickKernel<2, 2, true>(k_split, stages, &smem)
+                                 : PickKernel<1, 2, true>(k_split, stages, &smem))
+                          : (two ? PickKernel<2, 4, true>(k_split, stages, &smem)
+                                 : PickKernel<1, 4, true>(k_split, stages, &smem));
   } else if (m_tiles == 1) {
-    kernel = two ? PickStages<2, 1, false>(stages, &smem) : PickStages<1, 1, false>(stages, &smem);
+    kernel = two ? PickKernel<2, 1, false>(k_split, stages, &smem)
+                 : PickKernel<1, 1, false>(k_split, stages, &smem);
   } else if (m_tiles == 2) {
-    kernel = two ? PickStages<2, 2, false>(stages, &smem) : PickStages<1, 2, false>(stages, &smem);
+    kernel = two ? PickKernel<2, 2, false>(k_split, stages, &smem)
+                 : PickKernel<1, 2, false>(k_split, stages, &smem);
   } else {
-    kernel = two ? PickStages<2, 4, false>(stages, &smem) : PickStages<1, 4, false>(stages, &smem);
+    kernel = two ? PickKernel<2, 4, false>(k_split, stages, &smem)
+                 : PickKernel<1, 4, false>(k_split, stages, &smem);
   }
   if (kernel == nullptr) return cudaErrorInvalidValue;
   if (smem > 0) {
@@ -420,7 +511,8 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (err != cudaSuccess) return err;
   }
-  return LaunchDependent(kernel, ctas, kSkThreads, smem, stream, p);
+  return LaunchDependentCluster(kernel, ctas * static_cast<unsigned>(k_split), kSkThreads, smem,
+                                stream, static_cast<unsigned>(k_split), p);
 }
 
 }  // namespace kvstar::cuda::internal
