@@ -404,9 +404,11 @@ cudaError_t LaunchReadStream(const void* src, size_t bytes, int threads, int loa
     case 4:
       ReadStreamKernel<4><<<grid, threads, 0, stream>>>(p, chunks, sink);
       break;
-    default:
+    case 8:
       ReadStreamKernel<8><<<grid, threads, 0, stream>>>(p, chunks, sink);
       break;
+    default:
+      return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }

@@ -216,7 +216,8 @@ cudaError_t LaunchFillRandom(void* dst, size_t count, DType dtype, float scale, 
                              cudaStream_t stream);
 
 // Reads `bytes` (a multiple of 16, 16 B aligned) once with LoadStream16: `threads` per CTA,
-// ctas_per_sm x sm_count CTAs, loads_in_flight (2, 4 or 8) independent loads per thread.
+// ctas_per_sm x sm_count CTAs, loads_in_flight (2, 4 or 8; others: cudaErrorInvalidValue)
+// independent loads per thread.
 // Nothing is written except, never in practice, one word of sink. For the read-rate limit.
 cudaError_t LaunchReadStream(const void* src, size_t bytes, int threads, int loads_in_flight,
                              int ctas_per_sm, int sm_count, unsigned* sink, cudaStream_t stream);

@@ -58,6 +58,7 @@ StatusOr<double> MeasureDeviceCopyBandwidth(const DeviceContext& ctx, size_t byt
 }
 
 StatusOr<double> MeasureDeviceReadBandwidth(const DeviceContext& ctx, size_t bytes, int reps) {
+  if (bytes < 16) return InvalidArgument("read-rate measurement of %zu bytes: 16 at least", bytes);
   KVSTAR_RETURN_IF_ERROR(ctx.Activate());
   bytes = bytes / 16 * 16;
   KVSTAR_ASSIGN_OR_RETURN(DeviceBuffer a, DeviceBuffer::Allocate(bytes));

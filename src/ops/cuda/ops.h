@@ -58,12 +58,12 @@ bool SkinnyStagesValid(int stages);
 void SetSkinnyStages(int stages);  // checked: SkinnyStagesValid(stages)
 int SkinnyStages();
 
-// Whether a skinny product whose CTAs, doubled, fit one wave (two per SM: the o and down
-// products of Llama-3-8B, q / k / v alone) halves each row tile's k-steps between the two CTAs of
-// a cluster (sm_90), which add their sums in a fixed order: twice the CTAs streaming weights.
-// Process-wide, on by default (H100: one layer's products 5-7% faster at 1-8 rows, 1.5-2% slower
-// at 9-16; docs/BENCHMARKS.md); results independent of n either way, equal to f32 arithmetic up
-// to summation order (not the same bits as without the split).
+// Whether a skinny launch of at most 32 weight rows per SM in all (Llama-3-8B's o and down
+// products; q, k or v alone) halves each row tile's k-steps between the two CTAs of a cluster
+// (sm_90), which add their sums in a fixed order: twice the CTAs streaming weights.
+// Process-wide, on by default (H100: one layer's products take 5.0-6.3% less time at 1-8 rows,
+// 1.6-2.1% more at 9-16; docs/BENCHMARKS.md); results independent of n either way, equal to f32
+// arithmetic up to summation order (not the same bits as without the split).
 void SetSkinnySplit(bool on);
 bool SkinnySplit();
 

@@ -363,8 +363,8 @@ __global__ void __launch_bounds__(kSkThreads, 2) SkinnyMatMulKernel(const Skinny
   }
 }
 
-// The kernel for (n-tiles, m-tiles, GLU, stages) and the dynamic shared memory it needs (up to
-// 128 KiB; LaunchSkinnyMatMul raises the kernel's limit to it before each launch).
+// The kernel for (n-tiles, m-tiles, GLU, stages, k-split) and the dynamic shared memory it needs
+// (up to 128 KiB; LaunchSkinnyMatMul raises the kernel's limit to it before each launch).
 template <int NT, int MT, bool GLU, int KS = 1>
 void (*PickStages(int stages, size_t* smem))(SkinnyParams) {
   void (*k)(SkinnyParams) = nullptr;
