@@ -280,6 +280,7 @@ void BM_SkinnyTiles(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(2));
   const int m_tiles = static_cast<int>(state.range(3));
   const int stages = static_cast<int>(state.range(4));
+  const int k_split = static_cast<int>(state.range(5));  // 0 the launcher's choice, 1 none, 2 split
   const size_t wbytes = rows * cols * 2;
   const size_t copies = std::max<size_t>(1, (size_t{256} << 20) / wbytes);
   CudaStream* s = g_ctx->compute_stream();
@@ -299,8 +300,8 @@ void BM_SkinnyTiles(benchmark::State& state) {
     const internal::SkinnyOutput out{w->as<unsigned char>() + copy * wbytes, rows, y->as<float>()};
     copy = (copy + 1) % copies;
     return internal::LaunchSkinnyMatMul(&out, 1, cols, x->as<float>(), n,
-                                        reinterpret_cast<cudaStream_t>(s), m_tiles, false,
-                                        stages) == cudaSuccess;
+                                        reinterpret_cast<cudaStream_t>(s), m_tiles, false, stages,
+                                        k_split) == cudaSuccess;
   };
   for (int i = 0; i < 3; ++i) run();
   for (auto _ : state) {
@@ -314,9 +315,12 @@ void BM_SkinnyTiles(benchmark::State& state) {
       benchmark::Counter(bytes / 1e9 / g_copy_gbs, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_SkinnyTiles)
-    ->ArgNames({"rows", "cols", "n", "m_tiles", "stages"})
-    ->ArgsProduct({{6144, 4096, 28672}, {4096}, {1, 8, 16}, {1, 2, 4}, {0, 2, 3, 4}})
-    ->ArgsProduct({{4096}, {14336}, {1, 8, 16}, {1, 2, 4}, {0, 2, 3, 4}})
+    ->ArgNames({"rows", "cols", "n", "m_tiles", "stages", "split"})
+    ->ArgsProduct({{6144, 4096, 28672}, {4096}, {1, 8, 16}, {1, 2, 4}, {0, 2, 3, 4}, {0}})
+    ->ArgsProduct({{4096}, {14336}, {1, 8, 16}, {1, 2, 4}, {0, 2, 3, 4}, {0}})
+    // Tiles against the k-split at 8 and more rows (o, down; q / k / v stacked).
+    ->ArgsProduct({{4096, 6144}, {4096}, {8, 9, 12, 16}, {1, 2, 4}, {0}, {1, 2}})
+    ->ArgsProduct({{4096}, {14336}, {8, 9, 12, 16}, {1, 2, 4}, {0}, {1, 2}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
