@@ -61,9 +61,10 @@ int SkinnyStages();
 // Whether a skinny launch of at most 32 weight rows per SM in all (Llama-3-8B's o and down
 // products; q, k or v alone) halves each row tile's k-steps between the two CTAs of a cluster
 // (sm_90), which add their sums in a fixed order: twice the CTAs streaming weights.
-// Process-wide, on by default (H100: one layer's products take 5.0-6.3% less time at 1-8 rows,
-// 1.6-2.1% more at 9-16; docs/BENCHMARKS.md); results independent of n either way, equal to f32
-// arithmetic up to summation order (not the same bits as without the split).
+// Process-wide, on by default (H100: one layer's products take 5.0-6.3% less time at 1-8 rows;
+// at 9-16 rows split launches take 32-row tiles, 7.6-13.1% faster than 16-row ones for o and
+// down; docs/BENCHMARKS.md); results independent of n either way, equal to f32 arithmetic up to
+// summation order (not the same bits as without the split).
 void SetSkinnySplit(bool on);
 bool SkinnySplit();
 

@@ -424,20 +424,35 @@ bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const 
 cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t cols, const float* x,
                                size_t n, cudaStream_t stream, int m_tiles, bool glu, int stages,
                                int k_split) {
+  if (k_split < 0 || k_split > 2) return cudaErrorInvalidValue;
+  size_t total_rows = 0;  // gate and up count twice, fused or not
+  for (int i = 0; i < count && i < kMaxSkinnyOutputs; ++i) total_rows += outputs[i].rows;
+    // k-split (a cluster of two CTAs per row tile): only where clusters exist in every image built
+    // (sm_90, the condition of the dependent launches), for launches of at most 32 weight rows per
+    // SM in all (their CTAs of 32 rows, doubled, fit one wave of two per SM) with two k-steps at
+    // least. The choice depends on the launch's rows and the device, never on n or the tiles, so
+    // that a row's bits do not depend on the batch and the fused SwiGLU matches the products then
+    // SwiGlu.
+#if defined(KVSTAR_CUDA_PDL) && KVSTAR_CUDA_PDL
+  if (k_split == 0) {
+    const size_t sms = static_cast<size_t>(std::max(SmCount(), 0));
+    k_split = SkinnySplit() && total_rows <= 32 * sms ? 2 : 1;
+  }
+  if ((cols + kSkStepCols - 1) / kSkStepCols < 2) k_split = 1;
+#else
+  k_split = 1;
+#endif
   if (m_tiles == 0) {
-    // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products"): 32 rows per CTA at n <= 8 on
-    // every Llama-3-8B shape; at n = 9-16 (two n-tiles), 16 rows for up to 4096 rows in total and
-    // 64 rows from 16384 rows on.
+    // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products" and "Row tiles of the k-split
+    // at 9-16 rows"): 32 rows per CTA at n <= 8 on every Llama-3-8B shape; at n = 9-16 (two
+    // n-tiles), 64 rows from 16384 rows in total on, and 16 rows for up to 4096 rows without the
+    // k-split, 32 with it (the o and down products: 8-10% less time than 16 rows split).
     m_tiles = kSkDefaultMTiles;
-    if (n > 8) {
-      size_t total = 0;
-      for (int i = 0; i < count && i < kMaxSkinnyOutputs; ++i) total += outputs[i].rows;
-      m_tiles = total <= 4096 ? 1 : total >= 16384 ? 4 : kSkDefaultMTiles;
-    }
+    if (n > 8 && total_rows <= 4096 && k_split != 2) m_tiles = 1;
+    if (n > 8 && total_rows >= 16384) m_tiles = 4;
   }
   if (glu && m_tiles == 1) m_tiles = 2;  // a CTA pairs whole m-tiles of gate and up
   if (stages < 0) stages = SkinnyStages();
-  if (k_split < 0 || k_split > 2) return cudaErrorInvalidValue;
   if (count < 1 || count > kMaxSkinnyOutputs || n < 1 || n > kMaxSkinnyRows ||
       (m_tiles != 1 && m_tiles != 2 && m_tiles != 4) || !SkinnyStagesValid(stages) ||
       (glu && (count != 2 || outputs[0].rows != outputs[1].rows || outputs[0].rows == 0))) {
@@ -469,23 +484,6 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
   p.n = static_cast<unsigned>(n);
   p.x = x;
   const bool two = n > 8;
-  // k-split (a cluster of two CTAs per row tile): only where clusters exist in every image built
-  // (sm_90, the condition of the dependent launches), for launches of at most 32 weight rows per
-  // SM in all (their CTAs of 32 rows, doubled, fit one wave of two per SM) with two k-steps at
-  // least. The choice depends on the launch's rows (gate and up count twice, fused or not) and the
-  // device, never on n or the tiles, so that a row's bits do not depend on the batch and the
-  // fused SwiGLU matches the products then SwiGlu.
-#if defined(KVSTAR_CUDA_PDL) && KVSTAR_CUDA_PDL
-  if (k_split == 0) {
-    size_t total_rows = 0;
-    for (int i = 0; i < count; ++i) total_rows += outputs[i].rows;
-    const size_t sms = static_cast<size_t>(std::max(SmCount(), 0));
-    k_split = SkinnySplit() && total_rows <= 32 * sms ? 2 : 1;
-  }
-  if ((cols + kSkStepCols - 1) / kSkStepCols < 2) k_split = 1;
-#else
-  k_split = 1;
-#endif
   size_t smem = 0;
   void (*kernel)(SkinnyParams) = nullptr;
   if (glu) {
