@@ -210,6 +210,21 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
                                size_t n, cudaStream_t stream, int m_tiles = 0, bool glu = false,
                                int stages = -1, int k_split = 0);
 
+// The row tiles and k-split of one skinny launch: LaunchSkinnyMatMul's choice, a host function
+// of the shapes only (so that its rules are tested without a device, skinny_shape_test.cc).
+// total_rows: the rows of every output of the launch (gate and up both counted, fused or not);
+// m_tiles, k_split: LaunchSkinnyMatMul's arguments (0 = choose; k_split in [0, 2]); split_on:
+// SkinnySplit(); sm_count: the device's multiprocessors; clusters: whether every image built has
+// thread-block clusters (sm_90: KVSTAR_CUDA_PDL). The k-split never depends on n or the tiles,
+// so that a row's bits do not depend on the batch.
+struct SkinnyLaunchChoice {
+  int m_tiles = 2;  // 16-row MMA tiles per CTA: 1, 2 or 4 (2 or 4 with glu)
+  int k_split = 1;  // CTAs of a cluster sharing a row tile's k-steps: 1 or 2
+};
+SkinnyLaunchChoice ChooseSkinnyLaunch(size_t total_rows, size_t cols, size_t n, bool glu,
+                                      int m_tiles, int k_split, bool split_on, size_t sm_count,
+                                      bool clusters);
+
 // dst[count] = random values in [-scale, scale] of dtype, never zero, from a counter hash (for
 // benchmarks and limit measurements; not a quality generator).
 cudaError_t LaunchFillRandom(void* dst, size_t count, DType dtype, float scale, uint32_t seed,

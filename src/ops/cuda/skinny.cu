@@ -29,6 +29,13 @@
 namespace kvstar::cuda::internal {
 namespace {
 
+// Whether every image built has thread-block clusters (sm_90; the condition of the dependent
+// launches, src/ops/cuda/CMakeLists.txt).
+#if defined(KVSTAR_CUDA_PDL) && KVSTAR_CUDA_PDL
+constexpr bool kClusters = true;
+#else
+constexpr bool kClusters = false;
+#endif
 constexpr int kSkWarps = 8;
 constexpr int kSkThreads = kSkWarps * 32;
 constexpr int kSkDefaultMTiles = 2;  // 16-row MMA tiles per CTA (every warp covers all)
@@ -414,6 +421,29 @@ int SmCount() {
 
 }  // namespace
 
+SkinnyLaunchChoice ChooseSkinnyLaunch(size_t total_rows, size_t cols, size_t n, bool glu,
+                                      int m_tiles, int k_split, bool split_on, size_t sm_count,
+                                      bool clusters) {
+  SkinnyLaunchChoice c;
+  // k-split: only where clusters exist in every image built, for launches of at most 32 weight
+  // rows per SM in all (their CTAs of 32 rows, doubled, fit one wave of two per SM), with two
+  // k-steps at least.
+  c.k_split = k_split == 0 ? (split_on && total_rows <= 32 * sm_count ? 2 : 1) : k_split;
+  if (!clusters || (cols + kSkStepCols - 1) / kSkStepCols < 2) c.k_split = 1;
+  c.m_tiles = m_tiles;
+  if (c.m_tiles == 0) {
+    // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products" and "Row tiles of the k-split
+    // at 9-16 rows"): 32 rows per CTA at n <= 8 on every Llama-3-8B shape; at n = 9-16 (two
+    // n-tiles), 64 rows from 16384 rows in total on, and 16 rows for up to 4096 rows without the
+    // k-split, 32 with it (the o and down products: 7.6-13.1% less time than 16 rows split).
+    c.m_tiles = kSkDefaultMTiles;
+    if (n > 8 && total_rows <= 4096 && c.k_split != 2) c.m_tiles = 1;
+    if (n > 8 && total_rows >= 16384) c.m_tiles = 4;
+  }
+  if (glu && c.m_tiles == 1) c.m_tiles = 2;  // a CTA pairs whole m-tiles of gate and up
+  return c;
+}
+
 bool SkinnyMatMulApplies(DType dtype, size_t rows, size_t cols, size_t n, const void* w,
                          const float* x) {
   return dtype == DType::kBF16 && n >= 1 && n <= kMaxSkinnyRows && rows < (size_t{1} << 30) &&
@@ -425,33 +455,13 @@ cudaError_t LaunchSkinnyMatMul(const SkinnyOutput* outputs, int count, size_t co
                                size_t n, cudaStream_t stream, int m_tiles, bool glu, int stages,
                                int k_split) {
   if (k_split < 0 || k_split > 2) return cudaErrorInvalidValue;
-  size_t total_rows = 0;  // gate and up count twice, fused or not
+  size_t total_rows = 0;
   for (int i = 0; i < count && i < kMaxSkinnyOutputs; ++i) total_rows += outputs[i].rows;
-    // k-split (a cluster of two CTAs per row tile): only where clusters exist in every image built
-    // (sm_90, the condition of the dependent launches), for launches of at most 32 weight rows per
-    // SM in all (their CTAs of 32 rows, doubled, fit one wave of two per SM) with two k-steps at
-    // least. The choice depends on the launch's rows and the device, never on n or the tiles, so
-    // that a row's bits do not depend on the batch and the fused SwiGLU matches the products then
-    // SwiGlu.
-#if defined(KVSTAR_CUDA_PDL) && KVSTAR_CUDA_PDL
-  if (k_split == 0) {
-    const size_t sms = static_cast<size_t>(std::max(SmCount(), 0));
-    k_split = SkinnySplit() && total_rows <= 32 * sms ? 2 : 1;
-  }
-  if ((cols + kSkStepCols - 1) / kSkStepCols < 2) k_split = 1;
-#else
-  k_split = 1;
-#endif
-  if (m_tiles == 0) {
-    // Measured on the H100 (docs/BENCHMARKS.md, "Skinny products" and "Row tiles of the k-split
-    // at 9-16 rows"): 32 rows per CTA at n <= 8 on every Llama-3-8B shape; at n = 9-16 (two
-    // n-tiles), 64 rows from 16384 rows in total on, and 16 rows for up to 4096 rows without the
-    // k-split, 32 with it (the o and down products: 8-10% less time than 16 rows split).
-    m_tiles = kSkDefaultMTiles;
-    if (n > 8 && total_rows <= 4096 && k_split != 2) m_tiles = 1;
-    if (n > 8 && total_rows >= 16384) m_tiles = 4;
-  }
-  if (glu && m_tiles == 1) m_tiles = 2;  // a CTA pairs whole m-tiles of gate and up
+  const SkinnyLaunchChoice choice =
+      ChooseSkinnyLaunch(total_rows, cols, n, glu, m_tiles, k_split, SkinnySplit(),
+                         static_cast<size_t>(std::max(SmCount(), 0)), kClusters);
+  m_tiles = choice.m_tiles;
+  k_split = choice.k_split;
   if (stages < 0) stages = SkinnyStages();
   if (count < 1 || count > kMaxSkinnyOutputs || n < 1 || n > kMaxSkinnyRows ||
       (m_tiles != 1 && m_tiles != 2 && m_tiles != 4) || !SkinnyStagesValid(stages) ||
