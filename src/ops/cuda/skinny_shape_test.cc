@@ -96,9 +96,9 @@ TEST(SkinnyShapeTest, ExplicitChoices) {
   EXPECT_EQ(ChooseSkinnyLaunch(64, 32, 4, false, 0, 2, true, kH100Sms, true).k_split, 1);
   // Tiles as asked; with glu a CTA takes whole m-tiles of gate and up, so at least 2.
   for (int m_tiles : {1, 2, 4}) {
-    EXPECT_EQ(ChooseSkinnyLaunch(4096, 4096, 12, false, m_tiles, 0, true, 132, true).m_tiles,
+    EXPECT_EQ(ChooseSkinnyLaunch(4096, 4096, 12, false, m_tiles, 0, true, kH100Sms, true).m_tiles,
               m_tiles);
-    EXPECT_EQ(ChooseSkinnyLaunch(4096, 4096, 12, true, m_tiles, 0, true, 132, true).m_tiles,
+    EXPECT_EQ(ChooseSkinnyLaunch(4096, 4096, 12, true, m_tiles, 0, true, kH100Sms, true).m_tiles,
               m_tiles == 1 ? 2 : m_tiles);
   }
   // A device of unknown size (0 multiprocessors) splits nothing by default.
