@@ -18,9 +18,9 @@
 #include "base/progress.h"
 #include "base/timer.h"
 #include "cli_common.h"
-#include "cuda_cli.h"
 #include "engine/cuda/cuda_batch.h"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/cuda_runner.h"
 #include "model/config.h"
 #include "model/shapes.h"
 #include "model/weights.h"
@@ -209,7 +209,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
   }
   // kvstar prefix reuse: one store for every run; block ids seeded with the weights (a
   // directory's fingerprint, or the shape, dtype and seed of random weights) and the KV dtype.
-  KvStore kv_store;
+  cuda::KvStore kv_store;
   if (use_store) {
     Hash128 weights_fp;
     if (host_weights != nullptr) {
@@ -219,7 +219,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
           "random:" + f.shape + ":" + f.weight_dtype + ":" + std::to_string(f.seed);
       weights_fp = HashBytes(id.data(), id.size());
     }
-    auto s = OpenKvStore(f.store, cfg, f.block_tokens, kv_dtype, weights_fp);
+    auto s = cuda::OpenKvStore(f.store, cfg, f.block_tokens, kv_dtype, weights_fp);
     if (!s.ok()) return ReportError(s.status());
     kv_store = std::move(*s);
   }

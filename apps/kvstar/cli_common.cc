@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "base/file_util.h"
+#include "base/progress.h"
 
 namespace kvstar::cli {
 
@@ -387,6 +388,19 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
   *mode = cuda ? flags.mode : o.mode;
   return o;
 }
+
+#ifdef KVSTAR_HAVE_CUDA
+StatusOr<std::unique_ptr<cuda::CudaRunner>> CreateCudaRunner(const Engine& engine,
+                                                             const std::string& mode,
+                                                             const EngineOptions& options,
+                                                             bool show_progress) {
+  Progress upload("weights to the GPU (layers)", engine.config().num_layers, show_progress);
+  auto runner = cuda::CudaRunner::Create(engine, mode, options,
+                                         [&](size_t done, size_t) { upload.Update(done); });
+  upload.Finish();
+  return runner;
+}
+#endif
 
 StatusOr<size_t> ParseKvstarCacheBlocks(const std::string& text, bool allow_max) {
   if (allow_max && text == "max") return kCacheBlocksMax;

@@ -7,6 +7,9 @@
 
 #include "base/status.h"
 #include "engine/engine.h"
+#ifdef KVSTAR_HAVE_CUDA
+#include "engine/cuda/cuda_runner.h"
+#endif
 
 namespace kvstar::cli {
 
@@ -69,6 +72,15 @@ StatusOr<EngineOptions> FinishDeviceEngineOptions(const EngineFlags& flags,
 // The KV side of a finished request as JSON: layout, device bytes, and for kvstar the settings,
 // bytes loaded per step, retrieval latency and the share of it hidden, late swaps.
 nlohmann::json KvReportJson(const EngineOptions& options, const GenerateResult& result);
+
+#ifdef KVSTAR_HAVE_CUDA
+// cuda::CudaRunner::Create with a progress bar over the layers copied to the GPU (when
+// show_progress).
+StatusOr<std::unique_ptr<cuda::CudaRunner>> CreateCudaRunner(const Engine& engine,
+                                                             const std::string& mode,
+                                                             const EngineOptions& options,
+                                                             bool show_progress);
+#endif
 
 // Prints "error: <message>" on stderr and returns the exit code 1.
 int ReportError(const Status& status);

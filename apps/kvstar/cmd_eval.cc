@@ -13,9 +13,6 @@
 #include "engine/engine.h"
 #include "eval/runner.h"
 #include "json_plot.h"
-#ifdef KVSTAR_HAVE_CUDA
-#include "cuda_cli.h"
-#endif
 
 namespace kvstar::cli {
 namespace {
@@ -98,9 +95,9 @@ int RunEvalCommand(const EvalFlags& f) {
   auto count = [&e](std::string_view text) { return e.tokenizer()->Encode(text).size(); };
   RequestFn run = [&e](const GenerateRequest& r) { return e.Generate(r); };
 #ifdef KVSTAR_HAVE_CUDA
-  std::unique_ptr<CudaRunner> runner;
+  std::unique_ptr<cuda::CudaRunner> runner;
   if (f.device == "cuda") {
-    auto created = CudaRunner::Create(e, mode, *options, /*show_progress=*/true);
+    auto created = CreateCudaRunner(e, mode, *options, /*show_progress=*/true);
     if (!created.ok()) return ReportError(created.status());
     runner = std::move(*created);
     run = [&runner](const GenerateRequest& r) { return runner->Generate(r); };

@@ -9,9 +9,6 @@
 #include "cli_common.h"
 #include "command.h"
 #include "engine/engine.h"
-#ifdef KVSTAR_HAVE_CUDA
-#include "cuda_cli.h"
-#endif
 
 namespace kvstar::cli {
 namespace {
@@ -76,7 +73,7 @@ int RunGenerate(const GenerateFlags& f) {
   std::string device_name = "cpu";
   if (cuda) {
 #ifdef KVSTAR_HAVE_CUDA
-    auto runner = CudaRunner::Create(e, f.engine.mode, *options, show_progress);
+    auto runner = CreateCudaRunner(e, f.engine.mode, *options, show_progress);
     if (!runner.ok()) return ReportError(runner.status());
     device_name = (*runner)->device_name();
     result = (*runner)->Generate(req);

@@ -1,6 +1,5 @@
-#include "cuda_cli.h"
+#include "engine/cuda/cuda_runner.h"
 
-#include "base/progress.h"
 #include "engine/cuda/cuda_batch.h"
 #include "engine/cuda/cuda_generate.h"
 #include "engine/cuda/cuda_model.h"
@@ -9,23 +8,23 @@
 #include "recompute/profiler_cuda.h"
 #include "store/block_id.h"
 
-namespace kvstar::cli {
+namespace kvstar::cuda {
 namespace {
 
 class Runner final : public CudaRunner {
  public:
   StatusOr<GenerateResult> Generate(const GenerateRequest& request) override {
-    cuda::BatchOptions o = base_;
-    if (o.mode == cuda::KvMode::kKvpr) {
+    BatchOptions o = base_;
+    if (o.mode == KvMode::kKvpr) {
       KVSTAR_ASSIGN_OR_RETURN(o.kvpr_layer_splits, PlanSplits(request.prompt.size()));
     }
-    return cuda::CudaGenerate(*model_, o, request, eos_);
+    return CudaGenerate(*model_, o, request, eos_);
   }
   std::string device_name() const override { return ctx_->info().name; }
 
-  std::unique_ptr<cuda::DeviceContext> ctx_;
-  std::unique_ptr<cuda::CudaModel> model_;
-  cuda::BatchOptions base_;
+  std::unique_ptr<DeviceContext> ctx_;
+  std::unique_ptr<CudaModel> model_;
+  BatchOptions base_;
   std::vector<int32_t> eos_;
   ModelConfig config_;
   std::unique_ptr<BlockStore> store_;  // kvstar with --store file:DIR; else none
@@ -56,19 +55,16 @@ class Runner final : public CudaRunner {
 StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
                                                          const std::string& mode,
                                                          const EngineOptions& options,
-                                                         bool show_progress) {
-  KVSTAR_ASSIGN_OR_RETURN(cuda::KvMode kv_mode, cuda::ParseKvMode(mode));
-  if (cuda::DeviceCount() == 0) {
+                                                         const Engine::LoadProgress& progress) {
+  KVSTAR_ASSIGN_OR_RETURN(KvMode kv_mode, ParseKvMode(mode));
+  if (DeviceCount() == 0) {
     return FailedPrecondition("--device cuda: no CUDA device is visible");
   }
   auto r = std::make_unique<Runner>();
-  KVSTAR_ASSIGN_OR_RETURN(r->ctx_, cuda::DeviceContext::Create(0));
+  KVSTAR_ASSIGN_OR_RETURN(r->ctx_, DeviceContext::Create(0));
   r->config_ = engine.config();
-  Progress progress("weights to the GPU (layers)", r->config_.num_layers, show_progress);
-  KVSTAR_ASSIGN_OR_RETURN(
-      r->model_, cuda::CudaModel::Upload(*r->ctx_, r->config_, engine.weights(),
-                                         [&](size_t done, size_t) { progress.Update(done); }));
-  progress.Finish();
+  KVSTAR_ASSIGN_OR_RETURN(r->model_,
+                          CudaModel::Upload(*r->ctx_, r->config_, engine.weights(), progress));
   r->base_.mode = kv_mode;
   r->base_.block_tokens = options.block_tokens;
   r->base_.kv_dtype = options.kv_dtype;
@@ -76,11 +72,11 @@ StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
   r->base_.kvstar = options.kvstar;
   r->base_.retrieval_threads = options.retrieval_threads;
   r->base_.gpu_scoring = options.gpu_scoring;
-  r->base_.exclusive_host = options.exclusive_host && kv_mode == cuda::KvMode::kKvstar;
+  r->base_.exclusive_host = options.exclusive_host && kv_mode == KvMode::kKvstar;
   r->base_.gpu_score_spread = options.gpu_score_spread;
   r->base_.gpu_score_ctas = options.gpu_score_ctas;
   r->base_.kvstar_cache_blocks = options.kvstar_cache_blocks;
-  if (kv_mode == cuda::KvMode::kKvstar && options.store != "dram") {
+  if (kv_mode == KvMode::kKvstar && options.store != "dram") {
     KVSTAR_ASSIGN_OR_RETURN(
         KvStore ks, OpenKvStore(options.store, r->config_, options.block_tokens, options.kv_dtype,
                                 engine.weights().fingerprint()));
@@ -104,4 +100,4 @@ StatusOr<KvStore> OpenKvStore(const std::string& spec, const ModelConfig& config
   return ks;
 }
 
-}  // namespace kvstar::cli
+}  // namespace kvstar::cuda

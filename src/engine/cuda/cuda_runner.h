@@ -1,5 +1,6 @@
-// generate / eval on the CUDA engine (built only with KVSTAR_HAVE_CUDA): the model's weights
-// copied to the GPU, one request at a time in a CUDA decode mode.
+// One request at a time on the CUDA engine: the weights of a CPU-loaded Engine copied to the GPU,
+// decoded in a CUDA mode (dense, offload, kvpr, kvstar). Used by the CLI's generate and eval and
+// by the embedding API (include/kvstar/kvstar.h).
 #pragma once
 
 #include <memory>
@@ -10,7 +11,7 @@
 #include "engine/engine.h"
 #include "store/block_store.h"
 
-namespace kvstar::cli {
+namespace kvstar::cuda {
 
 class CudaRunner {
  public:
@@ -18,9 +19,10 @@ class CudaRunner {
   // mode: dense, offload, kvpr or kvstar. Settings (block_tokens, kv_dtype, prefill_chunk,
   // kvstar, retrieval_threads) come from `options`; the weights from `engine` (loaded on the CPU
   // in dense mode). kvpr: the split of each request is planned from the device profile (cached).
+  // `progress` (may be empty) is told of each layer's weights copied to the GPU.
   static StatusOr<std::unique_ptr<CudaRunner>> Create(const Engine& engine, const std::string& mode,
                                                       const EngineOptions& options,
-                                                      bool show_progress);
+                                                      const Engine::LoadProgress& progress);
   virtual StatusOr<GenerateResult> Generate(const GenerateRequest& request) = 0;
   virtual std::string device_name() const = 0;
 };
@@ -36,4 +38,4 @@ StatusOr<KvStore> OpenKvStore(const std::string& spec, const ModelConfig& config
                               size_t block_tokens, DType kv_dtype,
                               const Hash128& weights_fingerprint);
 
-}  // namespace kvstar::cli
+}  // namespace kvstar::cuda
