@@ -3,14 +3,15 @@
 # that has the driver and the CUDA 13 runtime but none of the Debian -dev packages.
 #
 #   tools/gpu_engine.sh prepare [build_dir]  on the build machine: configure with -DKVSTAR_CUDA=ON,
-#                                            build `kvstar`, `cuda_engine_test`, `ops_cuda_test`
-#                                            `cuda_bench` and `sparse_retrieval_bench`,
+#                                            build `kvstar`, `cuda_engine_test`, `ops_cuda_test`,
+#                                            `api_test`, `cuda_bench` and `sparse_retrieval_bench`,
 #                                            and pack them with the non-system shared libraries
 #                                            they need into .gpu-engine/pack.tar.xz (about 3 MB)
 #   tools/gpu_engine.sh test [out_dir]       on the GPU machine: the CUDA op tests (memcheck,
 #                                            racecheck and synccheck over the scoring and
 #                                            decode attention kernels),
-#                                            the whole-model GPU tests and memcheck over
+#                                            the whole-model GPU tests, the embedding API's
+#                                            tests (device cuda among them) and memcheck over
 #                                            the offload, kvpr, kvstar and dependent-launch
 #                                            tests
 #   tools/gpu_engine.sh racecheck [out_dir]  on the GPU machine: compute-sanitizer racecheck over
@@ -38,13 +39,13 @@ if [[ $mode == prepare ]]; then
   build=${2:-build/cuda}
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSTAR_WERROR=ON -DKVSTAR_CUDA=ON
-  cmake --build "$build" --target kvstar cuda_engine_test ops_cuda_test cuda_bench \
+  cmake --build "$build" --target kvstar cuda_engine_test ops_cuda_test api_test cuda_bench \
     sparse_retrieval_bench -j"$(nproc)"
   tmp=$(mktemp -d)
   mkdir -p "$tmp/lib"
-  bins=(kvstar cuda_engine_test ops_cuda_test cuda_bench sparse_retrieval_bench)
+  bins=(kvstar cuda_engine_test ops_cuda_test api_test cuda_bench sparse_retrieval_bench)
   cp "$build/apps/kvstar/kvstar" "$build/src/engine/cuda/cuda_engine_test" \
-    "$build/src/ops/cuda/ops_cuda_test" "$build/bench/cuda_bench" \
+    "$build/src/ops/cuda/ops_cuda_test" "$build/src/api/api_test" "$build/bench/cuda_bench" \
     "$build/bench/sparse_retrieval_bench" "$tmp/"
   for b in "${bins[@]}"; do strip "$tmp/$b"; done
   for bin in "${bins[@]/#/$tmp/}"; do
@@ -81,6 +82,8 @@ if [[ $mode == test ]]; then
   tail -2 "$out/ops_tests.txt"
   /tmp/kvstar-gpu/cuda_engine_test --gtest_brief=1 >"$out/tests.txt" 2>&1 || status=1
   tail -5 "$out/tests.txt"
+  /tmp/kvstar-gpu/api_test --gtest_brief=1 >"$out/api_tests.txt" 2>&1 || status=1
+  tail -3 "$out/api_tests.txt"
   for tool in memcheck racecheck synccheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 /tmp/kvstar-gpu/ops_cuda_test \
       --gtest_filter='ScoreBlocks*:CudaAttentionTest.BatchedDecode*:CudaAttentionTest.LongDecode*' --gtest_brief=1 >"$out/ops_$tool.txt" 2>&1 || status=1
