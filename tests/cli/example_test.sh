@@ -4,13 +4,7 @@
 # Usage: example_test.sh EXAMPLE_BINARY KVSTAR_BINARY MODEL_DIR
 set -u
 EX="$1" K="$2" MODEL="$3"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fail=0
-check() {  # check NAME CONDITION...
-  local name="$1"; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=$((fail + 1)); fi
-}
+source "$(dirname "$0")/check.sh"
 
 "$K" task --model "$MODEL" --task passkey --length 2000 --seed 11 >"$TMP/prompt.txt" 2>"$TMP/expected"
 key=$(sed -n 's/.*expected: \([0-9]*\)\].*/\1/p' "$TMP/expected")

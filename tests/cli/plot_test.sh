@@ -4,13 +4,7 @@
 # Usage: plot_test.sh KVSTAR_BINARY [TEST_DATA_DIR]
 set -u
 K="$1"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fail=0
-check() {  # check NAME CONDITION...
-  local name="$1"; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=$((fail + 1)); fi
-}
+source "$(dirname "$0")/check.sh"
 
 cat >"$TMP/a.json" <<'JSON'
 {"runs": [
