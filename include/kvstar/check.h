@@ -9,11 +9,11 @@ namespace kvstar::internal {
 [[noreturn]] void CheckFailed(const char* file, int line, const char* cond);
 }  // namespace kvstar::internal
 
-#define KVSTAR_CHECK(cond, ...)                                                      \
-  do {                                                                               \
-    if (__builtin_expect(!(cond), 0)) {                                              \
+#define KVSTAR_CHECK(cond, ...)                                                              \
+  do {                                                                                       \
+    if (__builtin_expect(!(cond), 0)) {                                                      \
       ::kvstar::internal::CheckFailed(__FILE__, __LINE__, #cond __VA_OPT__(, ) __VA_ARGS__); \
-    }                                                                                \
+    }                                                                                        \
   } while (0)
 
 #ifdef NDEBUG

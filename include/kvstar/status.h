@@ -15,17 +15,17 @@ namespace kvstar {
 
 enum class StatusCode : int {
   kOk = 0,
-  kInvalidArgument,   // bad input: flag, config value, file content
-  kNotFound,          // missing file, tensor, block
-  kDataLoss,          // checksum mismatch, truncated file
-  kOutOfRange,        // prompt longer than the model allows, offset past the end
-  kResourceExhausted, // full disk, pool full, capacity
+  kInvalidArgument,    // bad input: flag, config value, file content
+  kNotFound,           // missing file, tensor, block
+  kDataLoss,           // checksum mismatch, truncated file
+  kOutOfRange,         // prompt longer than the model allows, offset past the end
+  kResourceExhausted,  // full disk, pool full, capacity
   kFailedPrecondition,
   kUnimplemented,
   kCancelled,
   kDeadlineExceeded,  // Wait() timed out
   kPermissionDenied,
-  kIoError,           // read/write error reported by the OS
+  kIoError,  // read/write error reported by the OS
   kInternal,
 };
 
