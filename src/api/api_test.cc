@@ -215,6 +215,31 @@ TEST(LlmTest, BadOptionsAndInputsAreOneClearError) {
   add([](LlmOptions& o) { o.retrieval_threads = -1; }, "retrieval_threads");
 #ifndef KVSTAR_HAVE_CUDA
   add([](LlmOptions& o) { o.device = "cuda"; }, "-DKVSTAR_CUDA=ON");
+#else
+  // The CUDA runner's own checks, made before any weights are read (no GPU needed).
+  const std::string unused = "/tmp/kvstar-api-test-unused";
+  const std::string settings = Kvstar().kvstar_settings;
+  struct CudaCase {
+    const char *mode, *host_tier;
+    std::string store, kvstar_settings, expect;
+  };
+  for (const CudaCase& c :
+       {CudaCase{"dense", "inclusive", "file:" + unused, settings,
+                 "are kvstar settings (mode dense"},
+        CudaCase{"offload", "exclusive", "dram", settings, "are kvstar settings (mode offload"},
+        CudaCase{"kvstar", "inclusive", "tiered:" + unused, settings, "already the DRAM tier"},
+        CudaCase{"kvstar", "inclusive", "dram", R"({"sparse_ratio": 2})", "sparse_ratio"},
+        CudaCase{"oracle", "inclusive", "dram", settings, "oracle"}}) {
+    add(
+        [&](LlmOptions& o) {
+          o.device = "cuda";
+          o.mode = c.mode;
+          o.host_tier = c.host_tier;
+          o.store = c.store;
+          o.kvstar_settings = c.kvstar_settings;
+        },
+        c.expect);
+  }
 #endif
   for (const Case& c : cases) {
     auto llm = Llm::Open(kModel, c.options);

@@ -81,26 +81,12 @@ StatusOr<EngineOptions> ToEngineOptions(const LlmOptions& o) {
     KVSTAR_RETURN_IF_ERROR(ValidateEngineOptions(e));
     return e;
   }
-  if (o.mode != "kvstar" && (gpu_scoring || exclusive || o.store != "dram")) {
-    return InvalidArgument(
-        "LlmOptions: retrieval_device, host_tier and store belong to mode kvstar (mode %s keeps "
-        "its KV in HBM or pinned host memory)",
-        o.mode.c_str());
-  }
-  if (o.store.starts_with("tiered:")) {
-    return InvalidArgument(
-        "LlmOptions::store %s: on cuda the offloaded KV lives in pinned host memory, already the "
-        "DRAM tier; use file:DIR to keep the prompt's blocks",
-        o.store.c_str());
-  }
-  // The weights are read by a dense CPU engine; the mode's settings go to the CUDA runner.
-  EngineOptions reader = e;
-  reader.mode = "dense";
-  reader.retrieval_threads = 1;
-  KVSTAR_RETURN_IF_ERROR(ValidateEngineOptions(reader));
-  if (o.mode == "kvstar") KVSTAR_RETURN_IF_ERROR(e.kvstar.Validate(e.block_tokens));
   e.gpu_scoring = gpu_scoring;
   e.exclusive_host = exclusive;
+#ifdef KVSTAR_HAVE_CUDA
+  // Before any weights are read; Engine::Load (dense, the reader of the weights) checks the rest.
+  KVSTAR_RETURN_IF_ERROR(cuda::CudaRunner::CheckOptions(o.mode, e));
+#endif
   return e;
 }
 

@@ -56,6 +56,7 @@ StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
                                                          const std::string& mode,
                                                          const EngineOptions& options,
                                                          const Engine::LoadProgress& progress) {
+  KVSTAR_RETURN_IF_ERROR(CheckOptions(mode, options));
   KVSTAR_ASSIGN_OR_RETURN(KvMode kv_mode, ParseKvMode(mode));
   if (DeviceCount() == 0) {
     return FailedPrecondition("--device cuda: no CUDA device is visible");
@@ -86,6 +87,26 @@ StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const Engine& engine,
   }
   r->eos_ = engine.eos_ids();
   return std::unique_ptr<CudaRunner>(std::move(r));
+}
+
+Status CudaRunner::CheckOptions(const std::string& mode, const EngineOptions& options) {
+  KVSTAR_ASSIGN_OR_RETURN(KvMode kv_mode, ParseKvMode(mode));
+  if (kv_mode != KvMode::kKvstar &&
+      (options.store != "dram" || options.gpu_scoring || options.exclusive_host)) {
+    return InvalidArgument(
+        "store, GPU scoring and the exclusive host tier are kvstar settings (mode %s keeps its KV "
+        "in HBM or pinned host memory)",
+        mode.c_str());
+  }
+  if (options.store.starts_with("tiered:")) {
+    return InvalidArgument(
+        "store %s: on CUDA the offloaded KV lives in pinned host memory, already the DRAM tier; "
+        "use file:DIR to keep the prompt's blocks",
+        options.store.c_str());
+  }
+  if (kv_mode == KvMode::kKvstar)
+    KVSTAR_RETURN_IF_ERROR(options.kvstar.Validate(options.block_tokens));
+  return Status::Ok();
 }
 
 StatusOr<KvStore> OpenKvStore(const std::string& spec, const ModelConfig& config,

@@ -20,9 +20,15 @@ class CudaRunner {
   // kvstar, retrieval_threads) come from `options`; the weights from `engine` (loaded on the CPU
   // in dense mode). kvpr: the split of each request is planned from the device profile (cached).
   // `progress` (may be empty) is told of each layer's weights copied to the GPU.
+  // Create checks `options` with CheckOptions first.
   static StatusOr<std::unique_ptr<CudaRunner>> Create(const Engine& engine, const std::string& mode,
                                                       const EngineOptions& options,
                                                       const Engine::LoadProgress& progress);
+  // The settings this runner refuses rather than ignores, named as in EngineOptions: an unknown
+  // mode; a store other than dram, GPU scoring or the exclusive host tier outside kvstar; a
+  // tiered store (the pinned host memory is already the DRAM tier); invalid kvstar settings.
+  // Host code only: callers may check before loading any weights.
+  static Status CheckOptions(const std::string& mode, const EngineOptions& options);
   virtual StatusOr<GenerateResult> Generate(const GenerateRequest& request) = 0;
   virtual std::string device_name() const = 0;
 };
