@@ -24,8 +24,8 @@ class AlignedBuffer {
   AlignedBuffer() = default;
   explicit AlignedBuffer(size_t size) : size_(size) {
     if (size == 0) return;
-    const size_t bytes = (size * sizeof(T) + kBufferAlignment - 1) / kBufferAlignment *
-                         kBufferAlignment;
+    const size_t bytes =
+        (size * sizeof(T) + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
     data_ = static_cast<T*>(std::aligned_alloc(kBufferAlignment, bytes));
     if (data_ == nullptr) throw std::bad_alloc();
   }

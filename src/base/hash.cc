@@ -22,9 +22,13 @@ bool Hash128::FromHex(std::string_view hex, Hash128* out) {
   for (int i = 0; i < 32; ++i) {
     const char c = hex[i];
     int v;
-    if (c >= '0' && c <= '9') v = c - '0';
-    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    else return false;
+    if (c >= '0' && c <= '9') {
+      v = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      v = c - 'a' + 10;
+    } else {
+      return false;
+    }
     parts[i / 16] = (parts[i / 16] << 4) | static_cast<uint64_t>(v);
   }
   out->hi = parts[0];

@@ -25,7 +25,9 @@ Hash128 HashBytes(const void* data, size_t size, uint64_t seed = 0);
 Hash128 HashChain(const Hash128& prev, const void* data, size_t size);
 
 struct Hash128Hasher {
-  size_t operator()(const Hash128& h) const { return static_cast<size_t>(h.lo ^ (h.hi * 0x9e3779b97f4a7c15ull)); }
+  size_t operator()(const Hash128& h) const {
+    return static_cast<size_t>(h.lo ^ (h.hi * 0x9e3779b97f4a7c15ull));
+  }
 };
 
 }  // namespace kvstar

@@ -1,6 +1,5 @@
 #include "base/plot.h"
 
-
 #include <algorithm>
 #include <array>
 #include <cmath>

@@ -22,19 +22,32 @@ std::string VFormat(const char* fmt, va_list args) {
 
 const char* StatusCodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kInvalidArgument: return "InvalidArgument";
-    case StatusCode::kNotFound: return "NotFound";
-    case StatusCode::kDataLoss: return "DataLoss";
-    case StatusCode::kOutOfRange: return "OutOfRange";
-    case StatusCode::kResourceExhausted: return "ResourceExhausted";
-    case StatusCode::kFailedPrecondition: return "FailedPrecondition";
-    case StatusCode::kUnimplemented: return "Unimplemented";
-    case StatusCode::kCancelled: return "Cancelled";
-    case StatusCode::kDeadlineExceeded: return "DeadlineExceeded";
-    case StatusCode::kPermissionDenied: return "PermissionDenied";
-    case StatusCode::kIoError: return "IoError";
-    case StatusCode::kInternal: return "Internal";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kInvalidArgument:
+      return "InvalidArgument";
+    case StatusCode::kNotFound:
+      return "NotFound";
+    case StatusCode::kDataLoss:
+      return "DataLoss";
+    case StatusCode::kOutOfRange:
+      return "OutOfRange";
+    case StatusCode::kResourceExhausted:
+      return "ResourceExhausted";
+    case StatusCode::kFailedPrecondition:
+      return "FailedPrecondition";
+    case StatusCode::kUnimplemented:
+      return "Unimplemented";
+    case StatusCode::kCancelled:
+      return "Cancelled";
+    case StatusCode::kDeadlineExceeded:
+      return "DeadlineExceeded";
+    case StatusCode::kPermissionDenied:
+      return "PermissionDenied";
+    case StatusCode::kIoError:
+      return "IoError";
+    case StatusCode::kInternal:
+      return "Internal";
   }
   return "Unknown";
 }
@@ -49,12 +62,12 @@ Status Status::WithContext(std::string_view context) const {
   return Status(code_, std::string(context) + ": " + message_);
 }
 
-#define KVSTAR_DEFINE_STATUS_CTOR(Name)             \
-  Status Name(const char* fmt, ...) {               \
-    va_list args;                                   \
-    va_start(args, fmt);                            \
-    std::string msg = VFormat(fmt, args);           \
-    va_end(args);                                   \
+#define KVSTAR_DEFINE_STATUS_CTOR(Name)                 \
+  Status Name(const char* fmt, ...) {                   \
+    va_list args;                                       \
+    va_start(args, fmt);                                \
+    std::string msg = VFormat(fmt, args);               \
+    va_end(args);                                       \
     return Status(StatusCode::k##Name, std::move(msg)); \
   }
 
@@ -75,14 +88,19 @@ KVSTAR_DEFINE_STATUS_CTOR(Internal)
 Status ErrnoStatus(int err, std::string_view what) {
   std::string msg = std::string(what) + ": " + std::strerror(err);
   switch (err) {
-    case ENOENT: return Status(StatusCode::kNotFound, std::move(msg));
+    case ENOENT:
+      return Status(StatusCode::kNotFound, std::move(msg));
     case ENOSPC:
-    case EDQUOT: return Status(StatusCode::kResourceExhausted, std::move(msg));
+    case EDQUOT:
+      return Status(StatusCode::kResourceExhausted, std::move(msg));
     case EACCES:
     case EPERM:
-    case EROFS: return Status(StatusCode::kPermissionDenied, std::move(msg));
-    case EINVAL: return Status(StatusCode::kInvalidArgument, std::move(msg));
-    default: return Status(StatusCode::kIoError, std::move(msg));
+    case EROFS:
+      return Status(StatusCode::kPermissionDenied, std::move(msg));
+    case EINVAL:
+      return Status(StatusCode::kInvalidArgument, std::move(msg));
+    default:
+      return Status(StatusCode::kIoError, std::move(msg));
   }
 }
 

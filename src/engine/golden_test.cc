@@ -3,10 +3,9 @@
 // stored bf16 / f16 weights).
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "engine/engine.h"
@@ -97,10 +96,10 @@ TEST_P(GoldenTest, GreedyContinuationMatchesTransformers) {
 INSTANTIATE_TEST_SUITE_P(
     Models, GoldenTest,
     ::testing::Values(Case{"qwen2_tiny", DType::kF32, 128, 256},
-                      Case{"qwen2_tiny", DType::kF32, 16, 37},   // many blocks, odd chunks
+                      Case{"qwen2_tiny", DType::kF32, 16, 37},  // many blocks, odd chunks
                       Case{"qwen2_tiny", DType::kBF16, 32, 100},
                       Case{"llama_tiny", DType::kF32, 128, 256},
-                      Case{"llama_tiny", DType::kF32, 32, 1},    // token-by-token prefill
+                      Case{"llama_tiny", DType::kF32, 32, 1},  // token-by-token prefill
                       Case{"llama_tiny", DType::kBF16, 64, 128}),
     [](const ::testing::TestParamInfo<Case>& param_info) {
       return param_info.param.model + "_" + DTypeName(param_info.param.kv_dtype) + "_bt" +

@@ -46,13 +46,13 @@ class DensePolicy final : public KvPolicy {
   size_t q_heads_;
   float attn_scale_;
   size_t num_tokens_ = 0;
-  std::vector<std::vector<int>> slots_;          // [layer][block] slot indices
-  std::vector<std::vector<void*>> block_ptrs_;   // [layer][block] slot addresses
-  std::vector<size_t> layer_tokens_;             // [layer] tokens written (layer-major prefill)
-  std::vector<int64_t> q_last_;                  // scratch [n]
+  std::vector<std::vector<int>> slots_;         // [layer][block] slot indices
+  std::vector<std::vector<void*>> block_ptrs_;  // [layer][block] slot addresses
+  std::vector<size_t> layer_tokens_;            // [layer] tokens written (layer-major prefill)
+  std::vector<int64_t> q_last_;                 // scratch [n]
   std::optional<KvstarConfig> oracle_;
   bool prefill_done_ = false;
-  std::vector<const void*> table_;               // scratch: oracle block table
+  std::vector<const void*> table_;  // scratch: oracle block table
 };
 
 }  // namespace kvstar

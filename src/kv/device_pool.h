@@ -45,8 +45,8 @@ class DevicePool {
   size_t num_slots_;
   AlignedBuffer<uint8_t> arena_;  // [num_slots][block_bytes]
   mutable std::mutex mu_;
-  std::vector<int> free_;          // stack of free slot indices
-  std::vector<uint8_t> in_use_;    // [num_slots], guards against double free
+  std::vector<int> free_;        // stack of free slot indices
+  std::vector<uint8_t> in_use_;  // [num_slots], guards against double free
 };
 
 }  // namespace kvstar

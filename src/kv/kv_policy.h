@@ -22,25 +22,25 @@
 namespace kvstar {
 
 struct KvStats {
-  size_t tokens = 0;               // tokens in the cache
-  size_t device_blocks = 0;        // blocks held in the device pool (all layers)
-  size_t device_bytes = 0;         // device KV bytes held by this request
-  size_t bytes_loaded = 0;         // bytes moved store -> device (cumulative)
-  size_t bytes_dumped = 0;         // bytes moved device -> store (cumulative)
+  size_t tokens = 0;         // tokens in the cache
+  size_t device_blocks = 0;  // blocks held in the device pool (all layers)
+  size_t device_bytes = 0;   // device KV bytes held by this request
+  size_t bytes_loaded = 0;   // bytes moved store -> device (cumulative)
+  size_t bytes_dumped = 0;   // bytes moved device -> store (cumulative)
   // Sparse policies (kvstar); zero otherwise.
-  size_t candidate_blocks = 0;     // blocks that could be selected now (all layers)
-  size_t selected_blocks = 0;      // blocks in the active selections (all layers)
-  size_t retrievals = 0;           // retrieval tasks completed (sync_retrievals included)
-  size_t async_retrievals = 0;     // of which scheduled asynchronously (retrieval_ms_total's)
-  size_t sync_retrievals = 0;      // retrievals a decode step waited for (sync_steps)
-  size_t skipped_retrievals = 0;   // groups not retrieved because the previous one was running
-  size_t swaps = 0;                // selections applied
-  size_t late_swaps = 0;           // selections not applied by UCM's deadline (decode went on)
+  size_t candidate_blocks = 0;    // blocks that could be selected now (all layers)
+  size_t selected_blocks = 0;     // blocks in the active selections (all layers)
+  size_t retrievals = 0;          // retrieval tasks completed (sync_retrievals included)
+  size_t async_retrievals = 0;    // of which scheduled asynchronously (retrieval_ms_total's)
+  size_t sync_retrievals = 0;     // retrievals a decode step waited for (sync_steps)
+  size_t skipped_retrievals = 0;  // groups not retrieved because the previous one was running
+  size_t swaps = 0;               // selections applied
+  size_t late_swaps = 0;          // selections not applied by UCM's deadline (decode went on)
   size_t blocks_loaded = 0;
-  double retrieval_ms_total = 0;   // submit -> observed done, summed
-  double decode_wait_ms = 0;       // time the decode thread waited for retrieval or loads
-  double sync_wait_ms = 0;         // of which in sync_steps re-selections (waited by design)
-  size_t prefix_reused_tokens = 0; // prompt tokens whose KV came from the store
+  double retrieval_ms_total = 0;    // submit -> observed done, summed
+  double decode_wait_ms = 0;        // time the decode thread waited for retrieval or loads
+  double sync_wait_ms = 0;          // of which in sync_steps re-selections (waited by design)
+  size_t prefix_reused_tokens = 0;  // prompt tokens whose KV came from the store
 };
 
 class KvPolicy {

@@ -143,12 +143,9 @@ struct Named {
   const char* name;
   ModelConfig (*make)();
 };
-constexpr Named kShapes[] = {{"llama3-8b", Llama3_8B},
-                             {"qwen2.5-14b", Qwen25_14B},
-                             {"llama2-7b", Llama2_7B},
-                             {"llama2-7b-32k", Llama2_7B_32K},
-                             {"llama2-13b", Llama2_13B},
-                             {"qwen2-100m", Qwen2_100M},
+constexpr Named kShapes[] = {{"llama3-8b", Llama3_8B},        {"qwen2.5-14b", Qwen25_14B},
+                             {"llama2-7b", Llama2_7B},        {"llama2-7b-32k", Llama2_7B_32K},
+                             {"llama2-13b", Llama2_13B},      {"qwen2-100m", Qwen2_100M},
                              {"llama-mha-110m", LlamaMha110M}};
 
 }  // namespace

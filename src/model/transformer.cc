@@ -55,8 +55,8 @@ Status Transformer::Layer(size_t l, float* x, size_t n, int64_t first_pos, KvPol
   Linear(pool_, L.v, L.v_bias, xn_.data(), n, v_.data());
   ops::ApplyRope(inv_freq_.data(), hd, pos_.data(), n, c.num_heads, q_.data());
   ops::ApplyRope(inv_freq_.data(), hd, pos_.data(), n, c.num_kv_heads, k_.data());
-  KVSTAR_RETURN_IF_ERROR(kv.Attend(static_cast<int>(l), q_.data(), k_.data(), v_.data(), n,
-                                   first_pos, attn_.data()));
+  KVSTAR_RETURN_IF_ERROR(
+      kv.Attend(static_cast<int>(l), q_.data(), k_.data(), v_.data(), n, first_pos, attn_.data()));
   Linear(pool_, L.o, L.o_bias, attn_.data(), n, proj_.data());
   ops::Add(x, proj_.data(), n * hidden, x);
   // MLP block: x += down(silu(gate(xn)) * up(xn)).
@@ -70,8 +70,7 @@ Status Transformer::Layer(size_t l, float* x, size_t n, int64_t first_pos, KvPol
 }
 
 void Transformer::Logits(const float* x, size_t rows, float* logits) {
-  ops::RmsNorm(x, weights_.final_norm, rows, config_.hidden_size, config_.rms_norm_eps,
-               xn_.data());
+  ops::RmsNorm(x, weights_.final_norm, rows, config_.hidden_size, config_.rms_norm_eps, xn_.data());
   Linear(pool_, weights_.lm_head, TensorView{}, xn_.data(), rows, logits);
 }
 
@@ -120,8 +119,8 @@ Status Transformer::Prefill(std::span<const int32_t> tokens, int64_t first_pos, 
   for (size_t l = 0; l < layers; ++l) {
     for (size_t begin = 0; begin < n; begin += chunk) {
       const size_t m = std::min(chunk, n - begin);
-      KVSTAR_RETURN_IF_ERROR(Layer(l, x_all_.data() + begin * hidden, m,
-                                   first_pos + static_cast<int64_t>(begin), kv));
+      KVSTAR_RETURN_IF_ERROR(
+          Layer(l, x_all_.data() + begin * hidden, m, first_pos + static_cast<int64_t>(begin), kv));
       if (progress && !progress(l * n + begin + m, layers * n)) {
         return Cancelled("prefill cancelled at layer %zu, token %zu of %zu", l, begin + m, n);
       }

@@ -28,8 +28,8 @@ class Transformer {
   // Decode: runs tokens at positions [first_pos, first_pos + n) through every layer, token-major
   // (all tokens through layer 0, then layer 1...). logits receives [vocab] for the last token
   // (kLast) or [n][vocab] (kAll). Ends with kv.EndChunk(n, false).
-  Status Forward(std::span<const int32_t> tokens, int64_t first_pos, KvPolicy& kv,
-                 LogitsMode mode, float* logits);
+  Status Forward(std::span<const int32_t> tokens, int64_t first_pos, KvPolicy& kv, LogitsMode mode,
+                 float* logits);
 
   // Prefill, layer-major: every prompt token goes through layer 0 (in chunks of `chunk` tokens,
   // so attention memory stays bounded) before any goes through layer 1, and kv.EndLayerPrefill
@@ -55,16 +55,16 @@ class Transformer {
   ThreadPool& pool_;
   std::vector<float> inv_freq_;  // [head_dim / 2]
   size_t scratch_tokens_ = 0;
-  AlignedBuffer<float> x_;     // [n][hidden] residual stream
-  AlignedBuffer<float> xn_;    // [n][hidden] normed
-  AlignedBuffer<float> q_;     // [n][q_heads][head_dim]
-  AlignedBuffer<float> k_;     // [n][kv_heads][head_dim]
-  AlignedBuffer<float> v_;     // [n][kv_heads][head_dim]
-  AlignedBuffer<float> attn_;  // [n][q_heads][head_dim]
-  AlignedBuffer<float> proj_;  // [n][hidden]
-  AlignedBuffer<float> gate_;  // [n][intermediate]
-  AlignedBuffer<float> up_;    // [n][intermediate]
-  std::vector<int64_t> pos_;   // [n]
+  AlignedBuffer<float> x_;      // [n][hidden] residual stream
+  AlignedBuffer<float> xn_;     // [n][hidden] normed
+  AlignedBuffer<float> q_;      // [n][q_heads][head_dim]
+  AlignedBuffer<float> k_;      // [n][kv_heads][head_dim]
+  AlignedBuffer<float> v_;      // [n][kv_heads][head_dim]
+  AlignedBuffer<float> attn_;   // [n][q_heads][head_dim]
+  AlignedBuffer<float> proj_;   // [n][hidden]
+  AlignedBuffer<float> gate_;   // [n][intermediate]
+  AlignedBuffer<float> up_;     // [n][intermediate]
+  std::vector<int64_t> pos_;    // [n]
   AlignedBuffer<float> x_all_;  // [prompt tokens][hidden] residual stream of a prefill
 };
 

@@ -243,8 +243,7 @@ StatusOr<KvprProfile> ProfileFromJson(std::string_view text, std::string_view so
   }
   // Optional (older files have neither): 1 and no note.
   if (j.contains("recompute_scale")) {
-    KVSTAR_RETURN_IF_ERROR(
-        ReadNumber(j, "recompute_scale", src, "top-level", &p.recompute_scale));
+    KVSTAR_RETURN_IF_ERROR(ReadNumber(j, "recompute_scale", src, "top-level", &p.recompute_scale));
   }
   if (j.contains("link_scale")) {
     KVSTAR_RETURN_IF_ERROR(ReadNumber(j, "link_scale", src, "top-level", &p.link_scale));
