@@ -203,6 +203,14 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t, size_t, 
   }
   if (queued_.load() > spinning_.load()) cv_.notify_all();
   run_chunks();
+  // The other parts usually end within microseconds of the caller's: spin on the count before
+  // sleeping, since a futex wake-up costs tens of microseconds and a decode step makes about a
+  // hundred of these calls (docs/BENCHMARKS.md, "Engine: CPU decode and prefill").
+  for (int spin = 0;
+       spin < kSpinIterations && shared->done.load(std::memory_order_acquire) != parts; ++spin) {
+    CpuRelax();
+  }
+  if (shared->done.load(std::memory_order_acquire) == parts) return;
   std::unique_lock<std::mutex> lock(shared->mu);
   shared->cv.wait(lock, [&] { return shared->done.load() == parts; });
 }
