@@ -39,6 +39,25 @@ TEST(ThreadPoolTest, ParallelForDoesNotWaitForBusyWorkers) {
   release = true;
 }
 
+// The caller waits for parts that end long after its own (past its spin, on the condition
+// variable) as well as for parts that end at once (within the spin): ParallelFor returns only
+// when every chunk has run, with the chunk's writes visible.
+TEST(ThreadPoolTest, ParallelForWaitsForSlowAndFastParts) {
+  ThreadPool pool(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  for (int slow_ms : {0, 30}) {
+    std::vector<int> wrote(2, 0);
+    pool.ParallelFor(2, [&](size_t b, size_t e, int) {
+      // The caller's part takes 5 ms, so that the worker takes the other part, which is the
+      // slow one.
+      const bool by_caller = std::this_thread::get_id() == caller;
+      std::this_thread::sleep_for(std::chrono::milliseconds(by_caller ? 5 : slow_ms));
+      for (size_t i = b; i < e; ++i) wrote[i] = 1;
+    });
+    EXPECT_EQ(wrote[0] + wrote[1], 2) << slow_ms << " ms";
+  }
+}
+
 TEST(ThreadPoolTest, ParallelismCountsThreadsThatRunChunks) {
   EXPECT_EQ(ThreadPool(1).parallelism(), 1);
   EXPECT_EQ(ThreadPool(2).parallelism(), 2);
