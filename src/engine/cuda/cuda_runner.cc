@@ -104,8 +104,9 @@ Status CudaRunner::CheckOptions(const std::string& mode, const EngineOptions& op
         "use file:DIR to keep the prompt's blocks",
         options.store.c_str());
   }
-  if (kv_mode == KvMode::kKvstar)
+  if (kv_mode == KvMode::kKvstar) {
     KVSTAR_RETURN_IF_ERROR(options.kvstar.Validate(options.block_tokens));
+  }
   return Status::Ok();
 }
 
