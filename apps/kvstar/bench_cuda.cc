@@ -109,6 +109,7 @@ int RunCudaBench(const CudaBenchFlags& f) {
     }
     if (modes.empty()) return ReportError(InvalidArgument("--modes is empty"));
   }
+  const bool has_kvstar = std::find(modes.begin(), modes.end(), KvMode::kKvstar) != modes.end();
   if (f.prefill != "real" && f.prefill != "random") {
     return ReportError(
         InvalidArgument("--prefill must be real or random, not '%s'", f.prefill.c_str()));
@@ -120,25 +121,28 @@ int RunCudaBench(const CudaBenchFlags& f) {
         "kvstar's prefix reuse: random contexts have no tokens to address",
         f.store.c_str()));
   }
-  if (use_store && std::find(modes.begin(), modes.end(), KvMode::kKvstar) == modes.end()) {
+  if (use_store && !has_kvstar) {
     return ReportError(InvalidArgument(
         "--store %s: only --modes kvstar uses a block store (prefix reuse); add kvstar to --modes "
         "or drop --store",
         f.store.c_str()));
   }
-  if (f.exclusive_host && std::find(modes.begin(), modes.end(), KvMode::kKvstar) == modes.end()) {
+  if (f.exclusive_host && !has_kvstar) {
     return ReportError(InvalidArgument(
         "--host-tier exclusive: only --modes kvstar has a host tier to choose (dense keeps its KV "
         "in HBM, offload and kvpr pin every block); add kvstar to --modes or drop the flag"));
+  }
+  if (has_kvstar && f.gpu_scoring) {
+    if (Status s = cuda::CheckGpuScoringStride(f.kvstar.retrieval_stride); !s.ok()) {
+      return ReportError(s);
+    }
   }
   // kvstar's device cache: a block count per (layer, sequence), or "max".
   auto cache_blocks = ParseKvstarCacheBlocks(f.kvstar_cache_blocks, /*allow_max=*/true);
   if (!cache_blocks.ok()) return ReportError(cache_blocks.status());
   const bool cache_max = *cache_blocks == kCacheBlocksMax;
   const size_t cache_fixed = cache_max ? 0 : *cache_blocks;
-  if ((cache_max || cache_fixed > 0) &&
-      (std::find(modes.begin(), modes.end(), KvMode::kKvstar) == modes.end() ||
-       f.kvstar.deterministic)) {
+  if ((cache_max || cache_fixed > 0) && (!has_kvstar || f.kvstar.deterministic)) {
     return ReportError(InvalidArgument(
         "--kvstar-cache-blocks: the device cache is part of kvstar's non-deterministic schedule; "
         "add kvstar to --modes (without --deterministic) or drop the flag"));

@@ -240,6 +240,13 @@ TEST(LlmTest, BadOptionsAndInputsAreOneClearError) {
         },
         c.expect);
   }
+  add(
+      [](LlmOptions& o) {
+        o.device = "cuda";
+        o.retrieval_device = "gpu";
+        o.kvstar_settings = R"({"retrieval_stride": 65})";
+      },
+      "at most 64 queries per group");
 #endif
   for (const Case& c : cases) {
     auto llm = Llm::Open(kModel, c.options);

@@ -24,6 +24,15 @@ StatusOr<KvMode> ParseKvMode(std::string_view name) {
                          static_cast<int>(name.size()), name.data());
 }
 
+Status CheckGpuScoringStride(size_t retrieval_stride) {
+  if (retrieval_stride <= kMaxGpuScoreQueries) return Status::Ok();
+  return InvalidArgument(
+      "kvstar GPU scoring takes at most %zu queries per group, one per step of the stride; "
+      "retrieval_stride is %zu: use a stride of at most %zu, or score on the CPU "
+      "(--retrieval-device cpu)",
+      kMaxGpuScoreQueries, retrieval_stride, kMaxGpuScoreQueries);
+}
+
 const char* KvModeName(KvMode mode) {
   switch (mode) {
     case KvMode::kDense:

@@ -64,6 +64,12 @@ enum class KvMode { kDense, kOffload, kKvpr, kKvstar };
 StatusOr<KvMode> ParseKvMode(std::string_view name);
 const char* KvModeName(KvMode mode);
 
+// GPU scoring scores a group against the queries of its retrieval_stride steps, at most 64
+// (BlockScoreArgs::num_queries): InvalidArgument naming the fix for a longer stride. Host code,
+// so that the runner and the bench refuse it before they touch a device.
+inline constexpr size_t kMaxGpuScoreQueries = 64;
+Status CheckGpuScoringStride(size_t retrieval_stride);
+
 struct BatchOptions {
   KvMode mode = KvMode::kDense;
   size_t batch = 1;

@@ -92,12 +92,7 @@ Status CudaBatch::KvstarInitGpuScoring() {
   const KvstarConfig& k = opt_.kvstar;
   Impl& m = *impl_;
   const size_t L = c.num_layers, B = opt_.batch, R = k.retrieval_stride;
-  if (R > 64) {
-    return InvalidArgument(
-        "kvstar GPU scoring takes at most 64 queries per group; "
-        "retrieval_stride is %zu",
-        R);
-  }
+  KVSTAR_RETURN_IF_ERROR(CheckGpuScoringStride(R));
   KVSTAR_ASSIGN_OR_RETURN(m.d_pruned, sparse::PrunedDim(c.head_dim, k.blk_repre_dim_prune_ratio));
   const BlockScoreArgs a = ScoreArgsFor(c, opt_, m.d_pruned, B);
   KVSTAR_RETURN_IF_ERROR(ValidateBlockScoreShape(a));

@@ -106,6 +106,9 @@ Status CudaRunner::CheckOptions(const std::string& mode, const EngineOptions& op
   }
   if (kv_mode == KvMode::kKvstar) {
     KVSTAR_RETURN_IF_ERROR(options.kvstar.Validate(options.block_tokens));
+    if (options.gpu_scoring) {
+      KVSTAR_RETURN_IF_ERROR(CheckGpuScoringStride(options.kvstar.retrieval_stride));
+    }
   }
   return Status::Ok();
 }
