@@ -105,6 +105,11 @@ expect_error "device cache not a number" "a block count per|CPU backend only" "$
 expect_error "device cache with dense" "non-deterministic schedule|CPU backend only" "$K" \
   generate --model "$GOLD" --prompt hi --device cuda --mode dense --kvstar-cache-blocks 4
 expect_error "unknown host tier" "host-tier.*not in" "$K" bench --host-tier none
+expect_error "GPU scoring stride over 64 (bench)" "at most 64 queries per group|CPU backend only" \
+  "$K" bench --device cuda --modes kvstar --retrieval-device gpu --retrieval_stride 65
+expect_error "GPU scoring stride over 64 (generate)" "at most 64 queries per group|CPU backend only" \
+  "$K" generate --model "$GOLD" --prompt hi --device cuda --mode kvstar --retrieval-device gpu \
+  --retrieval_stride 65
 expect_error "score spread without GPU scoring" "only GPU scoring is spread" "$K" bench \
   --gpu-score-spread 4
 expect_error "score spread out of range" "gpu-score-spread.*not in range" "$K" bench --gpu-score-spread 0
